@@ -1,0 +1,66 @@
+"""The adapter contract: read files, yield one :class:`Row` per (task, instance, model).
+
+Adapters never fit, embed or print; they log decisions (skipped metrics, older runs) with
+``logging`` and raise :class:`~lm_router_plugin.errors.InputError` for malformed input.
+
+    class MyAdapter(Adapter):
+        name = "my-harness"
+        def read(self, paths):
+            for path in paths:
+                yield Row(source="my-harness", benchmark="", task="t", instance_id="0",
+                          input_text="2+2?", model="m", metric="acc", score=1.0,
+                          higher_is_better=True, origin=str(path))
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from ..thresholds import Thresholds
+
+
+class Row(NamedTuple):
+    """One per-sample result before thresholding."""
+
+    source: str  # lm-eval | helm | table
+    benchmark: str  # HELM suite / lm-eval group; "" when unknown
+    task: str
+    instance_id: str
+    input_text: str  # the prompt the model saw
+    model: str
+    metric: str
+    score: float  # raw metric value
+    higher_is_better: bool | None  # None: use the thresholds table's direction
+    origin: str  # file the row was read from
+    correct: int | None = None  # set by sources that give correctness directly
+
+
+class Adapter(ABC):
+    """Reads one kind of harness output.
+
+    Args:
+        thresholds: metric and filter choices per task (``Thresholds.load()`` by default).
+        options: adapter-specific settings (documented by each adapter).
+    """
+
+    name: str = ""
+
+    def __init__(self, thresholds: Thresholds | None = None, **options: Any):
+        self.thresholds = thresholds or Thresholds.load()
+        self.options = options
+        # model id -> {"params": int | None, "cost_per_1m": float | None}, filled while reading
+        self.model_metadata: dict[str, dict[str, Any]] = {}
+
+    @abstractmethod
+    def read(self, paths: Sequence[Path]) -> Iterator[Row]:
+        """Yield rows for every file under ``paths`` (files or folders, any depth).
+
+        Rows for the same (task, instance_id, model) must be yielded at most once.
+
+        Raises:
+            InputError: a file is malformed (names the file, the line or key, and the fix),
+                or nothing recognisable was found under ``paths``.
+        """

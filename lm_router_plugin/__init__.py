@@ -1,0 +1,35 @@
+"""lm-router-plugin: learn from per-sample benchmark results which LLM to use for a new task.
+
+    >>> from lm_router_plugin import Store, ingest
+    >>> ingest("lm-eval", ["runs/"], Store("lm-router-store"))
+
+Heavy modules (torch, sentence-transformers, lm-eval) are imported only when used.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+try:
+    __version__ = version("lm-router-plugin")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+_LAZY = {
+    "Store": ".store",
+    "Thresholds": ".thresholds",
+    "ingest": ".ingest",
+    "accuracy_table": ".ingest",
+    "validate_table": ".schema",
+    "LMRouterError": ".errors",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

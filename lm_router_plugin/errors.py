@@ -1,0 +1,51 @@
+"""Exceptions of lm-router-plugin.
+
+Every error a user can cause derives from :class:`LMRouterError`; the CLI prints its message
+(one line naming the file, line or key, and what to do) and exits with code 1.
+"""
+
+from __future__ import annotations
+
+
+class LMRouterError(Exception):
+    """Base class for all errors of this package that are shown to the user."""
+
+
+class InputError(LMRouterError, ValueError):
+    """An input file is malformed: names the file, the line or key, and the fix."""
+
+    def __init__(self, path: object, problem: str, *, line: int | None = None, hint: str = ""):
+        where = f"{path}" if line is None else f"{path} line {line}"
+        message = f"{where}: {problem}"
+        if hint:
+            message += f" ({hint})"
+        super().__init__(message)
+        self.path = path
+        self.line = line
+
+
+class SchemaError(LMRouterError, ValueError):
+    """A table does not have the columns or values the correctness table needs."""
+
+
+class ConflictError(LMRouterError, ValueError):
+    """Two sources give different values for the same (task, instance, model) key."""
+
+
+class UnknownNameError(LMRouterError, KeyError):
+    """An adapter, predictor, task or model name is not known (message has did-you-mean)."""
+
+    def __str__(self) -> str:  # KeyError would add quotes around the message
+        return str(self.args[0]) if self.args else ""
+
+
+class EmptyStoreError(LMRouterError, ValueError):
+    """The store holds no correctness table yet."""
+
+
+class NotFittedError(LMRouterError, ValueError, AttributeError):
+    """A router or predictor was used before ``fit``."""
+
+
+class EmbedderNotFoundError(LMRouterError, OSError):
+    """The sentence-transformers model cannot be loaded offline."""

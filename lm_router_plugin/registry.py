@@ -1,0 +1,96 @@
+"""Name -> class registries filled lazily from entry points.
+
+Built-in adapters and predictors are registered through the same entry-point groups as
+third-party plugins (``lm_router.adapters``, ``lm_router.predictors``)::
+
+    from lm_router_plugin.registry import adapters
+    AdapterClass = adapters.get("lm-eval")    # imports the module on first use
+
+Tests register fakes with ``adapters.register("fake", FakeAdapter)`` and remove them with
+``adapters.unregister("fake")``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import threading
+from importlib.metadata import EntryPoint, entry_points
+from typing import Generic, TypeVar
+
+from .errors import UnknownNameError
+
+T = TypeVar("T")
+
+
+def unknown_name_message(kind: str, name: str, available: list[str]) -> str:
+    """'Unknown adapter 'x'. Did you mean: y? Available: a, b, c' (at most 20 names listed)."""
+    message = f"Unknown {kind} '{name}'."
+    close = difflib.get_close_matches(name, available, n=3, cutoff=0.5)
+    if close:
+        message += f" Did you mean: {', '.join(close)}?"
+    shown = sorted(available)[:20]
+    more = f" (and {len(available) - 20} more)" if len(available) > 20 else ""
+    return message + f" Available: {', '.join(shown) or 'none'}{more}"
+
+
+class Registry(Generic[T]):
+    """A thread-safe map from names to classes; entry points are loaded on first ``get``."""
+
+    def __init__(self, kind: str, group: str):
+        self.kind = kind
+        self.group = group
+        self._targets: dict[str, T | EntryPoint] = {}
+        self._discovered = False
+        self._lock = threading.Lock()
+
+    def _discover(self) -> None:
+        if self._discovered:
+            return
+        with self._lock:
+            if self._discovered:
+                return
+            for ep in entry_points(group=self.group):
+                # An editable install and a regular one can both declare the same target.
+                existing = self._targets.get(ep.name)
+                if isinstance(existing, EntryPoint) and existing.value != ep.value:
+                    raise ValueError(f"{self.kind} '{ep.name}' registered twice: "
+                                     f"{existing.value} and {ep.value}")
+                self._targets.setdefault(ep.name, ep)
+            self._discovered = True
+
+    def register(self, name: str, target: T) -> None:
+        """Register ``target`` under ``name``; a name taken by another target is an error."""
+        self._discover()
+        existing = self._targets.get(name)
+        if existing is not None and existing is not target:
+            shown = existing.value if isinstance(existing, EntryPoint) else existing
+            raise ValueError(f"{self.kind} '{name}' already registered (existing={shown}, "
+                             f"new={target})")
+        self._targets[name] = target
+
+    def unregister(self, name: str) -> None:
+        self._targets.pop(name, None)
+
+    def names(self) -> list[str]:
+        self._discover()
+        return sorted(self._targets)
+
+    def get(self, name: str) -> T:
+        """The class registered as ``name``.
+
+        Raises:
+            UnknownNameError: with did-you-mean suggestions and the available names.
+        """
+        self._discover()
+        try:
+            target = self._targets[name]
+        except KeyError as exc:
+            raise UnknownNameError(unknown_name_message(self.kind, name, self.names())) from exc
+        if isinstance(target, EntryPoint):
+            target = target.load()
+            self._targets[name] = target
+        return target
+
+
+adapters: Registry = Registry("adapter", "lm_router.adapters")
+predictors: Registry = Registry("predictor", "lm_router.predictors")

@@ -1,0 +1,85 @@
+"""The correctness table: one row per (task, instance, model), stored as Parquet.
+
+Column names are defined once here; every table that enters ingest or fit goes through
+:func:`validate_table`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from .errors import SchemaError
+
+SOURCE = "source"  # lm-eval | helm | table
+BENCHMARK = "benchmark"  # HELM suite / lm-eval group, may be empty
+TASK = "task"
+INSTANCE_ID = "instance_id"
+INPUT_TEXT = "input_text"  # the prompt the model saw
+MODEL = "model"
+METRIC = "metric"
+SCORE = "score"  # raw metric value
+THRESHOLD = "threshold"  # eta used; null for binary metrics
+CORRECT = "correct"  # 0/1
+ORIGIN = "origin"  # the file the row was read from (named in conflict errors)
+
+KEY = [TASK, INSTANCE_ID, MODEL]
+COLUMNS = [SOURCE, BENCHMARK, TASK, INSTANCE_ID, INPUT_TEXT, MODEL, METRIC, SCORE, THRESHOLD,
+           CORRECT, ORIGIN]
+
+ARROW_SCHEMA = pa.schema([
+    (SOURCE, pa.string()),
+    (BENCHMARK, pa.string()),
+    (TASK, pa.string()),
+    (INSTANCE_ID, pa.string()),
+    (INPUT_TEXT, pa.string()),
+    (MODEL, pa.string()),
+    (METRIC, pa.string()),
+    (SCORE, pa.float64()),
+    (THRESHOLD, pa.float64()),
+    (CORRECT, pa.int8()),
+    (ORIGIN, pa.string()),
+])
+
+
+def empty_table() -> pd.DataFrame:
+    """An empty correctness table with the right dtypes."""
+    return ARROW_SCHEMA.empty_table().to_pandas()
+
+
+def validate_table(df: pd.DataFrame, *, where: str = "table") -> pd.DataFrame:
+    """Check columns, dtypes, ``correct`` in {0, 1} and key uniqueness; return a normalised copy.
+
+    Raises:
+        SchemaError: naming the missing column, the bad value or a duplicated key.
+    """
+    missing = [c for c in (TASK, INSTANCE_ID, MODEL, CORRECT) if c not in df.columns]
+    if missing:
+        raise SchemaError(f"{where}: missing column(s) {missing}; required: {KEY + [CORRECT]}")
+    out = df.copy()
+    for col, default in ((SOURCE, "table"), (BENCHMARK, ""), (INPUT_TEXT, ""), (METRIC, "correct"),
+                         (ORIGIN, where)):
+        if col not in out.columns:
+            out[col] = default
+    if SCORE not in out.columns:
+        out[SCORE] = out[CORRECT].astype(float)
+    if THRESHOLD not in out.columns:
+        out[THRESHOLD] = np.nan
+    for col in (SOURCE, BENCHMARK, TASK, INSTANCE_ID, INPUT_TEXT, MODEL, METRIC, ORIGIN):
+        out[col] = out[col].astype(str)
+    correct = pd.to_numeric(out[CORRECT], errors="coerce")
+    bad = ~correct.isin([0, 1])
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise SchemaError(f"{where}: column '{CORRECT}' must be 0 or 1, got {df[CORRECT].iloc[i]!r} "
+                          f"at row {i}")
+    out[CORRECT] = correct.astype("int8")
+    out[SCORE] = pd.to_numeric(out[SCORE], errors="coerce").astype(float)
+    out[THRESHOLD] = pd.to_numeric(out[THRESHOLD], errors="coerce").astype(float)
+    dup = out.duplicated(KEY, keep=False)
+    if dup.any():
+        row = out.loc[dup, KEY].iloc[0].to_dict()
+        raise SchemaError(f"{where}: duplicated key {row}: each (task, instance_id, model) must "
+                          "appear once")
+    return out[COLUMNS].reset_index(drop=True)

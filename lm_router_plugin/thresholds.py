@@ -1,0 +1,177 @@
+"""Per-metric thresholds eta that turn metric values into correct/incorrect.
+
+Defaults ship in ``thresholds.yaml``; a user file overrides them::
+
+    metrics:
+      f1_score: 0.4                                  # change a default
+      judge_score: {threshold: 7, higher_is_better: true}   # declare a new metric
+    tasks:
+      narrative_qa: {metric: rouge_l, threshold: 0.3}  # per task: which metric, which eta
+      gsm8k: {filter: flexible-extract}                # lm-eval: which filter's lines to read
+
+    >>> rule = Thresholds.load().rule("my_task", "f1_score")
+    >>> rule.apply(0.7)
+    (0.5, 1)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import InputError
+from .registry import unknown_name_message
+
+logger = logging.getLogger(__name__)
+
+BINARY = "binary"
+_AT_K = re.compile(r"@\d+$")
+_TASK_KEYS = {"metric", "threshold", "filter", "higher_is_better"}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one (task, metric) becomes 0/1: ``threshold`` None means the value is binary."""
+
+    metric: str
+    threshold: float | None
+    higher_is_better: bool = True
+
+    def apply(self, score: float) -> tuple[float | None, int]:
+        """(threshold used, correct) for one metric value."""
+        if self.threshold is None:
+            if score == 0 or score == 1:
+                return None, int(score)
+            eta = 0.5  # a "binary" metric with a fractional value: documented fallback
+        else:
+            eta = self.threshold
+        correct = score > eta if self.higher_is_better else score < eta
+        return eta, int(correct)
+
+
+@dataclass
+class Thresholds:
+    """Default and user thresholds; ``rule(task, metric)`` resolves one pair."""
+
+    metrics: dict[str, float | str] = field(default_factory=dict)
+    lower_is_better: set[str] = field(default_factory=set)
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _warned: set[tuple[str, str]] = field(default_factory=set, repr=False)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> Thresholds:
+        """The shipped defaults, overridden by the YAML file at ``path`` if given.
+
+        Raises:
+            InputError: unreadable file, unknown metric name, or a non-numeric threshold.
+        """
+        text = resources.files("lm_router_plugin").joinpath("thresholds.yaml").read_text()
+        base = yaml.safe_load(text)
+        out = cls(metrics=dict(base["metrics"]), lower_is_better=set(base["lower_is_better"]),
+                  tasks={})
+        if path is not None:
+            out._merge_user_file(Path(path))
+        return out
+
+    def _merge_user_file(self, path: Path) -> None:
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except OSError as exc:
+            raise InputError(path, f"cannot read thresholds file: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise InputError(path, f"not valid YAML: {exc}") from exc
+        if not isinstance(data, dict) or set(data) - {"metrics", "tasks", "lower_is_better"}:
+            raise InputError(path, "expected top-level keys 'metrics' and/or 'tasks'",
+                             hint="see the README section 'Thresholds'")
+        for metric, spec in (data.get("metrics") or {}).items():
+            metric = str(metric)
+            if isinstance(spec, dict):  # declares a new metric (or redefines one) fully
+                if "threshold" not in spec:
+                    raise InputError(path, f"metrics.{metric}: missing key 'threshold'")
+                self.metrics[metric] = self._number(path, f"metrics.{metric}.threshold",
+                                                    spec["threshold"])
+                if not spec.get("higher_is_better", True):
+                    self.lower_is_better.add(metric)
+                else:
+                    self.lower_is_better.discard(metric)
+                continue
+            if self._base(metric) not in self.metrics:
+                raise InputError(path, "metrics: " + unknown_name_message(
+                    "metric", metric, list(self.metrics)),
+                    hint=f"declare a new metric as '{metric}: {{threshold: X, "
+                         "higher_is_better: true}}'")
+            self.metrics[metric] = (BINARY if spec == BINARY
+                                    else self._number(path, f"metrics.{metric}", spec))
+        for task, spec in (data.get("tasks") or {}).items():
+            if not isinstance(spec, dict) or set(spec) - _TASK_KEYS:
+                raise InputError(path, f"tasks.{task}: expected a mapping with keys among "
+                                       f"{sorted(_TASK_KEYS)}")
+            if "threshold" in spec:
+                spec = {**spec, "threshold": self._number(path, f"tasks.{task}.threshold",
+                                                          spec["threshold"])}
+            if "metric" in spec and self._base(str(spec["metric"])) not in self.metrics \
+                    and "threshold" not in spec:
+                raise InputError(path, f"tasks.{task}.metric: " + unknown_name_message(
+                    "metric", str(spec["metric"]), list(self.metrics)),
+                    hint="give a 'threshold' for a metric that has no default")
+            self.tasks[str(task)] = dict(spec)
+
+    @staticmethod
+    def _number(path: Path, key: str, value: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if isinstance(value, bool) or not math.isfinite(number):
+            raise InputError(path, f"{key}: threshold must be a number, got {value!r}")
+        return number
+
+    @staticmethod
+    def _base(metric: str) -> str:
+        return _AT_K.sub("", metric)
+
+    def task_metric(self, task: str) -> str | None:
+        """The metric configured for ``task``, if any."""
+        return self.tasks.get(task, {}).get("metric")
+
+    def task_filter(self, task: str) -> str | None:
+        """The lm-eval filter configured for ``task``, if any."""
+        return self.tasks.get(task, {}).get("filter")
+
+    def is_known(self, metric: str) -> bool:
+        return self._base(metric) in self.metrics or metric in self.lower_is_better
+
+    def higher_is_better(self, metric: str, hint: bool | None = None) -> bool:
+        """Direction: the harness's own ``higher_is_better`` when given, else our table."""
+        if hint is not None:
+            return bool(hint)
+        return self._base(metric) not in self.lower_is_better
+
+    def rule(self, task: str, metric: str, higher_is_better: bool | None = None) -> Rule:
+        """The rule for ``metric`` on ``task``: task override, then metric default.
+
+        A metric with no entry is treated as binary (correct = value for 0/1 values, else
+        value > 0.5) and logged once, so unknown harness metrics never stop an ingest.
+        """
+        hib = self.higher_is_better(metric, higher_is_better)
+        task_spec = self.tasks.get(task, {})
+        if "higher_is_better" in task_spec:
+            hib = bool(task_spec["higher_is_better"])
+        if "threshold" in task_spec and task_spec.get("metric", metric) == metric:
+            return Rule(metric, float(task_spec["threshold"]), hib)
+        spec = self.metrics.get(self._base(metric))
+        if spec is None:
+            if (task, metric) not in self._warned:
+                self._warned.add((task, metric))
+                logger.warning("task %s: metric '%s' has no threshold; treating it as binary "
+                               "(values other than 0/1 are thresholded at 0.5). Set one with "
+                               "--thresholds.", task, metric)
+            return Rule(metric, None, hib)
+        return Rule(metric, None if spec == BINARY else float(spec), hib)
