@@ -133,5 +133,154 @@ def info(store_dir: str | None, as_json: bool) -> None:
                            f"n {counts[task][model]}")
 
 
+def _format_params(params: int | None) -> str:
+    if params is None:
+        return "-"
+    return f"{params / 1e9:.1f}B" if params >= 1e9 else f"{params / 1e6:.0f}M"
+
+
+def _router_options(fn: Callable) -> Callable:
+    options = [
+        click.option("--embedder", default=None, envvar="LM_ROUTER_EMBEDDER",
+                     help="sentence-transformers name or local folder (default "
+                          "all-MiniLM-L6-v2, packaged copy)."),
+        click.option("--candidates", default=None,
+                     help="Comma-separated models to choose among."),
+        click.option("--max-params", default=None,
+                     help="Only models with at most this many parameters (e.g. 13B)."),
+        click.option("--k", "k", default=5, show_default=True, type=int,
+                     help="Neighbours of the kNN correctness predictor."),
+        click.option("--kappa", default=19, show_default=True, type=int,
+                     help="Neighbours for the task distance u."),
+        click.option("--sigma", default=0.09, show_default=True, type=float,
+                     help="Kernel bandwidth of the confidence model p."),
+        click.option("--t", "t", default=0.5, show_default=True, type=float,
+                     help="Threshold on g for S2/S3."),
+        click.option("--eta", default=0.6, show_default=True, type=float,
+                     help="Required P(choice beats the best model on average)."),
+        click.option("--seed", default=0, show_default=True, type=int,
+                     help="Seed of the Monte Carlo fallback test."),
+        click.option("--predictor", default="knn", show_default=True,
+                     help="Registered correctness predictor."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _router_setup(store_dir: str | None, embedder: str | None, candidates: str | None,
+                  max_params: str | None, k: int, kappa: int, sigma: float, t: float,
+                  eta: float, seed: int, predictor: str) -> tuple[Any, Any, dict]:
+    """(store, fitted router, restriction kwargs) shared by recommend and route."""
+    from .router import fit_or_load
+    from .store import Store, parse_params
+
+    store = Store(store_dir)
+    router = fit_or_load(store, k=k, kappa=kappa, sigma=sigma, t=t, eta=eta, seed=seed,
+                         predictor=predictor, embedder=embedder)
+    try:
+        limit = parse_params(max_params)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--max-params") from exc
+    restrict = {"candidates": [c.strip() for c in candidates.split(",") if c.strip()]
+                if candidates else None, "max_params": limit,
+                "model_info": store.read_models()}
+    return store, router, restrict
+
+
+@main.command()
+@click.option("--task", default=None, help="lm-eval task (or group/tag) name.")
+@click.option("--include-path", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Folder of extra lm-eval task YAMLs (as lm_eval --include_path).")
+@click.option("--prompts", "prompts_file", type=click.Path(dir_okay=False), default=None,
+              help="Prompts of the new task: text (one per line) or JSONL with 'prompt'.")
+@click.option("--limit", type=int, default=None, help="Use only the first N docs of --task.")
+@click.option("--labeled", "labeled", multiple=True, type=click.Path(exists=True),
+              help="lm-eval sample logs of the new task (few in-task labels), repeatable.")
+@click.option("--score", type=click.Choice(["s1", "s2", "s3"]), default="s3", show_default=True,
+              help="Score that picks the model (s3: with fallback to the best on average).")
+@_router_options
+@_store_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_user_errors
+def recommend(task: str | None, include_path: str | None, prompts_file: str | None,
+              limit: int | None, labeled: tuple[str, ...], score: str, store_dir: str | None,
+              as_json: bool, **router_args: Any) -> None:
+    """Which model to use for a new task, and how sure we are.
+
+    \b
+    lm-router recommend --task my_task --include-path task_configs/
+    lm-router recommend --prompts prompts.txt --max-params 13B --json
+    """
+    from .tasks import read_prompts_file, task_prompts
+
+    if (task is None) == (prompts_file is None):
+        raise click.UsageError("give exactly one of --task NAME or --prompts FILE")
+    store, router, restrict = _router_setup(store_dir, **router_args)
+    if task is not None:
+        prompts = task_prompts(task, include_path, limit=limit)
+    else:
+        prompts = read_prompts_file(prompts_file)
+    labeled_rows = None
+    if labeled:
+        from .ingest import read_rows
+
+        labeled_rows, _ = read_rows("lm-eval", labeled)
+    rec = router.recommend(prompts, task=task or str(prompts_file), score=score,
+                           labeled=labeled_rows, store=store, **restrict)
+    if as_json:
+        _echo_json(rec.to_dict())
+        return
+    _print_recommendation(rec)
+
+
+def _print_recommendation(rec: Any) -> None:
+    click.echo(f"task {rec.task}: {rec.n_inputs} inputs, distance to the reference tasks "
+               f"u = {rec.u:.3f}")
+    header = f"{'model':<36} {'S1':>6} {'S2':>6} {'S3':>6} {'p':>6} {'params':>7}"
+    click.echo(header)
+    click.echo("-" * len(header))
+    for row in rec.models:
+        mark = "  <- choice" if row.model == rec.choice else (
+            "  (best on average)" if row.model == rec.bma else "")
+        click.echo(f"{row.model:<36} {row.s1:6.3f} {row.s2:6.3f} {row.s3:6.3f} {row.p:6.3f} "
+                   f"{_format_params(row.params):>7}{mark}")
+    click.echo(f"\nchoice: {rec.choice}" + (" (fell back to the best model on average)"
+                                           if rec.fallback else ""))
+    click.echo(f"why: {rec.reason}")
+    low, high = rec.u_reference_range
+    if not low <= rec.u <= high:
+        click.echo(f"note: u = {rec.u:.3f} is outside the reference tasks' range "
+                   f"[{low:.3f}, {high:.3f}]; p (and S3) are extrapolated and less reliable")
+    if rec.nearest_tasks:
+        near = ", ".join(f"{n['task']} ({n['share']:.0%})" for n in rec.nearest_tasks)
+        click.echo(f"nearest reference tasks: {near}")
+
+
+@main.command()
+@click.option("--prompts", "prompts_file", type=click.Path(dir_okay=False), required=True,
+              help="Text (one prompt per line) or JSONL with 'prompt'.")
+@_router_options
+@_store_option
+@click.option("--json", "as_json", is_flag=True,
+              help="JSONL with g per model (default: index and chosen model per line).")
+@_user_errors
+def route(prompts_file: str, store_dir: str | None, as_json: bool, **router_args: Any) -> None:
+    """Per-prompt routing: the model most likely to answer each prompt correctly.
+
+    \b
+    lm-router route --prompts prompts.jsonl --json > routes.jsonl
+    """
+    from .tasks import read_prompts_file
+
+    store, router, restrict = _router_setup(store_dir, **router_args)
+    decisions = router.route(read_prompts_file(prompts_file), store=store, **restrict)
+    for d in decisions:
+        if as_json:
+            click.echo(json.dumps({"index": d.index, "model": d.model, "g": d.g}))
+        else:
+            click.echo(f"{d.index}\t{d.model}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

