@@ -282,5 +282,101 @@ def route(prompts_file: str, store_dir: str | None, as_json: bool, **router_args
             click.echo(f"{d.index}\t{d.model}")
 
 
+@main.command()
+@_store_option
+@click.option("--tasks-by", default="task", show_default=True,
+              help="Column that defines the tasks: task, benchmark, or a column of --tasks-file.")
+@click.option("--tasks-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Side table (CSV/TSV/Parquet, may be .gz) with instance_id [, task] and the "
+                   "--tasks-by column, e.g. MMLU-Pro's instances.tsv.gz with 'src'.")
+@click.option("--alpha", "alphas", default="0", show_default=True,
+              help="Comma-separated fractions of in-task labels, e.g. 0,0.02,0.05,0.1,0.2,0.3.")
+@click.option("--repeats", default=10, show_default=True, type=int,
+              help="Seeded repetitions per alpha > 0.")
+@click.option("--label-selection", type=click.Choice(["random", "diverse"]), default="random",
+              show_default=True, help="How in-task labels are picked (random: the paper).")
+@click.option("--compare-to", default=None, help="Model to report beside the routed choice.")
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False), default=None,
+              help="Write PNG figures into this folder (needs matplotlib).")
+@_router_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_user_errors
+def evaluate(store_dir: str | None, tasks_by: str, tasks_file: str | None, alphas: str,
+             repeats: int, label_selection: str, compare_to: str | None, plot_dir: str | None,
+             as_json: bool, embedder: str | None, candidates: str | None,
+             max_params: str | None, **router_args: Any) -> None:
+    """How well routing works on your benchmark data (leave one task out).
+
+    \b
+    lm-router evaluate
+    lm-router evaluate --alpha 0,0.05,0.1 --repeats 10 --plot figures/
+    lm-router evaluate --max-params 13B --compare-to llama-2-70b
+    """
+    from pathlib import Path
+
+    from .evaluation import evaluate as run_evaluate, regroup_tasks, read_side_table
+    from .router import Router
+    from .store import Store, parse_params
+
+    try:
+        alpha_values = [float(a) for a in alphas.split(",") if a.strip()]
+    except ValueError as exc:
+        raise click.BadParameter(f"not a list of numbers: {alphas!r}", param_hint="--alpha"
+                                 ) from exc
+    try:
+        limit = parse_params(max_params)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--max-params") from exc
+    store = Store(store_dir)
+    table = store.read_table(required=True)
+    side = read_side_table(tasks_file) if tasks_file else None
+    table = regroup_tasks(table, tasks_by, side)
+    router = Router(embedder=embedder, **router_args)
+    result = run_evaluate(table, store=store, router=router, alphas=alpha_values or [0.0],
+                          repeats=repeats,
+                          candidates=[c.strip() for c in candidates.split(",") if c.strip()]
+                          if candidates else None, max_params=limit, compare_to=compare_to,
+                          model_info=store.read_models(), label_selection=label_selection)
+    if plot_dir:
+        for path in _write_plots(result, Path(plot_dir)):
+            click.echo(f"wrote {path}", err=True)
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    _print_evaluation(result)
+
+
+def _write_plots(result: Any, folder: Any) -> list:
+    from .plots import write_plots
+
+    return write_plots(result, folder)
+
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    return format(value, spec)
+
+
+def _print_evaluation(result: Any) -> None:
+    click.echo(f"leave-one-task-out over {result.n_tasks} tasks, {result.n_models} models "
+               f"(embedder {result.settings['embedder']})")
+    header = (f"{'row':<16} {'acc':>6} {'±std':>6} {'ratio':>6} {'pearson':>7} {'spearman':>8} "
+              f"{'%BMA':>5} {'params':>7} {'rank':>5}")
+    click.echo(header)
+    click.echo("-" * len(header))
+    for name, row in result.rows.items():
+        params = row.get("params")
+        click.echo(f"{name:<16} {_fmt(row['acc'])} {_fmt(row.get('acc_std'), '6.3f') if 'acc_std' in row else '     -'} "
+                   f"{_fmt(row['ratio_to_best'])} {_fmt(row['pearson'], '7.3f')} "
+                   f"{_fmt(row['spearman'], '8.3f')} {_fmt(row['pct_bma'], '5.2f')} "
+                   f"{_format_params(int(params)) if params == params and params is not None else '-':>7} "
+                   f"{_fmt(row['rank'], '5.2f')}")
+    click.echo(f"\ncorrectness predictors on held-out tasks: accuracy {result.predictor_accuracy:.3f}"
+               f"; kernel-smoothed p: MAE {result.p_mae:.3f}")
+    for entry in result.alpha_sweep:
+        click.echo(f"alpha {entry['alpha']:g}: predictor accuracy {entry['predictor_accuracy']:.3f}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -28,7 +28,7 @@ import pandas as pd
 
 from .embedding import SentenceTransformerEmbedder, embed_texts
 from .errors import LMRouterError, NotFittedError, UnknownNameError
-from .neighbors import topk_cosine
+from .neighbors import merge_topk, topk_cosine
 from .predictors import CorrectnessPredictor, KNNPredictor
 from .registry import predictors, unknown_name_message
 from .schema import CORRECT, INPUT_TEXT, INSTANCE_ID, MODEL, TASK
@@ -312,11 +312,11 @@ class Router:
             raise LMRouterError("no candidate model is left after --candidates/--max-params")
         return allowed
 
-    def _pool_with_labels(self, labeled: pd.DataFrame | None, store: Store | None
-                          ) -> tuple[np.ndarray, np.ndarray]:
-        """Reference embeddings and labels, plus in-task labelled samples if given."""
+    def _labelled_pool(self, labeled: pd.DataFrame | None, store: Store | None
+                       ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(embeddings, labels) of in-task labelled samples, or None."""
         if labeled is None or labeled.empty:
-            return self.X_, self.Y_
+            return None
         extra_models = sorted(set(labeled[MODEL]) - set(self.models_))
         if extra_models:
             logger.warning("--labeled: ignoring models the router does not know: %s",
@@ -328,21 +328,29 @@ class Router:
         pool = build_pool(known, models=self.models_)
         X_lab = embed_texts(pool.texts, self._embedder(), store)
         logger.info("added %d labelled in-task inputs to the reference pool", len(X_lab))
-        return np.vstack([self.X_, X_lab]), np.vstack([self.Y_, pool.Y])
+        return X_lab, pool.Y
 
-    def predict_correctness(self, Q: np.ndarray, *, X: np.ndarray | None = None,
-                            Y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray,
-                                                                  np.ndarray]:
-        """g (n, M) for query embeddings, plus the (n, kappa') neighbour rows/similarities."""
-        X = self.X_ if X is None else X
-        Y = self.Y_ if Y is None else Y
-        idx, sim = topk_cosine(Q, X, max(self.k, self.kappa))
+    def predict_correctness(self, Q: np.ndarray, extra: tuple[np.ndarray, np.ndarray] | None
+                            = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """g (n, M) for query embeddings (n, dim), and the (n, max(k, kappa)) neighbour rows
+        and similarities among the reference inputs.
+
+        ``extra`` = (X_lab, Y_lab) adds labelled in-task inputs to the kNN pool (not to the
+        neighbours returned, which measure the distance to the reference tasks).
+        """
+        K = max(self.k, self.kappa)
+        idx, sim = topk_cosine(Q, self.X_, K)
+        if extra is None:
+            if isinstance(self.predictor_, KNNPredictor):
+                return self.predictor_.from_neighbors(idx[:, :self.k]), idx, sim
+            return self.predictor_.predict_proba(Q), idx, sim
+        X_lab, Y_lab = extra
         if isinstance(self.predictor_, KNNPredictor):
-            g = self.predictor_.from_neighbors(idx[:, :self.k], Y)
-        else:
-            predictor = self.predictor_ if Y is self.Y_ else self._make_predictor().fit(X, Y)
-            g = predictor.predict_proba(Q)
-        return g, idx, sim
+            idx_lab, sim_lab = topk_cosine(Q, X_lab, self.k)
+            both, _ = merge_topk(idx, sim, idx_lab + len(self.X_), sim_lab, self.k)
+            return self.predictor_.from_neighbors(both, np.vstack([self.Y_, Y_lab])), idx, sim
+        refit = self._make_predictor().fit(np.vstack([self.X_, X_lab]), np.vstack([self.Y_, Y_lab]))
+        return refit.predict_proba(Q), idx, sim
 
     def embed(self, prompts: Sequence[str], store: Store | None = None) -> np.ndarray:
         return embed_texts(list(prompts), self._embedder(), store)
@@ -370,8 +378,7 @@ class Router:
         if len(Q) == 0:
             raise LMRouterError(f"task '{task}' has no inputs to score")
         allowed = self.model_mask(candidates, max_params, model_info)
-        X, Y = self._pool_with_labels(labeled, store)
-        g, idx, sim = self.predict_correctness(Q, X=X, Y=Y)
+        g, idx, sim = self.predict_correctness(Q, self._labelled_pool(labeled, store))
         u = task_distance(sim[:, :self.kappa])
         p = kernel_smoothed_p(u, self.u_ref_, self.p_ref_, self.sigma)
         p = np.where(np.isnan(p), 0.5, p)  # a model with no calibration pair: uninformative
@@ -390,7 +397,7 @@ class Router:
             task=task, n_inputs=len(Q), u=u, choice=self.models_[dec.choice],
             bma=self.models_[bma], fallback=dec.fallback, p_choice_beats_bma=dec.p_beats_bma,
             score=score, models=rows, reason=self._reason(dec, score),
-            nearest_tasks=self._nearest_tasks(idx[:, :self.kappa], len(self.X_)),
+            nearest_tasks=self._nearest_tasks(idx[:, :self.kappa]),
             u_reference_range=(float(self.u_ref_.min()), float(self.u_ref_.max())))
 
     def _reason(self, dec: Decision, score: str) -> str:
@@ -405,9 +412,9 @@ class Router:
                     f"{bma}) = {dec.p_beats_bma:.2f} > eta = {self.eta}")
         return f"{best} has the highest {score.upper()} (no fallback test for {score.upper()})"
 
-    def _nearest_tasks(self, idx: np.ndarray, n_ref: int, top: int = 3) -> list[dict[str, Any]]:
+    def _nearest_tasks(self, idx: np.ndarray, top: int = 3) -> list[dict[str, Any]]:
         """Reference tasks that hold most of the new prompts' kappa nearest neighbours."""
-        rows = idx[(idx >= 0) & (idx < n_ref)]  # labelled in-task rows are not a reference task
+        rows = idx[idx >= 0]
         if rows.size == 0:
             return []
         counts = np.bincount(self.task_of_[rows], minlength=len(self.task_names_))

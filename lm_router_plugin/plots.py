@@ -1,0 +1,88 @@
+"""PNG figures of an evaluation (matplotlib, an optional extra: ``pip install
+lm-router-plugin[plot]``).
+
+    >>> write_plots(result, Path("figures/"))   # -> list of written PNG paths
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import LMRouterError
+
+if TYPE_CHECKING:
+    from .evaluation import EvaluationResult
+
+
+def write_plots(result: EvaluationResult, folder: Path) -> list[Path]:
+    """Accuracy vs alpha (thesis Fig. 4.1), Pearson vs task distance u (Fig. 4.2), and the
+    per-task accuracy of the chosen model against BMA and Oracle."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise LMRouterError("--plot needs matplotlib: pip install 'lm-router-plugin[plot]'"
+                            ) from exc
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = result.rows
+    written: list[Path] = []
+
+    # 1. accuracy against alpha
+    fig, ax = plt.subplots(figsize=(6, 4))
+    alphas = [0.0] + [entry["alpha"] for entry in result.alpha_sweep]
+    for name, label in (("s1", "S1"), ("s3", "S3"), ("few_shot", "Few-shot")):
+        means, stds = [], []
+        for alpha in alphas:
+            key = name if alpha == 0 else f"{name}@{alpha:g}"
+            if key not in rows:
+                means.append(float("nan"))
+                stds.append(0.0)
+                continue
+            means.append(rows[key]["acc"])
+            stds.append(rows[key].get("acc_std", 0.0))
+        ax.errorbar(alphas, means, yerr=stds, marker="o", capsize=3, label=label)
+    ax.axhline(rows["bma"]["acc"], color="gray", linestyle="--", label="BMA")
+    ax.axhline(rows["oracle"]["acc"], color="black", linestyle=":", label="Oracle")
+    ax.set_xlabel("alpha (fraction of in-task labels, at most 50)")
+    ax.set_ylabel("accuracy of the chosen model")
+    ax.set_title(f"Leave-one-task-out, {result.n_tasks} tasks, {result.n_models} models")
+    ax.legend(fontsize=8)
+    written.append(_save(fig, folder / "accuracy_vs_alpha.png"))
+
+    # 2. Pearson correlation of scores with true accuracy against u
+    fig, ax = plt.subplots(figsize=(6, 4))
+    u = [t["u"] for t in result.per_task]
+    for name, label in (("s1", "S1"), ("s3", "S3")):
+        ax.scatter(u, [t[name]["pearson"] for t in result.per_task], label=label, s=14)
+    ax.set_xlabel("task distance u (mean cosine distance to 19 nearest reference inputs)")
+    ax.set_ylabel("Pearson(score, true accuracy)")
+    ax.axhline(0, color="gray", linewidth=0.5)
+    ax.legend(fontsize=8)
+    written.append(_save(fig, folder / "pearson_vs_u.png"))
+
+    # 3. per-task accuracy of the chosen model
+    per_task = sorted(result.per_task, key=lambda t: t["oracle"]["acc"])
+    fig, ax = plt.subplots(figsize=(max(6, 0.12 * len(per_task) + 2), 4))
+    x = range(len(per_task))
+    ax.plot(x, [t["oracle"]["acc"] for t in per_task], "k_", markersize=8, label="Oracle")
+    ax.plot(x, [t["bma"]["acc"] for t in per_task], "s", color="gray", markersize=3,
+            label="BMA")
+    ax.plot(x, [t["s3"]["acc"] for t in per_task], "o", markersize=3, label="S3 choice")
+    ax.set_xticks(list(x))
+    ax.set_xticklabels([t["task"] for t in per_task], rotation=90, fontsize=5)
+    ax.set_ylabel("accuracy on the held-out task")
+    ax.legend(fontsize=8)
+    written.append(_save(fig, folder / "per_task_accuracy.png"))
+    return written
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
