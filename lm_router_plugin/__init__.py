@@ -24,6 +24,10 @@ _LAZY = {
     "accuracy_table": ".ingest",
     "validate_table": ".schema",
     "LMRouterError": ".errors",
+    "Router": ".router",
+    "Recommendation": ".router",
+    "evaluate": ".evaluation",
+    "EvaluationResult": ".evaluation",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
