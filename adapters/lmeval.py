@@ -1,0 +1,586 @@
+"""Read lm-eval ``--output_path`` trees (``--log_samples``) into correctness rows.
+
+Every lm-eval sample-log layout from 0.4.0 to 0.4.13 is accepted (FORMATS.md §1):
+
+- 0.4.3+: ``<model>/results_<date>.json`` + ``samples_<task>_<date>.jsonl`` (JSON lines);
+- mid-2024: ``samples_<task>_<date>.json`` holding one JSON array;
+- 0.4.0-0.4.2 and earlier: ``<model_args>_<task>.jsonl`` (a JSON array or JSON lines) beside
+  an optional ``results.json``.
+
+    >>> rows = list(LMEvalAdapter().read([Path("runs/")]))
+    >>> rows[0].task, rows[0].model, rows[0].metric
+    ('toy_arith', 'org/Fake-A', 'acc')
+
+One row per (task, doc_id, model). The metric is the task's configured one (thresholds file,
+``tasks: {task: {metric: ...}}``) else the first per-sample metric with a scalar value;
+lines of other filters than the chosen one are skipped; of two runs of the same model and
+task the newest wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from .base import Adapter, Row
+
+try:
+    import orjson
+
+    _loads = orjson.loads
+    _DecodeError: tuple[type[Exception], ...] = (orjson.JSONDecodeError, UnicodeDecodeError)
+except ImportError:  # pragma: no cover - orjson is a declared dependency
+    import json
+
+    _loads = json.loads
+    _DecodeError = (json.JSONDecodeError, UnicodeDecodeError)
+
+logger = logging.getLogger(__name__)
+
+SOURCE = "lm-eval"
+# Keys of a sample line that are not metric values (FORMATS.md §1.3, §1.4).
+STANDARD_KEYS = frozenset({"doc_id", "doc", "target", "arguments", "resps", "filtered_resps",
+                           "filter", "metrics", "doc_hash", "prompt_hash", "target_hash",
+                           "task_name", "doc_id_orig"})
+# lm-eval's order for naming a model after its model_args (GeneralConfigTracker).
+MODEL_ARG_KEYS = ("peft", "delta", "pretrained", "model", "path", "engine")
+_DATE_ID = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?")
+_RESULTS_NAME = re.compile(r"(?:results.*|.*_" + _DATE_ID.pattern + r")\.json")
+_SCALAR = (int, float)  # bool is an int
+_NO_LM_EVAL = "no lm-eval results_*.json / samples_* files under {}"
+_NO_LM_EVAL_HINT = ("point at the --output_path folder of an 'lm_eval ... --log_samples "
+                    "--output_path DIR' run")
+
+
+def get_file_task_name(stem: str) -> str:
+    """lm-eval's own rule: the part between the first and the last ``_`` of the name."""
+    return stem[stem.find("_") + 1: stem.rfind("_")]
+
+
+def _date_id_time(date_id: str | None) -> float | None:
+    if not date_id:
+        return None
+    try:
+        return datetime.strptime(date_id, "%Y-%m-%dT%H-%M-%S.%f").timestamp()
+    except ValueError:
+        try:
+            return datetime.strptime(date_id, "%Y-%m-%dT%H-%M-%S").timestamp()
+        except ValueError:
+            return None
+
+
+def model_from_model_args(model_args: Any) -> str | None:
+    """The model name lm-eval derives from ``model_args`` (a string or a dict), if any."""
+    if isinstance(model_args, dict):
+        for key in MODEL_ARG_KEYS:
+            if model_args.get(key):
+                return str(model_args[key])
+        return None
+    if not isinstance(model_args, str) or not model_args:
+        return None
+    pairs = {}
+    for piece in model_args.split(","):
+        key, sep, value = piece.partition("=")
+        if sep:
+            pairs.setdefault(key.strip(), value.strip())
+    for key in MODEL_ARG_KEYS:
+        if pairs.get(key):
+            return pairs[key]
+    return None
+
+
+def _model_from_sanitized_args(prefix: str) -> str | None:
+    """Model name from a legacy file-name prefix (``pretrained=org__x,...`` or ``pretrained__org__x``)."""
+    pairs = {}
+    for piece in prefix.split(","):
+        if "=" in piece:
+            key, _, value = piece.partition("=")
+        else:
+            key, _, value = piece.partition("__")
+        if value:
+            pairs.setdefault(key, value)
+    for key in MODEL_ARG_KEYS:
+        if pairs.get(key):
+            return pairs[key].replace("__", "/")
+    return None
+
+
+def _json_problem(exc: Exception) -> str:
+    """A decode error without its misleading "line 1" (a JSONL line is parsed alone)."""
+    if hasattr(exc, "msg") and hasattr(exc, "colno"):
+        return f"{exc.msg} at column {exc.colno}"
+    return str(exc)
+
+
+def _unsanitize_folder(name: str) -> str:
+    # lm-eval replaces characters such as "/" by "__" in folder names; undo the usual case.
+    return name.replace("__", "/")
+
+
+@dataclass
+class _Results:
+    """What a results JSON tells about one run."""
+
+    path: Path
+    date_id: str | None
+    model: str | None
+    model_args: Any
+    params: int | None
+    time: float | None
+    higher_is_better: dict[str, dict[str, Any]]
+    benchmark: dict[str, str]  # task -> outermost group
+    tasks: set[str]
+
+
+@dataclass
+class _SampleFile:
+    """One per-task sample log, with the run it belongs to."""
+
+    path: Path
+    task: str
+    model: str
+    time: float
+    results: _Results | None = None
+    legacy: bool = False
+
+
+@dataclass
+class _Found:
+    results: dict[tuple[Path, str | None], list[_Results]] = field(default_factory=dict)
+    samples: list[tuple[Path, str, str | None]] = field(default_factory=list)  # (path, task, date)
+    legacy: list[Path] = field(default_factory=list)
+    seen: set[Path] = field(default_factory=set)
+
+
+class LMEvalAdapter(Adapter):
+    """Reads lm-eval sample logs (``--log_samples``) of any number of models and runs.
+
+    Options: none. Per-task metric and filter choices come from the thresholds file
+    (``tasks: {gsm8k: {filter: flexible-extract, metric: exact_match}}``).
+    """
+
+    name = "lm-eval"
+
+    def read(self, paths: Sequence[Path]) -> Iterator[Row]:
+        """Yield one :class:`Row` per (task, doc_id, model) under ``paths``.
+
+        Raises:
+            InputError: a malformed file (naming file and line), a path with no lm-eval
+                output, or no usable per-sample scores at all.
+        """
+        found = _Found()
+        for path in paths:
+            self._discover(Path(path), found)
+        files = self._sample_files(found)
+        self._docs: dict[tuple[str, Any], list] = {}  # (task, doc_id) -> [doc_hash, model, prompt]
+        self._mismatch: dict[tuple[str, str, str], list] = {}
+        self._skipped: list[str] = []
+        self._filter_logged: set[str] = set()
+        self._metric_logged: set[tuple[str, str]] = set()
+        n_rows = 0
+        for sample_file in self._newest_runs(files):
+            for row in self._read_file(sample_file):
+                n_rows += 1
+                yield row
+        self._report_mismatches()
+        if n_rows == 0:
+            where = ", ".join(map(str, paths))
+            if self._skipped:
+                raise InputError(where, "no usable per-sample scores: " + "; ".join(self._skipped),
+                                 hint="choose a scalar per-sample metric with --thresholds "
+                                      "(tasks: {TASK: {metric: NAME}}) or log a task that has one")
+            raise InputError(where, "the lm-eval sample logs hold no samples",
+                             hint=_NO_LM_EVAL_HINT)
+
+    # -- discovery ---------------------------------------------------------------------
+    def _discover(self, root: Path, found: _Found) -> None:
+        kinds: list[str | None] = []
+        if root.is_file():
+            kinds.append(self._classify(root, found))
+            # a results file alone stands for its run: take the sample logs beside it
+            if root.suffix == ".json" and not root.name.startswith("samples_"):
+                date = _DATE_ID.search(root.stem)
+                for sibling in sorted(root.parent.iterdir()):
+                    if sibling.name.startswith("samples_") and sibling != root and (
+                            date is None or sibling.stem.endswith(date.group(0))):
+                        kinds.append(self._classify(sibling, found))
+            elif root.name.startswith("samples_") or root.suffix == ".jsonl":
+                for sibling in sorted(root.parent.glob("*.json")):  # the run's results file
+                    if not sibling.name.startswith("samples_"):
+                        self._classify(sibling, found, results_only=True)
+        else:
+            for folder, dirs, names in os.walk(root):
+                dirs.sort()
+                kinds.extend(self._classify(Path(folder) / name, found) for name in sorted(names))
+        if "samples" not in kinds:
+            if "results" in kinds:
+                raise InputError(root, "found lm-eval results files but no per-sample logs "
+                                       "(samples_*.jsonl)",
+                                 hint="re-run lm-eval with --log_samples --output_path DIR")
+            raise InputError(root, _NO_LM_EVAL.format(root), hint=_NO_LM_EVAL_HINT)
+
+    def _classify(self, path: Path, found: _Found, *, results_only: bool = False) -> str | None:
+        """Record ``path`` in ``found``; its kind ("samples", "results") or None."""
+        name = path.name
+        if name.startswith("samples_") and name.endswith((".jsonl", ".json")):
+            if results_only:
+                return None
+            if path not in found.seen:
+                found.seen.add(path)
+                stem = name.rsplit(".", 1)[0]
+                date = stem[stem.rfind("_") + 1:]
+                if _DATE_ID.fullmatch(date):
+                    task = get_file_task_name(stem)
+                else:  # no date part: everything after "samples_" is the task
+                    task, date = stem[len("samples_"):], None
+                found.samples.append((path, task, date))
+            return "samples"
+        if name.endswith(".json") and _RESULTS_NAME.fullmatch(name):
+            if path in found.seen:
+                return "results"
+            found.seen.add(path)
+            results = self._read_results(path)
+            if results is None:
+                return None
+            found.results.setdefault((path.parent, results.date_id), []).append(results)
+            return "results"
+        if name.endswith(".jsonl") and not results_only:
+            if path in found.seen:
+                return "samples"
+            if self._looks_like_samples(path):
+                found.seen.add(path)
+                found.legacy.append(path)
+                return "samples"
+            logger.debug("%s: not an lm-eval sample log; ignored", path)
+        return None
+
+    @staticmethod
+    def _looks_like_samples(path: Path) -> bool:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+        return b'"doc_id"' in head
+
+    def _read_results(self, path: Path) -> _Results | None:
+        try:
+            data = _loads(path.read_bytes())
+        except _DecodeError as exc:
+            raise InputError(path, f"not valid JSON: {exc}", line=getattr(exc, "lineno", None),
+                             hint="the lm-eval results file is damaged; re-run lm-eval or "
+                                  "delete the file") from exc
+        if not isinstance(data, dict) or "results" not in data:
+            logger.debug("%s: not an lm-eval results file; ignored", path)
+            return None
+        config = data.get("config") if isinstance(data.get("config"), dict) else {}
+        model_args = config.get("model_args")
+        model = data.get("model_name") or model_from_model_args(model_args)
+        params = config.get("model_num_parameters")
+        try:
+            params = int(params) if params not in (None, "") else None
+        except (TypeError, ValueError):
+            params = None
+        date = _DATE_ID.search(path.stem)
+        date_id = date.group(0) if date else None
+        when = _date_id_time(date_id)
+        if when is None and isinstance(data.get("date"), (int, float)):
+            when = float(data["date"])
+        groups = data.get("group_subtasks") or {}
+        parent: dict[str, str] = {}
+        for group, subtasks in groups.items():
+            for sub in subtasks or []:
+                if sub != group:
+                    parent.setdefault(sub, group)
+        benchmark = {}
+        for task in parent:
+            top, hops = task, 0
+            while top in parent and hops < 50:
+                top, hops = parent[top], hops + 1
+            benchmark[task] = top
+        tasks = set(data.get("configs") or {}) | set(data.get("results") or {})
+        return _Results(path=path, date_id=date_id, model=str(model) if model else None,
+                        model_args=model_args, params=params, time=when,
+                        higher_is_better=data.get("higher_is_better") or {},
+                        benchmark=benchmark, tasks=tasks)
+
+    # -- runs and models ---------------------------------------------------------------
+    def _sample_files(self, found: _Found) -> list[_SampleFile]:
+        files = []
+        for path, task, date in found.samples:
+            candidates = found.results.get((path.parent, date), []) if date else []
+            results = next((r for r in candidates if task in r.tasks), None) or (
+                candidates[0] if candidates else None)
+            model = (results.model if results else None) or _unsanitize_folder(path.parent.name)
+            when = _date_id_time(date) or (results.time if results else None) \
+                or path.stat().st_mtime
+            files.append(_SampleFile(path, task, model, when, results))
+        by_dir: dict[Path, list[Path]] = {}
+        for path in found.legacy:
+            by_dir.setdefault(path.parent, []).append(path)
+        for folder, legacy in by_dir.items():
+            results_here = found.results.get((folder, None), [])
+            for path in legacy:
+                files.append(self._legacy_file(path, legacy, results_here))
+        return files
+
+    def _legacy_file(self, path: Path, siblings: list[Path], results: list[_Results]
+                     ) -> _SampleFile:
+        """Split ``<model_args>_<task>.jsonl`` into model and task."""
+        stem = path.name[: -len(".jsonl")]
+        for res in results:  # 0.4.0-0.4.2: results.json names the model_args and the tasks
+            args = res.model_args if isinstance(res.model_args, str) else ""
+            prefix = re.sub("/|=", "__", args)
+            for candidate in (prefix, args):
+                if stem.startswith(candidate + "_") and stem[len(candidate) + 1:] in res.tasks:
+                    model = res.model or _model_from_sanitized_args(candidate)
+                    return _SampleFile(path, stem[len(candidate) + 1:],
+                                       model or _unsanitize_folder(path.parent.name),
+                                       res.time or path.stat().st_mtime, res, legacy=True)
+        cuts = self._legacy_cuts(stem)
+        shared: set[str] = set()
+        for other in siblings:  # the model_args part is shared by one model's files
+            if other != path:
+                other_stem = other.name[: -len(".jsonl")]
+                shared.update(other_stem[:c] for c in self._legacy_cuts(other_stem))
+        if cuts:
+            cut = next((c for c in reversed(cuts) if stem[:c] in shared), cuts[0])
+            prefix, task = stem[:cut], stem[cut + 1:]
+        else:
+            prefix, task = "", stem
+        model = _model_from_sanitized_args(prefix) or _unsanitize_folder(path.parent.name)
+        return _SampleFile(path, task, model, path.stat().st_mtime, None, legacy=True)
+
+    @staticmethod
+    def _legacy_cuts(stem: str) -> list[int]:
+        """Positions of single ``_`` that may end the model_args part of a legacy name."""
+        if stem.startswith("_"):
+            return [0]
+        start = max(stem.rfind("="), stem.rfind(","))
+        if start < 0:  # "pretrained__org__x_task": skip the first key separator
+            start = stem.find("__") + 1
+        cuts, i = [], start + 1
+        while True:
+            i = stem.find("_", i)
+            if i < 0:
+                return cuts
+            if stem.startswith("__", i):
+                i += 2
+                continue
+            cuts.append(i)
+            i += 1
+
+    def _newest_runs(self, files: list[_SampleFile]) -> list[_SampleFile]:
+        by_key: dict[tuple[str, str], list[_SampleFile]] = {}
+        for sample_file in files:
+            by_key.setdefault((sample_file.model, sample_file.task), []).append(sample_file)
+        chosen = []
+        for (model, task), runs in by_key.items():
+            runs.sort(key=lambda f: (f.time, str(f.path)))
+            chosen.append(runs[-1])
+            if len(runs) > 1:
+                logger.info("task %s, model %s: %d runs found; using the newest, %s (ignored: %s)",
+                            task, model, len(runs), runs[-1].path,
+                            ", ".join(str(f.path) for f in runs[:-1]))
+        return chosen
+
+    # -- one sample log ----------------------------------------------------------------
+    def _records(self, path: Path) -> Iterator[tuple[int | None, Any]]:
+        """(line number or None, record) for a JSONL file or a JSON-array file."""
+        with open(path, "rb") as fh:
+            head = fh.read(256).lstrip()
+            fh.seek(0)
+            if head.startswith(b"["):
+                try:
+                    records = _loads(fh.read())
+                except _DecodeError as exc:
+                    raise InputError(path, f"not valid JSON: {exc}",
+                                     line=getattr(exc, "lineno", None),
+                                     hint="the file may be truncated; re-run lm-eval") from exc
+                if not isinstance(records, list):
+                    raise InputError(path, "expected a JSON array of samples")
+                for record in records:
+                    yield None, record
+                return
+            for lineno, line in enumerate(fh, 1):
+                try:
+                    record = _loads(line)
+                except _DecodeError as exc:
+                    if not line.strip():
+                        continue
+                    raise InputError(path, f"not valid JSON ({_json_problem(exc)})", line=lineno,
+                                     hint="the file may be truncated or damaged; re-run "
+                                          "lm-eval or delete the file") from exc
+                yield lineno, record
+
+    def _read_file(self, sf: _SampleFile) -> Iterator[Row]:
+        path, task, model = sf.path, sf.task, sf.model
+        origin = str(path)
+        results = sf.results
+        benchmark = results.benchmark.get(task, "") if results else ""
+        hib_table = (results.higher_is_better.get(task) or {}) if results else {}
+        want_filter = self.thresholds.task_filter(task)
+        want_metric = self.thresholds.task_metric(task)
+        metric: str | None = None
+        hib: bool | None = None
+        used_filter: str | None = None
+        other_filters: set[str] = set()
+        seen: set[Any] = set()
+        docs = self._docs
+        n = 0
+        index = 0
+        for lineno, rec in self._records(path):
+            index += 1
+            if type(rec) is not dict:
+                raise self._bad(path, lineno, index, "expected a JSON object per sample")
+            line_filter = rec.get("filter")
+            if line_filter is not None:
+                if used_filter is None:
+                    if want_filter is None or line_filter == want_filter:
+                        used_filter = line_filter
+                if line_filter != used_filter:
+                    other_filters.add(line_filter)
+                    continue
+            try:
+                doc_id = rec["doc_id"]
+                arguments = rec["arguments"]
+            except KeyError as exc:
+                raise self._bad(path, lineno, index, f"missing key {exc.args[0]!r}",
+                                "is this an lm-eval --log_samples file?") from exc
+            if doc_id in seen:
+                continue  # no filter key: the first line per doc wins
+            if metric is None:
+                metric = self._pick_metric(rec, task, want_metric, path, lineno, index)
+                if metric is None:
+                    return
+                hint = hib_table.get(metric)
+                hib = hint if isinstance(hint, bool) else None
+            try:
+                value = rec[metric]
+            except KeyError as exc:
+                raise self._bad(path, lineno, index, f"missing key {metric!r} (the metric "
+                                "chosen for this task)") from exc
+            if type(value) is float or type(value) is int:
+                score = value
+            elif isinstance(value, _SCALAR):  # bool, numpy-like subclasses
+                score = float(value)
+            else:
+                raise self._bad(path, lineno, index, f"non-numeric score {metric}={value!r}",
+                                "every line of a task must carry a number for its metric")
+            try:
+                if type(arguments) is dict:
+                    prompt = arguments["gen_args_0"]["arg_0"]
+                else:
+                    prompt = arguments[0]
+                    if type(prompt) is list:
+                        prompt = prompt[0]
+            except (KeyError, IndexError, TypeError) as exc:
+                raise self._bad(path, lineno, index, "cannot read the prompt from "
+                                "'arguments' (expected gen_args_0.arg_0 or a list)") from exc
+            if type(prompt) is not str:
+                prompt = str(prompt)
+            seen.add(doc_id)
+            doc_hash = rec.get("doc_hash")
+            entry = docs.get((task, doc_id))
+            if entry is None:
+                docs[(task, doc_id)] = [doc_hash, model, prompt]
+            else:
+                if doc_hash != entry[0] and doc_hash is not None and entry[0] is not None:
+                    self._note_mismatch(task, doc_id, entry[1], model)
+                if prompt == entry[2]:
+                    prompt = entry[2]  # share one string between models: memory
+            if n == 0:
+                self._note_model(sf)
+            n += 1
+            yield Row(SOURCE, benchmark, task, str(doc_id), prompt, model, metric, score,
+                      hib, origin)
+        if other_filters and task not in self._filter_logged:
+            self._filter_logged.add(task)
+            logger.info("task %s, model %s: using filter %r; skipped the lines of filter(s) %s "
+                        "(choose another with --thresholds tasks: {%s: {filter: NAME}})",
+                        task, model, used_filter, ", ".join(sorted(map(repr, other_filters))),
+                        task)
+        if want_filter is not None and used_filter is None and other_filters:
+            logger.warning("task %s, %s: no lines with the configured filter %r (found: %s); "
+                           "task skipped", task, path, want_filter,
+                           ", ".join(sorted(other_filters)))
+            self._skipped.append(f"{task}: filter {want_filter!r} not in {path.name}")
+        if n == 0 and metric is None and not other_filters:
+            logger.warning("%s: no samples", path)
+
+    def _pick_metric(self, rec: dict, task: str, want: str | None, path: Path,
+                     lineno: int | None, index: int) -> str | None:
+        """The configured metric, else the first metric whose per-sample value is a scalar."""
+        if want is not None:
+            if want not in rec:
+                names = rec.get("metrics") or [k for k in rec if k not in STANDARD_KEYS]
+                raise self._bad(path, lineno, index, f"missing key {want!r} (the metric set for "
+                                f"task {task} in the thresholds file; this file has "
+                                f"{', '.join(map(str, names)) or 'none'})")
+            return want
+        names = rec.get("metrics")
+        if not isinstance(names, list):
+            names = [k for k in rec if k not in STANDARD_KEYS]
+        skipped = []
+        for name in names:
+            value = rec.get(name)
+            if isinstance(value, _SCALAR):
+                for other, reason in skipped:
+                    if (task, other) not in self._metric_logged:
+                        self._metric_logged.add((task, other))
+                        logger.info("task %s: %s", task, reason)
+                return str(name)
+            kind = type(value).__name__ if name in rec else "absent"
+            skipped.append((name, f"metric {name!r} is not a scalar per sample ({kind}: a "
+                                  f"corpus-level metric or not a score); using the next one"))
+        detail = ", ".join(f"{name} ({type(rec.get(name)).__name__})" for name in names)
+        logger.warning("task %s (%s): no scalar per-sample metric (%s); task skipped",
+                       task, path, detail or "no metric keys")
+        self._skipped.append(f"task {task} in {path}: no scalar per-sample metric "
+                             f"({detail or 'no metric keys'})")
+        return None
+
+    def _note_model(self, sf: _SampleFile) -> None:
+        meta = self.model_metadata.setdefault(sf.model, {"params": None, "cost_per_1m": None})
+        if sf.results is not None and sf.results.params and not meta["params"]:
+            meta["params"] = sf.results.params
+
+    @staticmethod
+    def _bad(path: Path, lineno: int | None, index: int, problem: str, hint: str = ""
+             ) -> InputError:
+        if lineno is None:
+            problem = f"sample {index} of the JSON array: {problem}"
+        return InputError(path, problem, line=lineno, hint=hint)
+
+    # -- doc_hash checks ---------------------------------------------------------------
+    def _note_mismatch(self, task: str, doc_id: Any, first_model: str, model: str) -> None:
+        key = (task, first_model, model)
+        entry = self._mismatch.get(key)
+        if entry is None:
+            self._mismatch[key] = [1, doc_id]
+        else:
+            entry[0] += 1
+
+    def _report_mismatches(self) -> None:
+        for (task, model_a, model_b), (count, doc_id) in sorted(
+                self._mismatch.items(), key=lambda kv: (kv[0], kv[1][0])):
+            logger.warning("task %s, doc %s: doc_hash differs between models %s and %s "
+                           "(%d doc(s) in all): the task version or its preprocessing "
+                           "differs, so their scores may not be comparable",
+                           task, doc_id, model_a, model_b, count)
+
+
+def iter_sample_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Every lm-eval sample log under ``paths`` (for tools and benchmarks)."""
+    found = _Found()
+    adapter = LMEvalAdapter()
+    for path in paths:
+        adapter._discover(Path(path), found)
+    return [p for p, _, _ in found.samples] + found.legacy
+
+
+__all__ = ["LMEvalAdapter", "get_file_task_name", "iter_sample_files", "model_from_model_args"]
