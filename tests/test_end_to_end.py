@@ -1,0 +1,107 @@
+"""End to end: lm-eval runs (made by lm-eval itself) -> ingest -> recommend for a held-out
+task with the real packaged MiniLM model -> evaluate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lm_router_plugin.tasks import task_prompts
+
+HELD_OUT = "toy_units"
+REPLAY_MODELS = ("toy/math-whiz-7b", "toy/geo-buff-7b", "toy/generalist-70b", "toy/tiny-1b")
+
+
+@pytest.fixture(scope="module")
+def held_out_runs(lmeval_runs, tmp_path_factory) -> Path:
+    """The replay models' runs without the held-out task (it plays the 'new task')."""
+    root = tmp_path_factory.mktemp("e2e") / "runs"
+    for model in REPLAY_MODELS:
+        shutil.copytree(lmeval_runs.model_dir(model), root / model.replace("/", "__"))
+    for path in root.glob(f"*/samples_{HELD_OUT}_*.jsonl"):
+        path.unlink()
+    return root
+
+
+@pytest.mark.slow
+def test_prompts_match_the_logged_ones(lmeval_runs):
+    """recommend builds the same prompts lm-eval gave the models (few-shot seed included)."""
+    logged = {}
+    with open(lmeval_runs.samples_file(REPLAY_MODELS[0], HELD_OUT)) as fh:
+        for line in fh:
+            record = json.loads(line)
+            logged[record["doc_id"]] = record["arguments"]["gen_args_0"]["arg_0"]
+    built = task_prompts(HELD_OUT, lmeval_runs.tasks_dir)
+    assert built == [logged[i] for i in sorted(logged)]
+
+
+@pytest.mark.slow
+def test_recommend_held_out_task_with_minilm(cli, held_out_runs, lmeval_runs, tmp_path):
+    models_yaml = tmp_path / "models.yaml"
+    models_yaml.write_text("toy/generalist-70b: {params: 70B}\ntoy/math-whiz-7b: {params: 7B}\n"
+                           "toy/geo-buff-7b: {params: 7B}\ntoy/tiny-1b: {params: 1B}\n")
+    result = cli("ingest", "lm-eval", held_out_runs, "--models", models_yaml)
+    assert result.exit_code == 0, result.output
+    result = cli("recommend", "--task", HELD_OUT, "--include-path", lmeval_runs.tasks_dir,
+                 "--json")
+    assert result.exit_code == 0, result.output
+    rec = json.loads(result.stdout)
+    assert rec["task"] == HELD_OUT and rec["n_inputs"] > 10
+    assert set(rec) >= {"u", "choice", "bma", "fallback", "p_choice_beats_bma", "models"}
+    scores = {m["model"]: m for m in rec["models"]}
+    # Units questions sit next to arithmetic ones, where math-whiz is by far the best:
+    # its predicted correctness must lead (S1), whatever the fallback decides.
+    assert max(scores, key=lambda m: scores[m]["s1"]) == "toy/math-whiz-7b"
+    assert [m["s3"] for m in rec["models"]] == sorted((m["s3"] for m in rec["models"]),
+                                                      reverse=True)
+    assert rec["choice"] in {"toy/math-whiz-7b", rec["bma"]}
+    assert scores["toy/math-whiz-7b"]["params"] == 7_000_000_000
+
+    # Restricting to small models never returns the 70B one.
+    result = cli("recommend", "--task", HELD_OUT, "--include-path", lmeval_runs.tasks_dir,
+                 "--max-params", "10B", "--json")
+    rec_small = json.loads(result.stdout)
+    assert "toy/generalist-70b" not in {m["model"] for m in rec_small["models"]}
+
+    # Human output names the choice and the reason; the fitted router is reused.
+    result = cli("recommend", "--task", HELD_OUT, "--include-path", lmeval_runs.tasks_dir)
+    assert result.exit_code == 0 and "choice:" in result.stdout and "why:" in result.stdout
+    assert "fitting the router" not in result.stderr
+
+
+@pytest.mark.slow
+def test_labeled_samples_join_the_pool(cli, held_out_runs, lmeval_runs, tmp_path):
+    assert cli("ingest", "lm-eval", held_out_runs).exit_code == 0
+    labeled = tmp_path / "labeled"
+    for model in REPLAY_MODELS:  # as if every candidate ran the new task with --limit 5
+        src = lmeval_runs.model_dir(model)
+        dst = labeled / src.name
+        dst.mkdir(parents=True)
+        shutil.copy(lmeval_runs.results_file(model), dst)
+        sample = lmeval_runs.samples_file(model, HELD_OUT)
+        lines = sample.read_text().splitlines()[:5]
+        (dst / sample.name).write_text("\n".join(lines) + "\n")
+    result = cli("recommend", "--task", HELD_OUT, "--include-path", lmeval_runs.tasks_dir,
+                 "--labeled", labeled, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["n_inputs"] > 10
+
+
+@pytest.mark.slow
+def test_evaluate_and_plots(cli, held_out_runs, tmp_path):
+    assert cli("ingest", "lm-eval", held_out_runs).exit_code == 0
+    plots = tmp_path / "plots"
+    result = cli("evaluate", "--alpha", "0,0.2", "--repeats", "2", "--plot", plots, "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["n_models"] == 4 and out["n_tasks"] >= 4
+    assert {"s1", "s2", "s3", "s3_true_p", "moe", "bma", "oracle", "s1@0.2", "s3@0.2",
+            "few_shot@0.2"} <= set(out["rows"])
+    assert out["rows"]["oracle"]["acc"] >= out["rows"]["bma"]["acc"]
+    assert sorted(p.name for p in plots.glob("*.png")) == [
+        "accuracy_vs_alpha.png", "pearson_vs_u.png", "per_task_accuracy.png"]
+    result = cli("evaluate")
+    assert result.exit_code == 0 and "oracle" in result.stdout
