@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 ROW_NAMES = ("s1", "s2", "s3", "s3_true_p", "moe", "bma", "oracle")
 MAX_LABELS = 50  # the paper's cap on in-task labels: min(alpha n, 50)
+LABEL_P_STRENGTH = 10.0  # pseudo-labels the kernel-smoothed p is worth when labels exist
 
 
 @dataclass
@@ -120,6 +121,7 @@ class _Evaluator:
         self.allowed = allowed
         self.params = params  # (M,) float, nan when unknown
         self.compare_to = compare_to
+        self.label_p_strength = LABEL_P_STRENGTH
         D = len(router.task_names_)
         # BMA of held-out d: mean per-task accuracy over the other tasks.
         acc = router.task_accuracy_
@@ -250,9 +252,39 @@ class _Evaluator:
         tie = self.mean_acc_without[d]
         few = argmax_with_ties(np.where(allowed & ~np.isnan(acc_lab), acc_lab, -np.inf), tie)
         out["few_shot"] = self.record("few_shot", few, acc, allowed, d, acc_lab)
+        if isinstance(r.predictor_, KNNPredictor):
+            # Beyond the paper: the labels also measure the predictor's accuracy in-task.
+            p_lab, n_lab_m = self._labelled_p(lab, d)
+            p_mix = label_calibrated_p(p_hat, p_lab, n_lab_m, self.label_p_strength)
+            mixed = score_task(g, u, p_mix, r.t)
+            chosen, _ = self.choose("s3", mixed, d, allowed)
+            out["s3_label_p"] = self.record("s3_label_p", chosen, acc, allowed, d, mixed.s3)
         out["predictor_accuracy"] = float(np.nanmean(
             thresholded_accuracy(g, y_rest, r.t)[allowed]))
         return out
+
+
+    def _labelled_p(self, lab: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
+        """Accuracy of 1[g > t] on the labelled in-task inputs, each predicted from the
+        reference pool plus the *other* labelled inputs: (p (M,), labels per model (M,))."""
+        r = self.r
+        sim_ll = r.X_[lab] @ r.X_[lab].T
+        np.fill_diagonal(sim_ll, -np.inf)
+        idx, sim = merge_topk(r.loo_neighbors_[lab, :r.k], r.loo_similarities_[lab, :r.k],
+                              np.broadcast_to(lab, sim_ll.shape), sim_ll, r.k)
+        idx = np.where(np.isfinite(sim), idx, -1)  # never a labelled input itself
+        g_lab = r.predictor_.from_neighbors(idx)
+        y_lab = r.Y_[lab]
+        return (thresholded_accuracy(g_lab, y_lab, r.t),
+                (~np.isnan(y_lab)).sum(axis=0).astype(float))
+
+
+def label_calibrated_p(p_kernel: np.ndarray, p_labels: np.ndarray, n_labels: np.ndarray,
+                       strength: float) -> np.ndarray:
+    """Blend the kernel-smoothed p (worth ``strength`` pseudo-labels) with p measured on
+    n in-task labels: (n p_labels + strength p_kernel) / (n + strength). (M,) arrays."""
+    p_labels = np.where(np.isnan(p_labels), p_kernel, p_labels)
+    return (n_labels * p_labels + strength * p_kernel) / (n_labels + strength)
 
 
 def select_diverse(X: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -327,6 +359,8 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
         if alpha <= 0:
             continue
         repeat_rows: dict[str, list[dict[str, Any]]] = {"s1": [], "s3": [], "few_shot": []}
+        if isinstance(router.predictor_, KNNPredictor):
+            repeat_rows["s3_label_p"] = []
         pred_acc = []
         for rep in range(repeats):
             rng = np.random.default_rng([router.seed, rep, int(round(alpha * 1e6))])

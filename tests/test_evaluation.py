@@ -159,3 +159,18 @@ def test_regroup_by_side_table():
     assert len(regrouped) == len(table)
     with pytest.raises(KeyError, match="Did you mean"):
         regroup_tasks(table, "srcc", side)
+
+
+def test_label_calibrated_p_by_hand():
+    from lm_router_plugin.evaluation import label_calibrated_p
+
+    # 10 labels at 0.9 against a kernel p of 0.5 worth 10 pseudo-labels -> 0.7;
+    # no labels -> the kernel p; a model without labels (nan) keeps the kernel p.
+    got = label_calibrated_p(np.array([0.5, 0.4, 0.6]), np.array([0.9, 0.1, np.nan]),
+                             np.array([10.0, 0.0, 0.0]), strength=10.0)
+    assert got == pytest.approx([0.7, 0.4, 0.6])
+
+
+def test_label_p_row_in_sweep(evaluated):
+    _, _, _, result = evaluated
+    assert "s3_label_p@0.1" in result.rows and "s3_label_p@0.3" in result.rows
