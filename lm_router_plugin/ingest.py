@@ -54,12 +54,15 @@ def read_rows(adapter_name: str, paths: Sequence[str | Path],
     for path in paths:
         if not path.exists():
             raise InputError(path, "no such file or folder")
-    columns: dict[str, list] = {name: [] for name in (
-        "source", "benchmark", "task", "instance_id", "input_text", "model", "metric", "score",
-        "threshold", "correct", "origin")}
-    append = [columns[name].append for name in columns]  # bound methods: hot loop
+    # Hot loop: keep the rows as they come and transpose them once at the end (zip in C);
+    # per row only the rule lookup and two appends run in Python.
+    rows: list[Any] = []
+    thresholds_col: list[float | None] = []
+    correct_col: list[int] = []
+    add_row, add_threshold, add_correct = rows.append, thresholds_col.append, correct_col.append
     rules: dict[tuple[str, str, bool | None], Rule] = {}
     for row in adapter.read(paths):
+        add_row(row)
         if row.correct is None:
             rule_key = (row.task, row.metric, row.higher_is_better)
             rule = rules.get(rule_key)
@@ -69,14 +72,19 @@ def read_rows(adapter_name: str, paths: Sequence[str | Path],
             threshold, correct = rule.apply(row.score)
         else:
             threshold, correct = None, row.correct
-        for put, value in zip(append, (row.source, row.benchmark, row.task, row.instance_id,
-                                       row.input_text, row.model, row.metric, row.score,
-                                       threshold, correct, row.origin)):
-            put(value)
-    if not columns["task"]:
+        add_threshold(threshold)
+        add_correct(correct)
+    if not rows:
         raise InputError(", ".join(map(str, paths)),
                          f"nothing recognisable for the '{adapter_name}' adapter",
                          hint=f"is this the right adapter? available: {', '.join(adapters.names())}")
+    (source, benchmark, task, instance_id, input_text, model, metric, score, _, origin,
+     _) = zip(*rows)
+    del rows
+    columns = {"source": source, "benchmark": benchmark, "task": task,
+               "instance_id": instance_id, "input_text": input_text, "model": model,
+               "metric": metric, "score": score, "threshold": thresholds_col,
+               "correct": correct_col, "origin": origin}
     table = pd.DataFrame(columns)
     table["threshold"] = table["threshold"].astype(float)
     return validate_table(table, where=", ".join(map(str, paths))), adapter.model_metadata
