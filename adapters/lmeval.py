@@ -184,13 +184,11 @@ class LMEvalAdapter(Adapter):
         self._skipped: list[str] = []
         self._filter_logged: set[str] = set()
         self._metric_logged: set[tuple[str, str]] = set()
-        n_rows = 0
+        self._n_rows = 0
         for sample_file in self._newest_runs(files):
-            for row in self._read_file(sample_file):
-                n_rows += 1
-                yield row
+            yield from self._read_file(sample_file)
         self._report_mismatches()
-        if n_rows == 0:
+        if self._n_rows == 0:
             where = ", ".join(map(str, paths))
             if self._skipped:
                 raise InputError(where, "no usable per-sample scores: " + "; ".join(self._skipped),
@@ -433,6 +431,7 @@ class LMEvalAdapter(Adapter):
         docs = self._docs
         n = 0
         index = 0
+        new_row = tuple.__new__
         for lineno, rec in self._records(path):
             index += 1
             if type(rec) is not dict:
@@ -496,8 +495,9 @@ class LMEvalAdapter(Adapter):
             if n == 0:
                 self._note_model(sf)
             n += 1
-            yield Row(SOURCE, benchmark, task, str(doc_id), prompt, model, metric, score,
-                      hib, origin)
+            # tuple.__new__ skips the namedtuple's Python-level __new__ (hot loop)
+            yield new_row(Row, (SOURCE, benchmark, task, str(doc_id), prompt, model, metric,
+                                score, hib, origin, None))
         if other_filters and task not in self._filter_logged:
             self._filter_logged.add(task)
             logger.info("task %s, model %s: using filter %r; skipped the lines of filter(s) %s "
@@ -509,6 +509,7 @@ class LMEvalAdapter(Adapter):
                            "task skipped", task, path, want_filter,
                            ", ".join(sorted(other_filters)))
             self._skipped.append(f"{task}: filter {want_filter!r} not in {path.name}")
+        self._n_rows += n
         if n == 0 and metric is None and not other_filters:
             logger.warning("%s: no samples", path)
 

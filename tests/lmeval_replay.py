@@ -38,16 +38,16 @@ TASK_CONFIGS = Path(__file__).resolve().parents[1] / "task_configs"
 PROFILES: dict[str, dict[str, Any]] = {
     "toy/math-whiz-7b": {"params": 7_000_000_000, "skills": {
         "toy_arith": 0.95, "toy_units": 0.9, "toy_science": 0.6, "toy_capitals": 0.3,
-        "toy_history": 0.25, "toy_cooking": 0.35, "*": 0.5}},
+        "toy_history": 0.25, "toy_cooking": 0.35, "toy_percent": 0.9, "*": 0.5}},
     "toy/geo-buff-7b": {"params": 7_000_000_000, "skills": {
         "toy_arith": 0.3, "toy_units": 0.3, "toy_science": 0.45, "toy_capitals": 0.95,
-        "toy_history": 0.9, "toy_cooking": 0.55, "*": 0.5}},
+        "toy_history": 0.9, "toy_cooking": 0.55, "toy_percent": 0.3, "*": 0.5}},
     "toy/generalist-70b": {"params": 70_000_000_000, "skills": {
         "toy_arith": 0.7, "toy_units": 0.65, "toy_science": 0.75, "toy_capitals": 0.7,
-        "toy_history": 0.65, "toy_cooking": 0.8, "*": 0.7}},
+        "toy_history": 0.65, "toy_cooking": 0.8, "toy_percent": 0.65, "*": 0.7}},
     "toy/tiny-1b": {"params": 1_000_000_000, "skills": {
         "toy_arith": 0.3, "toy_units": 0.2, "toy_science": 0.35, "toy_capitals": 0.3,
-        "toy_history": 0.3, "toy_cooking": 0.25, "*": 0.3}},
+        "toy_history": 0.3, "toy_cooking": 0.25, "toy_percent": 0.25, "*": 0.3}},
 }
 ALIASES = {name.split("/")[1].rsplit("-", 1)[0]: name for name in PROFILES}  # "math-whiz" -> id
 _FILLER = ["something", "else", "maybe", "stuff", "various", "things", "mixed", "items"]

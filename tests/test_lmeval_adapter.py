@@ -414,9 +414,26 @@ def test_streams_without_reading_ahead(lmeval_runs: LMEvalRuns) -> None:
     assert len(list(rows)) == 35
 
 
+def test_example_runs_match_their_aggregates(cli) -> None:
+    """examples/runs (the quick start's data, made by examples/make_example.py) ingest cleanly."""
+    runs = TASK_CONFIGS.parent / "examples" / "runs"
+    result = cli("ingest", "lm-eval", runs, "--models", runs.parent / "models.yaml")
+    assert result.exit_code == 0, result.output
+    info = _info(cli)
+    assert info["tasks"] == TASKS and len(info["models"]) == 4
+    assert info["model_metadata"]["toy/generalist-70b"] == {"params": 70_000_000_000,
+                                                            "cost_per_1m": 0.9}
+    for path in runs.glob("*/results_*.json"):
+        results = json.loads(path.read_text())
+        for task in TASKS:
+            if task != "toy_cooking":
+                assert info["accuracy"][task][results["model_name"]] == pytest.approx(
+                    results["results"][task][DEFAULT_KEY[task]])
+
+
 def test_task_configs_validate_with_lm_eval() -> None:
     """``lm-eval validate`` accepts every task of task_configs/ (run from another CWD)."""
-    tasks = ",".join(TASKS)
+    tasks = ",".join(TASKS + ["toy_percent"])
     proc = subprocess.run(
         [sys.executable, "-m", "lm_eval", "validate", "--tasks", tasks, "--include_path",
          str(TASK_CONFIGS)], cwd=Path("/"), env=offline_env(), capture_output=True, text=True,
