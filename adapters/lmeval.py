@@ -156,7 +156,7 @@ class _Found:
     results: dict[tuple[Path, str | None], list[_Results]] = field(default_factory=dict)
     samples: list[tuple[Path, str, str | None]] = field(default_factory=list)  # (path, task, date)
     legacy: list[Path] = field(default_factory=list)
-    seen: set[Path] = field(default_factory=set)
+    kinds: dict[Path, str | None] = field(default_factory=dict)  # resolved path -> kind
 
 
 class LMEvalAdapter(Adapter):
@@ -227,37 +227,35 @@ class LMEvalAdapter(Adapter):
     def _classify(self, path: Path, found: _Found, *, results_only: bool = False) -> str | None:
         """Record ``path`` in ``found``; its kind ("samples", "results") or None."""
         name = path.name
-        if name.startswith("samples_") and name.endswith((".jsonl", ".json")):
-            if results_only:
-                return None
-            if path not in found.seen:
-                found.seen.add(path)
-                stem = name.rsplit(".", 1)[0]
-                date = stem[stem.rfind("_") + 1:]
-                if _DATE_ID.fullmatch(date):
-                    task = get_file_task_name(stem)
-                else:  # no date part: everything after "samples_" is the task
-                    task, date = stem[len("samples_"):], None
-                found.samples.append((path, task, date))
-            return "samples"
-        if name.endswith(".json") and _RESULTS_NAME.fullmatch(name):
-            if path in found.seen:
-                return "results"
-            found.seen.add(path)
+        is_samples = name.startswith("samples_") and name.endswith((".jsonl", ".json"))
+        if results_only and (is_samples or not name.endswith(".json")):
+            return None
+        key = path.resolve()
+        if key in found.kinds:  # the same file reached twice (nested or repeated paths)
+            return found.kinds[key]
+        kind: str | None = None
+        if is_samples:
+            stem = name.rsplit(".", 1)[0]
+            date: str | None = stem[stem.rfind("_") + 1:]
+            if _DATE_ID.fullmatch(date or ""):
+                task = get_file_task_name(stem)
+            else:  # no date part: everything after "samples_" is the task
+                task, date = stem[len("samples_"):], None
+            found.samples.append((path, task, date))
+            kind = "samples"
+        elif name.endswith(".json") and _RESULTS_NAME.fullmatch(name):
             results = self._read_results(path)
-            if results is None:
-                return None
-            found.results.setdefault((path.parent, results.date_id), []).append(results)
-            return "results"
-        if name.endswith(".jsonl") and not results_only:
-            if path in found.seen:
-                return "samples"
+            if results is not None:
+                found.results.setdefault((path.parent, results.date_id), []).append(results)
+                kind = "results"
+        elif name.endswith(".jsonl"):
             if self._looks_like_samples(path):
-                found.seen.add(path)
                 found.legacy.append(path)
-                return "samples"
-            logger.debug("%s: not an lm-eval sample log; ignored", path)
-        return None
+                kind = "samples"
+            else:
+                logger.debug("%s: not an lm-eval sample log; ignored", path)
+        found.kinds[key] = kind
+        return kind
 
     @staticmethod
     def _looks_like_samples(path: Path) -> bool:

@@ -311,6 +311,28 @@ def test_mid_2024_json_array_layout(cli, lmeval_runs: LMEvalRuns, tmp_path: Path
         lmeval_runs.results[model]["results"]["toy_arith"]["acc,none"])
 
 
+def test_output_path_ending_in_json(cli, lmeval_runs: LMEvalRuns, tmp_path: Path) -> None:
+    """``--output_path out/eval.json`` (0.4.9+): ``out/eval_<date>.json`` + samples, no model
+    folder; the results file names the model."""
+    model = "toy/geo-buff-7b"
+    out = tmp_path / "out"
+    shutil.copytree(lmeval_runs.model_dir(model), out)
+    results = lmeval_runs.results_file(model)
+    (out / results.name).rename(out / results.name.replace("results_", "eval_"))
+    result = cli("ingest", "lm-eval", out)
+    assert result.exit_code == 0, result.output
+    info = _info(cli)
+    assert info["models"] == [model]
+    assert info["model_metadata"][model]["params"] == 7_000_000_000
+
+
+def test_same_files_reached_twice_are_read_once(cli, lmeval_runs: LMEvalRuns) -> None:
+    folder = lmeval_runs.model_dir("org/Fake-A")
+    result = cli("ingest", "lm-eval", folder, folder.parent, next(folder.glob("samples_*")))
+    assert result.exit_code == 0, result.output
+    assert _info(cli)["counts"]["toy_arith"]["org/Fake-A"] == 36
+
+
 def test_pre_0_4_3_lines_without_filter_first_line_wins(tmp_path: Path,
                                                         lmeval_runs: LMEvalRuns) -> None:
     folder = tmp_path / "org__Old"
