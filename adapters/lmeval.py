@@ -7,14 +7,15 @@ Every lm-eval sample-log layout from 0.4.0 to 0.4.13 is accepted (FORMATS.md §1
 - 0.4.0-0.4.2 and earlier: ``<model_args>_<task>.jsonl`` (a JSON array or JSON lines) beside
   an optional ``results.json``.
 
-    >>> rows = list(LMEvalAdapter().read([Path("runs/")]))
-    >>> rows[0].task, rows[0].model, rows[0].metric
-    ('toy_arith', 'org/Fake-A', 'acc')
+    rows = LMEvalAdapter().read([Path("runs/")])     # or: lm-router ingest lm-eval runs/
+    next(rows)  # Row(source='lm-eval', task='toy_arith', instance_id='0', model='org/Fake-A',
+                #     metric='acc', score=1.0, higher_is_better=True, ...)
 
 One row per (task, doc_id, model). The metric is the task's configured one (thresholds file,
 ``tasks: {task: {metric: ...}}``) else the first per-sample metric with a scalar value;
 lines of other filters than the chosen one are skipped; of two runs of the same model and
-task the newest wins.
+task the newest wins. JSON-lines files are streamed line by line (orjson); the older
+JSON-array files are parsed whole.
 """
 
 from __future__ import annotations
