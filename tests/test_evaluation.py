@@ -174,3 +174,19 @@ def test_label_calibrated_p_by_hand():
 def test_label_p_row_in_sweep(evaluated):
     _, _, _, result = evaluated
     assert "s3_label_p@0.1" in result.rows and "s3_label_p@0.3" in result.rows
+
+
+def test_correlations_match_scipy():
+    from scipy import stats
+
+    from lm_router_plugin.evaluation import _average_ranks, _correlations
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        x = rng.integers(0, 5, size=12).astype(float)  # with ties
+        y = rng.random(12)
+        assert np.allclose(_average_ranks(x), stats.rankdata(x))
+        pearson, spearman = _correlations(x, y)
+        assert pearson == pytest.approx(stats.pearsonr(x, y)[0])
+        assert spearman == pytest.approx(stats.spearmanr(x, y)[0])
+    assert np.isnan(_correlations(np.ones(4), rng.random(4))[0])
