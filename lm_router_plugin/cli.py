@@ -352,10 +352,11 @@ def _write_plots(result: Any, folder: Any) -> list:
     return write_plots(result, folder)
 
 
-def _fmt(value: Any, spec: str = ".3f") -> str:
+def _fmt(value: Any, width: int, spec: str = ".3f") -> str:
+    """A number right-aligned in ``width`` columns; "-" for missing values."""
     if value is None or (isinstance(value, float) and value != value):
-        return "-"
-    return format(value, spec)
+        return "-".rjust(width)
+    return format(value, spec).rjust(width)
 
 
 def _print_evaluation(result: Any) -> None:
@@ -367,15 +368,18 @@ def _print_evaluation(result: Any) -> None:
     click.echo("-" * len(header))
     for name, row in result.rows.items():
         params = row.get("params")
-        click.echo(f"{name:<16} {_fmt(row['acc'])} {_fmt(row.get('acc_std'), '6.3f') if 'acc_std' in row else '     -'} "
-                   f"{_fmt(row['ratio_to_best'])} {_fmt(row['pearson'], '7.3f')} "
-                   f"{_fmt(row['spearman'], '8.3f')} {_fmt(row['pct_bma'], '5.2f')} "
-                   f"{_format_params(int(params)) if params == params and params is not None else '-':>7} "
-                   f"{_fmt(row['rank'], '5.2f')}")
-    click.echo(f"\ncorrectness predictors on held-out tasks: accuracy {result.predictor_accuracy:.3f}"
-               f"; kernel-smoothed p: MAE {result.p_mae:.3f}")
+        params_text = "-" if params is None or params != params else _format_params(int(params))
+        click.echo(f"{name:<16} {_fmt(row['acc'], 6)} {_fmt(row.get('acc_std'), 6)} "
+                   f"{_fmt(row['ratio_to_best'], 6)} {_fmt(row['pearson'], 7)} "
+                   f"{_fmt(row['spearman'], 8)} {_fmt(row['pct_bma'], 5, '.2f')} "
+                   f"{params_text:>7} {_fmt(row['rank'], 5, '.2f')}")
+    click.echo(f"\ncorrectness predictors on held-out tasks: accuracy "
+               f"{result.predictor_accuracy:.3f}; kernel-smoothed p: MAE {result.p_mae:.3f}")
     for entry in result.alpha_sweep:
-        click.echo(f"alpha {entry['alpha']:g}: predictor accuracy {entry['predictor_accuracy']:.3f}")
+        click.echo(f"alpha {entry['alpha']:g}: predictor accuracy "
+                   f"{entry['predictor_accuracy']:.3f}")
+    click.echo("rows: s3 = S3 with the fallback to the best model on average (bma); "
+               "X@alpha = with min(alpha n, 50) in-task labels, mean (±std) over repeats")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -57,9 +57,12 @@ def resolve_embedder(name_or_path: str | None) -> tuple[str, str]:
     return name, name
 
 
+KEY_BYTES = 16
+
+
 def text_key(text: str) -> bytes:
     """16-byte content hash of one text (the cache key)."""
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=KEY_BYTES).digest()
 
 
 class SentenceTransformerEmbedder:
@@ -103,8 +106,12 @@ class SentenceTransformerEmbedder:
 
 
 class EmbeddingCache:
-    """Append-only cache of one embedder's vectors: shards ``NNNNNN.keys.npy`` (n, 16 bytes)
-    and ``NNNNNN.vecs.npy`` (n, dim) float32; a shard counts once its keys file exists."""
+    """Append-only cache of one embedder's vectors: shards ``NNNNNN.keys.npy`` (n, 16) uint8
+    and ``NNNNNN.vecs.npy`` (n, dim) float32; a shard counts once its keys file exists.
+
+    Keys are stored as raw uint8 rows: numpy's fixed-width bytes dtype would drop a hash's
+    trailing zero bytes.
+    """
 
     def __init__(self, folder: Path):
         self.folder = folder
@@ -117,11 +124,11 @@ class EmbeddingCache:
             if self.folder.exists():
                 for keys_file in sorted(self.folder.glob("*.keys.npy")):
                     vecs_file = keys_file.with_name(keys_file.name.replace(".keys.", ".vecs."))
-                    keys = np.load(keys_file)
+                    keys = np.load(keys_file).tobytes()
                     self._shards.append(np.load(vecs_file, mmap_mode="r"))
                     shard = len(self._shards) - 1
-                    for row, key in enumerate(keys.tolist()):
-                        self._index[key] = (shard, row)
+                    for row in range(len(keys) // KEY_BYTES):
+                        self._index[keys[row * KEY_BYTES:(row + 1) * KEY_BYTES]] = (shard, row)
         return self._index
 
     def __len__(self) -> int:
@@ -148,7 +155,7 @@ class EmbeddingCache:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"{len(list(self.folder.glob('*.keys.npy'))):06d}-{os.getpid()}"
-        keys_arr = np.array(list(keys), dtype="S16")
+        keys_arr = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
         vectors = np.asarray(vectors, dtype=np.float32)
         atomic_write(self.folder / f"{name}.vecs.npy", lambda tmp: _save_npy(tmp, vectors))
         atomic_write(self.folder / f"{name}.keys.npy", lambda tmp: _save_npy(tmp, keys_arr))

@@ -3,7 +3,7 @@
 Each profile gives a skill per task, the probability of answering a doc correctly. Whether a
 doc is answered correctly is decided deterministically by hashing (profile, task, question),
 so runs are reproducible and lm-eval itself scores the answers and writes real sample logs.
-The model looks the gold answer up in the task data (``task_configs/<task>/<task>.jsonl``),
+The model looks the gold answer up in the task data (``task_configs/*/<task>.jsonl``),
 keyed by the question text found in the prompt ``"Question: ...\\nAnswer:"``.
 
     python tests/lmeval_replay.py --model replay --model_args pretrained=toy/math-whiz-7b \\
@@ -66,10 +66,10 @@ def _question(context: str) -> str:
 
 
 def load_gold(task_dir: str | Path = TASK_CONFIGS) -> dict[str, dict[str, Any]]:
-    """question -> {"task", "answer", "choices", "others"} for every ``<task>/<task>.jsonl``."""
+    """question -> {"task", "answer", "choices", "others"} for every ``*/<task>.jsonl``."""
     gold: dict[str, dict[str, Any]] = {}
     for data in sorted(Path(task_dir).glob("*/*.jsonl")):
-        task = data.parent.name
+        task = data.stem
         docs = [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines()
                 if line.strip()]
         answers = [str(d["answer"]) for d in docs]

@@ -1,6 +1,8 @@
-"""Local data for this task folder, found relative to this file (works from any CWD).
+"""Helpers shared by the router_toy tasks: local data found relative to this file (works
+from any CWD), and the per-sample ``token_f1`` metric of ``toy_cooking``.
 
-lm-eval calls ``load`` through ``custom_dataset: !function utils.load`` in the task YAML.
+lm-eval calls ``load`` through ``custom_dataset: !function utils.load`` in each task YAML,
+with ``dataset_kwargs: {data_file: <task>.jsonl}``.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ import datasets
 HERE = Path(__file__).resolve().parent
 
 
-def load(data_file: str | None = None, **_: Any) -> datasets.DatasetDict:
-    """The ``test`` split read from ``data_file`` (default: ``<folder name>.jsonl`` here).
+def load(data_file: str, **_: Any) -> datasets.DatasetDict:
+    """The ``test`` split read from ``data_file`` (a JSONL file beside this one).
 
     lm-eval passes the task's ``metadata`` and ``dataset_kwargs`` as keyword arguments; only
     ``data_file`` (set it under ``dataset_kwargs``) is used.
     """
-    path = HERE / (data_file or f"{HERE.name}.jsonl")
+    path = HERE / data_file
     with open(path, encoding="utf-8") as fh:
         rows = [json.loads(line) for line in fh if line.strip()]
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
