@@ -58,6 +58,7 @@ def resolve_embedder(name_or_path: str | None) -> tuple[str, str]:
 
 
 KEY_BYTES = 16
+CACHE_CHUNK = 4096  # texts embedded between two cache writes
 
 
 def text_key(text: str) -> bytes:
@@ -187,9 +188,14 @@ def embed_texts(texts: Sequence[str], embedder: SentenceTransformerEmbedder,
     if missing:
         logger.info("embedding %d new texts with %s (%d cached)", len(missing), embedder.id,
                     int(found.sum()))
-        new = l2_normalise(embedder.encode([texts[unique[k]] for k in missing]))
-        if cache is not None:
-            cache.add(missing, new)
+        parts = []
+        # Cache every chunk as soon as it is embedded: an interrupted long run resumes.
+        for start in range(0, len(missing), CACHE_CHUNK):
+            chunk = missing[start:start + CACHE_CHUNK]
+            parts.append(l2_normalise(embedder.encode([texts[unique[k]] for k in chunk])))
+            if cache is not None:
+                cache.add(chunk, parts[-1])
+        new = np.vstack(parts)
     else:
         new = None
     dim = cached.shape[1] if found.any() else new.shape[1]
