@@ -47,8 +47,13 @@ class Adapter(ABC):
     """
 
     name: str = ""
+    options_allowed: tuple[str, ...] = ()  # the settings ``read`` understands
 
     def __init__(self, thresholds: Thresholds | None = None, **options: Any):
+        unknown = sorted(set(options) - set(self.options_allowed))
+        if unknown:
+            raise ValueError(f"{type(self).__name__}: unknown option(s) {unknown}; expected "
+                             f"{', '.join(self.options_allowed) or 'none'}")
         self.thresholds = thresholds or Thresholds.load()
         self.options = options
         # model id -> {"params": int | None, "cost_per_1m": float | None}, filled while reading

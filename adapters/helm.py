@@ -211,13 +211,10 @@ class HELMAdapter(Adapter):
     """
 
     name = "helm"
+    options_allowed = ("include_perturbed", "train_trials", "split")
 
     def __init__(self, thresholds: Thresholds | None = None, **options: Any):
         super().__init__(thresholds, **options)
-        unknown = set(options) - {"include_perturbed", "train_trials", "split"}
-        if unknown:
-            raise ValueError(f"HELMAdapter: unknown option(s) {sorted(unknown)}; expected "
-                             "include_perturbed, train_trials, split")
         self.include_perturbed = bool(options.get("include_perturbed", False))
         self.train_trials: TrainTrials = options.get("train_trials", "mean")
         if self.train_trials not in ("mean", "first"):

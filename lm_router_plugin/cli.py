@@ -78,9 +78,12 @@ def main(quiet: bool) -> None:
               help="YAML of model metadata: {model: {params: 7B, cost_per_1m: 0.2}}.")
 @click.option("--replace", is_flag=True,
               help="Let the new files win where they conflict with stored rows.")
+@click.option("-o", "--option", "adapter_options", multiple=True, metavar="KEY=VALUE",
+              help="Adapter setting, repeatable; helm: include_perturbed=true, "
+                   "train_trials=mean|first, split=main|all|NAME.")
 @_user_errors
 def ingest(adapter: str, paths: tuple[str, ...], store_dir: str | None, thresholds: str | None,
-           models_file: str | None, replace: bool) -> None:
+           models_file: str | None, replace: bool, adapter_options: tuple[str, ...]) -> None:
     """Read harness outputs into the store's correctness table.
 
     ADAPTER is lm-eval, helm or table (or a plugin's name).
@@ -93,9 +96,22 @@ def ingest(adapter: str, paths: tuple[str, ...], store_dir: str | None, threshol
     from .ingest import ingest as run_ingest
     from .store import Store
 
+    import yaml
+
+    options: dict[str, Any] = {}
+    for item in adapter_options:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--option")
+        options[key.strip()] = yaml.safe_load(value)  # "true" -> True, "3" -> 3
     store = Store(store_dir)
-    report = run_ingest(adapter, paths, store, thresholds=thresholds, models_file=models_file,
-                        replace=replace)
+    try:
+        report = run_ingest(adapter, paths, store, thresholds=thresholds,
+                            models_file=models_file, replace=replace, **options)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, LMRouterError) or not options:
+            raise
+        raise click.BadParameter(str(exc), param_hint="--option") from exc
     click.echo(f"{report.n_read} rows read: {report.n_added} added, {report.n_unchanged} already "
                f"stored, {report.n_replaced} replaced; {len(report.models)} models, "
                f"{len(report.tasks)} tasks -> {store.table_path}")

@@ -503,3 +503,23 @@ def test_lower_is_better_metrics_flip_direction(tmp_path):
     rule = thresholds.rule("simple_mcqa", "wer_score", False)
     assert rule.apply(0.2) == (0.5, 1)
     assert not math.isnan(rows[0].score)
+
+
+def test_cli_adapter_options(tmp_path):
+    """`-o KEY=VALUE` reaches the adapter; an unknown option is a usage error (exit 2)."""
+    from click.testing import CliRunner
+
+    from lm_router_plugin.cli import main
+
+    suite = Path(__file__).resolve().parent / "data" / "helm" / "fixture-suite"
+    runner = CliRunner()
+    base = runner.invoke(main, ["ingest", "helm", str(suite), "--store", str(tmp_path / "a")])
+    more = runner.invoke(main, ["ingest", "helm", str(suite), "-o", "include_perturbed=true",
+                                "--store", str(tmp_path / "b")])
+    assert base.exit_code == 0 and more.exit_code == 0
+    n_rows = [int(r.stdout.split()[0]) for r in (base, more)]
+    assert n_rows[1] > n_rows[0]  # the perturbed instances come in as rows of their own
+    bad = runner.invoke(main, ["ingest", "helm", str(suite), "-o", "bogus=1",
+                               "--store", str(tmp_path / "c")])
+    assert bad.exit_code == 2 and "unknown option(s) ['bogus']" in bad.output
+    assert not (tmp_path / "c" / "table.parquet").exists()
