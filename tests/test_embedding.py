@@ -200,3 +200,40 @@ def test_store_copied_cache_still_hits(tmp_path):
     calls.clear()
     embed_texts(TEXTS[::-1], constant, Store(tmp_path / "s2"))
     assert calls == []
+
+
+class CountingConstantEmbedder(ConstantEmbedder):
+    def __init__(self):
+        super().__init__()
+        self.calls: list[list[str]] = []
+
+    def encode(self, texts):
+        self.calls.append(list(texts))
+        return super().encode(texts)
+
+
+def test_key_with_trailing_zero_byte_exists():
+    assert text_key("t380").endswith(b"\x00")  # about 1 text in 256 has such a key
+
+
+def test_cache_hits_for_key_ending_in_zero_byte(tmp_path):
+    """Regression: keys once stored as numpy 'S16' lost trailing NUL bytes and never hit."""
+    embedder = CountingConstantEmbedder()
+    store = Store(tmp_path)
+    embed_texts(["t380", "t1"], embedder, store)
+    embedder.calls.clear()
+    embed_texts(["t380", "t1"], embedder, store)
+    assert embedder.calls == []
+    assert len(EmbeddingCache(store.embeddings_dir(embedder.id))) == 2
+
+
+def test_cache_written_with_s16_keys_still_hits(tmp_path):
+    """A cache shard written by the old code (keys as numpy 'S16') is still read right."""
+    keys = [text_key("t380"), text_key("t1")]
+    folder = tmp_path / "c"
+    folder.mkdir()
+    np.save(folder / "000000-1.vecs.npy", np.eye(2, 4, dtype=np.float32))
+    np.save(folder / "000000-1.keys.npy", np.array(keys, dtype="S16"))
+    found, vecs = EmbeddingCache(folder).get(keys)
+    assert found.tolist() == [True, True]
+    np.testing.assert_array_equal(vecs, np.eye(2, 4))

@@ -120,8 +120,7 @@ def test_not_fitted_and_bad_k():
         KNNPredictor().predict_proba(Q)
     with pytest.raises(NotFittedError):
         KNNPredictor().predict_leave_group_out(np.zeros(3))
-    err = pytest.raises(ValueError, match="n_neighbors must be >= 1, got 0")
-    with err:
+    with pytest.raises(ValueError, match="n_neighbors must be >= 1, got 0"):
         KNNPredictor(n_neighbors=0).fit(X_REF, Y_REF)
     assert issubclass(NotFittedError, (ValueError, AttributeError))
 

@@ -178,6 +178,30 @@ def test_fit_calibration_matches_brute_force(data, k, kappa):
     assert len(set(np.round(u, 6))) == 3  # the tasks really have different distances
 
 
+def test_u_hand_case_leaves_own_task_out():
+    def at(deg):
+        return [np.cos(np.radians(deg)), np.sin(np.radians(deg))]
+
+    # task A at 0 and 90 degrees, task B at 0, 60 and 180 degrees; kappa = 2
+    X = np.array([at(0), at(90), at(0), at(60), at(180)], dtype=np.float32)
+    table = validate_table(pd.DataFrame([
+        {"task": task, "instance_id": str(i), "model": m, "input_text": f"{task}{i}",
+         "correct": (i + j) % 2}
+        for task, ids in (("A", [0, 1]), ("B", [0, 1, 2])) for i in ids
+        for j, m in enumerate(["m1", "m2"])]))
+    router = Router(k=1, kappa=2).fit(table, embeddings=X)
+    r3 = np.sqrt(3) / 2
+    # A at 0: B distances 0, 0.5, 2 -> (0 + 0.5) / 2;  A at 90: 1, 1 - r3, 1 -> (1 - r3 + 1) / 2
+    u_a = ((0 + 0.5) / 2 + ((1 - r3) + 1) / 2) / 2
+    # B at 0: A distances 0, 1;  B at 60: 0.5, 1 - r3;  B at 180: 2, 1
+    u_b = ((0 + 1) / 2 + (0.5 + (1 - r3)) / 2 + (2 + 1) / 2) / 3
+    np.testing.assert_allclose(router.u_ref_, [u_a, u_b], rtol=1e-6)
+    # a new task uses the whole reference set: at 90 degrees the 2 nearest are A's 90 (0)
+    # and B's 60 (1 - r3)
+    rec = router.recommend(embeddings=np.array([at(90)], dtype=np.float32))
+    assert rec.u == pytest.approx((0 + 1 - r3) / 2, rel=1e-6)
+
+
 @pytest.mark.parametrize("k,kappa", [(5, 19), (3, 4)])
 def test_recommend_scores_match_brute_force(data, k, kappa):
     router = Router(k=k, kappa=kappa).fit(data["table"], embeddings=data["X"])
