@@ -232,7 +232,7 @@ def recommend(task: str | None, include_path: str | None, prompts_file: str | No
 
     if (task is None) == (prompts_file is None):
         raise click.UsageError("give exactly one of --task NAME or --prompts FILE")
-    store, router, restrict = _router_setup(store_dir, **router_args)
+    # Inputs first: a bad prompts file or task name is reported before any (slow) fitting.
     if task is not None:
         prompts = task_prompts(task, include_path, limit=limit)
     else:
@@ -242,6 +242,7 @@ def recommend(task: str | None, include_path: str | None, prompts_file: str | No
         from .ingest import read_rows
 
         labeled_rows, _ = read_rows("lm-eval", labeled)
+    store, router, restrict = _router_setup(store_dir, **router_args)
     rec = router.recommend(prompts, task=task or str(prompts_file), score=score,
                            labeled=labeled_rows, store=store, **restrict)
     if as_json:
@@ -289,8 +290,9 @@ def route(prompts_file: str, store_dir: str | None, as_json: bool, **router_args
     """
     from .tasks import read_prompts_file
 
+    prompts = read_prompts_file(prompts_file)
     store, router, restrict = _router_setup(store_dir, **router_args)
-    decisions = router.route(read_prompts_file(prompts_file), store=store, **restrict)
+    decisions = router.route(prompts, store=store, **restrict)
     for d in decisions:
         if as_json:
             click.echo(json.dumps({"index": d.index, "model": d.model, "g": d.g}))

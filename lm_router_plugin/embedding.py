@@ -174,6 +174,8 @@ def embed_texts(texts: Sequence[str], embedder: SentenceTransformerEmbedder,
 
     Duplicate texts are embedded once. With ``store=None`` nothing is cached.
     """
+    if not len(texts):
+        return np.zeros((0, 0), dtype=np.float32)
     keys = [text_key(t) for t in texts]
     unique: dict[bytes, int] = {}
     for i, key in enumerate(keys):

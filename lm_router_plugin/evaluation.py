@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,9 @@ from .neighbors import merge_topk
 from .predictors import KNNPredictor
 from .registry import unknown_name_message
 from .router import Router, build_pool, decide, score_task
-from .scores import argmax_with_ties, kernel_smoothed_p, task_distance, thresholded_accuracy
+from .scores import (
+    argmax_with_ties, kernel_smoothed_p, quiet_nanmean, task_distance, thresholded_accuracy,
+)
 from .store import Store
 
 logger = logging.getLogger(__name__)
@@ -146,6 +147,9 @@ class _Evaluator:
         self.params = params  # (M,) float, nan when unknown
         self.compare_to = compare_to
         self.label_p_strength = LABEL_P_STRENGTH
+        # g's fallback where no neighbour is labelled: the mean label outside the held-out task
+        self.prior_without = (router.predictor_.group_out_prior(router.task_of_)
+                              if isinstance(router.predictor_, KNNPredictor) else None)
         D = len(router.task_names_)
         # BMA of held-out d: mean per-task accuracy over the other tasks.
         acc = router.task_accuracy_
@@ -184,8 +188,7 @@ class _Evaluator:
         r = self.r
         rows = np.flatnonzero(r.task_of_ == d)
         y = r.Y_[rows]
-        with np.errstate(invalid="ignore"):
-            acc = np.nanmean(y, axis=0)
+        acc = quiet_nanmean(y)
         allowed = self.allowed & ~np.isnan(acc)
         g = r.loo_g_[rows]
         u = float(r.u_ref_[d])
@@ -252,7 +255,7 @@ class _Evaluator:
         idx, sim = merge_topk(r.loo_neighbors_[rest], r.loo_similarities_[rest],
                               np.broadcast_to(lab, sim_in.shape), sim_in, K)
         if isinstance(r.predictor_, KNNPredictor):
-            g = r.predictor_.from_neighbors(idx[:, :r.k])
+            g = r.predictor_.from_neighbors(idx[:, :r.k], prior=self.prior_without[rows[0]])
         else:
             keep = (r.task_of_ != d)
             keep[lab] = True
@@ -264,10 +267,8 @@ class _Evaluator:
         p_hat = kernel_smoothed_p(u, r.u_ref_, r.p_ref_, r.sigma, exclude=exclude)
         p_hat = np.where(np.isnan(p_hat), 0.5, p_hat)
         y_rest = r.Y_[rest]
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-nan columns give nan
-            acc = np.nanmean(y_rest, axis=0)
-            acc_lab = np.nanmean(r.Y_[lab], axis=0)  # nan for a model without labels here
+        acc = quiet_nanmean(y_rest)
+        acc_lab = quiet_nanmean(r.Y_[lab])  # nan for a model without labels here
         allowed = self.allowed & ~np.isnan(acc)
         scores = score_task(g, u, p_hat, r.t)
         out: dict[str, Any] = {"n_labels": int(n_lab)}
@@ -298,7 +299,7 @@ class _Evaluator:
         idx, sim = merge_topk(r.loo_neighbors_[lab, :r.k], r.loo_similarities_[lab, :r.k],
                               np.broadcast_to(lab, sim_ll.shape), sim_ll, r.k)
         idx = np.where(np.isfinite(sim), idx, -1)  # never a labelled input itself
-        g_lab = r.predictor_.from_neighbors(idx)
+        g_lab = r.predictor_.from_neighbors(idx, prior=self.prior_without[lab[0]])
         y_lab = r.Y_[lab]
         return (thresholded_accuracy(g_lab, y_lab, r.t),
                 (~np.isnan(y_lab)).sum(axis=0).astype(float))

@@ -56,12 +56,23 @@ def topk_cosine(queries: np.ndarray, refs: np.ndarray, k: int, *,
                 same = query_groups[q0:q1, None] == ref_groups[None, r0:r0 + len(ref_block)]
                 sim[same] = -np.inf
             kk = min(k, sim.shape[1])
-            part = np.argpartition(-sim, kk - 1, axis=1)[:, :kk]
+            part = _top_columns(sim, kk)
             cand_sim = np.concatenate([best_sim[q0:q1], np.take_along_axis(sim, part, 1)], 1)
             cand_idx = np.concatenate([best_idx[q0:q1], ref_ids[part]], 1)
             best_sim[q0:q1], best_idx[q0:q1] = _select_top(cand_sim, cand_idx, k)
     best_idx[~np.isfinite(best_sim)] = -1
     return best_idx, best_sim
+
+
+def _top_columns(sim: np.ndarray, k: int) -> np.ndarray:
+    """Column numbers of the k largest values per row, ties at the k-th value resolved to the
+    lower column (argpartition alone picks an arbitrary subset of tied columns)."""
+    part = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+    kth = np.take_along_axis(sim, part, 1).min(axis=1)
+    tied = ((sim >= kth[:, None]).sum(axis=1) > k) & np.isfinite(kth)
+    for row in np.flatnonzero(tied):  # rare: exact duplicates of the k-th similarity
+        part[row] = np.lexsort((np.arange(sim.shape[1]), -sim[row]))[:k]
+    return part
 
 
 def _select_top(sim: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

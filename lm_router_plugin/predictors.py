@@ -81,8 +81,7 @@ class KNNPredictor(CorrectnessPredictor):
             raise ValueError(f"n_neighbors must be >= 1, got {self.n_neighbors}")
         self.X_ = X
         self.Y_ = np.asarray(Y, dtype=np.float32)
-        with np.errstate(invalid="ignore"):
-            self.prior_ = np.nan_to_num(np.nanmean(self.Y_, axis=0), nan=0.0)
+        self.prior_ = label_mean(self.Y_)
         return self
 
     def predict_proba(self, Q: np.ndarray) -> np.ndarray:
@@ -94,17 +93,45 @@ class KNNPredictor(CorrectnessPredictor):
         self._check_fitted()
         idx, _ = topk_cosine(self.X_, self.X_, self.n_neighbors, query_groups=groups,
                              ref_groups=groups)
-        return self.from_neighbors(idx)
+        return self.from_neighbors(idx, prior=self.group_out_prior(groups))
 
-    def from_neighbors(self, idx: np.ndarray, Y: np.ndarray | None = None) -> np.ndarray:
+    def group_out_prior(self, groups: np.ndarray) -> np.ndarray:
+        """(n_ref, M): each model's mean label over the reference rows outside each row's own
+        group, the prior of a leave-group-out prediction (no leak from the held-out group)."""
+        labelled = ~np.isnan(self.Y_)
+        values = np.where(labelled, self.Y_, 0).astype(np.float64)
+        codes, inverse = np.unique(groups, return_inverse=True)
+        per_group_sum = np.zeros((len(codes), self.Y_.shape[1]))
+        per_group_n = np.zeros_like(per_group_sum)
+        np.add.at(per_group_sum, inverse, values)
+        np.add.at(per_group_n, inverse, labelled)
+        out_sum = per_group_sum.sum(0) - per_group_sum
+        out_n = per_group_n.sum(0) - per_group_n
+        prior = np.divide(out_sum, out_n, out=np.zeros_like(out_sum), where=out_n > 0)
+        return prior[inverse]
+
+    def from_neighbors(self, idx: np.ndarray, Y: np.ndarray | None = None,
+                       prior: np.ndarray | None = None) -> np.ndarray:
         """g from precomputed neighbour rows. idx (n, k) into Y (n_ref, M) -> (n, M).
 
-        Entries of -1 in ``idx`` (no neighbour) count as unlabelled.
+        Entries of -1 in ``idx`` (no neighbour) count as unlabelled. ``prior`` ((M,) or
+        (n, M); default the mean label of the fitted pool) is used where no neighbour has a
+        label for a model.
         """
         Y = self.Y_ if Y is None else Y
+        prior = self.prior_ if prior is None else prior
         labels = Y[np.maximum(idx, 0)]  # (n, k, M)
         labelled = ~np.isnan(labels) & (idx >= 0)[:, :, None]
         total = np.where(labelled, labels, 0).sum(axis=1, dtype=np.float64)
         count = labelled.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(count > 0, total / np.maximum(count, 1), self.prior_[None, :])
+            return np.where(count > 0, total / np.maximum(count, 1),
+                            np.broadcast_to(prior, count.shape))
+
+
+def label_mean(Y: np.ndarray, axis: int = 0) -> np.ndarray:
+    """nanmean of labels along ``axis``, 0 where a column has no label (and no warning)."""
+    labelled = ~np.isnan(Y)
+    n = labelled.sum(axis=axis)
+    total = np.where(labelled, Y, 0).sum(axis=axis, dtype=np.float64)
+    return np.divide(total, n, out=np.zeros(total.shape), where=n > 0)

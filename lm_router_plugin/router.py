@@ -33,8 +33,8 @@ from .predictors import CorrectnessPredictor, KNNPredictor
 from .registry import predictors, unknown_name_message
 from .schema import CORRECT, INPUT_TEXT, INSTANCE_ID, MODEL, TASK
 from .scores import (
-    argmax_with_ties, kernel_smoothed_p, mean_neighbour_distance, prob_beats, s1, s2, s3,
-    task_distance, thresholded_accuracy,
+    argmax_with_ties, kernel_smoothed_p, mean_neighbour_distance, prob_beats, quiet_nanmean, s1,
+    s2, s3, task_distance, thresholded_accuracy,
 )
 from .store import Store, atomic_write_text
 
@@ -267,7 +267,8 @@ class Router:
         self.loo_neighbors_ = idx
         self.loo_similarities_ = sim
         if isinstance(self.predictor_, KNNPredictor):
-            self.loo_g_ = self.predictor_.from_neighbors(idx[:, :self.k])
+            self.loo_g_ = self.predictor_.from_neighbors(
+                idx[:, :self.k], prior=self.predictor_.group_out_prior(self.task_of_))
         else:
             self.loo_g_ = self.predictor_.predict_leave_group_out(self.task_of_)
         nn_dist = mean_neighbour_distance(sim[:, :self.kappa])
@@ -279,10 +280,8 @@ class Router:
             rows = self.task_of_ == d
             self.u_ref_[d] = nn_dist[rows].mean()
             self.p_ref_[d] = thresholded_accuracy(self.loo_g_[rows], self.Y_[rows], self.t)
-            with np.errstate(invalid="ignore"):
-                self.task_accuracy_[d] = np.nanmean(self.Y_[rows], axis=0)
-        with np.errstate(invalid="ignore"):
-            self.model_mean_accuracy_ = np.nan_to_num(np.nanmean(self.task_accuracy_, axis=0))
+            self.task_accuracy_[d] = quiet_nanmean(self.Y_[rows])
+        self.model_mean_accuracy_ = np.nan_to_num(quiet_nanmean(self.task_accuracy_))
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "u_ref_"):
@@ -374,10 +373,10 @@ class Router:
         self._check_fitted()
         if score not in SCORES:
             raise UnknownNameError(unknown_name_message("score", score, list(SCORES)))
+        allowed = self.model_mask(candidates, max_params, model_info)  # cheap checks first
         Q = embeddings if embeddings is not None else self.embed(prompts or [], store)
         if len(Q) == 0:
             raise LMRouterError(f"task '{task}' has no inputs to score")
-        allowed = self.model_mask(candidates, max_params, model_info)
         g, idx, sim = self.predict_correctness(Q, self._labelled_pool(labeled, store))
         u = task_distance(sim[:, :self.kappa])
         p = kernel_smoothed_p(u, self.u_ref_, self.p_ref_, self.sigma)
@@ -429,8 +428,10 @@ class Router:
         """Per-prompt choice argmax_m g_m(x) (+ 0.01 x mean reference accuracy, the authors'
         tie rule) among the allowed models."""
         self._check_fitted()
-        Q = embeddings if embeddings is not None else self.embed(prompts or [], store)
         allowed = self.model_mask(candidates, max_params, model_info)
+        Q = embeddings if embeddings is not None else self.embed(prompts or [], store)
+        if len(Q) == 0:
+            return []
         g, _, _ = self.predict_correctness(Q)
         adjusted = np.where(allowed[None, :], g + 0.01 * self.model_mean_accuracy_[None, :],
                             -np.inf)

@@ -12,6 +12,15 @@ from __future__ import annotations
 import numpy as np
 
 
+def quiet_nanmean(x: np.ndarray, axis: int = 0) -> np.ndarray:
+    """np.nanmean without the "Mean of empty slice" warning: nan where nothing is labelled."""
+    x = np.asarray(x, dtype=float)
+    has = ~np.isnan(x)
+    n = has.sum(axis=axis)
+    total = np.where(has, x, 0).sum(axis=axis)
+    return np.divide(total, n, out=np.full(np.shape(total), np.nan), where=n > 0)
+
+
 def s1(g: np.ndarray) -> np.ndarray:
     """S1 (eq. 3.3): mean predicted correctness per model. g (n, M) -> (M,)."""
     return np.asarray(g, dtype=float).mean(axis=0)

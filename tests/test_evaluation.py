@@ -59,12 +59,11 @@ def brute_force(table: pd.DataFrame, vectors: dict) -> dict:
                 g[q, m] = np.mean(labels) if labels else prior[m]
         return g, dists
 
-    all_Y = np.vstack([data[t][1] for t in tasks])
-    prior = np.nan_to_num(np.nanmean(all_Y, axis=0))
     calib = {}
     for task in tasks:
         X_ref = np.vstack([data[t][0] for t in tasks if t != task])
         Y_ref = np.vstack([data[t][1] for t in tasks if t != task])
+        prior = np.nan_to_num(np.nanmean(Y_ref, axis=0))  # fallback: the other tasks' mean
         g, dists = predict(data[task][0], X_ref, Y_ref, prior)
         y = data[task][1]
         p = np.array([np.mean((g[:, m] > T)[~np.isnan(y[:, m])] == (y[~np.isnan(y[:, m]), m] == 1))

@@ -111,9 +111,6 @@ def test_ties_go_to_lower_row_number(request, blocks):
     np.testing.assert_allclose(sim[0], [0.8, 0.8, 0.8, 0.6, 0.6], atol=1e-7)
 
 
-@pytest.mark.xfail(strict=True, reason="neighbors.py: np.argpartition picks an arbitrary "
-                   "subset of the references tied at the k-th similarity inside a block, so "
-                   "'ties: lower row number first' does not hold across the k boundary")
 def test_ties_straddling_k_go_to_lower_row_number():
     q, R = _tied_refs()
     idx, sim = topk_cosine(q, R, 7)  # 2 of the 12 rows at similarity 0 make the cut
