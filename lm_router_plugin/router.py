@@ -499,7 +499,8 @@ def fit_or_load(store: Store, **params: Any) -> Router:
     table = store.read_table(required=True)
     router = Router(**params)
     embedder_id = router._embedder().id
-    key = json.dumps([store.table_fingerprint(), embedder_id, router.get_params(), __version__],
+    fingerprint = store.table_fingerprint()
+    key = json.dumps([fingerprint, embedder_id, router.get_params(), __version__],
                      sort_keys=True, default=str)
     folder = store.routers_dir() / hashlib.sha256(key.encode()).hexdigest()[:16]
     if (folder / "card.json").exists():
@@ -509,7 +510,7 @@ def fit_or_load(store: Store, **params: Any) -> Router:
     logger.info("fitting the router on %d rows (%s)", len(table), embedder_id)
     router.fit(table, store=store)
     card = router.card()
-    card["table_fingerprint"] = store.table_fingerprint()
+    card["table_fingerprint"] = fingerprint
     card["n_rows"] = int(len(table))
     router.save(folder, card)
     for old in store.routers_dir().iterdir():  # keep only the current router

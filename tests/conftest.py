@@ -150,6 +150,15 @@ def cli(tmp_path: Path) -> Callable[..., Any]:
     return run
 
 
+def one_error(result: Any) -> str:
+    """The single "Error: ..." line of a failed CLI call (exit code 1, no traceback)."""
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    return errors[0]
+
+
 def file_bytes(path: Path) -> bytes | None:
     """The bytes of ``path``, or None when it does not exist (store unchanged checks)."""
     return path.read_bytes() if path.exists() else None

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import one_error
 from click.testing import CliRunner
 
 from lm_router_plugin.adapters.helm import HELMAdapter, task_name
@@ -73,13 +74,6 @@ def _copy_run(run: Path, dest_root: Path, name: str | None = None) -> Path:
     return dest
 
 
-def _one_error(result) -> str:
-    """The single 'Error:' message of a failed CLI call (exit code 1, no traceback)."""
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.output
-    return errors[0]
 
 
 @pytest.fixture
@@ -365,7 +359,7 @@ def test_metric_from_table_fallback_and_override(tmp_path, store):
 def test_override_naming_an_absent_metric_is_an_error(tmp_path, store):
     user = tmp_path / "thresholds.yaml"
     user.write_text("tasks:\n  simple_mcqa: {metric: f1_score}\n")
-    message = _one_error(_ingest(store, SUITE / MCQA_B, extra=("--thresholds", str(user))))
+    message = one_error(_ingest(store, SUITE / MCQA_B, extra=("--thresholds", str(user))))
     assert "per_instance_stats.json" in message and "'f1_score'" in message
     assert "exact_match" in message  # lists what the run has
 
@@ -376,7 +370,7 @@ def test_run_without_its_metric_is_an_error(tmp_path, store):
     for entry in entries:
         entry["stats"] = [s for s in entry["stats"] if "match" not in s["name"]["name"]]
     (run / "per_instance_stats.json").write_text(json.dumps(entries))
-    message = _one_error(_ingest(store, run))
+    message = one_error(_ingest(store, run))
     assert str(run / "per_instance_stats.json") in message
     assert "exact_match" in message and "--thresholds" in message
 
@@ -437,7 +431,7 @@ def test_bad_run_fails_cleanly_and_leaves_the_store(tmp_path, store, break_run, 
     _copy_run(SUITE / "simple_classification:model=mock_model-b", suite)
     run = _copy_run(SUITE / MCQA_B, suite)
     expected = break_run(run)
-    message = _one_error(_ingest(store, suite))
+    message = one_error(_ingest(store, suite))
     assert str(run / filename) in message
     assert expected in message
     assert (store / "table.parquet").read_bytes() == before
@@ -465,7 +459,7 @@ def test_folder_without_runs_fails_cleanly(tmp_path, store, content):
         (folder / "notes.txt").write_text("hello")
         (folder / "sub").mkdir()
         (folder / "sub" / "results.json").write_text("{}")
-    message = _one_error(_ingest(store, folder))
+    message = one_error(_ingest(store, folder))
     assert str(folder) in message and "no HELM run folder found" in message
     assert "run_spec.json" in message  # says what a run folder holds
     assert (store / "table.parquet").read_bytes() == before
@@ -474,7 +468,7 @@ def test_folder_without_runs_fails_cleanly(tmp_path, store, content):
 def test_same_run_in_two_suites_is_an_error(tmp_path, store):
     for suite in ("v1", "v2"):
         _copy_run(SUITE / MCQA_B, tmp_path / "out" / suite)
-    message = _one_error(_ingest(store, tmp_path / "out"))
+    message = one_error(_ingest(store, tmp_path / "out"))
     assert "v1" in message and "v2" in message and "simple_mcqa" in message
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import (
-    DUMMY_MODELS, FIXTURES, TASK_CONFIGS, LMEvalRuns, file_bytes, offline_env, read_jsonl,
-    to_json_array_run, to_legacy_array_run, write_jsonl,
+    DUMMY_MODELS, FIXTURES, TASK_CONFIGS, LMEvalRuns, file_bytes, offline_env, one_error,
+    read_jsonl, to_json_array_run, to_legacy_array_run, write_jsonl,
 )
 
 from lm_router_plugin.adapters.lmeval import (
@@ -240,11 +240,7 @@ def test_bad_line_is_one_clear_error(cli, lmeval_runs: LMEvalRuns, tmp_path: Pat
     folder = _copy_run(lmeval_runs, "org/Fake-A", tmp_path / "bad")
     path, line = _corrupt(kind, folder)
     result = cli("ingest", "lm-eval", tmp_path / "bad")
-    assert result.exit_code == 1
-    errors = [x for x in result.stderr.splitlines() if x.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    assert f"{path} line {line}: {BAD_LINES[kind]}" in errors[0]
-    assert "Traceback" not in result.output
+    assert f"{path} line {line}: {BAD_LINES[kind]}" in one_error(result)
     assert file_bytes(cli.store / "table.parquet") == before
 
 
@@ -261,13 +257,10 @@ def test_folder_without_sample_logs(cli, lmeval_runs: LMEvalRuns, tmp_path: Path
         (folder / "config.json").write_text("{}")
     elif kind == "results_only":
         shutil.copy(lmeval_runs.results_file("org/Fake-A"), folder)
-    result = cli("ingest", "lm-eval", folder)
-    assert result.exit_code == 1
-    errors = [x for x in result.stderr.splitlines() if x.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
+    error = one_error(cli("ingest", "lm-eval", folder))
     expected = ("found lm-eval results files but no per-sample logs" if kind == "results_only"
                 else f"no lm-eval results_*.json / samples_* files under {folder}")
-    assert f"Error: {folder}: {expected}" in errors[0]
+    assert f"Error: {folder}: {expected}" in error
     assert file_bytes(cli.store / "table.parquet") == before
 
 

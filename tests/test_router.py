@@ -10,6 +10,7 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import one_error
 from click.testing import CliRunner
 from scipy.stats import binom
 
@@ -564,19 +565,13 @@ def cli_store(tmp_path, data):
     return store
 
 
-def _one_error_line(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.output
-    assert lines[0].startswith("Error: ")
-    return lines[0]
 
 
 def test_cli_recommend_empty_store(cli, tmp_path):
     (tmp_path / "p.txt").write_text("What is 2+2?\n")
     result = cli("recommend", "--prompts", tmp_path / "p.txt", "--store", tmp_path / "empty")
     assert result.exit_code == 1
-    assert "holds no results yet" in _one_error_line(result)
+    assert "holds no results yet" in one_error(result)
 
 
 @pytest.mark.parametrize("args", [[], ["--task", "x", "--prompts", "p.txt"]])
@@ -590,7 +585,7 @@ def test_cli_prompts_file_missing(cli, cli_store, tmp_path, fake_encode):
     missing = tmp_path / "nope.jsonl"
     result = cli("-q", "recommend", "--prompts", missing, "--store", cli_store.root)
     assert result.exit_code == 1
-    line = _one_error_line(result)
+    line = one_error(result)
     assert str(missing) in line and "cannot read prompts" in line
 
 
@@ -599,11 +594,11 @@ def test_cli_prompts_file_garbled(cli, cli_store, tmp_path, fake_encode):
     bad.write_text('{"prompt": "What is 2+2?"}\n{"prompt": oops\n')
     result = cli("-q", "recommend", "--prompts", bad, "--store", cli_store.root)
     assert result.exit_code == 1
-    assert f"{bad} line 2: not valid JSON" in _one_error_line(result)
+    assert f"{bad} line 2: not valid JSON" in one_error(result)
     bad.write_text('{"prompt": "a"}\n\n{"text": "b"}\n')
     result = cli("-q", "route", "--prompts", bad, "--store", cli_store.root)
     assert result.exit_code == 1
-    assert f"{bad} line 3: missing string key 'prompt'" in _one_error_line(result)
+    assert f"{bad} line 3: missing string key 'prompt'" in one_error(result)
 
 
 def test_cli_unknown_candidate(cli, cli_store, tmp_path, fake_encode):
@@ -612,7 +607,7 @@ def test_cli_unknown_candidate(cli, cli_store, tmp_path, fake_encode):
     result = cli("-q", "recommend", "--prompts", prompts, "--store", cli_store.root,
                  "--candidates", "m_big,m_smal")
     assert result.exit_code == 1
-    assert "Unknown model 'm_smal'. Did you mean: m_small" in _one_error_line(result)
+    assert "Unknown model 'm_smal'. Did you mean: m_small" in one_error(result)
 
 
 def test_cli_max_params_and_bad_value(cli, cli_store, tmp_path, fake_encode):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import one_error
 from click.testing import CliRunner
 
 from lm_router_plugin.adapters.table import TableAdapter, table_format
@@ -71,12 +72,6 @@ def _info(store: Path) -> dict:
     return json.loads(result.stdout)
 
 
-def _one_error(result) -> str:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.output
-    return errors[0]
 
 
 @pytest.fixture
@@ -169,11 +164,11 @@ def test_folder_reads_every_table_file(tmp_path, store):
 def test_missing_column_names_it_and_lists_required(tmp_path, store):
     path = _write_delimited(tmp_path / "m.tsv", [r[:3] + r[4:] for r in DATA],
                             ["task", "instance_id", "model", "input_text"])
-    message = _one_error(_ingest(store, path))
+    message = one_error(_ingest(store, path))
     assert str(path) in message and "'correct or score'" in message
     assert "required columns: task, instance_id, model, input_text" in message
     path = _write_parquet(tmp_path / "m.parquet", [r[1:] for r in DATA], COLUMNS[1:])
-    message = _one_error(_ingest(store, path))
+    message = one_error(_ingest(store, path))
     assert "missing column(s) 'task'" in message and "m.parquet" in message
 
 
@@ -200,7 +195,7 @@ def test_correct_must_be_0_or_1(tmp_path, value):
 
 def test_duplicate_key_names_key_and_lines(tmp_path, store):
     path = _write_jsonl(tmp_path / "d.jsonl", DATA + [DATA[2]])
-    message = _one_error(_ingest(store, path))
+    message = one_error(_ingest(store, path))
     assert "d.jsonl line 7" in message and "first at line 3" in message
     assert "task='arith' instance_id='q2' model='org/model-a'" in message
     # the same key in two files names both
@@ -217,7 +212,7 @@ def test_corrupt_parquet_fails_cleanly_and_leaves_the_store(tmp_path, store):
     bad = _write_parquet(tmp_path / "bad.parquet", DATA)
     data = bad.read_bytes()
     bad.write_bytes(data[: len(data) // 3] + b"\x00garbage" * 8)
-    message = _one_error(_ingest(store, bad))
+    message = one_error(_ingest(store, bad))
     assert str(bad) in message and "unreadable Parquet file" in message
     assert "re-export" in message
     assert (store / "table.parquet").read_bytes() == before
@@ -226,7 +221,7 @@ def test_corrupt_parquet_fails_cleanly_and_leaves_the_store(tmp_path, store):
 def test_unknown_extension_is_a_clear_error(tmp_path, store):
     path = tmp_path / "results.xlsx"
     path.write_bytes(b"PK")
-    message = _one_error(_ingest(store, path))
+    message = one_error(_ingest(store, path))
     assert "unknown table format '.xlsx'" in message and ".parquet" in message
 
 
