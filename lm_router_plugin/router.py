@@ -496,7 +496,8 @@ def fit_or_load(store: Store, **params: Any) -> Router:
     embedder changed (the folder name is a hash of both and of the parameters)."""
     from . import __version__
 
-    table = store.read_table(required=True)
+    if not store.has_table():
+        store.read_table(required=True)  # raises the "ingest first" error
     router = Router(**params)
     embedder_id = router._embedder().id
     fingerprint = store.table_fingerprint()
@@ -507,6 +508,7 @@ def fit_or_load(store: Store, **params: Any) -> Router:
         loaded = Router.load(folder)
         loaded._embedder_obj = router._embedder()
         return loaded
+    table = store.read_table()  # only when (re)fitting: a cached router needs no table
     logger.info("fitting the router on %d rows (%s)", len(table), embedder_id)
     router.fit(table, store=store)
     card = router.card()
