@@ -57,6 +57,10 @@ def parse_params(value: Any) -> int | None:
         return None
     if isinstance(value, (int, float)):
         return int(value)
+    try:
+        return int(float(value))  # "7e9", "1.5e9" (YAML reads these as strings)
+    except ValueError:
+        pass
     match = re.fullmatch(r"\s*([0-9.]+)\s*([kKmMbBtT]?)\s*", str(value))
     if not match:
         raise ValueError(f"cannot read a parameter count from {value!r} (use e.g. 7e9 or '7B')")

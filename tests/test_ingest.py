@@ -1,0 +1,106 @@
+"""Ingest into the store: merge, idempotence, conflicts naming both files, atomicity, model
+metadata, thresholds applied to rows, and `lm-router info`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import file_bytes, one_error
+
+
+def write_table(path, rows, header="task,instance_id,model,input_text,score,metric"):
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+@pytest.fixture
+def results(tmp_path):
+    return write_table(tmp_path / "results.csv", [
+        "qa,1,m1,What is 2+2?,0.9,f1_score", "qa,2,m1,Capital of Peru?,0.2,f1_score",
+        "qa,1,m2,What is 2+2?,0.4,f1_score", "qa,2,m2,Capital of Peru?,0.7,f1_score",
+        "mc,1,m1,Sky colour?,1,acc", "mc,1,m2,Sky colour?,0,acc",
+    ])
+
+
+def test_ingest_info_and_idempotence(cli, results):
+    result = cli("ingest", "table", results)
+    assert result.exit_code == 0, result.output
+    assert "6 rows read: 6 added" in result.stdout
+    before = file_bytes(cli.store / "table.parquet")
+    again = cli("ingest", "table", results)
+    assert "0 added, 6 already stored" in again.stdout
+    assert file_bytes(cli.store / "table.parquet") == before  # nothing rewritten
+    info = json.loads(cli("info", "--json").stdout)
+    assert info["n_rows"] == 6 and info["models"] == ["m1", "m2"]
+    assert info["tasks"] == ["mc", "qa"]
+    # f1_score is continuous: correct when > 0.5 (shipped default)
+    assert info["accuracy"] == {"mc": {"m1": 1.0, "m2": 0.0}, "qa": {"m1": 0.5, "m2": 0.5}}
+    assert info["counts"]["qa"] == {"m1": 2, "m2": 2}
+    human = cli("info")
+    assert human.exit_code == 0 and "qa" in human.stdout and "0.5000" in human.stdout
+
+
+def test_rows_keep_metric_score_threshold_correct(cli, results):
+    import pandas as pd
+
+    cli("ingest", "table", results)
+    table = pd.read_parquet(cli.store / "table.parquet")
+    row = table[(table.task == "qa") & (table.instance_id == "1") & (table.model == "m2")].iloc[0]
+    assert (row.metric, row.score, row.threshold, row.correct) == ("f1_score", 0.4, 0.5, 0)
+    binary = table[(table.task == "mc") & (table.model == "m1")].iloc[0]
+    assert pd.isna(binary.threshold) and binary.correct == 1
+    assert row.origin == str(results)
+
+
+def test_thresholds_file_changes_correctness(cli, results, tmp_path):
+    th = tmp_path / "th.yaml"
+    th.write_text("tasks:\n  qa: {threshold: 0.3}\n")
+    assert cli("ingest", "table", results, "--thresholds", th).exit_code == 0
+    info = json.loads(cli("info", "--json").stdout)
+    assert info["accuracy"]["qa"] == {"m1": 0.5, "m2": 1.0}
+
+
+def test_conflict_names_both_files_and_keeps_store(cli, results, tmp_path):
+    assert cli("ingest", "table", results).exit_code == 0
+    before = file_bytes(cli.store / "table.parquet")
+    newer = write_table(tmp_path / "rerun.csv", ["qa,1,m2,What is 2+2?,0.8,f1_score"])
+    error = one_error(cli("ingest", "table", newer))
+    assert str(results) in error and str(newer) in error and "--replace" in error
+    assert file_bytes(cli.store / "table.parquet") == before
+    replaced = cli("ingest", "table", newer, "--replace")
+    assert "1 replaced" in replaced.stdout
+    info = json.loads(cli("info", "--json").stdout)
+    assert info["accuracy"]["qa"]["m2"] == 1.0 and info["n_rows"] == 6
+
+
+def test_bad_thresholds_file_keeps_store(cli, results, tmp_path):
+    assert cli("ingest", "table", results).exit_code == 0
+    before = file_bytes(cli.store / "table.parquet")
+    th = tmp_path / "th.yaml"
+    th.write_text("metrics:\n  f1_scor: 0.4\n")
+    error = one_error(cli("ingest", "table", results, "--thresholds", th))
+    assert "Unknown metric 'f1_scor'. Did you mean: f1_score" in error and str(th) in error
+    assert file_bytes(cli.store / "table.parquet") == before
+
+
+def test_model_metadata_file(cli, results, tmp_path):
+    models = tmp_path / "models.yaml"
+    models.write_text("m1: {params: 7B, cost_per_1m: 0.2}\nm2: {params: 1.5e9}\n")
+    assert cli("ingest", "table", results, "--models", models).exit_code == 0
+    meta = json.loads(cli("info", "--json").stdout)["model_metadata"]
+    assert meta["m1"] == {"params": 7_000_000_000, "cost_per_1m": 0.2}
+    assert meta["m2"]["params"] == 1_500_000_000
+    models.write_text("m1: {params: seven}\n")
+    error = one_error(cli("ingest", "table", results, "--models", models))
+    assert "m1: cannot read a parameter count from 'seven'" in error
+
+
+def test_missing_path_and_unknown_adapter(cli, tmp_path):
+    assert "no such file or folder" in one_error(cli("ingest", "table", tmp_path / "nope.csv"))
+    error = one_error(cli("ingest", "lm_eval", tmp_path))
+    assert "Unknown adapter 'lm_eval'. Did you mean: lm-eval?" in error
+
+
+def test_info_on_empty_store(cli):
+    assert "holds no results yet" in one_error(cli("info"))
