@@ -105,3 +105,22 @@ def test_evaluate_and_plots(cli, held_out_runs, tmp_path):
         "accuracy_vs_alpha.png", "pearson_vs_u.png", "per_task_accuracy.png"]
     result = cli("evaluate")
     assert result.exit_code == 0 and "oracle" in result.stdout
+
+
+@pytest.mark.slow
+def test_unknown_and_empty_tasks(cli, tmp_path):
+    from conftest import one_error
+
+    task_configs = Path(__file__).resolve().parents[1] / "task_configs"
+    error = one_error(cli("recommend", "--task", "toy_percnt", "--include-path", task_configs))
+    assert "Unknown lm-eval task 'toy_percnt'. Did you mean: toy_percent" in error
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    shutil.copy(task_configs / "router_toy" / "utils.py", folder)
+    (folder / "empty.jsonl").write_text("")
+    (folder / "toy_empty.yaml").write_text(
+        (task_configs / "router_toy" / "toy_percent.yaml").read_text()
+        .replace("task: toy_percent", "task: toy_empty")
+        .replace("toy_percent.jsonl", "empty.jsonl").replace("router_toy_new", "empty_tag"))
+    error = one_error(cli("recommend", "--task", "toy_empty", "--include-path", folder))
+    assert "toy_empty" in error
