@@ -78,8 +78,9 @@ def task_prompts(name: str, include_path: str | Path | None = None, *,
     try:
         tasks = _load_tasks(tm, name)
     except Exception as exc:  # dataset missing offline, bad YAML, ...: lm-eval's own message
-        raise LMRouterError(f"lm-eval could not load task '{name}': {type(exc).__name__}: "
-                            f"{exc}") from exc
+        raise LMRouterError(f"lm-eval could not load task '{name}' ({type(exc).__name__}: "
+                            f"{exc}): check that its dataset exists locally and is not empty "
+                            "(no hub downloads: HF_DATASETS_OFFLINE=1)") from exc
     prompts: list[str] = []
     for leaf_name, task in sorted(tasks.items()):
         prompts.extend(_prompts_of(task, limit))
