@@ -160,6 +160,9 @@ def _router_options(fn: Callable) -> Callable:
         click.option("--embedder", default=None, envvar="LM_ROUTER_EMBEDDER",
                      help="sentence-transformers name or local folder (default "
                           "all-MiniLM-L6-v2, packaged copy)."),
+        click.option("--max-seq-length", type=int, default=None,
+                     help="Truncate prompts to this many tokens before embedding "
+                          "(default: the embedder's limit)."),
         click.option("--candidates", default=None,
                      help="Comma-separated models to choose among."),
         click.option("--max-params", default=None,
@@ -184,16 +187,17 @@ def _router_options(fn: Callable) -> Callable:
     return fn
 
 
-def _router_setup(store_dir: str | None, embedder: str | None, candidates: str | None,
-                  max_params: str | None, k: int, kappa: int, sigma: float, t: float,
-                  eta: float, seed: int, predictor: str) -> tuple[Any, Any, dict]:
+def _router_setup(store_dir: str | None, embedder: str | None, max_seq_length: int | None,
+                  candidates: str | None, max_params: str | None, k: int, kappa: int,
+                  sigma: float, t: float, eta: float, seed: int, predictor: str
+                  ) -> tuple[Any, Any, dict]:
     """(store, fitted router, restriction kwargs) shared by recommend and route."""
     from .router import fit_or_load
     from .store import Store, parse_params
 
     store = Store(store_dir)
     router = fit_or_load(store, k=k, kappa=kappa, sigma=sigma, t=t, eta=eta, seed=seed,
-                         predictor=predictor, embedder=embedder)
+                         predictor=predictor, embedder=embedder, max_seq_length=max_seq_length)
     try:
         limit = parse_params(max_params)
     except ValueError as exc:

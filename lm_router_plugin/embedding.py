@@ -73,11 +73,16 @@ class SentenceTransformerEmbedder:
         model_name_or_path: hub id, local folder, or None for all-MiniLM-L6-v2.
         batch_size: texts per forward pass.
         device: "cpu", "cuda", ...; None lets sentence-transformers choose.
+        max_seq_length: truncate inputs to this many tokens (None: the model's own limit);
+            faster on long prompts, and cached apart from untruncated embeddings.
     """
 
     def __init__(self, model_name_or_path: str | None = None, *, batch_size: int = 64,
-                 device: str | None = None):
+                 device: str | None = None, max_seq_length: int | None = None):
         self.id, self._load_target = resolve_embedder(model_name_or_path)
+        if max_seq_length is not None:  # truncation changes the vectors: its own cache
+            self.id += f"@max{int(max_seq_length)}"
+        self.max_seq_length = max_seq_length
         self.batch_size = batch_size
         self.device = device
         self._model = None
@@ -88,6 +93,8 @@ class SentenceTransformerEmbedder:
             try:
                 from sentence_transformers import SentenceTransformer
                 self._model = SentenceTransformer(self._load_target, device=self.device)
+                if self.max_seq_length is not None:
+                    self._model.max_seq_length = int(self.max_seq_length)
             except Exception as exc:  # hub errors come in many types; all mean "not here"
                 raise EmbedderNotFoundError(
                     f"cannot load the sentence-transformers model '{self._load_target}' "

@@ -199,11 +199,13 @@ class Router:
         seed: seed of the Monte Carlo generator.
         predictor: registered predictor name ("knn" built in).
         embedder: sentence-transformers name or folder (default all-MiniLM-L6-v2).
+        max_seq_length: truncate prompts to this many tokens before embedding (None: the
+            embedder's own limit).
     """
 
     def __init__(self, *, k: int = 5, kappa: int = 19, sigma: float = 0.09, t: float = 0.5,
                  eta: float = 0.6, n_draws: int = 1000, seed: int = 0, predictor: str = "knn",
-                 embedder: str | None = None):
+                 embedder: str | None = None, max_seq_length: int | None = None):
         self.k = k
         self.kappa = kappa
         self.sigma = sigma
@@ -213,16 +215,19 @@ class Router:
         self.seed = seed
         self.predictor = predictor
         self.embedder = embedder
+        self.max_seq_length = max_seq_length
 
     def get_params(self) -> dict[str, Any]:
         return {"k": self.k, "kappa": self.kappa, "sigma": self.sigma, "t": self.t,
                 "eta": self.eta, "n_draws": self.n_draws, "seed": self.seed,
-                "predictor": self.predictor, "embedder": self.embedder}
+                "predictor": self.predictor, "embedder": self.embedder,
+                "max_seq_length": self.max_seq_length}
 
     # fitting -----------------------------------------------------------------------------
     def _embedder(self) -> SentenceTransformerEmbedder:
         if getattr(self, "_embedder_obj", None) is None:
-            self._embedder_obj = SentenceTransformerEmbedder(self.embedder)
+            self._embedder_obj = SentenceTransformerEmbedder(
+                self.embedder, max_seq_length=self.max_seq_length)
         return self._embedder_obj
 
     def _make_predictor(self) -> CorrectnessPredictor:

@@ -20,3 +20,19 @@ def test_keys_with_trailing_zero_bytes_round_trip(tmp_path):
     np.testing.assert_array_equal(got, vectors[::-1])
     found, _ = EmbeddingCache(tmp_path).get([text_key("never stored")])
     assert not found.any()
+
+
+def test_max_seq_length_truncates_and_has_its_own_cache(tmp_path):
+    from lm_router_plugin.embedding import SentenceTransformerEmbedder, embed_texts
+    from lm_router_plugin.store import Store
+
+    store = Store(tmp_path)
+    long_text = "The quick brown fox jumps over the lazy dog near the river bank. " * 4
+    full = SentenceTransformerEmbedder()
+    short = SentenceTransformerEmbedder(max_seq_length=8)
+    assert short.id == full.id + "@max8"
+    assert store.embeddings_dir(short.id) != store.embeddings_dir(full.id)
+    a = embed_texts([long_text], full, store)
+    b = embed_texts([long_text], short, store)
+    assert float(a[0] @ b[0]) < 0.99  # truncated to 8 tokens: a different vector
+    assert short.model.max_seq_length == 8
