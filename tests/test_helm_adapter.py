@@ -74,8 +74,6 @@ def _copy_run(run: Path, dest_root: Path, name: str | None = None) -> Path:
     return dest
 
 
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
     return tmp_path / "store"

@@ -565,8 +565,6 @@ def cli_store(tmp_path, data):
     return store
 
 
-
-
 def test_cli_recommend_empty_store(cli, tmp_path):
     (tmp_path / "p.txt").write_text("What is 2+2?\n")
     result = cli("recommend", "--prompts", tmp_path / "p.txt", "--store", tmp_path / "empty")

@@ -72,8 +72,6 @@ def _info(store: Path) -> dict:
     return json.loads(result.stdout)
 
 
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
     return tmp_path / "store"
