@@ -25,7 +25,7 @@ from .errors import InputError, LMRouterError, UnknownNameError
 from .neighbors import merge_topk
 from .predictors import KNNPredictor
 from .registry import unknown_name_message
-from .router import Router, build_pool, decide, score_task
+from .router import Router, decide, score_task
 from .scores import (
     argmax_with_ties, kernel_smoothed_p, quiet_nanmean, task_distance, thresholded_accuracy,
 )
@@ -412,4 +412,5 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
                   "label_selection": label_selection, "embedder": router.embedder_id_})
 
 
-__all__ = ["EvaluationResult", "evaluate", "regroup_tasks", "select_diverse", "build_pool"]
+__all__ = ["EvaluationResult", "evaluate", "label_calibrated_p", "read_side_table", "regroup_tasks",
+           "select_diverse"]

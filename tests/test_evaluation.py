@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from lm_router_plugin.evaluation import evaluate, regroup_tasks
-from lm_router_plugin.router import Router, build_pool
+from lm_router_plugin.router import build_pool
 from lm_router_plugin.schema import validate_table
 
 K, KAPPA, SIGMA, T = 5, 19, 0.09, 0.5
