@@ -29,13 +29,15 @@ class Row(NamedTuple):
     benchmark: str  # HELM suite / lm-eval group; "" when unknown
     task: str
     instance_id: str
-    input_text: str  # the prompt the model saw
+    input_text: str  # the instance's own text (zero-shot, no examples/description): embedded
     model: str
     metric: str
     score: float  # raw metric value
     higher_is_better: bool | None  # None: use the thresholds table's direction
     origin: str  # file the row was read from
     correct: int | None = None  # set by sources that give correctness directly
+    prompt_hash: str = ""  # sha256 hex of the prompt the model saw ("" when unknown)
+    text_rule: str = ""  # how input_text was obtained (adapters/instance_text.py RULE_*)
 
 
 class Adapter(ABC):

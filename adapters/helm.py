@@ -2,7 +2,8 @@
 
 One row per (task, instance, model): the task is the run name without its ``model=`` part,
 the correctness metric comes from ``helm_metrics.yaml`` (or a ``tasks:`` override in the
-thresholds file), the input text is the prompt the model saw::
+thresholds file), the input text is the instance's own input (``instance.input.text``, not
+the prompt with its instructions and in-context examples; the prompt is kept as a hash)::
 
     from lm_router_plugin.adapters.helm import HELMAdapter
     rows = list(HELMAdapter().read([Path("benchmark_output/runs/v1")]))
@@ -29,6 +30,7 @@ import yaml
 from ..errors import InputError
 from ..thresholds import Thresholds
 from .base import Adapter, Row
+from .instance_text import RULE_HELM_INPUT, RULE_HELM_PROMPT, prompt_hash
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +171,16 @@ def _prompt_text(request: dict[str, Any]) -> str:
     return "\n".join(m["text"] for m in media if isinstance(m, dict) and m.get("text"))
 
 
+def _with_options(text: str, references: Any) -> str:
+    """The input followed by its answer options as HELM lists them (``A. ...``)."""
+    options = [str((ref.get("output") or {}).get("text") or "") for ref in references or []
+               if isinstance(ref, dict)]
+    if not options:
+        return text
+    return "\n".join([text] + [f"{chr(65 + i) if i < 26 else i + 1}. {option}"
+                                for i, option in enumerate(options)])
+
+
 @dataclass
 class _Run:
     """One run folder while it is being read."""
@@ -182,10 +194,12 @@ class _Run:
     method: str = ""
     # (instance_id, perturbation key) -> split
     splits: dict[tuple[str, str | None], str] = field(default_factory=dict)
-    # (instance_id, train_trial_index, perturbation key) -> prompt text
-    prompts: dict[tuple[str, int, str | None], str] = field(default_factory=dict)
-    # (instance_id, perturbation key) -> bare instance text (fallback input text)
+    # (instance_id, train_trial_index, perturbation key) -> (prompt seen, prompt without the
+    # reference multiple_choice_separate_* appends)
+    prompts: dict[tuple[str, int, str | None], tuple[str, str]] = field(default_factory=dict)
+    # (instance_id, perturbation key) -> the instance's own input text (the input text)
     inputs: dict[tuple[str, str | None], str] = field(default_factory=dict)
+    text_rule: str = RULE_HELM_INPUT
 
 
 class HELMAdapter(Adapter):
@@ -306,6 +320,11 @@ class HELMAdapter(Adapter):
         if not isinstance(request_states, list):
             raise InputError(path, "'request_states' must be a list", hint=_HINT_RERUN)
         separate = run.method.startswith("multiple_choice_separate")
+        # multiple_choice_joint puts the options into the question the model answers; with
+        # them the nearest neighbours of the real fixture's 25 instances come from the same
+        # run 22 times instead of 21 (bench/measure_instance_texts.py; the note of issue 7)
+        joint = run.method.startswith("multiple_choice_joint")
+        run.text_rule = RULE_HELM_INPUT + ("+options" if joint else "")
         for i, rs in enumerate(request_states):
             where = f"request_states[{i}]"
             instance = _get(rs, "instance", path, where)
@@ -313,16 +332,20 @@ class HELMAdapter(Adapter):
             pert = _perturbation_key(instance.get("perturbation"))
             run.splits.setdefault((iid, pert), str(instance.get("split", "test")))
             if (iid, pert) not in run.inputs:
-                run.inputs[(iid, pert)] = str((instance.get("input") or {}).get("text") or "")
+                text = str((instance.get("input") or {}).get("text") or "")
+                if joint and text.strip():
+                    text = _with_options(text, instance.get("references"))
+                run.inputs[(iid, pert)] = text
             if rs.get("request_mode") == "calibration":
                 continue  # the calibration prompt holds only the answer, not the question
             key = (iid, _trial(rs, path, where), pert)
             if key in run.prompts:
                 continue  # multiple_choice_separate_*: one state per reference; keep the first
-            text = _prompt_text(_get(rs, "request", path, where))
+            seen = _prompt_text(_get(rs, "request", path, where))
+            text = seen
             if separate:
                 text = self._strip_reference(text, instance, rs.get("reference_index"))
-            run.prompts[key] = text
+            run.prompts[key] = (seen, text)
 
     @staticmethod
     def _strip_reference(prompt: str, instance: dict[str, Any], index: Any) -> str:
@@ -421,9 +444,15 @@ class HELMAdapter(Adapter):
                 continue
             score = math.fsum(scores) / len(scores)
             first_trial = min(trials)
-            text = run.prompts.get((iid, first_trial, pert))
-            if text is None:
-                text = run.prompts.get((iid, 0, pert)) or run.inputs.get((iid, pert), "")
+            seen, prompt = run.prompts.get((iid, first_trial, pert)) or run.prompts.get(
+                (iid, 0, pert)) or ("", "")
+            # The instance's own input: the prompt adds instructions and in-context examples
+            # shared by all instances (identical embeddings once truncated). Only without an
+            # input text (e.g. multimodal inputs) is the prompt used.
+            text, rule = run.inputs.get((iid, pert), ""), run.text_rule
+            if not text.strip():
+                text, rule = prompt, RULE_HELM_PROMPT
+            phash = prompt_hash(seen) if seen else ""
             instance_id = iid
             if len(ids_per_split.get(iid, ())) > 1:
                 instance_id += f"|{run.splits[(iid, pert)]}"
@@ -432,7 +461,8 @@ class HELMAdapter(Adapter):
             n_rows += 1
             yield Row(source="helm", benchmark=run.suite, task=run.task,
                       instance_id=instance_id, input_text=text, model=run.model,
-                      metric=metric, score=score, higher_is_better=higher, origin=origin)
+                      metric=metric, score=score, higher_is_better=higher, origin=origin,
+                      prompt_hash=phash, text_rule=rule)
         if n_missing:
             logger.warning("%s: %d instance(s) have no '%s' stat and were skipped",
                            run.folder.name, n_missing, metric)

@@ -31,6 +31,9 @@ from typing import Any
 
 from ..errors import InputError
 from .base import Adapter, Row
+from .instance_text import (
+    LMEvalDocText, Unrenderable, prompt_hash, structural_texts,
+)
 
 try:
     import orjson
@@ -138,6 +141,8 @@ class _Results:
     higher_is_better: dict[str, dict[str, Any]]
     benchmark: dict[str, str]  # task -> outermost group
     tasks: set[str]
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> logged config
+    n_shot: dict[str, Any] = field(default_factory=dict)  # task -> num_fewshot used
 
 
 @dataclass
@@ -180,7 +185,9 @@ class LMEvalAdapter(Adapter):
         for path in paths:
             self._discover(Path(path), found)
         files = self._sample_files(found)
-        self._docs: dict[tuple[str, Any], list] = {}  # (task, doc_id) -> [doc_hash, model, prompt]
+        self._docs: dict[tuple[str, Any], list] = {}  # (task, doc_id) -> [doc_hash, model, text]
+        self._renderers: dict[tuple[str, str], Any] = {}  # (doc_to_text, doc_to_choice) -> renderer
+        self._rules_logged: set[tuple[str, str]] = set()
         self._mismatch: dict[tuple[str, str, str], list] = {}
         self._skipped: list[str] = []
         self._filter_logged: set[str] = set()
@@ -299,11 +306,15 @@ class LMEvalAdapter(Adapter):
             while top in parent and hops < 50:
                 top, hops = parent[top], hops + 1
             benchmark[task] = top
-        tasks = set(data.get("configs") or {}) | set(data.get("results") or {})
+        configs = data.get("configs") if isinstance(data.get("configs"), dict) else {}
+        n_shot = data.get("n-shot") if isinstance(data.get("n-shot"), dict) else {}
+        tasks = set(configs) | set(data.get("results") or {})
         return _Results(path=path, date_id=date_id, model=str(model) if model else None,
                         model_args=model_args, params=params, time=when,
                         higher_is_better=data.get("higher_is_better") or {},
-                        benchmark=benchmark, tasks=tasks)
+                        benchmark=benchmark, tasks=tasks,
+                        configs={k: v for k, v in configs.items() if isinstance(v, dict)},
+                        n_shot=n_shot)
 
     # -- runs and models ---------------------------------------------------------------
     def _sample_files(self, found: _Found) -> list[_SampleFile]:
@@ -428,6 +439,7 @@ class LMEvalAdapter(Adapter):
         other_filters: set[str] = set()
         seen: set[Any] = set()
         docs = self._docs
+        pending: list[tuple[Any, str, Any, float, Any, Any]] = []
         n = 0
         index = 0
         new_row = tuple.__new__
@@ -482,21 +494,29 @@ class LMEvalAdapter(Adapter):
             if type(prompt) is not str:
                 prompt = str(prompt)
             seen.add(doc_id)
-            doc_hash = rec.get("doc_hash")
+            pending.append((doc_id, prompt, rec.get("doc"), score, rec.get("prompt_hash"),
+                            rec.get("doc_hash")))
+        # The instance texts need the whole file (the structural rule compares its prompts).
+        texts, rules = self._instance_texts(task, results, pending, path)
+        for (doc_id, prompt, _doc, score, phash, doc_hash), text, rule in zip(
+                pending, texts, rules):
             entry = docs.get((task, doc_id))
             if entry is None:
-                docs[(task, doc_id)] = [doc_hash, model, prompt]
+                docs[(task, doc_id)] = [doc_hash, model, text]
             else:
                 if doc_hash != entry[0] and doc_hash is not None and entry[0] is not None:
                     self._note_mismatch(task, doc_id, entry[1], model)
-                if prompt == entry[2]:
-                    prompt = entry[2]  # share one string between models: memory
+                if text == entry[2]:
+                    text = entry[2]  # share one string between models: memory
+            if type(phash) is not str or len(phash) != 64:
+                phash = prompt_hash(prompt)  # lm-eval < 0.4.3 logs none
             if n == 0:
                 self._note_model(sf)
             n += 1
             # tuple.__new__ skips the namedtuple's Python-level __new__ (hot loop)
-            yield new_row(Row, (SOURCE, benchmark, task, str(doc_id), prompt, model, metric,
-                                score, hib, origin, None))
+            yield new_row(Row, (SOURCE, benchmark, task, str(doc_id), text, model, metric,
+                                score, hib, origin, None, phash, rule))
+        del pending
         if other_filters and task not in self._filter_logged:
             self._filter_logged.add(task)
             logger.info("task %s, model %s: using filter %r; skipped the lines of filter(s) %s "
@@ -511,6 +531,82 @@ class LMEvalAdapter(Adapter):
         self._n_rows += n
         if n == 0 and metric is None and not other_filters:
             logger.warning("%s: no samples", path)
+
+    def _renderer(self, config: dict[str, Any] | None) -> LMEvalDocText | str:
+        """The compiled doc_to_text of a logged config (cached), or why there is none."""
+        if not config:
+            return "no task config (no results file beside the sample log)"
+        key = (repr(config.get("doc_to_text")), repr(config.get("doc_to_choice")),
+               repr(config.get("use_prompt")))
+        renderer = self._renderers.get(key)
+        if renderer is None:
+            try:
+                renderer = LMEvalDocText.from_config(config)
+            except Unrenderable as exc:
+                renderer = str(exc)
+            self._renderers[key] = renderer
+        return renderer
+
+    def _instance_texts(self, task: str, results: _Results | None, pending: list,
+                        path: Path) -> tuple[list[str], list[str]]:
+        """Each sample's zero-shot text and the rule that gave it (instance_text.py).
+
+        The logged config's doc_to_text is rendered when it can be; a rendering that does not
+        occur in the prompt the model saw (a config that does not match the log) and samples
+        without a doc fall back to the prompt's structure.
+        """
+        if not pending:
+            return [], []
+        config = results.configs.get(task) if results else None
+        renderer = self._renderer(config)
+        n = len(pending)
+        texts: list[str | None] = [None] * n
+        rules: list[str] = [""] * n
+        why = renderer if isinstance(renderer, str) else ""
+        if not why:
+            n_bad = 0
+            for i, (_id, prompt, doc, *_rest) in enumerate(pending):
+                if type(doc) is not dict:
+                    continue
+                try:
+                    text = renderer(doc)
+                except Exception as exc:  # StrictUndefined, KeyError in user code, ...
+                    n_bad += 1
+                    why = why or f"doc_to_text failed on doc {_id}: {type(exc).__name__}: {exc}"
+                    continue
+                if text in prompt:
+                    texts[i], rules[i] = text, renderer.rule
+                else:
+                    n_bad += 1
+                    why = why or (f"the rendered doc_to_text of doc {_id} does not occur in its "
+                                  "logged prompt (config and log differ)")
+            if n_bad:
+                why = f"{n_bad} of {n} samples: {why}"
+        missing = [i for i in range(n) if texts[i] is None]
+        if missing:
+            config = config or {}
+            shots = results.n_shot.get(task) if results else None
+            if not isinstance(shots, int):
+                shots = config.get("num_fewshot")
+            description = config.get("description")
+            fallback, fallback_rules = structural_texts(
+                [pending[i][1] for i in missing],
+                fewshot_delimiter=config.get("fewshot_delimiter") or None,
+                description=description if isinstance(description, str) else None,
+                num_fewshot=shots if isinstance(shots, int) else None)
+            for i, text, rule in zip(missing, fallback, fallback_rules):
+                texts[i], rules[i] = text, rule
+        counts: dict[str, int] = {}
+        for rule in rules:
+            counts[rule] = counts.get(rule, 0) + 1
+        summary = ", ".join(f"{rule} ({count})" for rule, count in sorted(counts.items()))
+        if (task, summary) not in self._rules_logged:
+            self._rules_logged.add((task, summary))
+            level = logging.INFO if not missing else logging.WARNING
+            logger.log(level, "task %s: input texts by rule %s%s", task, summary,
+                       f"; not rendered from the config: {why or 'samples without a doc'} "
+                       f"({path.name})" if missing else "")
+        return texts, rules  # type: ignore[return-value]
 
     def _pick_metric(self, rec: dict, task: str, want: str | None, path: Path,
                      lineno: int | None, index: int) -> str | None:

@@ -114,7 +114,7 @@ class _Columns:
                                            f"at {at})",
                               "each (task, instance_id, model) may appear only once")
         return Row("table", benchmark, task, instance_id, text, model, metric, score, None,
-                   self.origin, correct)
+                   self.origin, correct, "", "table")  # input_text as given
 
     def _key(self, value: Any, column: str, where: int, unit: str) -> str:
         """A key cell as a string; empty or missing is an error."""

@@ -79,12 +79,13 @@ def read_rows(adapter_name: str, paths: Sequence[str | Path],
                          f"nothing recognisable for the '{adapter_name}' adapter",
                          hint=f"is this the right adapter? available: {', '.join(adapters.names())}")
     (source, benchmark, task, instance_id, input_text, model, metric, score, _, origin,
-     _) = zip(*rows)
+     _, prompt_hash, text_rule) = zip(*rows)
     del rows
     columns = {"source": source, "benchmark": benchmark, "task": task,
                "instance_id": instance_id, "input_text": input_text, "model": model,
                "metric": metric, "score": score, "threshold": thresholds_col,
-               "correct": correct_col, "origin": origin}
+               "correct": correct_col, "origin": origin, "prompt_hash": prompt_hash,
+               "text_rule": text_rule}
     table = pd.DataFrame(columns)
     table["threshold"] = table["threshold"].astype(float)
     return validate_table(table, where=", ".join(map(str, paths))), adapter.model_metadata

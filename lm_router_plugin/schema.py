@@ -16,17 +16,23 @@ SOURCE = "source"  # lm-eval | helm | table
 BENCHMARK = "benchmark"  # HELM suite / lm-eval group, may be empty
 TASK = "task"
 INSTANCE_ID = "instance_id"
-INPUT_TEXT = "input_text"  # the prompt the model saw
+INPUT_TEXT = "input_text"  # the instance's own text (zero-shot, no in-context examples)
 MODEL = "model"
 METRIC = "metric"
 SCORE = "score"  # raw metric value
 THRESHOLD = "threshold"  # eta used; null for binary metrics
 CORRECT = "correct"  # 0/1
 ORIGIN = "origin"  # the file the row was read from (named in conflict errors)
+PROMPT_HASH = "prompt_hash"  # sha256 hex of the prompt the model saw; "" when unknown
+TEXT_RULE = "text_rule"  # the rule that produced input_text (adapters/instance_text.py)
+
+#: Version of the stored table's format. 1 (no version recorded): input_text held the prompt
+#: the model saw; 2: the instance's own text, with prompt_hash and text_rule.
+FORMAT_VERSION = 2
 
 KEY = [TASK, INSTANCE_ID, MODEL]
 COLUMNS = [SOURCE, BENCHMARK, TASK, INSTANCE_ID, INPUT_TEXT, MODEL, METRIC, SCORE, THRESHOLD,
-           CORRECT, ORIGIN]
+           CORRECT, ORIGIN, PROMPT_HASH, TEXT_RULE]
 
 ARROW_SCHEMA = pa.schema([
     (SOURCE, pa.string()),
@@ -40,6 +46,8 @@ ARROW_SCHEMA = pa.schema([
     (THRESHOLD, pa.float64()),
     (CORRECT, pa.int8()),
     (ORIGIN, pa.string()),
+    (PROMPT_HASH, pa.string()),
+    (TEXT_RULE, pa.string()),
 ])
 
 
@@ -59,14 +67,15 @@ def validate_table(df: pd.DataFrame, *, where: str = "table") -> pd.DataFrame:
         raise SchemaError(f"{where}: missing column(s) {missing}; required: {KEY + [CORRECT]}")
     out = df.copy()
     for col, default in ((SOURCE, "table"), (BENCHMARK, ""), (INPUT_TEXT, ""), (METRIC, "correct"),
-                         (ORIGIN, where)):
+                         (ORIGIN, where), (PROMPT_HASH, ""), (TEXT_RULE, "table")):
         if col not in out.columns:
             out[col] = default
     if SCORE not in out.columns:
         out[SCORE] = out[CORRECT].astype(float)
     if THRESHOLD not in out.columns:
         out[THRESHOLD] = np.nan
-    for col in (SOURCE, BENCHMARK, TASK, INSTANCE_ID, INPUT_TEXT, MODEL, METRIC, ORIGIN):
+    for col in (SOURCE, BENCHMARK, TASK, INSTANCE_ID, INPUT_TEXT, MODEL, METRIC, ORIGIN,
+                PROMPT_HASH, TEXT_RULE):
         out[col] = out[col].astype(str)
     correct = pd.to_numeric(out[CORRECT], errors="coerce")
     bad = ~correct.isin([0, 1])

@@ -25,10 +25,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import EmptyStoreError, InputError
-from .schema import ARROW_SCHEMA, COLUMNS, empty_table
+from .schema import ARROW_SCHEMA, COLUMNS, FORMAT_VERSION, empty_table
 
 DEFAULT_STORE = "lm-router-store"
 STORE_ENV = "LM_ROUTER_STORE"
+#: Parquet key-value metadata key of the table's format version (schema.FORMAT_VERSION); kept
+#: inside the table file so the version and the rows are written in one atomic rename.
+FORMAT_KEY = b"lm_router_format_version"
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -96,6 +99,7 @@ class Store:
                     "lm-eval RUNS_DIR' (or helm/table) first, or pass --store DIR")
             table = empty_table()
             return table[columns] if columns else table
+        self.check_format()
         try:
             return pq.read_table(self.table_path, columns=columns).to_pandas()
         except (pa.ArrowInvalid, OSError) as exc:
@@ -104,11 +108,48 @@ class Store:
                              ) from exc
 
     def write_table(self, table: pd.DataFrame) -> None:
-        arrow = pa.Table.from_pandas(table[COLUMNS], schema=ARROW_SCHEMA, preserve_index=False)
+        schema = ARROW_SCHEMA.with_metadata({FORMAT_KEY: str(FORMAT_VERSION).encode()})
+        arrow = pa.Table.from_pandas(table[COLUMNS], schema=schema, preserve_index=False)
         atomic_write(self.table_path, lambda tmp: pq.write_table(arrow, tmp, compression="zstd"))
+
+    def format_version(self) -> int:
+        """The stored table's format version (1: written before versions were recorded)."""
+        try:
+            metadata = pq.read_schema(self.table_path).metadata or {}
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(self.table_path, f"unreadable Parquet file: {exc}",
+                             hint="restore it from a backup or delete the store and re-ingest"
+                             ) from exc
+        try:
+            return int(metadata.get(FORMAT_KEY, b"1"))
+        except ValueError:
+            return 1
+
+    def check_format(self) -> None:
+        """Refuse a table of another format version: its texts would mix with ours.
+
+        Raises:
+            InputError: naming the table and how to rebuild the store.
+        """
+        version = self.format_version()
+        if version == FORMAT_VERSION:
+            return
+        if version < FORMAT_VERSION:
+            problem = (f"the store was written by an older lm-router (table format {version}; "
+                       f"this version reads format {FORMAT_VERSION}): its input_text holds the "
+                       "full prompts the models saw, while this version embeds each "
+                       "instance's own text, and the two must not be mixed")
+        else:
+            problem = (f"the store was written by a newer lm-router (table format {version}; "
+                       f"this version reads format {FORMAT_VERSION})")
+        raise InputError(self.table_path, problem,
+                         hint="rebuild it: re-ingest your runs into a new store, e.g. "
+                              "'lm-router ingest lm-eval RUNS_DIR --store NEW_STORE', then use "
+                              "--store NEW_STORE (or delete the old store folder first)")
 
     def table_fingerprint(self) -> str:
         """Hash of the table file's bytes (changes whenever the table changes)."""
+        self.check_format()  # a cached router of an old table must not be used either
         digest = hashlib.sha256()
         with open(self.table_path, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):

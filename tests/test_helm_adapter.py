@@ -3,6 +3,7 @@ helm-run, and ../shared/fixtures/helm_real when present) through the real CLI.""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -125,14 +126,59 @@ def test_fixture_accuracies_equal_stats_json(store):
         dict(zip(c["instance_id"], c["correct"], strict=True))
 
 
-def test_input_text_is_the_request_prompt(store):
+def _own_text(instance: dict) -> str:
+    """The instance's input with its options (multiple_choice_joint), as the adapter stores it."""
+    options = [f"{chr(65 + i)}. {ref['output']['text']}"
+               for i, ref in enumerate(instance["references"])]
+    return "\n".join([instance["input"]["text"], *options])
+
+
+def test_input_text_is_the_instance_input(store):
     assert _ingest(store, SUITE / MCQA_B).exit_code == 0
     table = _table(store).set_index("instance_id")
     state = _load(SUITE / MCQA_B / "scenario_state.json")
     assert len(table) == len(state["request_states"]) == 5
     for rs in state["request_states"]:
-        assert table.loc[rs["instance"]["id"], "input_text"] == rs["request"]["prompt"]
-    assert table["input_text"].str.startswith("Answer the following questions").all()
+        row = table.loc[rs["instance"]["id"]]
+        assert row["input_text"] == _own_text(rs["instance"])
+        # the prompt the model saw (instructions + in-context examples) is kept as its hash
+        assert row["prompt_hash"] == hashlib.sha256(rs["request"]["prompt"].encode()).hexdigest()
+        assert rs["request"]["prompt"].startswith("Answer the following questions")
+    assert set(table["text_rule"]) == {"helm:input+options"}
+    assert not table["input_text"].str.contains("Answer the following").any()
+
+
+@needs_real
+def test_real_five_shot_texts_are_the_instances_own(store):
+    """The real 5-shot runs: texts pairwise distinct, none holds an in-context example."""
+    assert _ingest(store, REAL).exit_code == 0
+    table = _table(store)
+    for task, group in table.groupby("task"):
+        texts = list(group["input_text"])
+        assert len(set(texts)) == len(texts), task
+    n_with_examples = 0
+    for run in REAL.iterdir():
+        run_spec = _load(run / "run_spec.json")
+        spec = run_spec["adapter_spec"]
+        states = _load(run / "scenario_state.json")["request_states"]
+        rows = table[(table["model"] == spec["model"])
+                     & (table["task"] == task_name(run_spec["name"]))].set_index("instance_id")
+        assert len(rows) >= 4
+        for rs in states:
+            if rs["instance"]["id"] not in rows.index:  # another split than the main one
+                continue
+            text = rows.loc[rs["instance"]["id"], "input_text"]
+            prompt = rs["request"]["prompt"]
+            assert text.startswith(rs["instance"]["input"]["text"])
+            # the in-context part: everything before this instance's input in the prompt
+            head = prompt[: prompt.rindex(rs["instance"]["input"]["text"])]
+            examples = [part for part in head.split(spec["instance_prefix"] or "\n\n")
+                        if len(part) > 40]
+            n_with_examples += bool(examples)
+            assert not any(part.strip() in text for part in examples), run.name
+            if spec["instructions"].strip():
+                assert spec["instructions"].strip() not in text
+    assert n_with_examples >= 19  # mmlu and hellaswag prompts hold in-context examples
 
 
 @needs_real
@@ -243,9 +289,8 @@ def test_perturbed_instances_are_ignored_by_default(store):
     assert len(table) == 5
     assert not table["instance_id"].str.contains("|", regex=False).any()
     assert table["correct"].mean() == pytest.approx(_stat_mean(run, "exact_match", "test"))
-    # the prompt is the original (not lowercased) one
-    assert all(text.rsplit("\n\n", 1)[-1].startswith("Question: Is ")
-               for text in table["input_text"])
+    # the text is the original (not lowercased) one
+    assert all(text.startswith("Is ") for text in table["input_text"])
 
 
 def test_include_perturbed_option():
@@ -254,8 +299,7 @@ def test_include_perturbed_option():
     perturbed = [r for r in rows if "|" in r.instance_id]
     assert len(perturbed) == 5
     assert all(r.instance_id.endswith("|lowercase:computed_on=perturbed") for r in perturbed)
-    assert all(r.input_text.rsplit("\n\n", 1)[-1].startswith("Question: is ")
-               for r in perturbed)
+    assert all(r.input_text.startswith("is ") for r in perturbed)
     want = {e["instance_id"]: s["mean"] for e in _load(SUITE / PERTURBED /
                                                        "per_instance_stats.json")
             if "perturbation" in e for s in e["stats"] if s["name"]["name"] == "exact_match"}
@@ -278,11 +322,13 @@ def test_train_trials_are_averaged(store):
     # HELM's aggregate is the mean over trials of the per-trial means
     assert table["score"].mean() == pytest.approx(_stat_mean(run, "exact_match", "test"))
     assert any(0 < s < 1 for s in table["score"])
-    # the prompt is the one of train trial 0
+    # the text does not depend on the trial (its in-context draw); the hash is trial 0's prompt
     first = [rs for rs in _load(run / "scenario_state.json")["request_states"]
              if rs["train_trial_index"] == 0]
     for rs in first:
-        assert table.loc[rs["instance"]["id"], "input_text"] == rs["request"]["prompt"]
+        assert table.loc[rs["instance"]["id"], "input_text"] == _own_text(rs["instance"])
+        assert table.loc[rs["instance"]["id"], "prompt_hash"] == hashlib.sha256(
+            rs["request"]["prompt"].encode()).hexdigest()
 
 
 def test_train_trials_first_option():
@@ -318,12 +364,12 @@ def _separate_run(tmp_path: Path) -> Path:
     return run
 
 
-def test_multiple_choice_separate_uses_the_instance_prompt(tmp_path):
+def test_multiple_choice_separate_uses_the_bare_input(tmp_path):
     rows = list(HELMAdapter().read([_separate_run(tmp_path)]))
     assert len(rows) == 5
-    for row in rows:
-        assert row.input_text.startswith("Question: Is ")
-        assert row.input_text.endswith("even or odd?\nAnswer:")
+    for row in rows:  # the options are not part of the question here: one request each
+        assert row.input_text.startswith("Is ") and row.input_text.endswith("even or odd?")
+        assert row.text_rule == "helm:input"
 
 
 def test_chat_messages_when_prompt_is_empty(tmp_path):
@@ -335,7 +381,22 @@ def test_chat_messages_when_prompt_is_empty(tmp_path):
         rs["request"]["prompt"] = ""
     (run / "scenario_state.json").write_text(json.dumps(state))
     rows = list(HELMAdapter().read([run]))
-    assert all(r.input_text.startswith("Be brief.\n\nAnswer the following") for r in rows)
+    assert all(r.input_text.startswith("Is ") for r in rows)
+    messages = state["request_states"][0]["request"]["messages"]
+    seen = "\n\n".join(m["content"] for m in messages)
+    assert rows[0].prompt_hash == hashlib.sha256(seen.encode()).hexdigest() or any(
+        r.prompt_hash == hashlib.sha256(seen.encode()).hexdigest() for r in rows)
+
+
+def test_prompt_when_the_instance_has_no_input_text(tmp_path):
+    run = _copy_run(SUITE / MCQA_B, tmp_path / "v1")
+    state = _load(run / "scenario_state.json")
+    for rs in state["request_states"]:
+        rs["instance"]["input"] = {"multimedia_content": {}}
+    (run / "scenario_state.json").write_text(json.dumps(state))
+    rows = list(HELMAdapter().read([run]))
+    assert {r.text_rule for r in rows} == {"helm:prompt"}
+    assert all(r.input_text.startswith("Answer the following") for r in rows)
 
 
 # -- metric choice ---------------------------------------------------------------------

@@ -1,0 +1,74 @@
+"""How distinct are the embedded texts of real HELM runs? (the figure of the README section
+"What the router embeds").
+
+    python bench/measure_instance_texts.py [../shared/fixtures/helm_real]
+
+For each run folder: the mean pairwise cosine (all-MiniLM-L6-v2, packaged copy) of
+(a) the request prompts (what lm-router stored before table format 2), (b) the instance
+inputs (what it stores now), (c) the inputs with the answer options appended; and, over all
+runs together, the share of instances whose nearest neighbour is from the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from lm_router_plugin.embedding import SentenceTransformerEmbedder
+
+
+def _texts(run: Path) -> dict[str, list[str]]:
+    states = json.loads((run / "scenario_state.json").read_text())["request_states"]
+    out: dict[str, list[str]] = {"prompt": [], "input": [], "input+options": []}
+    seen = set()
+    for rs in states:
+        inst = rs["instance"]
+        if inst["id"] in seen or inst.get("perturbation"):
+            continue
+        seen.add(inst["id"])
+        text = inst["input"]["text"]
+        options = [r["output"]["text"] for r in inst.get("references", [])]
+        out["prompt"].append(rs["request"]["prompt"])
+        out["input"].append(text)
+        out["input+options"].append(text + "\n" + "\n".join(
+            f"{chr(65 + i)}. {o}" for i, o in enumerate(options)))
+    return out
+
+
+def main(root: Path) -> None:
+    runs = sorted(p for p in root.iterdir() if (p / "scenario_state.json").exists())
+    embedder = SentenceTransformerEmbedder()
+    tokenizer = embedder.model.tokenizer
+    limit = embedder.model.max_seq_length
+    by_kind: dict[str, list[np.ndarray]] = {}
+    labels: list[int] = []
+    for r, run in enumerate(runs):
+        texts = _texts(run)
+        labels += [r] * len(texts["input"])
+        print(run.name[:70])
+        for kind, items in texts.items():
+            X = embedder.encode(items)
+            X = X / np.linalg.norm(X, axis=1, keepdims=True)
+            by_kind.setdefault(kind, []).append(X)
+            C = X @ X.T
+            iu = np.triu_indices(len(X), 1)
+            n_tok = [len(tokenizer(t)["input_ids"]) for t in items]
+            print(f"  {kind:14s} n={len(X):3d} mean pairwise cosine {C[iu].mean():.4f} "
+                  f"(min {C[iu].min():.4f}); tokens median {int(np.median(n_tok))}, "
+                  f"over {limit}: {sum(n > limit for n in n_tok)}")
+    y = np.array(labels)
+    for kind, parts in by_kind.items():
+        X = np.vstack(parts)
+        C = X @ X.T
+        np.fill_diagonal(C, -np.inf)
+        nn = C.argmax(axis=1)
+        print(f"all runs, {kind:14s}: nearest neighbour from the same run "
+              f"{(y[nn] == y).mean():.3f} ({len(y)} instances)")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else
+              Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "helm_real"))
