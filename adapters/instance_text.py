@@ -72,6 +72,9 @@ def _jinja_env() -> Any:
         return env
 
 
+_NOT_SOURCE = re.compile(r"\s*(?:functools\.partial\(|<function |<bound method |<built-in )")
+
+
 def _looks_like_source(value: str) -> bool:
     # lm-eval's TaskConfig.to_dict writes a callable as inspect.getsource(fn)
     return value.lstrip().startswith(("def ", "@")) and "(" in value and ":" in value
@@ -164,6 +167,9 @@ class LMEvalDocText:
             raise Unrenderable("no doc_to_text in the logged config")
         env = _jinja_env()
         rule, template, function = RULE_TEMPLATE, None, None
+        if _NOT_SOURCE.match(text):  # str() of a callable whose source lm-eval could not get
+            raise Unrenderable(f"doc_to_text is a Python callable logged without its source "
+                               f"({text[:60]})")
         if _looks_like_source(text):
             function, rule = import_logged_function(text), RULE_FUNCTION
         else:
@@ -219,8 +225,37 @@ class LMEvalDocText:
 
 
 def _common_suffix(texts: Sequence[str]) -> str:
-    rev = os.path.commonprefix([t[::-1] for t in texts])
-    return rev[::-1]
+    """The longest common suffix (shrinks rarely: a per-character loop only on a mismatch)."""
+    suffix = texts[0]
+    for text in texts:
+        if text.endswith(suffix):
+            continue
+        n = 0
+        limit = min(len(text), len(suffix))
+        while n < limit and text[-1 - n] == suffix[-1 - n]:
+            n += 1
+        suffix = suffix[len(suffix) - n:]
+        if not suffix:
+            break
+    return suffix
+
+
+def _head_after_delimiter(prefix: str, prompts: Sequence[str], fsd: str, n_prompts: int = 20
+                          ) -> str:
+    """The template's head when the common prefix holds no delimiter (a description glued
+    on without one, as lm-eval 0.4.13 does): the longest end of the prefix that also starts
+    a part after a delimiter (an in-context example). None found: the whole prefix."""
+    best = 0
+    for prompt in prompts[:n_prompts]:
+        pos = prompt.find(fsd)
+        while pos >= 0:
+            part = prompt[pos + len(fsd): pos + len(fsd) + len(prefix)]
+            for n in range(len(prefix), best, -1):
+                if part.startswith(prefix[-n:]):
+                    best = n
+                    break
+            pos = prompt.find(fsd, pos + len(fsd))
+    return prefix[-best:] if best else prefix
 
 
 def tail_text(prompt: str, n_chars: int = TAIL_CHARS) -> str:
@@ -250,34 +285,31 @@ def structural_texts(prompts: Sequence[str], *, fewshot_delimiter: str | None = 
     fsd = fewshot_delimiter or DEFAULT_FEWSHOT_DELIMITER
     texts: list[str] = []
     rules: list[str] = []
+    if description and all(p.startswith(description) for p in prompts):
+        # lm-eval 0.4.13 glues the description on without a delimiter, older ones with one
+        prompts = [p[len(description):] for p in prompts]
+        if all(p.startswith(fsd) for p in prompts):
+            prompts = [p[len(fsd):] for p in prompts]
+        description = None
     if len(set(prompts)) < 2:
         for prompt in prompts:
             if num_fewshot == 0:
-                text = prompt
-                if description and text.startswith(description):
-                    text = text[len(description):]
-                    if text.startswith(fsd) and not description.endswith(fsd):
-                        text = text[len(fsd):]
-                texts.append(text)
+                texts.append(prompt)
                 rules.append(RULE_STRUCTURE)
             else:
                 texts.append(tail_text(prompt))
                 rules.append(RULE_TAIL)
         return texts, rules
     prefix = os.path.commonprefix(list(prompts))
-    head = prefix[prefix.rfind(fsd) + len(fsd):] if fsd in prefix else prefix
+    head = prefix[prefix.rfind(fsd) + len(fsd):] if fsd in prefix else _head_after_delimiter(
+        prefix, prompts, fsd)
     suffix = _common_suffix(prompts)
     for prompt in prompts:
         text = None
         if not head and num_fewshot is not None:
             # no constant head to find the doc by: count delimited parts instead (the doc and
             # each example have as many)
-            body = prompt
-            if description and body.startswith(description):
-                body = body[len(description):]
-                if body.startswith(fsd):
-                    body = body[len(fsd):]
-            parts = body.split(fsd)
+            parts = prompt.split(fsd)
             if len(parts) % (num_fewshot + 1) == 0:
                 texts.append(fsd.join(parts[-(len(parts) // (num_fewshot + 1)):]))
                 rules.append(RULE_STRUCTURE)

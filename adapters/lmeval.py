@@ -185,7 +185,7 @@ class LMEvalAdapter(Adapter):
         for path in paths:
             self._discover(Path(path), found)
         files = self._sample_files(found)
-        self._docs: dict[tuple[str, Any], list] = {}  # (task, doc_id) -> [doc_hash, model, text]
+        self._docs: dict[tuple[str, Any], list] = {}  # (task, doc_id) -> [doc_hash, model, text, prompt_hash, rule]
         self._renderers: dict[tuple[str, str], Any] = {}  # (doc_to_text, doc_to_choice) -> renderer
         self._rules_logged: set[tuple[str, str]] = set()
         self._mismatch: dict[tuple[str, str, str], list] = {}
@@ -500,16 +500,18 @@ class LMEvalAdapter(Adapter):
         texts, rules = self._instance_texts(task, results, pending, path)
         for (doc_id, prompt, _doc, score, phash, doc_hash), text, rule in zip(
                 pending, texts, rules):
+            if type(phash) is not str or len(phash) != 64:
+                phash = prompt_hash(prompt)  # lm-eval < 0.4.3 logs none
             entry = docs.get((task, doc_id))
             if entry is None:
-                docs[(task, doc_id)] = [doc_hash, model, text]
+                docs[(task, doc_id)] = [doc_hash, model, text, phash, rule]
             else:
                 if doc_hash != entry[0] and doc_hash is not None and entry[0] is not None:
                     self._note_mismatch(task, doc_id, entry[1], model)
                 if text == entry[2]:
                     text = entry[2]  # share one string between models: memory
-            if type(phash) is not str or len(phash) != 64:
-                phash = prompt_hash(prompt)  # lm-eval < 0.4.3 logs none
+                if phash == entry[3]:
+                    phash = entry[3]
             if n == 0:
                 self._note_model(sf)
             n += 1
@@ -565,8 +567,15 @@ class LMEvalAdapter(Adapter):
         why = renderer if isinstance(renderer, str) else ""
         if not why:
             n_bad = 0
-            for i, (_id, prompt, doc, *_rest) in enumerate(pending):
+            known = self._docs
+            rule = renderer.rule
+            for i, (_id, prompt, doc, _score, _phash, doc_hash) in enumerate(pending):
                 if type(doc) is not dict:
+                    continue
+                entry = known.get((task, _id))
+                if entry is not None and doc_hash is not None and entry[0] == doc_hash \
+                        and entry[4] == rule:  # the same doc, read for another model
+                    texts[i], rules[i] = entry[2], rule
                     continue
                 try:
                     text = renderer(doc)
@@ -575,7 +584,7 @@ class LMEvalAdapter(Adapter):
                     why = why or f"doc_to_text failed on doc {_id}: {type(exc).__name__}: {exc}"
                     continue
                 if text in prompt:
-                    texts[i], rules[i] = text, renderer.rule
+                    texts[i], rules[i] = text, rule
                 else:
                     n_bad += 1
                     why = why or (f"the rendered doc_to_text of doc {_id} does not occur in its "
@@ -602,7 +611,7 @@ class LMEvalAdapter(Adapter):
         summary = ", ".join(f"{rule} ({count})" for rule, count in sorted(counts.items()))
         if (task, summary) not in self._rules_logged:
             self._rules_logged.add((task, summary))
-            level = logging.INFO if not missing else logging.WARNING
+            level = logging.WARNING if "tail" in counts else logging.INFO
             logger.log(level, "task %s: input texts by rule %s%s", task, summary,
                        f"; not rendered from the config: {why or 'samples without a doc'} "
                        f"({path.name})" if missing else "")

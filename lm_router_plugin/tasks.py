@@ -1,7 +1,11 @@
-"""Prompts of a new task, built the way lm-eval builds them, or read from a file.
+"""Texts of a new task's docs, rendered the way lm-eval renders them, or read from a file.
 
-    >>> prompts = task_prompts("my_task", include_path="task_configs/")   # list[str]
-    >>> prompts = read_prompts_file("prompts.jsonl")                       # {"prompt": ...} lines
+    >>> texts = task_texts("my_task", include_path="task_configs/")   # list[str], one per doc
+    >>> prompts = read_prompts_file("prompts.jsonl")                   # {"prompt": ...} lines
+
+A doc's text is its zero-shot rendering (``doc_to_text``), without the task description and
+the in-context examples whatever the task's ``num_fewshot``: the same text the lm-eval
+adapter stores for the reference runs, so new and reference texts are comparable.
 
 lm-eval is imported only here, inside the functions.
 """
@@ -19,7 +23,7 @@ from .registry import unknown_name_message
 
 logger = logging.getLogger(__name__)
 
-FEWSHOT_SEED = 1234  # lm-eval's default --fewshot_seed, so prompts match the logged ones
+OFFLINE_VARS = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
 
 
 def _task_manager(include_path: str | None, include_defaults: bool) -> Any:
@@ -53,20 +57,27 @@ def _load_tasks(tm: Any, name: str) -> dict[str, Any]:
     return leaves
 
 
-def task_prompts(name: str, include_path: str | Path | None = None, *,
-                 limit: int | None = None) -> list[str]:
-    """One prompt per doc of an lm-eval task (or every leaf task of a group or tag).
+def _offline() -> str | None:
+    """The offline variable the user set (HF_DATASETS_OFFLINE=1, ...), if any."""
+    for var in OFFLINE_VARS:
+        if os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"}:
+            return var
+    return None
 
-    The prompt is the context lm-eval gives the model for the doc (description, few-shot
-    examples from the task's seeded sampler, and the doc's text), i.e. the same text that
-    ``--log_samples`` records as ``arguments.gen_args_0.arg_0``.
+
+def task_texts(name: str, include_path: str | Path | None = None, *,
+               limit: int | None = None) -> list[str]:
+    """One text per doc of an lm-eval task (or every leaf task of a group or tag).
+
+    The text is lm-eval's ``doc_to_text(doc)``: the doc as the task renders it at
+    ``num_fewshot`` 0, without the description (for a multiple-input task, the first
+    choice's context). The user's environment decides about hub access (set
+    ``HF_DATASETS_OFFLINE=1`` to use local data only).
 
     Raises:
         UnknownNameError: the task is unknown (with did-you-mean suggestions).
-        LMRouterError: the task has no docs.
+        LMRouterError: the task cannot be loaded or has no docs.
     """
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # local data only; never hang on a hub
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     include = str(include_path) if include_path else None
     tm = _task_manager(include, include_defaults=include is None)
     if name not in tm.all_tasks and include is not None:
@@ -77,27 +88,38 @@ def task_prompts(name: str, include_path: str | Path | None = None, *,
                                   "task YAMLs)"))
     try:
         tasks = _load_tasks(tm, name)
-    except Exception as exc:  # dataset missing offline, bad YAML, ...: lm-eval's own message
+    except Exception as exc:  # dataset missing, bad YAML, ...: lm-eval's own message
+        offline = _offline()
+        where = (f"exists locally (offline: {offline} is set, so nothing is downloaded)"
+                 if offline else "can be downloaded or exists locally")
         raise LMRouterError(f"lm-eval could not load task '{name}' ({type(exc).__name__}: "
-                            f"{exc}): check that its dataset exists locally and is not empty "
-                            "(no hub downloads: HF_DATASETS_OFFLINE=1)") from exc
-    prompts: list[str] = []
+                            f"{exc}): check that its dataset {where} and is not empty") from exc
+    texts: list[str] = []
     for leaf_name, task in sorted(tasks.items()):
-        prompts.extend(_prompts_of(task, limit))
-        logger.info("task %s: %d prompts", leaf_name, len(prompts))
-    if not prompts:
+        leaf = _texts_of(task, limit)
+        texts.extend(leaf)
+        logger.info("task %s: %d texts (doc_to_text, zero-shot)", leaf_name, len(leaf))
+    if not texts:
         raise LMRouterError(f"lm-eval task '{name}' has no documents in its evaluation split")
-    return prompts
+    return texts
 
 
-def _prompts_of(task: Any, limit: int | None) -> list[str]:
-    if hasattr(task, "set_fewshot_seed"):
-        task.set_fewshot_seed(seed=FEWSHOT_SEED)
-    task.build_all_requests(limit=limit, rank=0, world_size=1)
-    first: dict[int, str] = {}
-    for instance in task.instances:
-        first.setdefault(instance.doc_id, instance.arguments[0])
-    return [first[doc_id] for doc_id in sorted(first)]
+task_prompts = task_texts  # the name used before texts replaced few-shot prompts
+
+
+def _texts_of(task: Any, limit: int | None) -> list[str]:
+    """``doc_to_text`` of the task's first ``limit`` evaluation docs (lm-eval's own code)."""
+    docs = task.eval_docs if hasattr(task, "eval_docs") else (
+        task.test_docs() if task.has_test_docs() else task.validation_docs())
+    texts = []
+    for i, doc in enumerate(docs):
+        if limit is not None and i >= limit:
+            break
+        text = task.doc_to_text(doc)
+        if isinstance(text, int) and not isinstance(text, bool):  # multiple inputs (winogrande)
+            text = task.doc_to_choice(doc)[0]  # the first request's context, as the adapter
+        texts.append(str(text))
+    return texts
 
 
 def read_prompts_file(path: str | Path) -> list[str]:

@@ -5,6 +5,9 @@ two ``--model dummy`` runs through lm-eval's own CLI (``org/Fake-A`` on the ``ro
 tag, ``org/Fake-B`` on a group ``toy_quiz`` plus the other tasks) and the four replay
 profiles of ``tests/lmeval_replay.py`` through ``simple_evaluate`` + ``EvaluationTracker``.
 The three runs go in parallel subprocesses (about 20 s on 2 cores).
+
+``lmeval_fewshot_runs`` (session scope) runs the same ``router_toy`` tasks with
+``--num_fewshot 3`` for ``org/Fake-A`` (dummy, CLI) and the four replay profiles.
 """
 
 from __future__ import annotations
@@ -120,11 +123,44 @@ def lmeval_runs(tmp_path_factory: pytest.TempPathFactory) -> LMEvalRuns:
         if proc.wait(timeout=600) != 0:
             tail = log.read_text(errors="replace")[-3000:]
             pytest.fail(f"lm-eval run failed ({log}):\n{tail}")
+    return _collect(root, tasks_dir, start)
+
+
+def _collect(root: Path, tasks_dir: Path, start: float) -> LMEvalRuns:
     runs = LMEvalRuns(root=root, tasks_dir=tasks_dir, seconds=time.perf_counter() - start)
     for path in sorted(root.glob("*/results_*.json")):
         data = json.loads(path.read_text())
         runs.results[data["model_name"]] = data
     return runs
+
+
+FEWSHOT = 3
+
+
+@pytest.fixture(scope="session")
+def lmeval_fewshot_runs(lmeval_runs: LMEvalRuns,
+                        tmp_path_factory: pytest.TempPathFactory) -> LMEvalRuns:
+    """The ``router_toy`` tasks run by lm-eval with ``--num_fewshot 3`` (org/Fake-A through
+    the CLI, the four replay profiles in-process), on the same task copy as ``lmeval_runs``."""
+    base = tmp_path_factory.mktemp("lmeval_fewshot")
+    root = base / "runs"
+    tasks_dir = lmeval_runs.tasks_dir
+    replay = ("import lmeval_replay as r; "
+              f"r.run_profiles({str(root)!r}, include_path={str(tasks_dir)!r}, "
+              f"num_fewshot={FEWSHOT})")
+    start = time.perf_counter()
+    procs = [
+        _start([sys.executable, "-m", "lm_eval", "--include_path", str(tasks_dir),
+                "--output_path", str(root), "--log_samples", "--model", "dummy",
+                "--model_args", f"pretrained={DUMMY_MODELS[0]}", "--tasks", "router_toy",
+                "--num_fewshot", str(FEWSHOT)], base / "dummy_a.log", base),
+        _start([sys.executable, "-c", replay], base / "replay.log", base),
+    ]
+    for proc, log in procs:
+        if proc.wait(timeout=600) != 0:
+            tail = log.read_text(errors="replace")[-3000:]
+            pytest.fail(f"lm-eval run failed ({log}):\n{tail}")
+    return _collect(root, tasks_dir, start)
 
 
 @pytest.fixture

@@ -156,8 +156,9 @@ class ReplayLM(LM):
 
 def run_lm_eval(model: str, model_args: dict[str, Any], tasks: list[str], *,
                 include_path: str | Path, output_path: str | Path,
-                limit: int | None = None) -> dict[str, Any]:
-    """Run lm-eval in-process as its CLI would and write results + sample logs.
+                limit: int | None = None, num_fewshot: int | None = None) -> dict[str, Any]:
+    """Run lm-eval in-process as its CLI would and write results + sample logs
+    (``num_fewshot``: as ``--num_fewshot``; None keeps each task's own).
 
     Returns the results dict (without samples), as written to ``results_<date>.json``.
     """
@@ -169,7 +170,8 @@ def run_lm_eval(model: str, model_args: dict[str, Any], tasks: list[str], *,
     results = simple_evaluate(
         model=model, model_args=dict(model_args), tasks=list(tasks),
         task_manager=TaskManager(include_path=str(include_path), include_defaults=False),
-        log_samples=True, evaluation_tracker=tracker, limit=limit, bootstrap_iters=0)
+        log_samples=True, evaluation_tracker=tracker, limit=limit, bootstrap_iters=0,
+        num_fewshot=num_fewshot)
     samples = results.pop("samples")
     tracker.save_results_aggregated(results=results, samples=samples)
     for task_name in results["configs"]:
@@ -179,10 +181,12 @@ def run_lm_eval(model: str, model_args: dict[str, Any], tasks: list[str], *,
 
 def run_profiles(output_path: str | Path, profiles: list[str] | None = None, *,
                  tasks: tuple[str, ...] = ("router_toy",), include_path: str | Path = TASK_CONFIGS,
-                 limit: int | None = None) -> dict[str, dict[str, Any]]:
+                 limit: int | None = None, num_fewshot: int | None = None
+                 ) -> dict[str, dict[str, Any]]:
     """Run every profile (default: all) over ``tasks``: {model id: results dict}."""
     return {name: run_lm_eval("replay", {"pretrained": name}, list(tasks),
-                              include_path=include_path, output_path=output_path, limit=limit)
+                              include_path=include_path, output_path=output_path, limit=limit,
+                              num_fewshot=num_fewshot)
             for name in (profiles or list(PROFILES))}
 
 

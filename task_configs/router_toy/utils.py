@@ -28,6 +28,11 @@ def load(data_file: str, **_: Any) -> datasets.DatasetDict:
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
 
 
+def doc_to_text(doc: dict) -> str:
+    """The prompt of ``toy_units`` (as the other tasks' Jinja template, in Python)."""
+    return f"Question: {doc['question']}\nAnswer:"
+
+
 def _tokens(text: str) -> list[str]:
     return "".join(c.lower() if c.isalnum() else " " for c in text).split()
 
