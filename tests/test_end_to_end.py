@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lm_router_plugin.tasks import task_prompts
+from lm_router_plugin.ingest import read_rows
+from lm_router_plugin.tasks import task_texts
 
 HELD_OUT = "toy_units"
 REPLAY_MODELS = ("toy/math-whiz-7b", "toy/geo-buff-7b", "toy/generalist-70b", "toy/tiny-1b")
@@ -27,15 +28,12 @@ def held_out_runs(lmeval_runs, tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_prompts_match_the_logged_ones(lmeval_runs):
-    """recommend builds the same prompts lm-eval gave the models (few-shot seed included)."""
-    logged = {}
-    with open(lmeval_runs.samples_file(REPLAY_MODELS[0], HELD_OUT)) as fh:
-        for line in fh:
-            record = json.loads(line)
-            logged[record["doc_id"]] = record["arguments"]["gen_args_0"]["arg_0"]
-    built = task_prompts(HELD_OUT, lmeval_runs.tasks_dir)
-    assert built == [logged[i] for i in sorted(logged)]
+def test_task_texts_match_the_stored_ones(lmeval_runs):
+    """recommend --task embeds the texts ingest stores for the same task's logged runs."""
+    table, _ = read_rows("lm-eval", [lmeval_runs.samples_file(REPLAY_MODELS[0], HELD_OUT)])
+    stored = dict(zip(table["instance_id"].astype(int), table["input_text"]))
+    built = task_texts(HELD_OUT, lmeval_runs.tasks_dir)
+    assert built == [stored[i] for i in sorted(stored)]
 
 
 @pytest.mark.slow
