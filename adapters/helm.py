@@ -321,8 +321,8 @@ class HELMAdapter(Adapter):
             raise InputError(path, "'request_states' must be a list", hint=_HINT_RERUN)
         separate = run.method.startswith("multiple_choice_separate")
         # multiple_choice_joint puts the options into the question the model answers; with
-        # them the nearest neighbours of the real fixture's 25 instances come from the same
-        # run 22 times instead of 21 (bench/measure_instance_texts.py; the note of issue 7)
+        # them the nearest neighbour of 21 of the real fixture's 23 instances is from the same
+        # run, without them of 20 (bench/measure_instance_texts.py)
         joint = run.method.startswith("multiple_choice_joint")
         run.text_rule = RULE_HELM_INPUT + ("+options" if joint else "")
         for i, rs in enumerate(request_states):

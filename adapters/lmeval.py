@@ -32,7 +32,7 @@ from typing import Any
 from ..errors import InputError
 from .base import Adapter, Row
 from .instance_text import (
-    LMEvalDocText, Unrenderable, prompt_hash, structural_texts,
+    RULE_STRUCTURE, RULE_TAIL, LMEvalDocText, Unrenderable, prompt_hash, structural_texts,
 )
 
 try:
@@ -494,14 +494,14 @@ class LMEvalAdapter(Adapter):
             if type(prompt) is not str:
                 prompt = str(prompt)
             seen.add(doc_id)
-            pending.append((doc_id, prompt, rec.get("doc"), score, rec.get("prompt_hash"),
-                            rec.get("doc_hash")))
+            phash = rec.get("prompt_hash")
+            if type(phash) is not str or len(phash) != 64:
+                phash = prompt_hash(prompt)  # lm-eval < 0.4.3 logs none
+            pending.append((doc_id, prompt, rec.get("doc"), score, phash, rec.get("doc_hash")))
         # The instance texts need the whole file (the structural rule compares its prompts).
         texts, rules = self._instance_texts(task, results, pending, path)
         for (doc_id, prompt, _doc, score, phash, doc_hash), text, rule in zip(
                 pending, texts, rules):
-            if type(phash) is not str or len(phash) != 64:
-                phash = prompt_hash(prompt)  # lm-eval < 0.4.3 logs none
             entry = docs.get((task, doc_id))
             if entry is None:
                 docs[(task, doc_id)] = [doc_hash, model, text, phash, rule]
@@ -592,6 +592,15 @@ class LMEvalAdapter(Adapter):
             if n_bad:
                 why = f"{n_bad} of {n} samples: {why}"
         missing = [i for i in range(n) if texts[i] is None]
+        if missing:
+            # the same prompts read for another model: reuse its texts (same rule, same result)
+            known = self._docs
+            entries = [known.get((task, pending[i][0])) for i in missing]
+            if all(e is not None and e[3] == pending[i][4] and e[4] in (RULE_STRUCTURE, RULE_TAIL)
+                   for i, e in zip(missing, entries)):
+                for i, entry in zip(missing, entries):
+                    texts[i], rules[i] = entry[2], entry[4]
+                missing = []
         if missing:
             config = config or {}
             shots = results.n_shot.get(task) if results else None

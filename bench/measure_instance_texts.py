@@ -4,9 +4,10 @@
     python bench/measure_instance_texts.py [../shared/fixtures/helm_real]
 
 For each run folder: the mean pairwise cosine (all-MiniLM-L6-v2, packaged copy) of
-(a) the request prompts (what lm-router stored before table format 2), (b) the instance
-inputs (what it stores now), (c) the inputs with the answer options appended; and, over all
-runs together, the share of instances whose nearest neighbour is from the same run.
+(a) the request prompts (what lm-router stored before table format 2), (b) the bare instance
+inputs, (c) what the HELM adapter stores now (the input, with the answer options for
+multiple_choice_joint runs); and, over all runs together, the share of instances whose
+nearest neighbour is from the same run. Only the instances the adapter reads (main split).
 """
 
 from __future__ import annotations
@@ -17,24 +18,25 @@ from pathlib import Path
 
 import numpy as np
 
+from lm_router_plugin.adapters.helm import HELMAdapter
 from lm_router_plugin.embedding import SentenceTransformerEmbedder
 
 
 def _texts(run: Path) -> dict[str, list[str]]:
+    """Per instance the adapter reads (main split): the prompt, the bare input, and the
+    text the adapter stores (the input, with the options for multiple_choice_joint)."""
+    stored = {r.instance_id: r.input_text for r in HELMAdapter().read([run])}
     states = json.loads((run / "scenario_state.json").read_text())["request_states"]
-    out: dict[str, list[str]] = {"prompt": [], "input": [], "input+options": []}
+    out: dict[str, list[str]] = {"prompt": [], "input": [], "stored": []}
     seen = set()
     for rs in states:
         inst = rs["instance"]
-        if inst["id"] in seen or inst.get("perturbation"):
+        if inst["id"] in seen or inst["id"] not in stored or inst.get("perturbation"):
             continue
         seen.add(inst["id"])
-        text = inst["input"]["text"]
-        options = [r["output"]["text"] for r in inst.get("references", [])]
         out["prompt"].append(rs["request"]["prompt"])
-        out["input"].append(text)
-        out["input+options"].append(text + "\n" + "\n".join(
-            f"{chr(65 + i)}. {o}" for i, o in enumerate(options)))
+        out["input"].append(inst["input"]["text"])
+        out["stored"].append(stored[inst["id"]])
     return out
 
 
@@ -56,7 +58,7 @@ def main(root: Path) -> None:
             C = X @ X.T
             iu = np.triu_indices(len(X), 1)
             n_tok = [len(tokenizer(t)["input_ids"]) for t in items]
-            print(f"  {kind:14s} n={len(X):3d} mean pairwise cosine {C[iu].mean():.4f} "
+            print(f"  {kind:8s} n={len(X):3d} mean pairwise cosine {C[iu].mean():.4f} "
                   f"(min {C[iu].min():.4f}); tokens median {int(np.median(n_tok))}, "
                   f"over {limit}: {sum(n > limit for n in n_tok)}")
     y = np.array(labels)
@@ -65,7 +67,7 @@ def main(root: Path) -> None:
         C = X @ X.T
         np.fill_diagonal(C, -np.inf)
         nn = C.argmax(axis=1)
-        print(f"all runs, {kind:14s}: nearest neighbour from the same run "
+        print(f"all runs, {kind:8s}: nearest neighbour from the same run "
               f"{(y[nn] == y).mean():.3f} ({len(y)} instances)")
 
 
