@@ -132,24 +132,60 @@ def import_logged_function(source: str) -> Callable[..., Any]:
                        "task modules (a task from --include_path, or another lm-eval version)")
 
 
+class _Field:
+    """One logged ``doc_to_*`` value compiled once: a field name, a Jinja template, the source
+    of an importable lm-eval function, or a constant (list/dict/int)."""
+
+    def __init__(self, value: Any, env: Any, *, required: bool = False):
+        self.value = value
+        self.template = self.function = None
+        self.error = ""
+        if isinstance(value, str) and value:
+            if _NOT_SOURCE.match(value):  # str() of a callable lm-eval found no source for
+                self.error = f"a Python callable logged without its source ({value[:60]})"
+            elif _looks_like_source(value):
+                try:
+                    self.function = import_logged_function(value)
+                except Unrenderable as exc:
+                    self.error = str(exc)
+            else:
+                try:
+                    self.template = env.from_string(value)
+                except Exception as exc:  # jinja2.TemplateSyntaxError
+                    self.error = f"not a valid Jinja template: {exc}"
+        if required and self.error:
+            raise Unrenderable(self.error)
+
+    def __call__(self, doc: dict[str, Any]) -> Any:
+        """lm-eval's ``ConfigurableTask.doc_to_*`` dispatch (the raw value)."""
+        value = self.value
+        if self.function is not None:
+            return self.function(doc)
+        if isinstance(value, str) and value in doc:  # lm-eval: "in self.features"
+            return doc[value]
+        if self.template is not None:
+            return self.template.render(**doc)
+        if self.error:
+            raise Unrenderable(self.error)
+        return value
+
+
 class LMEvalDocText:
     """lm-eval's ``ConfigurableTask.doc_to_text`` for one logged task config, compiled once.
 
     ``__call__(doc) -> str`` gives the doc's zero-shot text: what lm-eval puts after the
     description and the in-context examples. For multiple-input tasks (doc_to_text gives a
-    choice index, e.g. winogrande) it is the first choice's context, as the first request.
+    choice index, e.g. winogrande) it is the first choice's context followed by the shared
+    continuation (target_delimiter + doc_to_target): the whole first request, since twin
+    docs may share the context and differ only after it.
     """
 
-    def __init__(self, doc_to_text: Any, doc_to_choice: Any = None, *, rule: str = RULE_TEMPLATE,
-                 template: Any = None, function: Callable[..., Any] | None = None,
-                 choice_template: Any = None, choice_function: Callable[..., Any] | None = None):
-        self.doc_to_text = doc_to_text
-        self.doc_to_choice = doc_to_choice
+    def __init__(self, text: _Field, choice: _Field, target: _Field, target_delimiter: str,
+                 rule: str):
+        self._text, self._choice, self._target = text, choice, target
+        self.target_delimiter = target_delimiter
         self.rule = rule
-        self._template = template
-        self._function = function
-        self._choice_template = choice_template
-        self._choice_function = choice_function
+        self.context = ""  # of the last call: the part that occurs in the logged prompt
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> LMEvalDocText:
@@ -160,68 +196,48 @@ class LMEvalDocText:
         """
         if config.get("use_prompt"):
             raise Unrenderable(f"a promptsource template ({config['use_prompt']!r})")
-        text = config.get("doc_to_text")
-        if isinstance(text, int) and not isinstance(text, bool):
+        value = config.get("doc_to_text")
+        if isinstance(value, int) and not isinstance(value, bool):
             raise Unrenderable("doc_to_text is a constant index")
-        if not isinstance(text, str) or not text:
+        if not isinstance(value, str) or not value:
             raise Unrenderable("no doc_to_text in the logged config")
         env = _jinja_env()
-        rule, template, function = RULE_TEMPLATE, None, None
-        if _NOT_SOURCE.match(text):  # str() of a callable whose source lm-eval could not get
-            raise Unrenderable(f"doc_to_text is a Python callable logged without its source "
-                               f"({text[:60]})")
-        if _looks_like_source(text):
-            function, rule = import_logged_function(text), RULE_FUNCTION
-        else:
-            try:
-                template = env.from_string(text)
-            except Exception as exc:  # jinja2.TemplateSyntaxError
-                raise Unrenderable(f"doc_to_text is not a valid Jinja template: {exc}") from exc
-        choice = config.get("doc_to_choice")
-        choice_template = choice_function = None
-        if isinstance(choice, str) and choice:
-            if _looks_like_source(choice):
-                try:
-                    choice_function = import_logged_function(choice)
-                except Unrenderable:
-                    choice_function = None  # only needed for multiple-input tasks
-            else:
-                try:
-                    choice_template = env.from_string(choice)
-                except Exception:
-                    choice_template = None
-        return cls(text, choice, rule=rule, template=template, function=function,
-                   choice_template=choice_template, choice_function=choice_function)
+        text = _Field(value, env, required=True)
+        delimiter = config.get("target_delimiter")
+        return cls(text, _Field(config.get("doc_to_choice"), env),
+                   _Field(config.get("doc_to_target"), env),
+                   delimiter if isinstance(delimiter, str) else " ",
+                   RULE_FUNCTION if text.function is not None else RULE_TEMPLATE)
 
     def __call__(self, doc: dict[str, Any]) -> str:
         """The doc's zero-shot text (raises on a doc the config cannot render)."""
-        if self._function is not None:
-            text = self._function(doc)
-        elif self.doc_to_text in doc:  # a field name (lm-eval: "in self.features")
-            text = doc[self.doc_to_text]
-        else:
-            text = self._template.render(**doc)
-            if text.isdigit() and self.doc_to_choice is not None:
-                text = ast.literal_eval(text)
-        if isinstance(text, int) and not isinstance(text, bool):
-            return str(self._choices(doc)[0])  # multiple inputs: the first request's context
+        text = self._text(doc)
+        if isinstance(text, str) and text.isdigit() and self._choice.value is not None \
+                and self._text.template is not None:
+            text = ast.literal_eval(text)
+        if isinstance(text, int) and not isinstance(text, bool):  # multiple inputs
+            choices = self._choice(doc)
+            if isinstance(choices, str):
+                choices = ast.literal_eval(choices)
+            if isinstance(choices, dict):
+                choices = list(choices.values())
+            if not isinstance(choices, list) or not choices:
+                raise Unrenderable("a multiple-input task without a usable doc_to_choice")
+            self.context = str(choices[0])
+            return f"{self.context}{self.target_delimiter}{self._target(doc)}"
         if not isinstance(text, str):
             raise Unrenderable(f"doc_to_text gave a {type(text).__name__}, not a string")
+        self.context = text
         return text
 
-    def _choices(self, doc: dict[str, Any]) -> list[Any]:
-        choice = self.doc_to_choice
-        if isinstance(choice, str) and choice in doc:
-            return list(doc[choice])
-        if self._choice_function is not None:
-            return list(self._choice_function(doc))
-        if self._choice_template is not None:
-            return list(ast.literal_eval(self._choice_template.render(**doc)))
-        if isinstance(choice, list):
-            return choice
-        if isinstance(choice, dict):
-            return list(choice.values())
-        raise Unrenderable("a multiple-input task without a usable doc_to_choice")
+
+def multiple_input_text(doc_to_text: Any, task: Any, doc: dict[str, Any]) -> str:
+    """A loaded lm-eval Task's zero-shot text given its ``doc_to_text(doc)`` (tasks.py):
+    for multiple inputs (an int) the first context + target_delimiter + doc_to_target."""
+    if isinstance(doc_to_text, int) and not isinstance(doc_to_text, bool):
+        return (f"{task.doc_to_choice(doc)[0]}{task.config.target_delimiter}"
+                f"{task.doc_to_target(doc)}")
+    return str(doc_to_text)
 
 
 def _common_suffix(texts: Sequence[str]) -> str:
@@ -335,6 +351,6 @@ def structural_texts(prompts: Sequence[str], *, fewshot_delimiter: str | None = 
     return texts, rules
 
 
-__all__ = ["LMEvalDocText", "RULE_FUNCTION", "RULE_HELM_INPUT", "RULE_HELM_PROMPT",
+__all__ = ["LMEvalDocText", "multiple_input_text", "RULE_FUNCTION", "RULE_HELM_INPUT", "RULE_HELM_PROMPT",
            "RULE_STRUCTURE", "RULE_TABLE", "RULE_TAIL", "RULE_TEMPLATE", "Unrenderable",
            "import_logged_function", "prompt_hash", "structural_texts", "tail_text"]

@@ -439,7 +439,8 @@ class LMEvalAdapter(Adapter):
         other_filters: set[str] = set()
         seen: set[Any] = set()
         docs = self._docs
-        pending: list[tuple[Any, str, Any, float, Any, Any]] = []
+        # (doc_id, prompt, doc, score, prompt_hash, doc_hash, multiple-input continuation)
+        pending: list[tuple[Any, str, Any, float, str, Any, str | None]] = []
         n = 0
         index = 0
         new_row = tuple.__new__
@@ -497,10 +498,19 @@ class LMEvalAdapter(Adapter):
             phash = rec.get("prompt_hash")
             if type(phash) is not str or len(phash) != 64:
                 phash = prompt_hash(prompt)  # lm-eval < 0.4.3 logs none
-            pending.append((doc_id, prompt, rec.get("doc"), score, phash, rec.get("doc_hash")))
+            cont = None
+            if type(arguments) is dict and "gen_args_1" in arguments:
+                first, second = arguments["gen_args_0"], arguments["gen_args_1"]
+                if type(first) is dict and type(second) is dict and \
+                        first.get("arg_0") != second.get("arg_0") and \
+                        type(first.get("arg_1")) is str and first.get("arg_1") == second.get(
+                            "arg_1"):
+                    cont = first["arg_1"]  # multiple inputs: one context per choice
+            pending.append((doc_id, prompt, rec.get("doc"), score, phash, rec.get("doc_hash"),
+                            cont))
         # The instance texts need the whole file (the structural rule compares its prompts).
         texts, rules = self._instance_texts(task, results, pending, path)
-        for (doc_id, prompt, _doc, score, phash, doc_hash), text, rule in zip(
+        for (doc_id, prompt, _doc, score, phash, doc_hash, _cont), text, rule in zip(
                 pending, texts, rules):
             entry = docs.get((task, doc_id))
             if entry is None:
@@ -569,7 +579,7 @@ class LMEvalAdapter(Adapter):
             n_bad = 0
             known = self._docs
             rule = renderer.rule
-            for i, (_id, prompt, doc, _score, _phash, doc_hash) in enumerate(pending):
+            for i, (_id, prompt, doc, _score, _phash, doc_hash, _cont) in enumerate(pending):
                 if type(doc) is not dict:
                     continue
                 entry = known.get((task, _id))
@@ -583,7 +593,7 @@ class LMEvalAdapter(Adapter):
                     n_bad += 1
                     why = why or f"doc_to_text failed on doc {_id}: {type(exc).__name__}: {exc}"
                     continue
-                if text in prompt:
+                if renderer.context in prompt:
                     texts[i], rules[i] = text, rule
                 else:
                     n_bad += 1
@@ -613,7 +623,8 @@ class LMEvalAdapter(Adapter):
                 description=description if isinstance(description, str) else None,
                 num_fewshot=shots if isinstance(shots, int) else None)
             for i, text, rule in zip(missing, fallback, fallback_rules):
-                texts[i], rules[i] = text, rule
+                cont = pending[i][6]  # multiple inputs: the continuation completes the doc
+                texts[i], rules[i] = (text + cont if cont else text), rule
         counts: dict[str, int] = {}
         for rule in rules:
             counts[rule] = counts.get(rule, 0) + 1

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .adapters.instance_text import multiple_input_text
 from .errors import InputError, LMRouterError, UnknownNameError
 from .registry import unknown_name_message
 
@@ -115,10 +116,8 @@ def _texts_of(task: Any, limit: int | None) -> list[str]:
     for i, doc in enumerate(docs):
         if limit is not None and i >= limit:
             break
-        text = task.doc_to_text(doc)
-        if isinstance(text, int) and not isinstance(text, bool):  # multiple inputs (winogrande)
-            text = task.doc_to_choice(doc)[0]  # the first request's context, as the adapter
-        texts.append(str(text))
+        # multiple inputs (winogrande): the first context and the continuation, as the adapter
+        texts.append(multiple_input_text(task.doc_to_text(doc), task, doc))
     return texts
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import (
-    DUMMY_MODELS, FEWSHOT, read_jsonl, to_json_array_run, to_legacy_array_run,
+    DUMMY_MODELS, FEWSHOT, read_jsonl, to_json_array_run, to_legacy_array_run, write_jsonl,
 )
 
 from lm_router_plugin.adapters.instance_text import (
@@ -160,11 +160,15 @@ def test_doc_to_text_template_field_and_multiple_input():
     assert render({"q": "two plus two?"}) == "Q: TWO PLUS TWO?\nA:"
     assert render.rule == "doc_to_text"
     assert LMEvalDocText.from_config({"doc_to_text": "q"})({"q": "Hello"}) == "Hello"
-    # winogrande-like: doc_to_text gives the choice index; the text is the first context
+    # winogrande-like: doc_to_text gives the choice index; the text is the first request
+    # (first context + continuation): twins share the context and differ after it
     multi = LMEvalDocText.from_config({"doc_to_text": "{{answer}}",
-                                       "doc_to_choice": "{{[option1, option2]}}"})
-    assert multi({"answer": 1, "option1": "Sarah went", "option2": "Maria went"}) == \
-        "Sarah went"
+                                       "doc_to_choice": "{{[option1, option2]}}",
+                                       "doc_to_target": "rest"})
+    twins = [{"answer": a, "option1": "so Sarah", "option2": "so Maria", "rest": rest}
+             for a, rest in ((1, "got easy cases."), (0, "got hard cases."))]
+    assert [multi(doc) for doc in twins] == ["so Sarah got easy cases.", "so Sarah got hard cases."]
+    assert multi.context == "so Sarah"
     with pytest.raises(Unrenderable, match="promptsource"):
         LMEvalDocText.from_config({"doc_to_text": "x", "use_prompt": "promptsource:a"})
     with pytest.raises(Unrenderable, match="no doc_to_text"):
@@ -250,3 +254,71 @@ def test_task_texts_respects_the_users_environment(monkeypatch, tmp_path):
     with pytest.raises(LMRouterError, match="offline: HF_DATASETS_OFFLINE is set"):
         task_texts("toy_broken", folder)
 
+
+
+BLANKS_YAML = """task: toy_blanks
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{label}}}}"
+doc_to_choice: "{{{{[option1, option2]}}}}"
+doc_to_target: "{{{{rest}}}}"
+metric_list:
+  - metric: acc
+metadata:
+  version: 1.0
+"""
+BLANKS = [("The trophy did not fit in the suitcase because the", "trophy", "suitcase",
+           "was too big.", 0),
+          ("The trophy did not fit in the suitcase because the", "trophy", "suitcase",
+           "was too small.", 1),
+          ("Anna helped Beth because", "Anna", "Beth", "was kind.", 0),
+          ("Anna helped Beth because", "Anna", "Beth", "needed help.", 1),
+          ("The cup fell off the table because", "cup", "table", "was tilted.", 1),
+          ("The cup fell off the table because", "cup", "table", "was slippery.", 0)]
+
+
+@pytest.mark.slow
+def test_multiple_input_task_real_runs(tmp_path):
+    """A winogrande-like task (one context per choice, a shared continuation) run by lm-eval
+    0-shot and 2-shot: twin docs keep distinct texts, equal across runs and to task_texts."""
+    import subprocess
+    import sys
+
+    from conftest import offline_env
+
+    from lm_router_plugin.tasks import task_texts
+
+    data = write_jsonl(tmp_path / "blanks.jsonl", [
+        {"option1": f"{p} {a}", "option2": f"{p} {b}", "rest": rest, "label": label}
+        for p, a, b, rest, label in BLANKS])
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "toy_blanks.yaml").write_text(BLANKS_YAML.format(data=data))
+    procs = {shots: subprocess.Popen(
+        [sys.executable, "-m", "lm_eval", "--include_path", str(tasks), "--tasks", "toy_blanks",
+         "--model", "dummy", "--model_args", "pretrained=org/Blank", "--num_fewshot", str(shots),
+         "--output_path", str(tmp_path / f"runs{shots}"), "--log_samples"],
+        cwd=tmp_path, env=offline_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for shots in (0, 2)}
+    for proc in procs.values():
+        out = proc.communicate(timeout=600)[0]
+        assert proc.returncode == 0, out.decode(errors="replace")[-3000:]
+    want = task_texts("toy_blanks", tasks)
+    assert want[0] == "The trophy did not fit in the suitcase because the trophy was too big."
+    assert len(set(want)) == len(BLANKS)
+    for shots in (0, 2):
+        table, _ = read_rows("lm-eval", [tmp_path / f"runs{shots}"])
+        assert set(table["text_rule"]) == {"doc_to_text"}
+        assert [table.set_index("instance_id")["input_text"][str(i)]
+                for i in range(len(BLANKS))] == want
+        # without the results file: the prompt's structure plus the shared continuation
+        for path in (tmp_path / f"runs{shots}").glob("*/results_*.json"):
+            path.unlink()
+        table, _ = read_rows("lm-eval", [tmp_path / f"runs{shots}"])
+        assert set(table["text_rule"]) == {"structure"}
+        assert [table.set_index("instance_id")["input_text"][str(i)]
+                for i in range(len(BLANKS))] == want, shots
