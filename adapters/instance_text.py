@@ -351,6 +351,7 @@ def structural_texts(prompts: Sequence[str], *, fewshot_delimiter: str | None = 
     return texts, rules
 
 
-__all__ = ["LMEvalDocText", "multiple_input_text", "RULE_FUNCTION", "RULE_HELM_INPUT", "RULE_HELM_PROMPT",
+__all__ = ["LMEvalDocText", "RULE_FUNCTION", "RULE_HELM_INPUT", "RULE_HELM_PROMPT",
            "RULE_STRUCTURE", "RULE_TABLE", "RULE_TAIL", "RULE_TEMPLATE", "Unrenderable",
-           "import_logged_function", "prompt_hash", "structural_texts", "tail_text"]
+           "import_logged_function", "multiple_input_text", "prompt_hash", "structural_texts",
+           "tail_text"]

@@ -185,7 +185,8 @@ class LMEvalAdapter(Adapter):
         for path in paths:
             self._discover(Path(path), found)
         files = self._sample_files(found)
-        self._docs: dict[tuple[str, Any], list] = {}  # (task, doc_id) -> [doc_hash, model, text, prompt_hash, rule]
+        # (task, doc_id) -> [doc_hash, model, text, prompt_hash, rule]
+        self._docs: dict[tuple[str, Any], list] = {}
         self._renderers: dict[tuple[str, str], Any] = {}  # (doc_to_text, doc_to_choice) -> renderer
         self._rules_logged: set[tuple[str, str]] = set()
         self._mismatch: dict[tuple[str, str, str], list] = {}

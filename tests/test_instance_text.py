@@ -11,7 +11,6 @@ import inspect
 import json
 import logging
 import shutil
-from pathlib import Path
 
 import pytest
 from conftest import (

@@ -38,7 +38,8 @@ def test_every_command_refuses_an_old_store(command, cli, tmp_path):
     csv = tmp_path / "new.csv"
     csv.write_text("task,instance_id,model,input_text,correct\nt2,0,m1,What is 2+2?,1\n")
     args = {"info": ["info"], "ingest": ["ingest", "table", csv],
-            "recommend": ["recommend", "--prompts", prompts], "route": ["route", "--prompts", prompts],
+            "recommend": ["recommend", "--prompts", prompts],
+            "route": ["route", "--prompts", prompts],
             "evaluate": ["evaluate"]}[command]
     error = one_error(cli(*args, "--store", store.root))
     assert "older lm-router (table format 1" in error
