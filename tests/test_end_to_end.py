@@ -108,10 +108,14 @@ def test_evaluate_and_plots(cli, held_out_runs, tmp_path):
 
 
 @pytest.mark.slow
-def test_unknown_and_empty_tasks(cli, tmp_path):
+def test_unknown_and_empty_tasks(cli, held_out_runs, tmp_path):
     from conftest import one_error
 
     task_configs = Path(__file__).resolve().parents[1] / "task_configs"
+    # an empty store is reported first, before lm-eval builds the task
+    error = one_error(cli("recommend", "--task", "toy_percnt", "--include-path", task_configs))
+    assert "holds no results yet" in error
+    assert cli("ingest", "lm-eval", held_out_runs).exit_code == 0
     error = one_error(cli("recommend", "--task", "toy_percnt", "--include-path", task_configs))
     assert "Unknown lm-eval task 'toy_percnt'. Did you mean: toy_percent" in error
     folder = tmp_path / "tasks"

@@ -19,7 +19,9 @@ from lm_router_plugin.embedding import SentenceTransformerEmbedder
 from lm_router_plugin.errors import LMRouterError, NotFittedError, UnknownNameError
 from lm_router_plugin.predictors import CorrectnessPredictor
 from lm_router_plugin.registry import predictors
-from lm_router_plugin.router import Router, TaskScores, build_pool, decide, fit_or_load
+from lm_router_plugin.decision import TaskScores, decide
+from lm_router_plugin.pool import build_pool
+from lm_router_plugin.router import Router, fit_or_load
 from lm_router_plugin.schema import validate_table
 from lm_router_plugin.store import Store
 
@@ -407,8 +409,37 @@ def test_fit_errors(data):
     one_task = data["table"][data["table"]["task"] == "alpha"]
     with pytest.raises(LMRouterError, match="at least 2 tasks"):
         Router().fit(one_task, embeddings=data["X"][:4])
-    with pytest.raises(ValueError, match="kappa must be >= 1"):
+    with pytest.raises(ValueError, match="--kappa: must be an integer >= 1, got 0"):
         Router(kappa=0).fit(data["table"], embeddings=data["X"])
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"k": 0}, "--k: must be an integer >= 1, got 0"),
+    ({"k": 2.5}, "--k: must be an integer >= 1"),
+    ({"sigma": 0}, r"--sigma: must be a number in \(0.0, inf\]"),
+    ({"sigma": float("nan")}, "--sigma"),
+    ({"eta": 1.5}, r"--eta: must be a number in \[0.0, 1.0\], got 1.5"),
+    ({"t": -0.1}, "--t: must be a number"),
+    ({"n_draws": 0}, "--n-draws: must be an integer >= 1"),
+    ({"seed": -1}, "--seed: must be an integer >= 0"),
+    ({"max_seq_length": 0}, "--max-seq-length"),
+    ({"predictor_params": {"n_neighbours": 3}}, "knn has no parameter"),
+])
+def test_every_constant_is_range_checked(params, message):
+    from lm_router_plugin.router import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match=message):
+        Router(**params).validate_params()
+
+
+def test_fit_rejects_an_invalid_table(data):
+    table = data["table"].copy()
+    table.loc[0, "correct"] = 7
+    with pytest.raises(LMRouterError, match="correct=7 .* must be 0 or 1"):
+        Router().fit(table, embeddings=data["X"])
+    dup = pd.concat([data["table"], data["table"].iloc[:1]])
+    with pytest.raises(LMRouterError, match="repeats the key"):
+        Router().fit(dup, embeddings=data["X"])
 
 
 # -- persistence -----------------------------------------------------------------------------
@@ -419,7 +450,8 @@ def test_save_load_round_trip(fitted, data, tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["arrays.npz", "card.json", "state.json"]
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no temp left
     loaded = Router.load(folder)
-    for name in Router._ARRAYS:
+    for name in ("X_", "Y_", "task_of_", "loo_g_", "u_ref_", "p_ref_", "task_accuracy_",
+                 "model_mean_accuracy_"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(fitted, name))
     assert loaded.get_params() == fitted.get_params()
     assert loaded.models_ == fitted.models_ and loaded.task_names_ == fitted.task_names_
@@ -518,18 +550,26 @@ def test_fit_or_load_embeds_and_fits_once(tmp_path, data, fake_encode):
     store = _write_store(tmp_path / "store", data["table"])
     first = fit_or_load(store)
     assert sum(len(c) for c in fake_encode) == 12
-    current = (store.routers_dir() / "CURRENT").read_text().strip()
+
+    def folders():
+        return sorted(p.name for p in store.routers_dir().iterdir() if p.is_dir())
+
+    current = folders()
+    assert len(current) == 1
     second = fit_or_load(store)
     assert sum(len(c) for c in fake_encode) == 12  # loaded: nothing embedded again
-    assert (store.routers_dir() / "CURRENT").read_text().strip() == current
     np.testing.assert_array_equal(first.p_ref_, second.p_ref_)
-    other = fit_or_load(store, k=3)  # other parameters: another fit, embeddings cached
+    # decision-only settings: the same fitted router, neither refitted nor deleted
+    mtime = (store.routers_dir() / current[0] / "arrays.npz").stat().st_mtime_ns
+    decided = fit_or_load(store, eta=0.9, sigma=0.2, n_draws=50, seed=3)
+    assert folders() == current
+    assert (store.routers_dir() / current[0] / "arrays.npz").stat().st_mtime_ns == mtime
+    assert (decided.eta, decided.sigma, decided.n_draws, decided.seed) == (0.9, 0.2, 50, 3)
+    other = fit_or_load(store, k=3)  # a fit parameter: another fit, embeddings cached
     assert sum(len(c) for c in fake_encode) == 12
     assert other.k == 3
-    new_current = (store.routers_dir() / "CURRENT").read_text().strip()
-    assert new_current != current
-    assert [p.name for p in store.routers_dir().iterdir() if p.is_dir()] == [new_current]
-    # a changed table: refit, the old router folder is dropped
+    assert len(folders()) == 2 and set(current) < set(folders())  # both kept (same table)
+    # a changed table: refit, the routers of the old table are dropped
     store.write_table(data["table"][data["table"]["model"] != "m_mid"])
     third = fit_or_load(store)
     assert third.models_ == ["m_big", "m_small"]

@@ -1,0 +1,95 @@
+"""Calibration: what a fitted router knows about its reference tasks (METHOD.md §3.2.1).
+
+For each reference task z, its inputs are predicted by a predictor fitted without z; that
+gives the calibration pair (u(z), p(z, m)) per model, and the task's true accuracies give the
+best model on average (BMA). ``Router.fit`` and the strict leave-one-task-out evaluation
+both build a :class:`Calibration` with :func:`calibrate`; scoring reads it through
+:func:`smoothed_p` and :func:`best_on_average`, the only places where the NaN-p rule and
+the BMA rule live.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .scores import argmax_with_ties, kernel_smoothed_p, quiet_nanmean, task_distance
+from .scores import thresholded_accuracy
+
+UNINFORMATIVE_P = 0.5  # p of a model with no calibration pair: a coin flip
+
+
+@dataclass
+class Calibration:
+    """Per reference task z (D,) and model m (M,), from leave-task-out predictions.
+
+    u (D,): task distance u(z). p (D, M): accuracy of 1[g > t] on z (nan: no labels).
+    accuracy (D, M): true accuracy (nan: no labels). included (D,): tasks of the fit (False
+    for a task held out in evaluation; its entries are ignored). mean_accuracy (M,): mean
+    of the included tasks' accuracies (0 for a model without any).
+    """
+
+    u: np.ndarray
+    p: np.ndarray
+    accuracy: np.ndarray
+    included: np.ndarray
+    mean_accuracy: np.ndarray
+
+    def u_range(self) -> tuple[float, float]:
+        u = self.u[self.included]
+        return float(u.min()), float(u.max())
+
+
+def calibrate(task_of: np.ndarray, Y: np.ndarray, g: np.ndarray, kappa_sim: np.ndarray,
+              t: float, n_tasks: int, held_out: int | None = None) -> Calibration:
+    """Calibration pairs and accuracies from leave-task-out predictions.
+
+    Args:
+        task_of: (n,) task index of each reference row.
+        Y: (n, M) correctness in {0, 1, nan}.
+        g: (n, M) each row's predicted correctness from a fit without its own task (and
+            without ``held_out``).
+        kappa_sim: (n, kappa) similarities of each row to its kappa nearest references
+            outside its own task (and ``held_out``).
+        t: threshold on g.
+        n_tasks: D.
+        held_out: a task left out of this fit (its rows are ignored), or None.
+    """
+    M = Y.shape[1]
+    u = np.full(n_tasks, np.nan)
+    p = np.full((n_tasks, M), np.nan)
+    accuracy = np.full((n_tasks, M), np.nan)
+    included = np.ones(n_tasks, dtype=bool)
+    if held_out is not None:
+        included[held_out] = False
+    order = np.argsort(task_of, kind="stable")
+    bounds = np.searchsorted(task_of[order], np.arange(n_tasks + 1))
+    for d in np.flatnonzero(included):
+        rows = order[bounds[d]:bounds[d + 1]]
+        if len(rows) == 0:
+            included[d] = False
+            continue
+        u[d] = task_distance(kappa_sim[rows])
+        p[d] = thresholded_accuracy(g[rows], Y[rows], t)
+        accuracy[d] = quiet_nanmean(Y[rows])
+    mean_accuracy = np.nan_to_num(quiet_nanmean(accuracy[included]))
+    return Calibration(u=u, p=p, accuracy=accuracy, included=included,
+                       mean_accuracy=mean_accuracy)
+
+
+def smoothed_p(cal: Calibration, u: float, sigma: float) -> np.ndarray:
+    """(M,) kernel-smoothed p(d', m) at distance u; a model without pairs gets 0.5."""
+    p = kernel_smoothed_p(u, np.nan_to_num(cal.u), cal.p, sigma, exclude=~cal.included)
+    return np.where(np.isnan(p), UNINFORMATIVE_P, p)
+
+
+def measured_p(g: np.ndarray, Y: np.ndarray, t: float) -> np.ndarray:
+    """(M,) the true p of a task (evaluation's "S3 with true p"), same NaN rule."""
+    p = thresholded_accuracy(g, Y, t)
+    return np.where(np.isnan(p), UNINFORMATIVE_P, p)
+
+
+def best_on_average(cal: Calibration, allowed: np.ndarray) -> int:
+    """The BMA among ``allowed`` (M,) bool: highest mean reference accuracy."""
+    return argmax_with_ties(np.where(allowed, cal.mean_accuracy, -np.inf), cal.mean_accuracy)
