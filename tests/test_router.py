@@ -765,3 +765,72 @@ def test_cli_end_to_end_with_minilm(cli, e2e_store, tmp_path, count_real_encode,
     plain = cli("-q", "route", "--prompts", prompts, "--store", e2e_store.root)
     assert plain.stdout.splitlines() == [f"{i}\tcalc-llm" for i in range(4)]
 
+
+
+# -- validation before any work (exit 2 bad usage, 1 bad data; nothing embedded or fitted) --
+@pytest.mark.parametrize("args, message", [
+    (["--k", "0"], "--k: must be an integer >= 1, got 0"),
+    (["--sigma", "0"], "--sigma: must be a number in (0.0, inf]"),
+    (["--eta", "1.5"], "--eta: must be a number in [0.0, 1.0], got 1.5"),
+    (["--n-draws", "0"], "--n-draws: must be an integer >= 1"),
+    (["--max-params", "abc"], "--max-params: cannot read a parameter count from 'abc'"),
+    (["--predictor-param", "n_neighbours=3"], "knn has no parameter"),
+    (["--predictor-param", "oops"], "expected KEY=VALUE"),
+])
+@pytest.mark.parametrize("command", ["recommend", "route", "evaluate"])
+def test_cli_bad_constants_are_usage_errors(cli, cli_store, tmp_path, fake_encode, args,
+                                            message, command):
+    (tmp_path / "p.txt").write_text("What is 2+2?\n")
+    prompts = [] if command == "evaluate" else ["--prompts", tmp_path / "p.txt"]
+    result = cli(command, *prompts, *args, "--store", cli_store.root)
+    assert result.exit_code == 2, result.output
+    if command == "route" and args[0] in ("--sigma", "--eta", "--n-draws"):
+        message = f"No such option '{args[0]}'"  # they do not affect per-prompt routing
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert fake_encode == []  # nothing embedded
+    assert not cli_store.routers_dir().exists() or not any(cli_store.routers_dir().iterdir())
+
+
+def test_cli_candidate_typo_is_reported_before_the_task_is_built(cli, cli_store, fake_encode,
+                                                                monkeypatch):
+    import lm_router_plugin.tasks as tasks
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the lm-eval task must not be built before the checks")
+
+    monkeypatch.setattr(tasks, "task_prompts", boom)
+    result = cli("recommend", "--task", "anything", "--candidates", "m_bigg",
+                 "--store", cli_store.root)
+    assert result.exit_code == 1
+    assert "Unknown model 'm_bigg'. Did you mean: m_big" in one_error(result)
+    assert fake_encode == []
+    result = cli("recommend", "--task", "anything", "--max-params", "1M",
+                 "--store", cli_store.root)
+    assert result.exit_code == 1 and "no candidate model is left" in one_error(result)
+
+
+def test_library_recommend_matches_the_cli(cli, cli_store, tmp_path, fake_encode):
+    from lm_router_plugin.api import recommend
+
+    (tmp_path / "p.txt").write_text("alpha input 0\nbeta input 1\n")
+    rec = recommend(cli_store.root, prompts_file=tmp_path / "p.txt", k=3)
+    result = cli("recommend", "--prompts", tmp_path / "p.txt", "--k", "3", "--json",
+                 "--store", cli_store.root)
+    assert json.loads(result.stdout) == json.loads(json.dumps(rec.to_dict()))
+
+
+def test_labeled_rows_use_the_stored_thresholds(tmp_path):
+    """--labeled rows get the eta the store's rows were labelled with, not the defaults."""
+    from lm_router_plugin.api import labelling_thresholds
+
+    store = Store(tmp_path / "s")
+    table = pd.DataFrame({"task": ["a", "a"], "instance_id": ["1", "2"], "model": ["m", "m"],
+                          "metric": ["f1_score", "f1_score"], "score": [0.5, 0.9],
+                          "threshold": [0.8, 0.8], "correct": [0, 1]})
+    store.write_table(validate_table(table))
+    rule = labelling_thresholds(store).rule("new_task", "f1_score")
+    assert rule.threshold == 0.8 and rule.apply(0.7) == (0.8, 0)
+    yaml_file = tmp_path / "t.yaml"
+    yaml_file.write_text("metrics:\n  f1_score: 0.3\n")
+    assert labelling_thresholds(store, yaml_file).rule("new_task", "f1_score").threshold == 0.3
