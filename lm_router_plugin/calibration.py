@@ -27,7 +27,10 @@ class Calibration:
     u (D,): task distance u(z). p (D, M): accuracy of 1[g > t] on z (nan: no labels).
     accuracy (D, M): true accuracy (nan: no labels). included (D,): tasks of the fit (False
     for a task held out in evaluation; its entries are ignored). mean_accuracy (M,): mean
-    of the included tasks' accuracies (0 for a model without any).
+    of the included tasks' accuracies (0 for a model without any). s1 (D, M): S1 of each
+    task from its leave-task-out g (what the router would have predicted for it).
+    residual_cov (M, M): covariance across reference inputs of y - g (leave-task-out), the
+    per-input noise of a label around its prediction (pairwise over inputs with both labels).
     """
 
     u: np.ndarray
@@ -35,6 +38,8 @@ class Calibration:
     accuracy: np.ndarray
     included: np.ndarray
     mean_accuracy: np.ndarray
+    s1: np.ndarray | None = None
+    residual_cov: np.ndarray | None = None
 
     def u_range(self) -> tuple[float, float]:
         u = self.u[self.included]
@@ -60,6 +65,7 @@ def calibrate(task_of: np.ndarray, Y: np.ndarray, g: np.ndarray, kappa_sim: np.n
     u = np.full(n_tasks, np.nan)
     p = np.full((n_tasks, M), np.nan)
     accuracy = np.full((n_tasks, M), np.nan)
+    s1 = np.full((n_tasks, M), np.nan)
     included = np.ones(n_tasks, dtype=bool)
     if held_out is not None:
         included[held_out] = False
@@ -73,9 +79,25 @@ def calibrate(task_of: np.ndarray, Y: np.ndarray, g: np.ndarray, kappa_sim: np.n
         u[d] = task_distance(kappa_sim[rows])
         p[d] = thresholded_accuracy(g[rows], Y[rows], t)
         accuracy[d] = quiet_nanmean(Y[rows])
+        s1[d] = np.mean(g[rows], axis=0)
     mean_accuracy = np.nan_to_num(quiet_nanmean(accuracy[included]))
+    in_fit = included[task_of]
     return Calibration(u=u, p=p, accuracy=accuracy, included=included,
-                       mean_accuracy=mean_accuracy)
+                       mean_accuracy=mean_accuracy, s1=s1,
+                       residual_cov=pairwise_cov(Y[in_fit] - g[in_fit]))
+
+
+def pairwise_cov(R: np.ndarray) -> np.ndarray:
+    """(M, M) covariance of the columns of R (n, M) over the rows where both are labelled
+    (nan elsewhere); 0 for a pair that never shares a row."""
+    has = ~np.isnan(R)
+    Z = np.where(has, R, 0.0)
+    n = has.T.astype(float) @ has.astype(float)
+    sums = Z.T @ has.astype(float)  # sums[a, b] = sum of column a over rows where b labelled
+    prod = Z.T @ Z
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cov = (prod - sums * sums.T / n) / (n - 1)
+    return np.where(n > 1, cov, 0.0)
 
 
 def smoothed_p(cal: Calibration, u: float, sigma: float) -> np.ndarray:

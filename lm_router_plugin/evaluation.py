@@ -35,6 +35,7 @@ import pandas as pd
 
 from .calibration import Calibration, best_on_average, calibrate, measured_p, smoothed_p
 from .decision import route_choices, score_and_decide
+from .estimate import decide_with_estimate, estimate, plan
 from .errors import InputError, LMRouterError, UnknownNameError
 from .neighbors import GroupedNeighbors
 from .pool import build_pool
@@ -45,8 +46,8 @@ from .store import Store
 
 logger = logging.getLogger(__name__)
 
-ROW_NAMES = ("s1", "s2", "s3", "s3_true_p", "moe", "bma", "oracle")
-SWEEP_ROWS = ("s1", "s3", "few_shot")
+ROW_NAMES = ("s1", "s2", "s3", "s3_true_p", "cal", "moe", "bma", "oracle")
+SWEEP_ROWS = ("s1", "s3", "few_shot", "post", "post_planned")
 MAX_LABELS = 50  # the paper's cap on in-task labels: min(alpha n, 50)
 N_SPLITS = 20  # split-half repetitions per task
 N_BOOTSTRAP = 1000  # bootstrap resamples of the tasks
@@ -274,6 +275,11 @@ class _TaskScorer:
                                      half_acc)
             out[name]["fallback"] = bool(dec.fallback)
         out["u"] = float(est.u)
+        # Beyond the paper: the bias-corrected S1 with its calibrated uncertainty (estimate.py)
+        posterior = estimate(cal, g, allowed)
+        choice, p_better, _ = decide_with_estimate(posterior, cal, r.eta)
+        out["cal"] = self._record(choice, acc, allowed, bma, posterior.mean, half_acc)
+        out["cal"]["p_beats_bma"] = float(p_better)
         # MoE: a per-input choice, scored per input.
         per_input = route_choices(g, cal, allowed)
         picked = y[np.arange(len(rows)), per_input]
@@ -304,8 +310,8 @@ class _TaskScorer:
                          for i, m in enumerate(self.models)}
         return out
 
-    def labelled(self, d: int, n_lab: int, rng: np.random.Generator, selection: str
-                 ) -> dict[str, Any] | None:
+    def labelled(self, d: int, n_lab: int, rng: np.random.Generator, selection: str,
+                 plan_rng: np.random.Generator) -> dict[str, Any] | None:
         """One repeat of the in-task-label protocol on task d: ``n_lab`` labelled inputs join
         the predictor's pool (not u, not the calibration); everything is scored on the other
         inputs of d."""
@@ -341,6 +347,25 @@ class _TaskScorer:
         out["oracle"] = self._record(oracle, acc, allowed, bma, None, None)
         out["predictor_accuracy"] = float(np.nanmean(
             thresholded_accuracy(g, y_rest, r.t)[allowed]))
+        # Beyond the paper (estimate.py): zero-label posterior + the same random labels ...
+        zero = ev.g_held
+        post = estimate(cal, zero[rest], allowed, lab_g=zero[lab], lab_y=ev.Y[lab])
+        choice, _, _ = decide_with_estimate(post, cal, r.eta)
+        out["post"] = self._record(choice, acc, allowed, bma, post.mean, None)
+        # ... and as many labels planned on the leaders' disagreement (weighted).
+        known = self.allowed & ~np.isnan(quiet_nanmean(ev.Y[rows]))
+        picked, pi = plan(zero[rows], estimate(cal, zero[rows], known), n_lab, plan_rng)
+        lab_p, rest_p = rows[picked], np.setdiff1d(rows, rows[picked])
+        acc_p = quiet_nanmean(ev.Y[rest_p])
+        allowed_p = self.allowed & ~np.isnan(acc_p)
+        post_p = estimate(cal, zero[rest_p], allowed_p, lab_g=zero[lab_p], lab_y=ev.Y[lab_p],
+                          weights=1.0 / pi[picked])
+        choice, _, bma_p = decide_with_estimate(post_p, cal, r.eta)
+        out["post_planned"] = self._record(choice, acc_p, allowed_p, bma_p, post_p.mean, None)
+        # its comparators on the same unlabelled items
+        out["bma_planned"] = self._record(bma_p, acc_p, allowed_p, bma_p, None, None)
+        oracle_p = argmax_with_ties(np.where(allowed_p, acc_p, -np.inf), cal.mean_accuracy)
+        out["oracle_planned"] = self._record(oracle_p, acc_p, allowed_p, bma_p, None, None)
         return out
 
 
@@ -467,13 +492,15 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
         for rep in range(repeats):
             tag = int(round(value * 1e6)) if kind == "alpha" else 10**9 + int(value)
             rng = np.random.default_rng([router.seed, rep, tag])
-            recs = [scorer.labelled(d, count(len(ev.rows_of[d])), rng, label_selection)
-                    for d in range(D)]
+            plan_rng = np.random.default_rng([router.seed, rep, tag, 1])
+            recs = [scorer.labelled(d, count(len(ev.rows_of[d])), rng, label_selection,
+                                    plan_rng) for d in range(D)]
             recs = [x for x in recs if x is not None]
             for name in SWEEP_ROWS:
+                suffix = "_planned" if name.endswith("_planned") else ""
                 per_repeat[name].append(_summarise(
-                    [x[name] for x in recs], [x["bma"] for x in recs],
-                    [x["oracle"] for x in recs], boot_rng, 0))
+                    [x[name] for x in recs], [x["bma" + suffix] for x in recs],
+                    [x["oracle" + suffix] for x in recs], boot_rng, 0))
             pred_acc.append(_mean([x["predictor_accuracy"] for x in recs]))
             n_labels.append(_mean([x["n_labels"] for x in recs]))
         entry: dict[str, Any] = {kind: value, "alpha": value if kind == "alpha" else None,

@@ -28,7 +28,7 @@ from .store import Store
 logger = logging.getLogger(__name__)
 
 _ARRAYS = ("X_", "Y_", "task_of_", "loo_g_")
-_CALIBRATION = ("u", "p", "accuracy", "included", "mean_accuracy")
+_CALIBRATION = ("u", "p", "accuracy", "included", "mean_accuracy", "s1", "residual_cov")
 
 
 def router_card(router: Router) -> dict[str, Any]:
