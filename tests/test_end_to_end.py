@@ -94,7 +94,7 @@ def test_labeled_samples_join_the_pool(cli, held_out_runs, lmeval_runs, tmp_path
 def test_evaluate_and_plots(cli, held_out_runs, tmp_path):
     assert cli("ingest", "lm-eval", held_out_runs).exit_code == 0
     plots = tmp_path / "plots"
-    result = cli("evaluate", "--alpha", "0,0.2", "--repeats", "2", "--plot", plots, "--json")
+    result = cli("evaluate", "--alpha", "0,0.2", "--labels", "3", "--repeats", "2", "--plot", plots, "--json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert out["n_models"] == 4 and out["n_tasks"] >= 4
