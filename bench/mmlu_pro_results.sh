@@ -16,8 +16,8 @@ mkdir -p "$OUT"
 emb_args=()
 [ -n "$EMB" ] && emb_args=(--embedder "$EMB")
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-lm-router ingest table "$DATA/table.tsv.gz" --models bench/mmlu_pro_models.yaml --store "$STORE"
-sweep=(--alpha 0,0.02,0.05,0.1,0.2,0.3 --repeats 10)
+[ -f "$STORE/table.parquet" ] || lm-router ingest table "$DATA/table.tsv.gz" --models bench/mmlu_pro_models.yaml --store "$STORE"
+sweep=(--alpha 0,0.02,0.05,0.1,0.2,0.3 --labels 5,10,20,30 --repeats 10)
 lm-router evaluate --store "$STORE" "${emb_args[@]}" "${sweep[@]}" --json > "$OUT/cat14.json"
 lm-router evaluate --store "$STORE" "${emb_args[@]}" "${sweep[@]}" --tasks-by src \
     --tasks-file "$DATA/instances.tsv.gz" --plot "$OUT/figures" --json > "$OUT/src91.json"

@@ -155,57 +155,89 @@ def _format_params(params: int | None) -> str:
     return f"{params / 1e9:.1f}B" if params >= 1e9 else f"{params / 1e6:.0f}M"
 
 
-def _router_options(fn: Callable) -> Callable:
-    options = [
-        click.option("--embedder", default=None, envvar="LM_ROUTER_EMBEDDER",
-                     help="sentence-transformers name or local folder (default "
-                          "all-MiniLM-L6-v2, packaged copy)."),
-        click.option("--max-seq-length", type=int, default=None,
-                     help="Truncate prompts to this many tokens before embedding "
-                          "(default: the embedder's limit)."),
-        click.option("--candidates", default=None,
-                     help="Comma-separated models to choose among."),
-        click.option("--max-params", default=None,
-                     help="Only models with at most this many parameters (e.g. 13B)."),
-        click.option("--k", "k", default=5, show_default=True, type=int,
-                     help="Neighbours of the kNN correctness predictor."),
-        click.option("--kappa", default=19, show_default=True, type=int,
-                     help="Neighbours for the task distance u."),
-        click.option("--sigma", default=0.09, show_default=True, type=float,
-                     help="Kernel bandwidth of the confidence model p."),
-        click.option("--t", "t", default=0.5, show_default=True, type=float,
-                     help="Threshold on g for S2/S3."),
-        click.option("--eta", default=0.6, show_default=True, type=float,
-                     help="Required P(choice beats the best model on average)."),
-        click.option("--seed", default=0, show_default=True, type=int,
-                     help="Seed of the Monte Carlo fallback test."),
-        click.option("--predictor", default="knn", show_default=True,
-                     help="Registered correctness predictor."),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+def _key_values(items: tuple[str, ...], option: str) -> dict[str, Any]:
+    """{KEY: VALUE} from repeated KEY=VALUE options (values read as YAML: 3, 0.5, true)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint=option)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
-def _router_setup(store_dir: str | None, embedder: str | None, max_seq_length: int | None,
-                  candidates: str | None, max_params: str | None, k: int, kappa: int,
-                  sigma: float, t: float, eta: float, seed: int, predictor: str
-                  ) -> tuple[Any, Any, dict]:
-    """(store, fitted router, restriction kwargs) shared by recommend and route."""
-    from .router import fit_or_load
-    from .store import Store, parse_params
+def _comma_list(value: str | None) -> list[str] | None:
+    return [c.strip() for c in value.split(",") if c.strip()] if value else None
 
-    store = Store(store_dir)
-    router = fit_or_load(store, k=k, kappa=kappa, sigma=sigma, t=t, eta=eta, seed=seed,
-                         predictor=predictor, embedder=embedder, max_seq_length=max_seq_length)
-    try:
-        limit = parse_params(max_params)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--max-params") from exc
-    restrict = {"candidates": [c.strip() for c in candidates.split(",") if c.strip()]
-                if candidates else None, "max_params": limit,
-                "model_info": store.read_models()}
-    return store, router, restrict
+
+_EMBEDDER_OPTIONS = [
+    click.option("--embedder", default=None, envvar="LM_ROUTER_EMBEDDER",
+                 help="sentence-transformers name or local folder (default all-MiniLM-L6-v2, "
+                      "packaged copy)."),
+    click.option("--max-seq-length", type=int, default=None,
+                 help="Truncate texts to this many tokens before embedding (default: the "
+                      "embedder's limit)."),
+]
+_CANDIDATE_OPTIONS = [
+    click.option("--candidates", default=None, help="Comma-separated models to choose among."),
+    click.option("--max-params", default=None,
+                 help="Only models with at most this many parameters (e.g. 13B)."),
+]
+_PREDICTOR_OPTIONS = [
+    click.option("--k", "k", default=5, show_default=True, type=int,
+                 help="Neighbours of the kNN correctness predictor."),
+    click.option("--predictor", default="knn", show_default=True,
+                 help="Registered correctness predictor (entry point lm_router.predictors)."),
+    click.option("--predictor-param", "predictor_param", multiple=True, metavar="KEY=VALUE",
+                 help="Parameter of the predictor, repeatable (e.g. C=0.5)."),
+]
+_TASK_SCORE_OPTIONS = [
+    click.option("--kappa", default=19, show_default=True, type=int,
+                 help="Neighbours for the task distance u."),
+    click.option("--sigma", default=0.09, show_default=True, type=float,
+                 help="Kernel bandwidth of the confidence model p (no refit when changed)."),
+    click.option("--t", "t", default=0.5, show_default=True, type=float,
+                 help="Threshold on g for S2/S3."),
+    click.option("--eta", default=0.6, show_default=True, type=float,
+                 help="Required P(choice beats the best model on average) (no refit)."),
+    click.option("--n-draws", default=1000, show_default=True, type=int,
+                 help="Monte Carlo draws of the fallback test (no refit)."),
+    click.option("--seed", default=0, show_default=True, type=int,
+                 help="Seed of the Monte Carlo test and of evaluation's samples (no refit)."),
+]
+
+
+def _options(*groups: list) -> Callable:
+    def apply(fn: Callable) -> Callable:
+        for option in reversed([o for group in groups for o in group]):
+            fn = option(fn)
+        return fn
+    return apply
+
+
+def _router_params(args: dict[str, Any]) -> dict[str, Any]:
+    """Router keyword arguments from the parsed CLI options (pops them from ``args``)."""
+    params = {name: args.pop(name) for name in ("embedder", "max_seq_length", "k", "kappa",
+                                                "sigma", "t", "eta", "n_draws", "seed",
+                                                "predictor") if name in args}
+    params["predictor_params"] = _key_values(args.pop("predictor_param", ()),
+                                             "--predictor-param")
+    return params
+
+
+def _usage_errors(fn: Callable) -> Callable:
+    """Out-of-range constants and unreadable --max-params are bad usage: exit 2."""
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .router import InvalidParameterError
+
+        try:
+            return fn(*args, **kwargs)
+        except InvalidParameterError as exc:
+            raise click.UsageError(str(exc)) from exc
+    return wrapper
 
 
 @main.command()
@@ -217,91 +249,106 @@ def _router_setup(store_dir: str | None, embedder: str | None, max_seq_length: i
 @click.option("--limit", type=int, default=None, help="Use only the first N docs of --task.")
 @click.option("--labeled", "labeled", multiple=True, type=click.Path(exists=True),
               help="lm-eval sample logs of the new task (few in-task labels), repeatable.")
+@click.option("--thresholds", type=click.Path(dir_okay=False), default=None,
+              help="Thresholds YAML for --labeled rows (default: the eta the store's rows "
+                   "were labelled with).")
 @click.option("--score", type=click.Choice(["s1", "s2", "s3"]), default="s3", show_default=True,
               help="Score that picks the model (s3: with fallback to the best on average).")
-@_router_options
+@_options(_EMBEDDER_OPTIONS, _CANDIDATE_OPTIONS, _PREDICTOR_OPTIONS, _TASK_SCORE_OPTIONS)
 @_store_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_user_errors
+@_usage_errors
 def recommend(task: str | None, include_path: str | None, prompts_file: str | None,
-              limit: int | None, labeled: tuple[str, ...], score: str, store_dir: str | None,
-              as_json: bool, **router_args: Any) -> None:
+              limit: int | None, labeled: tuple[str, ...], thresholds: str | None, score: str,
+              store_dir: str | None, as_json: bool, candidates: str | None,
+              max_params: str | None, **args: Any) -> None:
     """Which model to use for a new task, and how sure we are.
 
     \b
     lm-router recommend --task my_task --include-path task_configs/
     lm-router recommend --prompts prompts.txt --max-params 13B --json
     """
-    from .tasks import read_prompts_file, task_prompts
+    from . import api
 
     if (task is None) == (prompts_file is None):
         raise click.UsageError("give exactly one of --task NAME or --prompts FILE")
-    # Inputs first: a bad prompts file or task name is reported before any (slow) fitting.
-    if task is not None:
-        prompts = task_prompts(task, include_path, limit=limit)
-    else:
-        prompts = read_prompts_file(prompts_file)
-    labeled_rows = None
-    if labeled:
-        from .ingest import read_rows
-
-        labeled_rows, _ = read_rows("lm-eval", labeled)
-    store, router, restrict = _router_setup(store_dir, **router_args)
-    rec = router.recommend(prompts, task=task or str(prompts_file), score=score,
-                           labeled=labeled_rows, store=store, **restrict)
+    rec = api.recommend(store_dir, task=task, include_path=include_path,
+                        prompts_file=prompts_file, limit=limit, labeled=labeled,
+                        thresholds=thresholds, score=score,
+                        candidates=_comma_list(candidates), max_params=max_params,
+                        **_router_params(args))
     if as_json:
         _echo_json(rec.to_dict())
         return
     _print_recommendation(rec)
 
 
+RECOMMEND_LEGEND = (
+    "S1 = mean predicted P(correct) over the task's inputs; S2 = share of inputs predicted "
+    "correct (g > t); p = estimated accuracy of those per-input predictions on this task "
+    "(from reference tasks at a similar distance u); S3 = expected accuracy given S2 and p. "
+    "u = mean cosine distance of the task's inputs to their nearest reference inputs.")
+
+
 def _print_recommendation(rec: Any) -> None:
     click.echo(f"task {rec.task}: {rec.n_inputs} inputs, distance to the reference tasks "
-               f"u = {rec.u:.3f}")
-    header = f"{'model':<36} {'S1':>6} {'S2':>6} {'S3':>6} {'p':>6} {'params':>7}"
+               f"u = {rec.u:.3f} (reference tasks: {rec.u_reference_range[0]:.3f} to "
+               f"{rec.u_reference_range[1]:.3f})")
+    width = max([len("model")] + [len(row.model) for row in rec.models])
+    header = f"{'model':<{width}} {'S1':>6} {'S2':>6} {'S3':>6} {'p':>6} {'params':>7}"
     click.echo(header)
     click.echo("-" * len(header))
     for row in rec.models:
         mark = "  <- choice" if row.model == rec.choice else (
             "  (best on average)" if row.model == rec.bma else "")
-        click.echo(f"{row.model:<36} {row.s1:6.3f} {row.s2:6.3f} {row.s3:6.3f} {row.p:6.3f} "
-                   f"{_format_params(row.params):>7}{mark}")
+        click.echo(f"{row.model:<{width}} {row.s1:6.3f} {row.s2:6.3f} {row.s3:6.3f} "
+                   f"{row.p:6.3f} {_format_params(row.params):>7}{mark}")
     click.echo(f"\nchoice: {rec.choice}" + (" (fell back to the best model on average)"
                                            if rec.fallback else ""))
     click.echo(f"why: {rec.reason}")
-    low, high = rec.u_reference_range
-    if not low <= rec.u <= high:
-        click.echo(f"note: u = {rec.u:.3f} is outside the reference tasks' range "
-                   f"[{low:.3f}, {high:.3f}]; p (and S3) are extrapolated and less reliable")
+    if rec.u_note:
+        click.echo(f"note: {rec.u_note}")
     if rec.nearest_tasks:
         near = ", ".join(f"{n['task']} ({n['share']:.0%})" for n in rec.nearest_tasks)
         click.echo(f"nearest reference tasks: {near}")
+    click.echo(f"\n{RECOMMEND_LEGEND}")
 
 
 @main.command()
 @click.option("--prompts", "prompts_file", type=click.Path(dir_okay=False), required=True,
               help="Text (one prompt per line) or JSONL with 'prompt'.")
-@_router_options
+@_options(_EMBEDDER_OPTIONS, _CANDIDATE_OPTIONS, _PREDICTOR_OPTIONS)
 @_store_option
 @click.option("--json", "as_json", is_flag=True,
               help="JSONL with g per model (default: index and chosen model per line).")
 @_user_errors
-def route(prompts_file: str, store_dir: str | None, as_json: bool, **router_args: Any) -> None:
+@_usage_errors
+def route(prompts_file: str, store_dir: str | None, as_json: bool, candidates: str | None,
+          max_params: str | None, **args: Any) -> None:
     """Per-prompt routing: the model most likely to answer each prompt correctly.
 
     \b
-    lm-router route --prompts prompts.jsonl --json > routes.jsonl
+    lm-router route --prompts prompts.txt
+    lm-router route --prompts prompts.jsonl --max-params 13B --json > routes.jsonl
     """
-    from .tasks import read_prompts_file
+    from . import api
 
-    prompts = read_prompts_file(prompts_file)
-    store, router, restrict = _router_setup(store_dir, **router_args)
-    decisions = router.route(prompts, store=store, **restrict)
+    decisions = api.route(store_dir, prompts_file=prompts_file,
+                          candidates=_comma_list(candidates), max_params=max_params,
+                          **_router_params(args))
     for d in decisions:
         if as_json:
             click.echo(json.dumps({"index": d.index, "model": d.model, "g": d.g}))
         else:
             click.echo(f"{d.index}\t{d.model}")
+
+
+def _numbers(value: str, option: str, kind: type = float) -> list:
+    try:
+        return [kind(a) for a in value.split(",") if a.strip()]
+    except ValueError as exc:
+        raise click.BadParameter(f"not a list of numbers: {value!r}", param_hint=option) from exc
 
 
 @main.command()
@@ -312,53 +359,56 @@ def route(prompts_file: str, store_dir: str | None, as_json: bool, **router_args
               help="Side table (CSV/TSV/Parquet, may be .gz) with instance_id [, task] and the "
                    "--tasks-by column, e.g. MMLU-Pro's instances.tsv.gz with 'src'.")
 @click.option("--alpha", "alphas", default="0", show_default=True,
-              help="Comma-separated fractions of in-task labels, e.g. 0,0.02,0.05,0.1,0.2,0.3.")
+              help="Comma-separated fractions of in-task labels, e.g. 0,0.02,0.05,0.1,0.2,0.3 "
+                   "(min(alpha n, 50) labels per task).")
+@click.option("--labels", "label_counts", default="", show_default=False,
+              help="Comma-separated numbers of in-task labels per task, e.g. 5,10,20,30.")
 @click.option("--repeats", default=10, show_default=True, type=int,
-              help="Seeded repetitions per alpha > 0.")
+              help="Seeded repetitions per alpha / label count.")
 @click.option("--label-selection", type=click.Choice(["random", "diverse"]), default="random",
               show_default=True, help="How in-task labels are picked (random: the paper).")
 @click.option("--compare-to", default=None, help="Model to report beside the routed choice.")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False), default=None,
               help="Write PNG figures into this folder (needs matplotlib).")
-@_router_options
+@_options(_EMBEDDER_OPTIONS, _CANDIDATE_OPTIONS, _PREDICTOR_OPTIONS, _TASK_SCORE_OPTIONS)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_user_errors
+@_usage_errors
 def evaluate(store_dir: str | None, tasks_by: str, tasks_file: str | None, alphas: str,
-             repeats: int, label_selection: str, compare_to: str | None, plot_dir: str | None,
-             as_json: bool, embedder: str | None, candidates: str | None,
-             max_params: str | None, **router_args: Any) -> None:
-    """How well routing works on your benchmark data (leave one task out).
+             label_counts: str, repeats: int, label_selection: str, compare_to: str | None,
+             plot_dir: str | None, as_json: bool, candidates: str | None,
+             max_params: str | None, **args: Any) -> None:
+    """How well routing works on your benchmark data (strict leave one task out).
 
     \b
     lm-router evaluate
-    lm-router evaluate --alpha 0,0.05,0.1 --repeats 10 --plot figures/
+    lm-router evaluate --alpha 0,0.05,0.1 --labels 10,20 --repeats 10 --plot figures/
     lm-router evaluate --max-params 13B --compare-to llama-2-70b
     """
     from pathlib import Path
 
+    from .api import check_request
     from .evaluation import evaluate as run_evaluate, regroup_tasks, read_side_table
-    from .router import Router
-    from .store import Store, parse_params
+    from .store import Store
 
-    try:
-        alpha_values = [float(a) for a in alphas.split(",") if a.strip()]
-    except ValueError as exc:
-        raise click.BadParameter(f"not a list of numbers: {alphas!r}", param_hint="--alpha"
-                                 ) from exc
-    try:
-        limit = parse_params(max_params)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--max-params") from exc
+    alpha_values = _numbers(alphas, "--alpha")
+    counts = _numbers(label_counts, "--labels", int)
+    if any(a < 0 or a >= 1 for a in alpha_values) or any(c < 1 for c in counts):
+        raise click.UsageError("--alpha values must be in [0, 1) and --labels counts >= 1")
+    if repeats < 1:
+        raise click.UsageError("--repeats must be >= 1")
     store = Store(store_dir)
+    params = _router_params(args)
+    router, limit = check_request(store, params, candidates=_comma_list(candidates),
+                                  max_params=max_params)
     table = store.read_table(required=True)
     side = read_side_table(tasks_file) if tasks_file else None
     table = regroup_tasks(table, tasks_by, side)
-    router = Router(embedder=embedder, **router_args)
     result = run_evaluate(table, store=store, router=router, alphas=alpha_values or [0.0],
-                          repeats=repeats,
-                          candidates=[c.strip() for c in candidates.split(",") if c.strip()]
-                          if candidates else None, max_params=limit, compare_to=compare_to,
-                          model_info=store.read_models(), label_selection=label_selection)
+                          label_counts=counts, repeats=repeats,
+                          candidates=_comma_list(candidates), max_params=limit,
+                          compare_to=compare_to, model_info=store.read_models(),
+                          label_selection=label_selection)
     if plot_dir:
         for path in _write_plots(result, Path(plot_dir)):
             click.echo(f"wrote {path}", err=True)
@@ -381,27 +431,57 @@ def _fmt(value: Any, width: int, spec: str = ".3f") -> str:
     return format(value, spec).rjust(width)
 
 
+EVALUATE_LEGEND = """\
+columns (averages over held-out tasks; each task is scored by a router fitted without it):
+  acc      true accuracy of the chosen model on the held-out task
+  95% CI   bootstrap interval of acc over tasks (1000 resamples)
+  half     acc on random half-splits of each task; for oracle: best model chosen on one
+           half, scored on the other (the noise-free ceiling)
+  gap      share of the BMA -> Oracle gap closed: sum(row - bma) / sum(oracle - bma)
+  gap½     the same on the half-splits, against the split-half Oracle
+  W/T/L    tasks where the row beats / ties / loses to BMA (ties: same accuracy)
+  ratio    acc / accuracy of the best model on the task
+  pear/spear  Pearson / Spearman correlation across models of the row's score with the
+           models' true accuracies on the task (s1, s2, s3 rows)
+  %BMA     share of tasks where the best model on average was chosen
+  rank     rank of the chosen model on the task among the candidates (1 = best)
+rows: s1/s2/s3 = the paper's scores (s3 falls back to bma), s3_true_p = S3 with the true p,
+moe = per-input choice, bma = best model on average of the other tasks, oracle = best model
+on the task; X@alpha and X@Nlabels = with in-task labels (mean ± std over repeats, scored on
+the unlabelled items), few_shot = best model on the labels alone."""
+
+
 def _print_evaluation(result: Any) -> None:
-    click.echo(f"leave-one-task-out over {result.n_tasks} tasks, {result.n_models} models "
-               f"(embedder {result.settings['embedder']})")
-    header = (f"{'row':<16} {'acc':>6} {'±std':>6} {'ratio':>6} {'pearson':>7} {'spearman':>8} "
-              f"{'%BMA':>5} {'params':>7} {'rank':>5}")
+    click.echo(f"strict leave-one-task-out over {result.n_tasks} tasks, {result.n_models} "
+               f"models (embedder {result.settings['embedder']}, predictor "
+               f"{result.settings['predictor']})")
+    header = (f"{'row':<18} {'acc':>6} {'±std':>6} {'95% CI':>13} {'half':>6} {'gap':>6} "
+              f"{'gap½':>6} {'W/T/L':>11} {'ratio':>6} {'pear':>6} {'spear':>6} {'%BMA':>5} "
+              f"{'params':>7} {'rank':>5}")
     click.echo(header)
     click.echo("-" * len(header))
     for name, row in result.rows.items():
         params = row.get("params")
         params_text = "-" if params is None or params != params else _format_params(int(params))
-        click.echo(f"{name:<16} {_fmt(row['acc'], 6)} {_fmt(row.get('acc_std'), 6)} "
-                   f"{_fmt(row['ratio_to_best'], 6)} {_fmt(row['pearson'], 7)} "
-                   f"{_fmt(row['spearman'], 8)} {_fmt(row['pct_bma'], 5, '.2f')} "
+        ci = row.get("acc_ci")
+        ci_text = f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else "-"
+        wtl = "-" if row.get("wins") is None else \
+            f"{row['wins']:g}/{row['ties']:g}/{row['losses']:g}"
+        click.echo(f"{name:<18} {_fmt(row['acc'], 6)} {_fmt(row.get('acc_std'), 6)} "
+                   f"{ci_text:>13} {_fmt(row.get('acc_half'), 6)} "
+                   f"{_fmt(row.get('gap_closed'), 6, '.2f')} "
+                   f"{_fmt(row.get('gap_closed_half'), 6, '.2f')} {wtl:>11} "
+                   f"{_fmt(row['ratio_to_best'], 6)} {_fmt(row['pearson'], 6)} "
+                   f"{_fmt(row['spearman'], 6)} {_fmt(row['pct_bma'], 5, '.2f')} "
                    f"{params_text:>7} {_fmt(row['rank'], 5, '.2f')}")
     click.echo(f"\ncorrectness predictors on held-out tasks: accuracy "
                f"{result.predictor_accuracy:.3f}; kernel-smoothed p: MAE {result.p_mae:.3f}")
     for entry in result.alpha_sweep:
-        click.echo(f"alpha {entry['alpha']:g}: predictor accuracy "
-                   f"{entry['predictor_accuracy']:.3f}")
-    click.echo("rows: s3 = S3 with the fallback to the best model on average (bma); "
-               "X@alpha = with min(alpha n, 50) in-task labels, mean (±std) over repeats")
+        what = (f"alpha {entry['alpha']:g}" if entry.get("alpha") is not None
+                else f"{entry['labels']} labels")
+        click.echo(f"{what}: {entry['mean_labels']:.1f} labels per task on average, "
+                   f"predictor accuracy {entry['predictor_accuracy']:.3f}")
+    click.echo("\n" + EVALUATE_LEGEND)
 
 
 if __name__ == "__main__":  # pragma: no cover

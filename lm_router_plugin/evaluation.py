@@ -1,12 +1,24 @@
-"""Leave-one-task-out evaluation of the router (METHOD.md "Evaluation protocol").
+"""Strict leave-one-task-out evaluation of the router (METHOD.md "Evaluation protocol").
 
     >>> result = evaluate(table, store=store, alphas=[0, 0.05], repeats=10)
-    >>> result.rows["s3"]["acc"], result.rows["bma"]["acc"], result.rows["oracle"]["acc"]
+    >>> result.rows["s3"]["acc"], result.rows["s3"]["gap_closed_half"], result.rows["s3"]["wins"]
 
-Nothing is refitted per task: the router's fit already ran one neighbour search over all
-inputs with each input's own task masked out; every score, every held-out task and every
-alpha of the in-task-label sweep reuses it (in-task labels are merged into those neighbour
-lists with a small within-task similarity block).
+For each held-out task d, the router is what ``Router.fit`` would learn from the table
+without d: every other task z is calibrated from a pool without d and z, the priors, the
+task accuracies and the best model on average (BMA) come from the tasks other than d, and
+d is scored through the same function as ``Router.recommend`` (``score_and_decide``).
+Nothing is refitted: one :class:`~lm_router_plugin.neighbors.GroupedNeighbors` search keeps
+each input's nearest neighbours per task, so any task can be left out exactly; predictors
+without such a shortcut refit (``CorrectnessPredictor.predict_left_out``).
+``tests/test_evaluation.py`` checks every per-task output against a loop that refits a
+Router from scratch without each task.
+
+Noise-aware figures: on small tasks the per-task Oracle is partly luck (the best of M models
+on a few items). Each row is also scored split-half: the Oracle picks the best model on a
+random half of the task and is scored on the other half; every row's choice is scored on
+the same halves (``acc_half``). Rows report the share of the BMA -> Oracle gap they close
+(full and split-half), a bootstrap confidence interval over tasks, and per-task wins, ties
+and losses against BMA.
 """
 
 from __future__ import annotations
@@ -21,21 +33,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .calibration import Calibration, best_on_average, calibrate, measured_p, smoothed_p
+from .decision import route_choices, score_and_decide
+from .estimate import decide_with_estimate, estimate, plan
 from .errors import InputError, LMRouterError, UnknownNameError
-from .neighbors import merge_topk
-from .predictors import KNNPredictor
+from .neighbors import GroupedNeighbors
+from .pool import build_pool
 from .registry import unknown_name_message
-from .router import Router, decide, score_task
-from .scores import (
-    argmax_with_ties, kernel_smoothed_p, quiet_nanmean, task_distance, thresholded_accuracy,
-)
+from .router import Router, model_mask
+from .scores import argmax_with_ties, quiet_nanmean, thresholded_accuracy
 from .store import Store
 
 logger = logging.getLogger(__name__)
 
-ROW_NAMES = ("s1", "s2", "s3", "s3_true_p", "moe", "bma", "oracle")
+ROW_NAMES = ("s1", "s2", "s3", "s3_true_p", "cal", "moe", "bma", "oracle")
+SWEEP_ROWS = ("s1", "s3", "few_shot", "post", "post_planned")
 MAX_LABELS = 50  # the paper's cap on in-task labels: min(alpha n, 50)
-LABEL_P_STRENGTH = 10.0  # pseudo-labels the kernel-smoothed p is worth when labels exist
+N_SPLITS = 20  # split-half repetitions per task
+N_BOOTSTRAP = 1000  # bootstrap resamples of the tasks
+TIE_TOL = 1e-12
 
 
 @dataclass
@@ -137,181 +153,6 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / math.sqrt(np.dot(a, a) * np.dot(b, b)))
 
 
-class _Evaluator:
-    """Holds the fitted router's leave-one-task-out state and evaluates one task at a time."""
-
-    def __init__(self, router: Router, allowed: np.ndarray, params: np.ndarray,
-                 compare_to: int | None):
-        self.r = router
-        self.allowed = allowed
-        self.params = params  # (M,) float, nan when unknown
-        self.compare_to = compare_to
-        self.label_p_strength = LABEL_P_STRENGTH
-        # g's fallback where no neighbour is labelled: the mean label outside the held-out task
-        self.prior_without = (router.predictor_.group_out_prior(router.task_of_)
-                              if isinstance(router.predictor_, KNNPredictor) else None)
-        D = len(router.task_names_)
-        # BMA of held-out d: mean per-task accuracy over the other tasks.
-        acc = router.task_accuracy_
-        with np.errstate(invalid="ignore"):
-            totals = np.nansum(acc, axis=0)
-            counts = (~np.isnan(acc)).sum(axis=0)
-        self.mean_acc_without = np.zeros((D, acc.shape[1]))
-        for d in range(D):
-            has = ~np.isnan(acc[d])
-            with np.errstate(invalid="ignore", divide="ignore"):
-                self.mean_acc_without[d] = np.nan_to_num(
-                    (totals - np.where(has, acc[d], 0)) / (counts - has))
-
-    def choose(self, name: str, scores: Any, d: int, allowed: np.ndarray) -> tuple[int, bool]:
-        tie = self.mean_acc_without[d]
-        bma = argmax_with_ties(np.where(allowed, tie, -np.inf), tie)
-        dec = decide(scores, name, bma, tie, allowed, eta=self.r.eta, n_draws=self.r.n_draws,
-                     seed=self.r.seed + d)
-        return dec.choice, dec.fallback
-
-    def record(self, name: str, chosen: int, acc: np.ndarray, allowed: np.ndarray, d: int,
-               score: np.ndarray | None) -> dict[str, Any]:
-        tie = self.mean_acc_without[d]
-        bma = argmax_with_ties(np.where(allowed, tie, -np.inf), tie)
-        best = np.nanmax(np.where(allowed, acc, np.nan))
-        pearson = spearman = math.nan
-        if score is not None:
-            pearson, spearman = _correlations(score[allowed], acc[allowed])
-        return {"acc": float(acc[chosen]),
-                "ratio_to_best": float(acc[chosen] / best) if best > 0 else math.nan,
-                "pearson": pearson, "spearman": spearman, "bma": float(chosen == bma),
-                "params": float(self.params[chosen]), "rank": _rank_of(acc, chosen, allowed),
-                "model": self.r.models_[chosen]}
-
-    def task_rows(self, d: int) -> dict[str, Any]:
-        r = self.r
-        rows = np.flatnonzero(r.task_of_ == d)
-        y = r.Y_[rows]
-        acc = quiet_nanmean(y)
-        allowed = self.allowed & ~np.isnan(acc)
-        g = r.loo_g_[rows]
-        u = float(r.u_ref_[d])
-        exclude = np.arange(len(r.task_names_)) == d
-        p_hat = kernel_smoothed_p(u, r.u_ref_, r.p_ref_, r.sigma, exclude=exclude)
-        p_hat = np.where(np.isnan(p_hat), 0.5, p_hat)
-        p_true = np.where(np.isnan(r.p_ref_[d]), 0.5, r.p_ref_[d])
-        est = score_task(g, u, p_hat, r.t)
-        true = score_task(g, u, p_true, r.t)
-        out: dict[str, Any] = {"task": r.task_names_[d], "n": int(len(rows)), "u": u}
-        for name, scores, score_name in (("s1", est, "s1"), ("s2", est, "s2"),
-                                         ("s3", est, "s3"), ("s3_true_p", true, "s3")):
-            chosen, fallback = self.choose(score_name, scores, d, allowed)
-            out[name] = self.record(name, chosen, acc, allowed, d, scores.get(score_name))
-            out[name]["fallback"] = fallback
-        # MoE: per input argmax g (+ 0.01 x mean accuracy, the authors' tie rule).
-        tie = self.mean_acc_without[d]
-        per_input = np.where(allowed[None, :], g + 0.01 * tie[None, :], -np.inf).argmax(1)
-        picked = y[np.arange(len(rows)), per_input]
-        moe = self.record("moe", int(np.argmax(np.bincount(per_input))), acc, allowed, d, None)
-        moe["acc"] = float(np.nanmean(picked)) if (~np.isnan(picked)).any() else math.nan
-        best = np.nanmax(np.where(allowed, acc, np.nan))
-        moe["ratio_to_best"] = float(moe["acc"] / best) if best > 0 else math.nan
-        chosen_params = self.params[per_input]
-        moe["params"] = (float(np.nanmean(chosen_params)) if (~np.isnan(chosen_params)).any()
-                         else math.nan)
-        moe["rank"] = math.nan
-        moe["bma"] = float(np.mean(per_input == argmax_with_ties(
-            np.where(allowed, tie, -np.inf), tie)))
-        out["moe"] = moe
-        bma = argmax_with_ties(np.where(allowed, tie, -np.inf), tie)
-        out["bma"] = self.record("bma", bma, acc, allowed, d, None)
-        oracle = argmax_with_ties(np.where(allowed, acc, -np.inf), tie)
-        out["oracle"] = self.record("oracle", oracle, acc, allowed, d, None)
-        if self.compare_to is not None and not np.isnan(acc[self.compare_to]):
-            every = np.ones_like(allowed)
-            out["compare_to"] = self.record("compare_to", self.compare_to, acc, every, d, None)
-        has = ~np.isnan(p_true) & allowed
-        out["predictor_accuracy"] = float(np.mean(r.p_ref_[d][has & ~np.isnan(r.p_ref_[d])]))
-        out["p_mae"] = float(np.mean(np.abs(p_hat - r.p_ref_[d])[has & ~np.isnan(r.p_ref_[d])]))
-        out["scores"] = {m: {"s1": float(est.s1[i]), "s2": float(est.s2[i]),
-                             "s3": float(est.s3[i]), "p": float(p_hat[i]),
-                             "true_p": float(p_true[i]), "acc": float(acc[i])}
-                         for i, m in enumerate(r.models_)}
-        return out
-
-    def labelled_rows(self, d: int, alpha: float, rng: np.random.Generator,
-                      selection: str = "random") -> dict[str, Any] | None:
-        """One repeat of the in-task-label sweep on task d: min(alpha n, 50) labelled inputs
-        join the reference pool; scores and true accuracies use the remaining inputs."""
-        r = self.r
-        rows = np.flatnonzero(r.task_of_ == d)
-        n_lab = min(max(1, int(alpha * len(rows))), MAX_LABELS, len(rows) - 1)
-        if n_lab < 1:
-            return None
-        if selection == "random":
-            lab = np.sort(rng.choice(rows, size=n_lab, replace=False))
-        else:
-            lab = select_diverse(r.X_[rows], n_lab, rng) if selection == "diverse" else None
-            lab = rows[lab]
-        rest = np.setdiff1d(rows, lab)
-        K = r.loo_neighbors_.shape[1]
-        sim_in = r.X_[rest] @ r.X_[lab].T  # (n_rest, n_lab) within-task block
-        idx, sim = merge_topk(r.loo_neighbors_[rest], r.loo_similarities_[rest],
-                              np.broadcast_to(lab, sim_in.shape), sim_in, K)
-        if isinstance(r.predictor_, KNNPredictor):
-            g = r.predictor_.from_neighbors(idx[:, :r.k], prior=self.prior_without[rows[0]])
-        else:
-            keep = (r.task_of_ != d)
-            keep[lab] = True
-            g = r._make_predictor().fit(r.X_[keep], r.Y_[keep]).predict_proba(r.X_[rest])
-        # u stays the distance to the *reference tasks* (labelled in-task inputs are not a
-        # reference task), so p keeps meaning "how far is this task from the benchmark".
-        u = task_distance(r.loo_similarities_[rest, :r.kappa])
-        exclude = np.arange(len(r.task_names_)) == d
-        p_hat = kernel_smoothed_p(u, r.u_ref_, r.p_ref_, r.sigma, exclude=exclude)
-        p_hat = np.where(np.isnan(p_hat), 0.5, p_hat)
-        y_rest = r.Y_[rest]
-        acc = quiet_nanmean(y_rest)
-        acc_lab = quiet_nanmean(r.Y_[lab])  # nan for a model without labels here
-        allowed = self.allowed & ~np.isnan(acc)
-        scores = score_task(g, u, p_hat, r.t)
-        out: dict[str, Any] = {"n_labels": int(n_lab)}
-        for name in ("s1", "s3"):
-            chosen, _ = self.choose(name, scores, d, allowed)
-            out[name] = self.record(name, chosen, acc, allowed, d, scores.get(name))
-        tie = self.mean_acc_without[d]
-        few = argmax_with_ties(np.where(allowed & ~np.isnan(acc_lab), acc_lab, -np.inf), tie)
-        out["few_shot"] = self.record("few_shot", few, acc, allowed, d, acc_lab)
-        if isinstance(r.predictor_, KNNPredictor):
-            # Beyond the paper: the labels also measure the predictor's accuracy in-task.
-            p_lab, n_lab_m = self._labelled_p(lab, d)
-            p_mix = label_calibrated_p(p_hat, p_lab, n_lab_m, self.label_p_strength)
-            mixed = score_task(g, u, p_mix, r.t)
-            chosen, _ = self.choose("s3", mixed, d, allowed)
-            out["s3_label_p"] = self.record("s3_label_p", chosen, acc, allowed, d, mixed.s3)
-        out["predictor_accuracy"] = float(np.nanmean(
-            thresholded_accuracy(g, y_rest, r.t)[allowed]))
-        return out
-
-
-    def _labelled_p(self, lab: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
-        """Accuracy of 1[g > t] on the labelled in-task inputs, each predicted from the
-        reference pool plus the *other* labelled inputs: (p (M,), labels per model (M,))."""
-        r = self.r
-        sim_ll = r.X_[lab] @ r.X_[lab].T
-        np.fill_diagonal(sim_ll, -np.inf)
-        idx, sim = merge_topk(r.loo_neighbors_[lab, :r.k], r.loo_similarities_[lab, :r.k],
-                              np.broadcast_to(lab, sim_ll.shape), sim_ll, r.k)
-        idx = np.where(np.isfinite(sim), idx, -1)  # never a labelled input itself
-        g_lab = r.predictor_.from_neighbors(idx, prior=self.prior_without[lab[0]])
-        y_lab = r.Y_[lab]
-        return (thresholded_accuracy(g_lab, y_lab, r.t),
-                (~np.isnan(y_lab)).sum(axis=0).astype(float))
-
-
-def label_calibrated_p(p_kernel: np.ndarray, p_labels: np.ndarray, n_labels: np.ndarray,
-                       strength: float) -> np.ndarray:
-    """Blend the kernel-smoothed p (worth ``strength`` pseudo-labels) with p measured on
-    n in-task labels: (n p_labels + strength p_kernel) / (n + strength). (M,) arrays."""
-    p_labels = np.where(np.isnan(p_labels), p_kernel, p_labels)
-    return (n_labels * p_labels + strength * p_kernel) / (n_labels + strength)
-
 
 def select_diverse(X: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """n row numbers of X spread over the task (greedy farthest-point, seeded start): an
@@ -326,91 +167,367 @@ def select_diverse(X: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarra
     return np.sort(np.array(chosen))
 
 
+
+
+def _rank_of(acc: np.ndarray, chosen: int, allowed: np.ndarray) -> float:
+    """1 + number of allowed models with strictly higher true accuracy."""
+    return float(1 + np.sum(allowed & (acc > acc[chosen])))
+
+
+class _HeldOut:
+    """The strict leave-one-task-out state: one neighbour index, one predictor, and the
+    calibration of the fit without each task (computed once per task, cached)."""
+
+    def __init__(self, router: Router, X: np.ndarray, Y: np.ndarray, task_of: np.ndarray,
+                 n_tasks: int):
+        self.router, self.X, self.Y, self.task_of, self.D = router, X, Y, task_of, n_tasks
+        self.settings = router.decision_settings()
+        self.neighbors = GroupedNeighbors(X, task_of, max(router.k, router.kappa))
+        self.predictor = router.make_predictor()
+        order = np.argsort(task_of, kind="stable")
+        bounds = np.searchsorted(task_of[order], np.arange(n_tasks + 1))
+        self.rows_of = [np.sort(order[bounds[d]:bounds[d + 1]]) for d in range(n_tasks)]
+        # g of every input from a fit without its own task = the held-out task's g.
+        self.g_held = self.predictor.predict_left_out(X, Y, task_of, np.arange(len(X)),
+                                                      neighbors=self.neighbors)
+        self._calibrations: dict[int, Calibration] = {}
+
+    def calibration_without(self, d: int) -> Calibration:
+        """What ``Router.fit`` computes from the table without task d."""
+        if d not in self._calibrations:
+            r = self.router
+            rows = np.flatnonzero(self.task_of != d)
+            g = np.full(self.Y.shape, np.nan)
+            sim = np.full((len(self.X), r.kappa), -np.inf, dtype=np.float32)
+            g[rows] = self.predictor.predict_left_out(self.X, self.Y, self.task_of, rows,
+                                                      exclude=[d], neighbors=self.neighbors)
+            sim[rows] = self.neighbors.query(rows, [d])[1][:, :r.kappa]
+            self._calibrations[d] = calibrate(self.task_of, self.Y, g, sim, r.t, self.D,
+                                              held_out=d)
+        return self._calibrations[d]
+
+    def kappa_sim(self, rows: np.ndarray) -> np.ndarray:
+        """(r, kappa) similarities of held-out rows to the reference tasks (u)."""
+        return self.neighbors.sim[rows, :self.router.kappa]
+
+
+class _TaskScorer:
+    """Records of one held-out task: the routers' choices and their accuracies."""
+
+    def __init__(self, ev: _HeldOut, allowed: np.ndarray, params: np.ndarray,
+                 models: list[str], compare_to: int | None, n_splits: int):
+        self.ev, self.allowed, self.params, self.models = ev, allowed, params, models
+        self.compare_to, self.n_splits = compare_to, n_splits
+
+    def _record(self, chosen: int, acc: np.ndarray, allowed: np.ndarray, bma: int,
+                score: np.ndarray | None, half: np.ndarray | None) -> dict[str, Any]:
+        best = np.nanmax(np.where(allowed, acc, np.nan))
+        pearson = spearman = math.nan
+        if score is not None:
+            pearson, spearman = _correlations(score[allowed], acc[allowed])
+        return {"model": self.models[chosen], "acc": float(acc[chosen]),
+                "acc_half": float(half[chosen]) if half is not None else math.nan,
+                "ratio_to_best": float(acc[chosen] / best) if best > 0 else math.nan,
+                "pearson": pearson, "spearman": spearman, "bma": float(chosen == bma),
+                "params": float(self.params[chosen]), "rank": _rank_of(acc, chosen, allowed)}
+
+    def split_halves(self, y: np.ndarray, allowed: np.ndarray, tie: np.ndarray, d: int
+                     ) -> tuple[np.ndarray, np.ndarray, float]:
+        """Over seeded random halves (A, B) of the task: (halves (S, n) bool marking B,
+        mean accuracy on B per model (M,), the split-half Oracle's mean accuracy on B)."""
+        n = len(y)
+        rng = np.random.default_rng([self.ev.router.seed, 104729, d])
+        halves = np.zeros((self.n_splits, n), dtype=bool)
+        on_b, oracle = [], []
+        for s in range(self.n_splits):
+            perm = rng.permutation(n)
+            halves[s, perm[n // 2:]] = True
+            acc_a, acc_b = quiet_nanmean(y[~halves[s]]), quiet_nanmean(y[halves[s]])
+            ok = allowed & ~np.isnan(acc_a) & ~np.isnan(acc_b)
+            if not ok.any():
+                continue
+            pick = argmax_with_ties(np.where(ok, acc_a, -np.inf), tie)
+            oracle.append(acc_b[pick])
+            on_b.append(acc_b)
+        if not on_b:
+            return halves, np.full(len(allowed), np.nan), math.nan
+        return halves, np.nanmean(np.array(on_b), axis=0), float(np.mean(oracle))
+
+    def task(self, d: int) -> dict[str, Any]:
+        ev, r = self.ev, self.ev.router
+        rows = ev.rows_of[d]
+        y = ev.Y[rows]
+        acc = quiet_nanmean(y)
+        allowed = self.allowed & ~np.isnan(acc)
+        cal = ev.calibration_without(d)
+        g, sim = ev.g_held[rows], ev.kappa_sim(rows)
+        tie = cal.mean_accuracy
+        bma = best_on_average(cal, allowed)
+        halves, half_acc, oracle_half = self.split_halves(y, allowed, tie, d)
+        p_true = measured_p(g, y, r.t)
+        out: dict[str, Any] = {"task": None, "n": int(len(rows))}
+        est = None
+        for name, score_name, p in (("s1", "s1", None), ("s2", "s2", None), ("s3", "s3", None),
+                                    ("s3_true_p", "s3", p_true)):
+            scores, dec = score_and_decide(cal, g, sim, allowed, score_name, ev.settings, p=p)
+            est = scores if name == "s1" else est
+            out[name] = self._record(dec.choice, acc, allowed, bma, scores.get(score_name),
+                                     half_acc)
+            out[name]["fallback"] = bool(dec.fallback)
+        out["u"] = float(est.u)
+        # Beyond the paper: the bias-corrected S1 with its calibrated uncertainty (estimate.py)
+        posterior = estimate(cal, g, allowed)
+        choice, p_better, _ = decide_with_estimate(posterior, cal, r.eta)
+        out["cal"] = self._record(choice, acc, allowed, bma, posterior.mean, half_acc)
+        out["cal"]["p_beats_bma"] = float(p_better)
+        # MoE: a per-input choice, scored per input.
+        per_input = route_choices(g, cal, allowed)
+        picked = y[np.arange(len(rows)), per_input]
+        moe = self._record(int(np.bincount(per_input).argmax()), acc, allowed, bma, None, None)
+        moe["acc"] = float(np.nanmean(picked)) if (~np.isnan(picked)).any() else math.nan
+        moe["acc_half"] = float(np.nanmean([quiet_nanmean(picked[h]) for h in halves]))
+        best = np.nanmax(np.where(allowed, acc, np.nan))
+        moe["ratio_to_best"] = float(moe["acc"] / best) if best > 0 else math.nan
+        chosen_params = self.params[per_input]
+        moe["params"] = (float(np.nanmean(chosen_params)) if (~np.isnan(chosen_params)).any()
+                         else math.nan)
+        moe["rank"] = math.nan
+        moe["bma"] = float(np.mean(per_input == bma))
+        out["moe"] = moe
+        out["bma"] = self._record(bma, acc, allowed, bma, None, half_acc)
+        oracle = argmax_with_ties(np.where(allowed, acc, -np.inf), tie)
+        out["oracle"] = self._record(oracle, acc, allowed, bma, None, half_acc)
+        out["oracle"]["acc_half"] = oracle_half  # chosen on one half, scored on the other
+        if self.compare_to is not None and not np.isnan(acc[self.compare_to]):
+            out["compare_to"] = self._record(self.compare_to, acc, np.ones_like(allowed), bma,
+                                             None, half_acc)
+        has = allowed & ~np.isnan(thresholded_accuracy(g, y, r.t))
+        out["predictor_accuracy"] = float(np.mean(p_true[has])) if has.any() else math.nan
+        out["p_mae"] = float(np.mean(np.abs(est.p - p_true)[has])) if has.any() else math.nan
+        out["scores"] = {m: {"s1": float(est.s1[i]), "s2": float(est.s2[i]),
+                             "s3": float(est.s3[i]), "p": float(est.p[i]),
+                             "true_p": float(p_true[i]), "acc": float(acc[i])}
+                         for i, m in enumerate(self.models)}
+        return out
+
+    def labelled(self, d: int, n_lab: int, rng: np.random.Generator, selection: str,
+                 plan_rng: np.random.Generator) -> dict[str, Any] | None:
+        """One repeat of the in-task-label protocol on task d: ``n_lab`` labelled inputs join
+        the predictor's pool (not u, not the calibration); everything is scored on the other
+        inputs of d."""
+        ev, r = self.ev, self.ev.router
+        rows = ev.rows_of[d]
+        n_lab = min(n_lab, len(rows) - 1)
+        if n_lab < 1:
+            return None
+        if selection == "random":
+            lab = np.sort(rng.choice(rows, size=n_lab, replace=False))
+        else:
+            lab = rows[select_diverse(ev.X[rows], n_lab, rng)]
+        rest = np.setdiff1d(rows, lab)
+        cal = ev.calibration_without(d)
+        g = ev.predictor.predict_left_out(ev.X, ev.Y, ev.task_of, rest, extra=lab,
+                                          neighbors=ev.neighbors)
+        sim = ev.kappa_sim(rest)
+        y_rest = ev.Y[rest]
+        acc = quiet_nanmean(y_rest)
+        acc_lab = quiet_nanmean(ev.Y[lab])  # nan for a model without labels here
+        allowed = self.allowed & ~np.isnan(acc)
+        bma = best_on_average(cal, allowed)
+        out: dict[str, Any] = {"n_labels": int(n_lab)}
+        for name in ("s1", "s3"):
+            scores, dec = score_and_decide(cal, g, sim, allowed, name, ev.settings)
+            out[name] = self._record(dec.choice, acc, allowed, bma, scores.get(name), None)
+        known = allowed & ~np.isnan(acc_lab)
+        few = argmax_with_ties(np.where(known, acc_lab, -np.inf), cal.mean_accuracy) \
+            if known.any() else bma
+        out["few_shot"] = self._record(few, acc, allowed, bma, acc_lab, None)
+        out["bma"] = self._record(bma, acc, allowed, bma, None, None)
+        oracle = argmax_with_ties(np.where(allowed, acc, -np.inf), cal.mean_accuracy)
+        out["oracle"] = self._record(oracle, acc, allowed, bma, None, None)
+        out["predictor_accuracy"] = float(np.nanmean(
+            thresholded_accuracy(g, y_rest, r.t)[allowed]))
+        # Beyond the paper (estimate.py): zero-label posterior + the same random labels ...
+        zero = ev.g_held
+        post = estimate(cal, zero[rest], allowed, lab_g=zero[lab], lab_y=ev.Y[lab])
+        choice, _, _ = decide_with_estimate(post, cal, r.eta)
+        out["post"] = self._record(choice, acc, allowed, bma, post.mean, None)
+        # ... and as many labels planned on the leaders' disagreement (weighted).
+        known = self.allowed & ~np.isnan(quiet_nanmean(ev.Y[rows]))
+        picked, pi = plan(zero[rows], estimate(cal, zero[rows], known), n_lab, plan_rng)
+        lab_p, rest_p = rows[picked], np.setdiff1d(rows, rows[picked])
+        acc_p = quiet_nanmean(ev.Y[rest_p])
+        allowed_p = self.allowed & ~np.isnan(acc_p)
+        post_p = estimate(cal, zero[rest_p], allowed_p, lab_g=zero[lab_p], lab_y=ev.Y[lab_p],
+                          weights=1.0 / pi[picked])
+        choice, _, bma_p = decide_with_estimate(post_p, cal, r.eta)
+        out["post_planned"] = self._record(choice, acc_p, allowed_p, bma_p, post_p.mean, None)
+        # its comparators on the same unlabelled items
+        out["bma_planned"] = self._record(bma_p, acc_p, allowed_p, bma_p, None, None)
+        oracle_p = argmax_with_ties(np.where(allowed_p, acc_p, -np.inf), cal.mean_accuracy)
+        out["oracle_planned"] = self._record(oracle_p, acc_p, allowed_p, bma_p, None, None)
+        return out
+
+
+# -- summaries ---------------------------------------------------------------------------
 def _mean(values: Sequence[float]) -> float:
     arr = np.array([v for v in values if v is not None], dtype=float)
     return float(np.nanmean(arr)) if arr.size and (~np.isnan(arr)).any() else math.nan
 
 
-_COLUMNS = ("acc", "ratio_to_best", "pearson", "spearman", "bma", "params", "rank")
+_COLUMNS = ("acc", "acc_half", "ratio_to_best", "pearson", "spearman", "bma", "params", "rank")
 
 
-def _summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
+def _gap_share(row: np.ndarray, bma: np.ndarray, oracle: np.ndarray) -> float:
+    """Share of the BMA -> Oracle gap closed, over tasks: sum(row - bma) / sum(oracle - bma)."""
+    ok = ~(np.isnan(row) | np.isnan(bma) | np.isnan(oracle))
+    gap = float(np.sum(oracle[ok] - bma[ok]))
+    return float(np.sum(row[ok] - bma[ok]) / gap) if gap > TIE_TOL else math.nan
+
+
+def _summarise(records: list[dict[str, Any]], bma: list[dict[str, Any]],
+               oracle: list[dict[str, Any]], rng: np.random.Generator,
+               n_bootstrap: int) -> dict[str, Any]:
+    """Means over tasks, gap shares, bootstrap intervals and wins/ties/losses vs BMA."""
     out = {col: _mean([r[col] for r in records]) for col in _COLUMNS}
     out["pct_bma"] = out.pop("bma")
+    acc = np.array([r["acc"] for r in records], dtype=float)
+    acc_bma = np.array([b["acc"] for b in bma], dtype=float)
+    acc_oracle = np.array([o["acc"] for o in oracle], dtype=float)
+    half = np.array([r["acc_half"] for r in records], dtype=float)
+    half_bma = np.array([b["acc_half"] for b in bma], dtype=float)
+    half_oracle = np.array([o["acc_half"] for o in oracle], dtype=float)
+    diff = acc - acc_bma
+    out["gain_over_bma"] = _mean(diff)
+    out["wins"] = int(np.sum(diff > TIE_TOL))
+    out["ties"] = int(np.sum(np.abs(diff) <= TIE_TOL))
+    out["losses"] = int(np.sum(diff < -TIE_TOL))
+    out["gap_closed"] = _gap_share(acc, acc_bma, acc_oracle)
+    out["gap_closed_half"] = _gap_share(half, half_bma, half_oracle)
+    n = len(records)
+    if n_bootstrap > 0 and n > 1:
+        draws = rng.integers(0, n, size=(n_bootstrap, n))
+        boot = {"acc": [np.nanmean(acc[i]) for i in draws],
+                "gain_over_bma": [np.nanmean(diff[i]) for i in draws],
+                "gap_closed": [_gap_share(acc[i], acc_bma[i], acc_oracle[i]) for i in draws],
+                "gap_closed_half": [_gap_share(half[i], half_bma[i], half_oracle[i])
+                                    for i in draws]}
+        for key, values in boot.items():
+            values = np.array(values, dtype=float)
+            values = values[~np.isnan(values)]
+            out[f"{key}_ci"] = ([float(np.percentile(values, 2.5)),
+                                 float(np.percentile(values, 97.5))] if values.size else None)
     return out
 
 
 def evaluate(table: pd.DataFrame, *, store: Store | None = None,
              embeddings: np.ndarray | None = None, router: Router | None = None,
              alphas: Sequence[float] = (0.0,), repeats: int = 10,
+             label_counts: Sequence[int] = (),
              candidates: Sequence[str] | None = None, max_params: int | None = None,
              compare_to: str | None = None, model_info: dict[str, dict] | None = None,
-             label_selection: str = "random") -> EvaluationResult:
-    """Leave-one-task-out evaluation of S1, S2, S3, S3 with true p, MoE, BMA and Oracle.
+             label_selection: str = "random", n_splits: int = N_SPLITS,
+             n_bootstrap: int = N_BOOTSTRAP) -> EvaluationResult:
+    """Strict leave-one-task-out evaluation of S1, S2, S3, S3 with true p, MoE, BMA, Oracle.
 
     Args:
         table: correctness table, already regrouped (see :func:`regroup_tasks`).
         store: embedding cache. embeddings: (n_ref, dim) in ``build_pool`` order instead.
-        router: unfitted Router carrying the constants (default METHOD.md's).
-        alphas: in-task label fractions; 0 is the plain protocol.
-        repeats: seeded repetitions per alpha > 0.
+        router: unfitted Router carrying the constants and the predictor (default METHOD.md's).
+        alphas: in-task label fractions (min(alpha n, 50) labels); 0 is the plain protocol.
+        label_counts: in-task label counts (N labels per task), alongside ``alphas``.
+        repeats: seeded repetitions per alpha / label count.
         candidates, max_params: route among a subset (thesis §4.3); ``compare_to`` names a
             model (e.g. the large one) reported beside it.
         label_selection: "random" (the paper) or "diverse" (farthest-point selection).
+        n_splits: split-half repetitions per task; n_bootstrap: resamples of the tasks.
     """
     router = router or Router()
-    router.fit(table, store=store, embeddings=embeddings)
+    router.validate_params()
+    if label_selection not in ("random", "diverse"):
+        raise UnknownNameError(unknown_name_message("label selection", label_selection,
+                                                    ["random", "diverse"]))
+    pool = build_pool(table)
+    D = len(pool.task_names)
+    if D < 3:
+        raise LMRouterError(f"leave-one-task-out needs at least 3 tasks (2 to calibrate on), "
+                            f"got {D}")
     info = model_info or {}
-    allowed = router.model_mask(candidates, max_params, info)
-    params = np.array([np.nan if (info.get(m) or {}).get("params") is None
-                       else float(info[m]["params"]) for m in router.models_])
+    allowed = model_mask(pool.models, candidates, max_params, info)  # before embedding
     compare_index = None
     if compare_to is not None:
-        if compare_to not in router.models_:
-            raise UnknownNameError(unknown_name_message("model", compare_to, router.models_))
-        compare_index = router.models_.index(compare_to)
-    ev = _Evaluator(router, allowed, params, compare_index)
-    D = len(router.task_names_)
-    per_task = [ev.task_rows(d) for d in range(D)]
+        if compare_to not in pool.models:
+            raise UnknownNameError(unknown_name_message("model", compare_to, pool.models))
+        compare_index = pool.models.index(compare_to)
+    X, embedder_id = router.reference_embeddings(pool, store, embeddings)
+    params = np.array([np.nan if (info.get(m) or {}).get("params") is None
+                       else float(info[m]["params"]) for m in pool.models])
+    ev = _HeldOut(router, X, pool.Y, pool.task_of, D)
+    scorer = _TaskScorer(ev, allowed, params, pool.models, compare_index, n_splits)
+    per_task = []
+    for d in range(D):
+        record = scorer.task(d)
+        record["task"] = pool.task_names[d]
+        per_task.append(record)
     names = list(ROW_NAMES) + (["compare_to"] if compare_index is not None else [])
-    rows = {name: _summarise([t[name] for t in per_task if name in t]) for name in names}
+    boot_rng = np.random.default_rng([router.seed, 7919])
+    rows = {}
+    for name in names:
+        kept = [t for t in per_task if name in t]
+        rows[name] = _summarise([t[name] for t in kept], [t["bma"] for t in kept],
+                                [t["oracle"] for t in kept], boot_rng, n_bootstrap)
     for name in ("moe", "bma", "oracle", "compare_to"):
         if name in rows:
             rows[name]["pearson"] = rows[name]["spearman"] = None
     rows["moe"]["rank"] = None
     if compare_index is not None:
         rows["compare_to"]["model"] = compare_to
+    settings_n = [("alpha", a, lambda n, a=a: min(max(1, int(a * n)), MAX_LABELS))
+                  for a in alphas if a > 0]
+    settings_n += [("labels", c, lambda n, c=c: int(c)) for c in label_counts if c > 0]
     sweep = []
-    for alpha in alphas:
-        if alpha <= 0:
-            continue
-        repeat_rows: dict[str, list[dict[str, Any]]] = {"s1": [], "s3": [], "few_shot": []}
-        if isinstance(router.predictor_, KNNPredictor):
-            repeat_rows["s3_label_p"] = []
-        pred_acc = []
+    for kind, value, count in settings_n:
+        per_repeat: dict[str, list[dict[str, Any]]] = {name: [] for name in SWEEP_ROWS}
+        pred_acc, n_labels = [], []
         for rep in range(repeats):
-            rng = np.random.default_rng([router.seed, rep, int(round(alpha * 1e6))])
-            recs = [ev.labelled_rows(d, alpha, rng, label_selection) for d in range(D)]
+            tag = int(round(value * 1e6)) if kind == "alpha" else 10**9 + int(value)
+            rng = np.random.default_rng([router.seed, rep, tag])
+            plan_rng = np.random.default_rng([router.seed, rep, tag, 1])
+            recs = [scorer.labelled(d, count(len(ev.rows_of[d])), rng, label_selection,
+                                    plan_rng) for d in range(D)]
             recs = [x for x in recs if x is not None]
-            for name in repeat_rows:
-                repeat_rows[name].append(_summarise([x[name] for x in recs]))
+            for name in SWEEP_ROWS:
+                suffix = "_planned" if name.endswith("_planned") else ""
+                per_repeat[name].append(_summarise(
+                    [x[name] for x in recs], [x["bma" + suffix] for x in recs],
+                    [x["oracle" + suffix] for x in recs], boot_rng, 0))
             pred_acc.append(_mean([x["predictor_accuracy"] for x in recs]))
-        entry: dict[str, Any] = {"alpha": alpha, "predictor_accuracy": _mean(pred_acc)}
-        for name, reps in repeat_rows.items():
-            summary = {col: _mean([rep[col] for rep in reps]) for col in reps[0]}
+            n_labels.append(_mean([x["n_labels"] for x in recs]))
+        entry: dict[str, Any] = {kind: value, "alpha": value if kind == "alpha" else None,
+                                 "mean_labels": _mean(n_labels),
+                                 "predictor_accuracy": _mean(pred_acc)}
+        suffix = f"@{value:g}" if kind == "alpha" else f"@{int(value)}labels"
+        for name, reps in per_repeat.items():
+            summary = {col: _mean([rep[col] for rep in reps]) for col in
+                       ("acc", "ratio_to_best", "pearson", "spearman", "pct_bma", "params",
+                        "rank", "gain_over_bma", "gap_closed")}
             summary["acc_std"] = float(np.nanstd([rep["acc"] for rep in reps]))
-            rows[f"{name}@{alpha:g}"] = summary
+            summary["wins"] = _mean([rep["wins"] for rep in reps])
+            summary["ties"] = _mean([rep["ties"] for rep in reps])
+            summary["losses"] = _mean([rep["losses"] for rep in reps])
+            rows[f"{name}{suffix}"] = summary
             entry[name] = summary
         sweep.append(entry)
     return EvaluationResult(
         n_tasks=D, n_models=int(allowed.sum()), rows=rows, per_task=per_task,
         predictor_accuracy=_mean([t["predictor_accuracy"] for t in per_task]),
         p_mae=_mean([t["p_mae"] for t in per_task]), alpha_sweep=sweep,
-        settings={**router.get_params(), "alphas": list(alphas), "repeats": repeats,
+        settings={**router.get_params(), "alphas": list(alphas),
+                  "label_counts": list(label_counts), "repeats": repeats,
                   "candidates": list(candidates) if candidates else None,
                   "max_params": max_params, "compare_to": compare_to,
-                  "label_selection": label_selection, "embedder": router.embedder_id_})
+                  "label_selection": label_selection, "embedder": embedder_id,
+                  "n_splits": n_splits, "n_bootstrap": n_bootstrap, "protocol": "strict"})
 
 
-__all__ = ["EvaluationResult", "evaluate", "label_calibrated_p", "read_side_table", "regroup_tasks",
-           "select_diverse"]
+__all__ = ["EvaluationResult", "evaluate", "read_side_table", "regroup_tasks", "select_diverse"]

@@ -32,11 +32,13 @@ def write_plots(result: EvaluationResult, folder: Path) -> list[Path]:
 
     # 1. accuracy against alpha
     fig, ax = plt.subplots(figsize=(6, 4))
-    alphas = [0.0] + [entry["alpha"] for entry in result.alpha_sweep]
-    for name, label in (("s1", "S1"), ("s3", "S3"), ("few_shot", "Few-shot")):
+    alphas = [0.0] + [entry["alpha"] for entry in result.alpha_sweep
+                      if entry.get("alpha") is not None]  # --labels entries have none
+    for name, label in (("s1", "S1"), ("s3", "S3"), ("few_shot", "Few-shot"),
+                        ("post", "posterior (ours)")):
         means, stds = [], []
         for alpha in alphas:
-            key = name if alpha == 0 else f"{name}@{alpha:g}"
+            key = (name if name != "post" else "cal") if alpha == 0 else f"{name}@{alpha:g}"
             if key not in rows:
                 means.append(float("nan"))
                 stds.append(0.0)

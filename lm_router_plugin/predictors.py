@@ -7,16 +7,24 @@ The built-in :class:`KNNPredictor` (thesis §3.1.1) is registered under the entr
     logistic = "my_pkg:LogisticPredictor"     # subclass CorrectnessPredictor
 
     >>> g = KNNPredictor(n_neighbors=5).fit(X_ref, Y_ref).predict_proba(X_new)   # (n_new, M)
+
+A predictor needs only ``__init__`` (keyword parameters stored under their own names, as in
+scikit-learn), ``fit`` and ``predict_proba``. Calibration and the leave-one-task-out
+evaluation ask it for :meth:`~CorrectnessPredictor.predict_left_out`, which by default
+refits a clone per left-out set; the kNN overrides it with one shared neighbour search.
 """
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from .errors import NotFittedError
-from .neighbors import topk_cosine
+from .neighbors import GroupedNeighbors, merge_topk, topk_cosine
 
 
 class CorrectnessPredictor(ABC):
@@ -36,21 +44,58 @@ class CorrectnessPredictor(ABC):
     def predict_proba(self, Q: np.ndarray) -> np.ndarray:
         """(n_q, dim) -> (n_q, M) predicted P(correct) in [0, 1]."""
 
-    def predict_leave_group_out(self, groups: np.ndarray) -> np.ndarray:
-        """(n_ref, M): g for every reference input from a fit without its own group (task).
+    # parameters (scikit-learn convention) ---------------------------------------------------
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """Keyword parameters of ``__init__``."""
+        sig = inspect.signature(cls.__init__)
+        return [p.name for p in sig.parameters.values()
+                if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
-        The default refits once per group; subclasses may share work across groups.
+    def get_params(self) -> dict[str, Any]:
+        """{parameter: value} read from the attributes of the same names."""
+        return {name: getattr(self, name) for name in self.param_names() if hasattr(self, name)}
+
+    def clone(self) -> CorrectnessPredictor:
+        """An unfitted copy with the same parameters."""
+        return type(self)(**self.get_params())
+
+    # leave-out predictions --------------------------------------------------------------------
+    def predict_left_out(self, X: np.ndarray, Y: np.ndarray, groups: np.ndarray,
+                         rows: np.ndarray, exclude: Sequence = (), extra: np.ndarray | None = None,
+                         neighbors: GroupedNeighbors | None = None) -> np.ndarray:
+        """g for reference rows, each from a fit that never saw its own group.
+
+        Args:
+            X, Y: (n, dim), (n, M) the reference pool.
+            groups: (n,) group (task) of each row.
+            rows: (r,) rows to predict.
+            exclude: groups also left out of every fit (e.g. a held-out task).
+            extra: rows added to every fit although their group is left out (in-task
+                labels); must not overlap ``rows``.
+            neighbors: a shared neighbour index over (X, groups), for predictors that use it.
+
+        Returns:
+            (r, M). The default refits a clone once per group of ``rows``; the training rows
+            keep their original order, then ``extra`` (so ties resolve as in a plain fit).
         """
-        X, Y = self.X_, self.Y_
-        out = np.empty(Y.shape, dtype=float)
-        for group in np.unique(groups):
-            inside = groups == group
-            clone = type(self)(**self.get_params()).fit(X[~inside], Y[~inside])
-            out[inside] = clone.predict_proba(X[inside])
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), Y.shape[1]), dtype=float)
+        base = ~np.isin(groups, np.asarray(list(exclude), dtype=np.asarray(groups).dtype))
+        extra = np.empty(0, dtype=np.int64) if extra is None else np.asarray(extra, np.int64)
+        for group in np.unique(groups[rows]):
+            train = np.flatnonzero(base & (groups != group))
+            train = np.concatenate([np.setdiff1d(train, extra), extra])
+            where = groups[rows] == group
+            model = self.clone().fit(X[train], Y[train])
+            out[where] = model.predict_proba(X[rows[where]])
         return out
 
-    def get_params(self) -> dict:
-        return {}
+    def predict_leave_group_out(self, groups: np.ndarray) -> np.ndarray:
+        """(n_ref, M): g for every fitted reference row from a fit without its own group."""
+        self._check_fitted()
+        return self.predict_left_out(self.X_, self.Y_, np.asarray(groups),
+                                     np.arange(len(self.Y_)))
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "Y_"):
@@ -62,7 +107,8 @@ class KNNPredictor(CorrectnessPredictor):
     """g_m(x) = mean correctness of model m on the k nearest (cosine) reference inputs.
 
     One neighbour search serves all M models. Neighbours without a label for m are skipped;
-    a model with no labelled neighbour at all gets its mean reference accuracy (its prior).
+    a model with no labelled neighbour at all gets its mean label over the fit's rows (its
+    prior).
 
     Args:
         n_neighbors: k (METHOD.md: 5).
@@ -72,9 +118,6 @@ class KNNPredictor(CorrectnessPredictor):
 
     def __init__(self, n_neighbors: int = 5):
         self.n_neighbors = n_neighbors
-
-    def get_params(self) -> dict:
-        return {"n_neighbors": self.n_neighbors}
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> KNNPredictor:
         if int(self.n_neighbors) < 1:
@@ -89,26 +132,29 @@ class KNNPredictor(CorrectnessPredictor):
         idx, _ = topk_cosine(Q, self.X_, self.n_neighbors)
         return self.from_neighbors(idx)
 
-    def predict_leave_group_out(self, groups: np.ndarray) -> np.ndarray:
-        self._check_fitted()
-        idx, _ = topk_cosine(self.X_, self.X_, self.n_neighbors, query_groups=groups,
-                             ref_groups=groups)
-        return self.from_neighbors(idx, prior=self.group_out_prior(groups))
-
-    def group_out_prior(self, groups: np.ndarray) -> np.ndarray:
-        """(n_ref, M): each model's mean label over the reference rows outside each row's own
-        group, the prior of a leave-group-out prediction (no leak from the held-out group)."""
-        labelled = ~np.isnan(self.Y_)
-        values = np.where(labelled, self.Y_, 0).astype(np.float64)
-        codes, inverse = np.unique(groups, return_inverse=True)
-        per_group_sum = np.zeros((len(codes), self.Y_.shape[1]))
-        per_group_n = np.zeros_like(per_group_sum)
-        np.add.at(per_group_sum, inverse, values)
-        np.add.at(per_group_n, inverse, labelled)
-        out_sum = per_group_sum.sum(0) - per_group_sum
-        out_n = per_group_n.sum(0) - per_group_n
-        prior = np.divide(out_sum, out_n, out=np.zeros_like(out_sum), where=out_n > 0)
-        return prior[inverse]
+    def predict_left_out(self, X, Y, groups, rows, exclude=(), extra=None, neighbors=None):
+        """As the base class, exactly, from one shared neighbour index (no refit)."""
+        k = int(self.n_neighbors)
+        if k < 1:
+            raise ValueError(f"n_neighbors must be >= 1, got {self.n_neighbors}")
+        rows = np.asarray(rows, dtype=np.int64)
+        groups = np.asarray(groups)
+        Y = np.asarray(Y, dtype=np.float32)
+        if neighbors is None or neighbors.K < min(k, len(X)):
+            neighbors = GroupedNeighbors(X, groups, k, per_group=len(exclude) > 0)
+        idx, sim = neighbors.query(rows, exclude)
+        idx, sim = idx[:, :k], sim[:, :k]
+        extra = np.empty(0, dtype=np.int64) if extra is None else np.asarray(extra, np.int64)
+        Y_all = Y
+        if len(extra):
+            # extra rows rank after every pool row on ties, as when appended to a refit pool
+            sim_extra = np.asarray(X[rows], np.float32) @ np.asarray(X[extra], np.float32).T
+            ids = np.broadcast_to(len(Y) + np.arange(len(extra)), sim_extra.shape)
+            idx, sim = merge_topk(idx, sim, ids, sim_extra, k)
+            idx = np.where(np.isfinite(sim), idx, -1)
+            Y_all = np.vstack([Y, Y[extra]])
+        prior = _left_out_prior(Y, groups, rows, exclude, extra)
+        return self.from_neighbors(idx, Y_all, prior)
 
     def from_neighbors(self, idx: np.ndarray, Y: np.ndarray | None = None,
                        prior: np.ndarray | None = None) -> np.ndarray:
@@ -127,6 +173,27 @@ class KNNPredictor(CorrectnessPredictor):
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(count > 0, total / np.maximum(count, 1),
                             np.broadcast_to(prior, count.shape))
+
+
+def _left_out_prior(Y: np.ndarray, groups: np.ndarray, rows: np.ndarray, exclude: Sequence,
+                    extra: np.ndarray) -> np.ndarray:
+    """(r, M): each row's mean label over the rows its left-out fit sees (outside its own
+    group and ``exclude``, plus ``extra``); 0 where a model has none (as ``label_mean``)."""
+    codes, inverse = np.unique(groups, return_inverse=True)
+    labelled = ~np.isnan(Y)
+    values = np.where(labelled, Y, 0).astype(np.float64)
+    order = np.argsort(inverse, kind="stable")
+    starts = np.searchsorted(inverse[order], np.arange(len(codes)))
+    group_sum = np.add.reduceat(values[order], starts, axis=0)
+    group_n = np.add.reduceat(labelled[order].astype(np.float64), starts, axis=0)
+    dropped = np.isin(codes, np.asarray(list(exclude), dtype=codes.dtype))
+    base_sum = group_sum[~dropped].sum(0) + values[extra].sum(0)
+    base_n = group_n[~dropped].sum(0) + labelled[extra].sum(0)
+    own = inverse[rows]
+    own_counted = ~dropped[own]  # own group not already dropped: subtract it
+    row_sum = base_sum[None, :] - np.where(own_counted[:, None], group_sum[own], 0)
+    row_n = base_n[None, :] - np.where(own_counted[:, None], group_n[own], 0)
+    return np.divide(row_sum, row_n, out=np.zeros_like(row_sum), where=row_n > 0)
 
 
 def label_mean(Y: np.ndarray, axis: int = 0) -> np.ndarray:

@@ -92,7 +92,7 @@ def test_labeled_samples_join_the_pool(cli, held_out_runs, lmeval_runs, tmp_path
 def test_evaluate_and_plots(cli, held_out_runs, tmp_path):
     assert cli("ingest", "lm-eval", held_out_runs).exit_code == 0
     plots = tmp_path / "plots"
-    result = cli("evaluate", "--alpha", "0,0.2", "--repeats", "2", "--plot", plots, "--json")
+    result = cli("evaluate", "--alpha", "0,0.2", "--labels", "3", "--repeats", "2", "--plot", plots, "--json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert out["n_models"] == 4 and out["n_tasks"] >= 4
@@ -106,10 +106,14 @@ def test_evaluate_and_plots(cli, held_out_runs, tmp_path):
 
 
 @pytest.mark.slow
-def test_unknown_and_empty_tasks(cli, tmp_path):
+def test_unknown_and_empty_tasks(cli, held_out_runs, tmp_path):
     from conftest import one_error
 
     task_configs = Path(__file__).resolve().parents[1] / "task_configs"
+    # an empty store is reported first, before lm-eval builds the task
+    error = one_error(cli("recommend", "--task", "toy_percnt", "--include-path", task_configs))
+    assert "holds no results yet" in error
+    assert cli("ingest", "lm-eval", held_out_runs).exit_code == 0
     error = one_error(cli("recommend", "--task", "toy_percnt", "--include-path", task_configs))
     assert "Unknown lm-eval task 'toy_percnt'. Did you mean: toy_percent" in error
     folder = tmp_path / "tasks"

@@ -19,7 +19,9 @@ from lm_router_plugin.embedding import SentenceTransformerEmbedder
 from lm_router_plugin.errors import LMRouterError, NotFittedError, UnknownNameError
 from lm_router_plugin.predictors import CorrectnessPredictor
 from lm_router_plugin.registry import predictors
-from lm_router_plugin.router import Router, TaskScores, build_pool, decide, fit_or_load
+from lm_router_plugin.decision import TaskScores, decide
+from lm_router_plugin.pool import build_pool
+from lm_router_plugin.router import Router, fit_or_load
 from lm_router_plugin.schema import validate_table
 from lm_router_plugin.store import Store
 
@@ -407,8 +409,37 @@ def test_fit_errors(data):
     one_task = data["table"][data["table"]["task"] == "alpha"]
     with pytest.raises(LMRouterError, match="at least 2 tasks"):
         Router().fit(one_task, embeddings=data["X"][:4])
-    with pytest.raises(ValueError, match="kappa must be >= 1"):
+    with pytest.raises(ValueError, match="--kappa: must be an integer >= 1, got 0"):
         Router(kappa=0).fit(data["table"], embeddings=data["X"])
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"k": 0}, "--k: must be an integer >= 1, got 0"),
+    ({"k": 2.5}, "--k: must be an integer >= 1"),
+    ({"sigma": 0}, r"--sigma: must be a number in \(0.0, inf\]"),
+    ({"sigma": float("nan")}, "--sigma"),
+    ({"eta": 1.5}, r"--eta: must be a number in \[0.0, 1.0\], got 1.5"),
+    ({"t": -0.1}, "--t: must be a number"),
+    ({"n_draws": 0}, "--n-draws: must be an integer >= 1"),
+    ({"seed": -1}, "--seed: must be an integer >= 0"),
+    ({"max_seq_length": 0}, "--max-seq-length"),
+    ({"predictor_params": {"n_neighbours": 3}}, "knn has no parameter"),
+])
+def test_every_constant_is_range_checked(params, message):
+    from lm_router_plugin.router import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match=message):
+        Router(**params).validate_params()
+
+
+def test_fit_rejects_an_invalid_table(data):
+    table = data["table"].copy()
+    table.loc[0, "correct"] = 7
+    with pytest.raises(LMRouterError, match="correct=7 .* must be 0 or 1"):
+        Router().fit(table, embeddings=data["X"])
+    dup = pd.concat([data["table"], data["table"].iloc[:1]])
+    with pytest.raises(LMRouterError, match="repeats the key"):
+        Router().fit(dup, embeddings=data["X"])
 
 
 # -- persistence -----------------------------------------------------------------------------
@@ -419,7 +450,8 @@ def test_save_load_round_trip(fitted, data, tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["arrays.npz", "card.json", "state.json"]
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no temp left
     loaded = Router.load(folder)
-    for name in Router._ARRAYS:
+    for name in ("X_", "Y_", "task_of_", "loo_g_", "u_ref_", "p_ref_", "task_accuracy_",
+                 "model_mean_accuracy_"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(fitted, name))
     assert loaded.get_params() == fitted.get_params()
     assert loaded.models_ == fitted.models_ and loaded.task_names_ == fitted.task_names_
@@ -518,18 +550,26 @@ def test_fit_or_load_embeds_and_fits_once(tmp_path, data, fake_encode):
     store = _write_store(tmp_path / "store", data["table"])
     first = fit_or_load(store)
     assert sum(len(c) for c in fake_encode) == 12
-    current = (store.routers_dir() / "CURRENT").read_text().strip()
+
+    def folders():
+        return sorted(p.name for p in store.routers_dir().iterdir() if p.is_dir())
+
+    current = folders()
+    assert len(current) == 1
     second = fit_or_load(store)
     assert sum(len(c) for c in fake_encode) == 12  # loaded: nothing embedded again
-    assert (store.routers_dir() / "CURRENT").read_text().strip() == current
     np.testing.assert_array_equal(first.p_ref_, second.p_ref_)
-    other = fit_or_load(store, k=3)  # other parameters: another fit, embeddings cached
+    # decision-only settings: the same fitted router, neither refitted nor deleted
+    mtime = (store.routers_dir() / current[0] / "arrays.npz").stat().st_mtime_ns
+    decided = fit_or_load(store, eta=0.9, sigma=0.2, n_draws=50, seed=3)
+    assert folders() == current
+    assert (store.routers_dir() / current[0] / "arrays.npz").stat().st_mtime_ns == mtime
+    assert (decided.eta, decided.sigma, decided.n_draws, decided.seed) == (0.9, 0.2, 50, 3)
+    other = fit_or_load(store, k=3)  # a fit parameter: another fit, embeddings cached
     assert sum(len(c) for c in fake_encode) == 12
     assert other.k == 3
-    new_current = (store.routers_dir() / "CURRENT").read_text().strip()
-    assert new_current != current
-    assert [p.name for p in store.routers_dir().iterdir() if p.is_dir()] == [new_current]
-    # a changed table: refit, the old router folder is dropped
+    assert len(folders()) == 2 and set(current) < set(folders())  # both kept (same table)
+    # a changed table: refit, the routers of the old table are dropped
     store.write_table(data["table"][data["table"]["model"] != "m_mid"])
     third = fit_or_load(store)
     assert third.models_ == ["m_big", "m_small"]
@@ -725,3 +765,72 @@ def test_cli_end_to_end_with_minilm(cli, e2e_store, tmp_path, count_real_encode,
     plain = cli("-q", "route", "--prompts", prompts, "--store", e2e_store.root)
     assert plain.stdout.splitlines() == [f"{i}\tcalc-llm" for i in range(4)]
 
+
+
+# -- validation before any work (exit 2 bad usage, 1 bad data; nothing embedded or fitted) --
+@pytest.mark.parametrize("args, message", [
+    (["--k", "0"], "--k: must be an integer >= 1, got 0"),
+    (["--sigma", "0"], "--sigma: must be a number in (0.0, inf]"),
+    (["--eta", "1.5"], "--eta: must be a number in [0.0, 1.0], got 1.5"),
+    (["--n-draws", "0"], "--n-draws: must be an integer >= 1"),
+    (["--max-params", "abc"], "--max-params: cannot read a parameter count from 'abc'"),
+    (["--predictor-param", "n_neighbours=3"], "knn has no parameter"),
+    (["--predictor-param", "oops"], "expected KEY=VALUE"),
+])
+@pytest.mark.parametrize("command", ["recommend", "route", "evaluate"])
+def test_cli_bad_constants_are_usage_errors(cli, cli_store, tmp_path, fake_encode, args,
+                                            message, command):
+    (tmp_path / "p.txt").write_text("What is 2+2?\n")
+    prompts = [] if command == "evaluate" else ["--prompts", tmp_path / "p.txt"]
+    result = cli(command, *prompts, *args, "--store", cli_store.root)
+    assert result.exit_code == 2, result.output
+    if command == "route" and args[0] in ("--sigma", "--eta", "--n-draws"):
+        message = f"No such option '{args[0]}'"  # they do not affect per-prompt routing
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert fake_encode == []  # nothing embedded
+    assert not cli_store.routers_dir().exists() or not any(cli_store.routers_dir().iterdir())
+
+
+def test_cli_candidate_typo_is_reported_before_the_task_is_built(cli, cli_store, fake_encode,
+                                                                monkeypatch):
+    import lm_router_plugin.tasks as tasks
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the lm-eval task must not be built before the checks")
+
+    monkeypatch.setattr(tasks, "task_prompts", boom)
+    result = cli("recommend", "--task", "anything", "--candidates", "m_bigg",
+                 "--store", cli_store.root)
+    assert result.exit_code == 1
+    assert "Unknown model 'm_bigg'. Did you mean: m_big" in one_error(result)
+    assert fake_encode == []
+    result = cli("recommend", "--task", "anything", "--max-params", "1M",
+                 "--store", cli_store.root)
+    assert result.exit_code == 1 and "no candidate model is left" in one_error(result)
+
+
+def test_library_recommend_matches_the_cli(cli, cli_store, tmp_path, fake_encode):
+    from lm_router_plugin.api import recommend
+
+    (tmp_path / "p.txt").write_text("alpha input 0\nbeta input 1\n")
+    rec = recommend(cli_store.root, prompts_file=tmp_path / "p.txt", k=3)
+    result = cli("recommend", "--prompts", tmp_path / "p.txt", "--k", "3", "--json",
+                 "--store", cli_store.root)
+    assert json.loads(result.stdout) == json.loads(json.dumps(rec.to_dict()))
+
+
+def test_labeled_rows_use_the_stored_thresholds(tmp_path):
+    """--labeled rows get the eta the store's rows were labelled with, not the defaults."""
+    from lm_router_plugin.api import labelling_thresholds
+
+    store = Store(tmp_path / "s")
+    table = pd.DataFrame({"task": ["a", "a"], "instance_id": ["1", "2"], "model": ["m", "m"],
+                          "metric": ["f1_score", "f1_score"], "score": [0.5, 0.9],
+                          "threshold": [0.8, 0.8], "correct": [0, 1]})
+    store.write_table(validate_table(table))
+    rule = labelling_thresholds(store).rule("new_task", "f1_score")
+    assert rule.threshold == 0.8 and rule.apply(0.7) == (0.8, 0)
+    yaml_file = tmp_path / "t.yaml"
+    yaml_file.write_text("metrics:\n  f1_score: 0.3\n")
+    assert labelling_thresholds(store, yaml_file).rule("new_task", "f1_score").threshold == 0.3

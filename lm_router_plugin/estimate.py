@@ -1,0 +1,255 @@
+"""Task accuracy estimates that combine the router's zero-label prediction with a few
+labelled items of the new task (beyond the paper; issue "routing that beats BMA").
+
+For each candidate m the unknown is theta_m, its accuracy on the new task.
+
+* **Prior (no labels)**: S1_m (mean predicted correctness) corrected by the model's bias on
+  the reference tasks, mu0_m = S1_m + mean_z(acc(m, z) - S1(m, z)), with the covariance of
+  the remaining errors across reference tasks (both from leave-task-out predictions, so the
+  prior's strength is calibrated, not chosen). The decision that uses it alone is the
+  zero-label method ``cal``.
+* **Labels**: a prediction-powered (difference) estimate, theta_hat = mean g over the task +
+  weighted mean over the labelled items of (y - g), with weights 1 / inclusion probability
+  (Hajek), so it is unbiased for random labels and for planned ones alike. Its covariance
+  uses the paired residuals of the labelled items (shrunk toward the reference inputs'
+  residual covariance, 5 pseudo-items), so differences between models are estimated from
+  the same items.
+* **Posterior**: the Gaussian combination of the two; the choice is the highest posterior
+  mean, kept over the best model on average only if P(it is better) > eta.
+
+    >>> est = estimate(cal, g, y_lab, lab_rows, weights, allowed)
+    >>> est.mean, est.interval(0.9), est.p_best(rng), est.expected_gain(10, rng)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .calibration import Calibration, best_on_average
+from .scores import argmax_with_ties
+
+PRIOR_SHRINK = 0.5  # weight of the diagonal in the prior covariance (few reference tasks)
+RESIDUAL_PSEUDO_ITEMS = 5.0  # strength of the reference residual covariance for labels
+VARIANCE_FLOOR = 1e-4
+NO_EVIDENCE = 1e6  # variance of a model without labels (no information)
+
+
+def _norm_cdf(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+def prior(cal: Calibration, s1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mu0 (M,), Sigma0 (M, M)): bias-corrected S1 and the covariance of its errors over
+    the reference tasks of ``cal``."""
+    from .calibration import pairwise_cov
+
+    inc = cal.included
+    errors = cal.accuracy[inc] - cal.s1[inc]  # (D', M), nan where a model has no labels
+    has = ~np.isnan(errors)
+    bias = np.divide(np.where(has, errors, 0).sum(0), has.sum(0),
+                     out=np.zeros(errors.shape[1]), where=has.sum(0) > 0)
+    cov = pairwise_cov(errors - bias)
+    cov = (1 - PRIOR_SHRINK) * cov + PRIOR_SHRINK * np.diag(np.diag(cov))
+    cov = cov + VARIANCE_FLOOR * np.eye(len(cov))
+    return np.clip(s1 + bias, 0.0, 1.0), cov
+
+
+@dataclass
+class TaskEstimate:
+    """Posterior over the candidates' accuracies on one task. mean (M,), cov (M, M);
+    n_labels (M,) labelled items per model; residual_cov (M, M) per-item noise of a label."""
+
+    mean: np.ndarray
+    cov: np.ndarray
+    prior_mean: np.ndarray
+    n_labels: np.ndarray
+    residual_cov: np.ndarray
+    allowed: np.ndarray
+
+    def interval(self, level: float = 0.9) -> np.ndarray:
+        """(M, 2) central normal interval of each model's accuracy, clipped to [0, 1]."""
+        z = {0.8: 1.2816, 0.9: 1.6449, 0.95: 1.96}.get(level, 1.6449)
+        sd = np.sqrt(np.maximum(np.diag(self.cov), 0))
+        return np.clip(np.stack([self.mean - z * sd, self.mean + z * sd], 1), 0, 1)
+
+    def p_better(self, a: int, b: int) -> float:
+        """P(theta_a > theta_b) under the posterior (paired: uses their covariance)."""
+        if a == b:
+            return 0.5
+        var = self.cov[a, a] + self.cov[b, b] - 2 * self.cov[a, b]
+        return _norm_cdf((self.mean[a] - self.mean[b]) / math.sqrt(max(var, 1e-12)))
+
+    def p_best(self, rng: np.random.Generator, n_draws: int = 4000) -> np.ndarray:
+        """(M,) P(each allowed model has the highest accuracy), Monte Carlo; 0 if not allowed."""
+        idx = np.flatnonzero(self.allowed)
+        draws = rng.multivariate_normal(self.mean[idx], self.cov[np.ix_(idx, idx)], n_draws,
+                                        method="cholesky" if _is_pd(self.cov[np.ix_(idx, idx)])
+                                        else "eigh")
+        out = np.zeros(len(self.mean))
+        out[idx] = np.bincount(draws.argmax(1), minlength=len(idx)) / n_draws
+        return out
+
+    def expected_gain(self, n_more: int, rng: np.random.Generator, n_draws: int = 4000
+                      ) -> float:
+        """Expected rise of the best posterior mean after ``n_more`` random labels per model
+        (preposterior analysis; accuracy units)."""
+        if n_more <= 0:
+            return 0.0
+        idx = np.flatnonzero(self.allowed)
+        post = self.cov[np.ix_(idx, idx)]
+        noise = self.residual_cov[np.ix_(idx, idx)] / n_more + VARIANCE_FLOOR * np.eye(len(idx))
+        new = post - post @ np.linalg.solve(post + noise, post)
+        spread = 0.5 * ((post - new) + (post - new).T)
+        w, v = np.linalg.eigh(spread)
+        factor = v * np.sqrt(np.clip(w, 0, None))
+        means = self.mean[idx][None, :] + rng.standard_normal((n_draws, len(idx))) @ factor.T
+        return float(np.mean(means.max(1)) - self.mean[idx].max())
+
+
+def _is_pd(a: np.ndarray) -> bool:
+    try:
+        np.linalg.cholesky(a)
+        return True
+    except np.linalg.LinAlgError:
+        return False
+
+
+def label_evidence(g: np.ndarray, y: np.ndarray, weights: np.ndarray, residual_cov: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Difference estimate of the mean residual (y - g) from labelled items.
+
+    Args:
+        g: (n, M) predicted correctness of the labelled items.
+        y: (n, M) their labels (nan: model not run on the item).
+        weights: (n,) 1 / inclusion probability of each item (equal for random labels).
+        residual_cov: (M, M) reference per-item residual covariance (the shrinkage target).
+
+    Returns:
+        (mean residual (M,), its covariance (M, M), labels per model (M,)). A model without
+        labels gets residual 0 and variance NO_EVIDENCE.
+    """
+    M = g.shape[1]
+    has = ~np.isnan(y)
+    r = np.where(has, y - g, 0.0)
+    w = weights[:, None] * has
+    total = w.sum(0)
+    mean = np.divide((w * r).sum(0), total, out=np.zeros(M), where=total > 0)
+    centred = np.where(has, r - mean, 0.0)
+    n = has.sum(0).astype(float)
+    # per-item covariance on shared items, shrunk toward the reference residual covariance
+    both = has.T.astype(float) @ has.astype(float)
+    sample = (centred.T @ centred) / np.maximum(both - 1, 1)
+    per_item = (both * sample + RESIDUAL_PSEUDO_ITEMS * residual_cov) / (
+        both + RESIDUAL_PSEUDO_ITEMS)
+    # covariance of two weighted means over shared items: per-item covariance x
+    # sum_i w_i^2 [both labelled] / (sum w)_a (sum w)_b (= 1/n for equal weights, all shared)
+    ww = weights[:, None] * has
+    denom = np.outer(total, total)
+    shared = np.divide(ww.T @ ww, denom, out=np.zeros((M, M)), where=denom > 0)
+    cov = per_item * shared
+    none = n == 0
+    cov[none, :] = 0
+    cov[:, none] = 0
+    cov[none, none] = NO_EVIDENCE
+    return mean, cov + VARIANCE_FLOOR / 10 * np.eye(M), n
+
+
+def estimate(cal: Calibration, g: np.ndarray, allowed: np.ndarray, *,
+             lab_g: np.ndarray | None = None, lab_y: np.ndarray | None = None,
+             weights: np.ndarray | None = None) -> TaskEstimate:
+    """Posterior of each model's accuracy on a task.
+
+    Args:
+        cal: calibration of the fit (reference tasks only).
+        g: (n, M) zero-label predicted correctness of the items whose accuracy is wanted.
+        allowed: (M,) bool candidates.
+        lab_g, lab_y: (n_lab, M) zero-label predictions and labels of the labelled items.
+        weights: (n_lab,) 1 / inclusion probability (default equal).
+    """
+    s1 = np.asarray(g, dtype=float).mean(0)
+    mu0, cov0 = prior(cal, s1)
+    residual = cal.residual_cov + VARIANCE_FLOOR * np.eye(len(s1))
+    if lab_y is None or len(lab_y) == 0:
+        return TaskEstimate(mu0, cov0, mu0, np.zeros(len(s1)), residual, allowed)
+    w = np.ones(len(lab_y)) if weights is None else np.asarray(weights, dtype=float)
+    r_mean, cov_l, n = label_evidence(np.asarray(lab_g, float), np.asarray(lab_y, float), w,
+                                      residual)
+    theta_l = s1 + r_mean
+    inv0 = np.linalg.inv(cov0)
+    inv_l = np.linalg.inv(cov_l)
+    cov = np.linalg.inv(inv0 + inv_l)
+    cov = 0.5 * (cov + cov.T)
+    mean = cov @ (inv0 @ mu0 + inv_l @ theta_l)
+    return TaskEstimate(np.clip(mean, 0, 1), cov, mu0, n, residual, allowed)
+
+
+def decide_with_estimate(est: TaskEstimate, cal: Calibration, eta: float) -> tuple[int, float, int]:
+    """(choice, P(it beats BMA), BMA): highest posterior mean, kept over the best model on
+    average only if P(better) > eta."""
+    bma = best_on_average(cal, est.allowed)
+    best = argmax_with_ties(np.where(est.allowed, est.mean, -np.inf), cal.mean_accuracy)
+    p = est.p_better(best, bma)
+    return (best if best == bma or p > eta else bma), p, bma
+
+
+def planning_scores(g: np.ndarray, leaders: np.ndarray) -> np.ndarray:
+    """(n,) how much labelling each item tells about the leaders' differences: the root mean
+    predicted variance of y_a - y_b over pairs of leaders (one leader: of y_a)."""
+    g = np.clip(np.asarray(g, float)[:, leaders], 0, 1)
+    var = g * (1 - g)
+    if len(leaders) == 1:
+        return np.sqrt(var[:, 0])
+    pairs = [(a, b) for a in range(len(leaders)) for b in range(a + 1, len(leaders))]
+    return np.sqrt(np.mean([var[:, a] + var[:, b] for a, b in pairs], axis=0))
+
+
+def inclusion_probabilities(scores: np.ndarray, n: int, floor: float = 0.2) -> np.ndarray:
+    """(N,) inclusion probabilities proportional to ``scores`` (floored at ``floor`` x their
+    mean, so every item can be drawn and weights stay bounded), summing to n, each <= 1."""
+    s = np.maximum(np.asarray(scores, float), floor * max(float(np.mean(scores)), 1e-9))
+    pi = np.zeros(len(s))
+    fixed = np.zeros(len(s), dtype=bool)
+    for _ in range(len(s)):
+        rest = n - fixed.sum()
+        pi[~fixed] = rest * s[~fixed] / s[~fixed].sum()
+        over = ~fixed & (pi >= 1)
+        if not over.any():
+            break
+        fixed |= over
+        pi[fixed] = 1.0
+    return np.clip(pi, 0, 1)
+
+
+def systematic_sample(pi: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Exactly round(sum(pi)) distinct items, item i drawn with probability pi[i]
+    (systematic PPS over a random order)."""
+    order = rng.permutation(len(pi))
+    cum = np.cumsum(pi[order])
+    n = int(round(cum[-1]))
+    points = rng.random() + np.arange(n)
+    chosen = order[np.searchsorted(cum, points, side="right")]
+    return np.sort(np.unique(chosen))
+
+
+def plan(g: np.ndarray, est: TaskEstimate, n: int, rng: np.random.Generator,
+         exclude: np.ndarray | None = None, n_leaders: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Which n items to label next: (item indices, their inclusion probabilities).
+
+    Items are drawn with probability proportional to how much they tell about the
+    differences between the ``n_leaders`` models of highest posterior mean (and never from
+    ``exclude``, items already labelled); the probabilities are returned so the estimate can
+    weight the labels (unbiased)."""
+    order = np.argsort(-np.where(est.allowed, est.mean, -np.inf), kind="stable")
+    leaders = order[:max(1, min(n_leaders, int(est.allowed.sum())))]
+    scores = planning_scores(g, leaders)
+    available = np.ones(len(g), dtype=bool) if exclude is None else ~exclude
+    n = min(n, int(available.sum()))
+    pi = np.zeros(len(g))
+    if n == 0:
+        return np.empty(0, dtype=np.int64), pi
+    pi[available] = inclusion_probabilities(scores[available], n)
+    chosen = systematic_sample(pi, rng)
+    return chosen, pi

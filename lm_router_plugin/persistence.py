@@ -1,0 +1,146 @@
+"""Saving and loading fitted routers, and the cache policy of the store's ``routers/``.
+
+A fitted router lives in ``routers/<key>/`` (arrays.npz, state.json, card.json), where the key
+hashes the table fingerprint, the embedder and the *fit* parameters (``FIT_PARAMS``). The
+decision-only settings (sigma, eta, n_draws, seed) are not part of it: changing them reuses
+the fitted router. A folder appears by one rename of a complete temporary folder, so a
+reader sees a whole router or none; routers fitted on an older table are removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .calibration import Calibration
+from .router import DECISION_PARAMS, Router
+from .scores import argmax_with_ties
+from .store import Store
+
+logger = logging.getLogger(__name__)
+
+_ARRAYS = ("X_", "Y_", "task_of_", "loo_g_")
+_CALIBRATION = ("u", "p", "accuracy", "included", "mean_accuracy", "s1", "residual_cov")
+
+
+def router_card(router: Router) -> dict[str, Any]:
+    """A small description of the fitted router (like a model card)."""
+    from . import __version__
+
+    router._check_fitted()
+    mean = router.calibration_.mean_accuracy
+    return {"lm_router_plugin_version": __version__, "embedder": router.embedder_id_,
+            "params": router.get_params(), "n_models": len(router.models_),
+            "models": router.models_, "n_tasks": len(router.task_names_),
+            "tasks": router.task_names_, "n_reference_inputs": int(len(router.X_)),
+            "n_labels": int((~np.isnan(router.Y_)).sum()),
+            "best_model_on_average": router.models_[argmax_with_ties(mean, mean)]}
+
+
+def save_router(router: Router, folder: Path, card: dict[str, Any] | None = None) -> None:
+    """Write arrays + state + router card into ``folder`` atomically: a complete temporary
+    folder renamed into place. An existing folder of the same key holds an equal router and
+    is kept (never deleted first, so there is always a router to load)."""
+    router._check_fitted()
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        arrays = {name: getattr(router, name) for name in _ARRAYS}
+        arrays.update({f"cal_{name}": getattr(router.calibration_, name) for name in _CALIBRATION})
+        np.savez(tmp / "arrays.npz", **arrays)
+        state = {"params": router.get_params(), "models": router.models_,
+                 "tasks": router.task_names_, "instance_ids": router.instance_ids_,
+                 "embedder_id": router.embedder_id_}
+        (tmp / "state.json").write_text(json.dumps(state))
+        (tmp / "card.json").write_text(json.dumps(card or router_card(router), indent=2) + "\n")
+        os.chmod(tmp, 0o777 & ~_umask())
+        try:
+            os.rename(tmp, folder)  # atomic; fails if the folder exists
+        except OSError:
+            if not (folder / "card.json").exists():
+                raise
+            logger.debug("router %s already saved by another process", folder.name)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def load_router(folder: Path, **decision_params: Any) -> Router:
+    """The router saved in ``folder``; ``decision_params`` override sigma/eta/n_draws/seed."""
+    folder = Path(folder)
+    state = json.loads((folder / "state.json").read_text())
+    params = {**state["params"], **decision_params}
+    router = Router(**params)
+    with np.load(folder / "arrays.npz") as arrays:
+        for name in _ARRAYS:
+            setattr(router, name, arrays[name])
+        router.calibration_ = Calibration(**{name: arrays[f"cal_{name}"]
+                                             for name in _CALIBRATION})
+    router.models_ = state["models"]
+    router.task_names_ = state["tasks"]
+    router.instance_ids_ = state["instance_ids"]
+    router.embedder_id_ = state["embedder_id"]
+    router.predictor_ = router.make_predictor().fit(router.X_, router.Y_)
+    return router
+
+
+def router_key(fingerprint: str, embedder_id: str, router: Router) -> str:
+    from . import __version__
+
+    key = json.dumps([fingerprint, embedder_id, router.fit_params(), __version__],
+                     sort_keys=True, default=str)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def fit_or_load(store: Store, **params: Any) -> Router:
+    """The store's fitted router for these parameters; fitted only when the table, the
+    embedder or a fit parameter changed (decision-only settings reuse it)."""
+    router = Router(**params)
+    router.validate_params()
+    if not store.has_table():
+        store.read_table(required=True)  # raises the "ingest first" error
+    embedder_id = router.embedder_object().id
+    fingerprint = store.table_fingerprint()
+    folder = store.routers_dir() / router_key(fingerprint, embedder_id, router)
+    decision = {name: params[name] for name in DECISION_PARAMS if name in params}
+    if (folder / "card.json").exists():
+        loaded = load_router(folder, **decision)
+        loaded._embedder_obj = router.embedder_object()
+        return loaded
+    table = store.read_table()  # only when fitting: a cached router needs no table
+    logger.info("fitting the router on %d rows (%s)", len(table), embedder_id)
+    router.fit(table, store=store)
+    card = router_card(router)
+    card["table_fingerprint"] = fingerprint
+    card["n_rows"] = int(len(table))
+    save_router(router, folder, card)
+    _remove_stale(store.routers_dir(), fingerprint, keep=folder)
+    return router
+
+
+def _remove_stale(routers_dir: Path, fingerprint: str, keep: Path) -> None:
+    """Delete routers fitted on another table (they can never be loaded again)."""
+    for old in routers_dir.iterdir():
+        if not old.is_dir() or old == keep or old.name.startswith("."):
+            continue
+        try:
+            card = json.loads((old / "card.json").read_text())
+        except (OSError, ValueError):
+            continue  # being written by another process, or not ours
+        if card.get("table_fingerprint") != fingerprint:
+            shutil.rmtree(old, ignore_errors=True)
