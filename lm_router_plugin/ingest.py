@@ -6,7 +6,8 @@
 
 Rows stream from the adapter; thresholds turn metric values into 0/1; the result is merged
 with the stored table (identical rows are skipped, a different value for an existing key is
-a :class:`ConflictError` naming both files) and written atomically.
+a :class:`ConflictError` naming both files) and committed with the model metadata as one
+atomic store generation, under the store's writer lock (store.py).
 """
 
 from __future__ import annotations
@@ -153,16 +154,20 @@ def ingest(adapter_name: str, paths: Sequence[str | Path], store: Store, *,
         thresholds = Thresholds.load(thresholds)
     user_models = load_models_file(models_file) if models_file else {}
     new, metadata = read_rows(adapter_name, paths, thresholds, **options)
-    stored = store.read_table()
-    merged, n_added, n_unchanged, n_replaced = merge_tables(stored, new, replace=replace)
-    models = store.read_models()
-    for source in (metadata, user_models):  # the user's YAML wins over harness metadata
-        for model, spec in source.items():
-            entry = models.setdefault(model, {"params": None, "cost_per_1m": None})
-            entry.update({k: v for k, v in spec.items() if v is not None})
-    if n_added or n_replaced or not store.has_table():
-        store.write_table(merged)
-    store.write_models(models)
+    # The slow part (reading the files) is done; the read-merge-commit runs under the store's
+    # writer lock so that a concurrent ingest cannot lose our rows or we theirs.
+    with store.lock():
+        stored = store.read_table()
+        merged, n_added, n_unchanged, n_replaced = merge_tables(stored, new, replace=replace)
+        old_models = store.read_models()
+        models = {m: dict(spec) for m, spec in old_models.items()}
+        for source in (metadata, user_models):  # the user's YAML wins over harness metadata
+            for model, spec in source.items():
+                entry = models.setdefault(model, {"params": None, "cost_per_1m": None})
+                entry.update({k: v for k, v in spec.items() if v is not None})
+        table_changed = bool(n_added or n_replaced or not store.has_table())
+        if table_changed or models != old_models:  # one commit point for table + metadata
+            store.commit(table=merged if table_changed else None, models=models)
     logger.info("ingested %d rows: %d added, %d already stored, %d replaced",
                 len(new), n_added, n_unchanged, n_replaced)
     return IngestReport(n_read=len(new), n_added=n_added, n_unchanged=n_unchanged,

@@ -450,21 +450,50 @@ class Router:
     _ARRAYS = ("X_", "Y_", "task_of_", "u_ref_", "p_ref_", "task_accuracy_",
                "model_mean_accuracy_", "loo_g_", "loo_neighbors_", "loo_similarities_")
 
-    def save(self, folder: Path, card: dict[str, Any] | None = None) -> None:
-        """Write arrays + router card into ``folder`` atomically (temp folder + rename)."""
+    def save(self, folder: Path, card: dict[str, Any] | None = None, *,
+             replace: bool = True) -> bool:
+        """Write arrays + router card into ``folder``; a reader sees the old folder or the
+        complete new one, never a partial one (written in a temp folder, then renamed).
+
+        With ``replace=False`` an existing ``folder`` is kept and ours discarded (for
+        content-addressed folders: the same name means an equally valid router). Returns
+        True when our folder was put in place.
+        """
+        import os
+
+        from .store import dir_mode
+
         self._check_fitted()
         folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp", dir=folder.parent))
         try:
+            os.chmod(tmp, dir_mode())  # mkdtemp gives 0o700: follow the umask instead
             np.savez(tmp / "arrays.npz", **{n: getattr(self, n) for n in self._ARRAYS})
             state = {"params": self.get_params(), "models": self.models_,
                      "tasks": self.task_names_, "instance_ids": self.instance_ids_,
                      "embedder_id": self.embedder_id_}
             (tmp / "state.json").write_text(json.dumps(state))
             (tmp / "card.json").write_text(json.dumps(card or self.card(), indent=2) + "\n")
-            if folder.exists():
-                shutil.rmtree(folder)
-            tmp.rename(folder)
+            try:
+                os.rename(tmp, folder)  # atomic; fails if folder exists and is not empty
+                return True
+            except OSError:
+                if not folder.exists():
+                    raise
+            if not replace:
+                return False  # an equally valid router is already there
+            # Swap: move the old folder aside, ours in, then delete the old one. If the
+            # second rename fails the old folder is put back.
+            aside = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old", dir=folder.parent))
+            os.rename(folder, aside / "router")
+            try:
+                os.rename(tmp, folder)
+            except OSError:
+                os.rename(aside / "router", folder)
+                raise
+            finally:
+                shutil.rmtree(aside, ignore_errors=True)
+            return True
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)
@@ -498,7 +527,15 @@ class Router:
 
 def fit_or_load(store: Store, **params: Any) -> Router:
     """The store's fitted router for these parameters; refitted only when the table or the
-    embedder changed (the folder name is a hash of both and of the parameters)."""
+    embedder changed (the folder name is a hash of both and of the parameters).
+
+    Safe with concurrent commands: a router folder appears complete or not at all; two fits
+    of the same folder keep the first one put in place; stale routers are deleted only under
+    the store lock, renamed away first so a reader never sees half of one.
+    """
+    import contextlib
+    import os
+
     from . import __version__
 
     if not store.has_table():
@@ -510,18 +547,30 @@ def fit_or_load(store: Store, **params: Any) -> Router:
                      sort_keys=True, default=str)
     folder = store.routers_dir() / hashlib.sha256(key.encode()).hexdigest()[:16]
     if (folder / "card.json").exists():
-        loaded = Router.load(folder)
-        loaded._embedder_obj = router._embedder()
-        return loaded
+        try:
+            loaded = Router.load(folder)
+        except FileNotFoundError:  # deleted as stale by a concurrent command: fit again
+            pass
+        else:
+            loaded._embedder_obj = router._embedder()
+            return loaded
     table = store.read_table()  # only when (re)fitting: a cached router needs no table
     logger.info("fitting the router on %d rows (%s)", len(table), embedder_id)
     router.fit(table, store=store)
     card = router.card()
     card["table_fingerprint"] = fingerprint
     card["n_rows"] = int(len(table))
-    router.save(folder, card)
-    for old in store.routers_dir().iterdir():  # keep only the current router
-        if old.is_dir() and old != folder and not old.name.startswith("."):
-            shutil.rmtree(old, ignore_errors=True)
-    atomic_write_text(store.routers_dir() / "CURRENT", folder.name + "\n")
+    router.save(folder, card, replace=False)
+    with store.lock():
+        for old in store.routers_dir().iterdir():  # keep only the current router
+            if not old.is_dir() or old == folder:
+                continue
+            if old.name.startswith(".stale"):  # left by a command killed while cleaning
+                shutil.rmtree(old, ignore_errors=True)
+            elif not old.name.startswith("."):  # (".NAME.tmp*": another command's save)
+                trash = Path(tempfile.mkdtemp(prefix=".stale", dir=store.routers_dir()))
+                with contextlib.suppress(OSError):
+                    os.rename(old, trash / old.name)
+                shutil.rmtree(trash, ignore_errors=True)
+        atomic_write_text(store.routers_dir() / "CURRENT", folder.name + "\n")
     return router
