@@ -59,7 +59,8 @@ STORE_ENV = "LM_ROUTER_STORE"
 TABLE_FILE = "table.parquet"
 MODELS_FILE = "models.json"
 # Test hook: "POINT[,POINT...]" makes a writer touch $LM_ROUTER_TEST_PAUSE_FILE.POINT and
-# sleep there, so a test can kill it at a known point of a commit (tests/test_store.py).
+# sleep there ($LM_ROUTER_TEST_PAUSE_SECONDS, default 60), so a test can kill it at a known
+# point of a commit or hold the lock a while (tests/test_store.py).
 _PAUSE_ENV = "LM_ROUTER_TEST_PAUSE_AT"
 
 
@@ -67,7 +68,7 @@ def _pause(point: str) -> None:
     wanted = os.environ.get(_PAUSE_ENV)
     if wanted and point in wanted.split(","):
         Path(f"{os.environ['LM_ROUTER_TEST_PAUSE_FILE']}.{point}").touch()
-        time.sleep(60)
+        time.sleep(float(os.environ.get("LM_ROUTER_TEST_PAUSE_SECONDS", "60")))
 
 
 def current_umask() -> int:
