@@ -13,6 +13,7 @@ atomic store generation, under the store's writer lock (store.py).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,5 +187,29 @@ def accuracy_table(table: pd.DataFrame) -> tuple[dict, dict]:
     return accuracy, counts
 
 
-__all__ = ["IngestReport", "accuracy_table", "ingest", "load_models_file", "merge_tables",
+def score_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (task, model): metric, threshold eta, mean raw score, accuracy, n.
+
+    ``metric`` and ``threshold`` join distinct values with "/" in the rare case of several
+    (e.g. a task re-ingested with another --thresholds); ``threshold`` is NaN for binary
+    metrics; ``mean_score`` is the harness's own mean of the metric (what its leaderboard
+    shows), ``acc`` the share of rows counted correct after thresholding.
+    """
+    def joined(values: pd.Series) -> str:
+        return "/".join(sorted({str(v) for v in values.dropna()}))
+
+    def threshold(values: pd.Series) -> float | str:
+        distinct = sorted(set(values.dropna()))
+        if not distinct:
+            return math.nan
+        return distinct[0] if len(distinct) == 1 else "/".join(f"{v:g}" for v in distinct)
+
+    grouped = table.groupby([TASK, MODEL], sort=True)
+    out = grouped.agg(metric=("metric", joined), threshold=("threshold", threshold),
+                      mean_score=(SCORE, "mean"), acc=(CORRECT, "mean"),
+                      n=(CORRECT, "size")).reset_index()
+    return out
+
+
+__all__ = ["IngestReport", "accuracy_table", "score_summary", "ingest", "load_models_file", "merge_tables",
            "read_rows"]

@@ -100,8 +100,13 @@ def test_model_metadata_file(cli, results, tmp_path):
 
 def test_missing_path_and_unknown_adapter(cli, tmp_path):
     assert "no such file or folder" in one_error(cli("ingest", "table", tmp_path / "nope.csv"))
-    error = one_error(cli("ingest", "lm_eval", tmp_path))
-    assert "Unknown adapter 'lm_eval'. Did you mean: lm-eval?" in error
+    # an unknown adapter is bad usage: exit 2, one message, nothing read or written
+    for args in (("lm_eval", tmp_path), ("foo", "x")):
+        result = cli("ingest", *args)
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert f"Invalid value for ADAPTER: Unknown adapter '{args[0]}'." in result.output
+        assert not Store(cli.store).has_table() and not cli.store.exists()
+    assert "Did you mean: lm-eval?" in cli("ingest", "lm_eval", tmp_path).output
 
 
 def test_info_on_empty_store(cli):
