@@ -62,6 +62,8 @@ MODELS_FILE = "models.json"
 # sleep there ($LM_ROUTER_TEST_PAUSE_SECONDS, default 60), so a test can kill it at a known
 # point of a commit or hold the lock a while (tests/test_store.py).
 _PAUSE_ENV = "LM_ROUTER_TEST_PAUSE_AT"
+_GENERATION = re.compile(r"g-(\d+)-[0-9a-f]+")
+_RESTORE = "restore the store from a backup, or delete it and ingest again"
 
 
 def _pause(point: str) -> None:
@@ -173,12 +175,24 @@ class Store:
                                 else self.current_path.exists()):
             # deleted by later commits (or a migrated old-layout store): take the newest
             self._generation = None
-        if self._generation is None:
+        for attempt in range(3):  # a concurrent commit may delete what CURRENT named
+            if self._generation is not None:
+                break
             try:
                 name = self.current_path.read_text().strip()
             except FileNotFoundError:
-                name = ""
-            self._generation = self._data_dir() / name if name else self.root
+                self._generation = self.root
+                break
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InputError(self.current_path, f"unreadable: {exc}", hint=_RESTORE) from exc
+            if not _GENERATION.fullmatch(name):
+                raise InputError(self.current_path, f"does not name a generation: {name[:40]!r}",
+                                 hint=_RESTORE)
+            if (self._data_dir() / name).is_dir():
+                self._generation = self._data_dir() / name
+            elif attempt == 2:
+                raise InputError(self.current_path, f"names the generation data/{name}, which "
+                                                    "is missing", hint=_RESTORE)
         return self._generation
 
     @property
@@ -267,7 +281,7 @@ class Store:
 
     def _next_number(self) -> int:
         numbers = [int(m.group(1)) for p in self._data_dir().iterdir()
-                   if (m := re.fullmatch(r"g-(\d+)-[0-9a-f]+", p.name))]
+                   if (m := _GENERATION.fullmatch(p.name))]
         return max(numbers, default=0) + 1
 
     def _clean(self, keep: set[str]) -> None:

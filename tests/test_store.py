@@ -201,3 +201,23 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+@pytest.mark.parametrize("damage", ["garbage", "missing-generation"])
+def test_damaged_current_pointer_is_one_clear_error(tmp_path, damage):
+    from click.testing import CliRunner
+
+    from lm_router_plugin.cli import main
+
+    csv, models = write_results(tmp_path, "alpha")
+    store = tmp_path / "store"
+    assert CliRunner().invoke(main, ["ingest", "table", str(csv), "--store", str(store)]
+                              ).exit_code == 0
+    if damage == "garbage":
+        (store / "CURRENT").write_text("\x00\x01nonsense")
+    else:
+        import shutil
+        shutil.rmtree(Store(store).generation())
+    result = CliRunner().invoke(main, ["info", "--store", str(store)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert str(store / "CURRENT") in result.output and "restore the store" in result.output
