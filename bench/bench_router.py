@@ -195,7 +195,8 @@ def child_save(args) -> None:
     has the shape and dtype of a real fit (checked against a small real fit); the values
     of the calibration arrays are synthetic (a real fit at 1M takes hours)."""
     X, Y, task_of = synthetic(args.n_big, args.n_tasks, args.n_models, args.dim, args.seed)
-    small = Router().fit(as_table(Y[:2000], task_of[:2000]), embeddings=X[:2000])
+    Xs, Ys, ts = synthetic(2000, 10, args.n_models, args.dim, args.seed)
+    small = Router().fit(as_table(Ys, ts), embeddings=Xs)
     router = Router()
     rng = np.random.default_rng(args.seed + 2)
     n, D, M = len(X), int(task_of.max()) + 1, Y.shape[1]
