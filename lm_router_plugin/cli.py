@@ -185,7 +185,7 @@ def info(store_dir: str | None, as_json: bool) -> None:
     rows = [("model", "task", "metric", "eta", "mean score", "acc", "n")]
     for r in summary.sort_values(["model", "task"]).itertuples(index=False):
         eta = r.threshold
-        rows.append((r.model, r.task, r.metric,
+        rows.append((r.model, r.task, r.metric or "-",
                      "-" if isinstance(eta, float) and eta != eta else (
                          f"{eta:g}" if isinstance(eta, float) else str(eta)),
                      _fmt(r.mean_score, 0, ".4f"), f"{r.acc:.4f}", str(r.n)))
