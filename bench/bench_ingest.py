@@ -14,7 +14,8 @@ files, it measures
   (c) the full ``ingest`` into an empty temporary store (Parquet written atomically);
 
 and prints the rates, the ratio (b)/(a) (target >= 0.5), (b)/(a') as context, and the peak
-RSS. (a) and (a') run twice, alternating, and the faster pass of each is kept.
+RSS. (a) and (a') run twice, alternating, and (b) twice: the faster pass of each is kept (the
+machine is shared); (c) runs once.
 
     python bench/bench_ingest.py                    # 1,000,000 lines, ~3.5 GB in $TMPDIR
     python bench/bench_ingest.py --lines 100000     # a quick run
@@ -194,16 +195,20 @@ def main() -> None:
         gc.collect()
         rss_before = peak_rss_mb()
         profiler = cProfile.Profile() if args.profile else None
-        t0 = time.perf_counter()
-        if profiler:
-            profiler.enable()
-        table, _ = read_rows("lm-eval", [root / "runs"])
-        if profiler:
-            profiler.disable()
-        t_rows = time.perf_counter() - t0
+        t_rows = float("inf")
+        for attempt in range(2):  # best of 2, like (a) and (a')
+            table = None
+            gc.collect()
+            t0 = time.perf_counter()
+            if profiler and attempt == 0:
+                profiler.enable()
+            table, _ = read_rows("lm-eval", [root / "runs"])
+            if profiler and attempt == 0:
+                profiler.disable()
+            t_rows = min(t_rows, time.perf_counter() - t0)
         rate_rows = n / t_rows
         print(f"(b) read_rows -> table         : {rate_rows:>10,.0f} lines/s  ({t_rows:.1f} s, "
-              f"{len(table):,} rows)")
+              f"best of 2, {len(table):,} rows)")
         print(f"    ratio (b)/(a) vs orjson    : {rate_rows / rate_orjson:.2f}  (target >= 0.5)")
         print(f"    ratio (b)/(a') vs json     : {rate_rows / rate_json:.2f}  (context)")
         print(f"    peak RSS                   : {peak_rss_mb():,.0f} MB (before (b): "
