@@ -25,7 +25,7 @@
 Synthetic data: unit vectors clustered by task, labels Bernoulli(skill of model on task);
 all seeds fixed. Run from the repository root:
 
-    python bench/bench_router.py                      # full run (~10 min on 2 cores)
+    python bench/bench_router.py                      # full run (~20 min on 2 loaded cores)
     python bench/bench_router.py --n-ref 20000 --n-big 100000   # quick look
 """
 
