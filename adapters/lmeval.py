@@ -123,6 +123,56 @@ def _json_problem(exc: Exception) -> str:
     return str(exc)
 
 
+# Keys of a results JSON that the adapter reads, with the JSON types lm-eval writes.
+_RESULTS_KEY_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "results": ((dict,), "an object {task: {metric: value}}"),
+    "config": ((dict,), "an object"),
+    "model_name": ((str,), "a string"),
+    "configs": ((dict,), "an object {task: config}"),
+    "group_subtasks": ((dict,), "an object {group: [subtasks]}"),
+    "higher_is_better": ((dict,), "an object {task: {metric: bool}}"),
+    "date": ((int, float, str), "a number"),
+}
+
+
+def check_results_json(path: Path, data: Any) -> None:
+    """Reject a results file whose known keys have the wrong JSON types (InputError naming
+    the file and the key), before anything of it is used. ``null`` counts as absent."""
+    hint = "the lm-eval results file is damaged or not from lm-eval; re-run lm-eval or delete it"
+    if not isinstance(data, dict):
+        raise InputError(path, f"expected a JSON object (lm-eval results), got a JSON "
+                               f"{_json_type(data)}", hint=hint)
+    for key, (types, expected) in _RESULTS_KEY_TYPES.items():
+        value = data.get(key)
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            raise InputError(path, f"key '{key}' should be {expected}, got a JSON "
+                                   f"{_json_type(value)} {_short(value)}", hint=hint)
+    nested = (("results", dict, "an object {metric: value}"),
+              ("higher_is_better", dict, "an object {metric: bool}"),
+              ("group_subtasks", list, "a list of task names"))
+    for key, inner, expected in nested:
+        for name, value in (data.get(key) or {}).items():
+            if value is not None and not isinstance(value, inner):
+                raise InputError(path, f"key '{key}.{name}' should be {expected}, got a JSON "
+                                       f"{_json_type(value)} {_short(value)}", hint=hint)
+    model_args = (data.get("config") or {}).get("model_args")
+    if model_args is not None and not isinstance(model_args, (str, dict)):
+        raise InputError(path, "key 'config.model_args' should be a string or an object, got "
+                               f"a JSON {_json_type(model_args)} {_short(model_args)}", hint=hint)
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    return {dict: "object", list: "array", str: "string", int: "number", float: "number",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return f"({text[:40]}...)" if len(text) > 40 else f"({text})"
+
+
 def _unsanitize_folder(name: str) -> str:
     # lm-eval replaces characters such as "/" by "__" in folder names; undo the usual case.
     return name.replace("__", "/")
@@ -279,9 +329,10 @@ class LMEvalAdapter(Adapter):
             raise InputError(path, f"not valid JSON: {exc}", line=getattr(exc, "lineno", None),
                              hint="the lm-eval results file is damaged; re-run lm-eval or "
                                   "delete the file") from exc
-        if not isinstance(data, dict) or "results" not in data:
+        if isinstance(data, dict) and "results" not in data:
             logger.debug("%s: not an lm-eval results file; ignored", path)
             return None
+        check_results_json(path, data)
         config = data.get("config") if isinstance(data.get("config"), dict) else {}
         model_args = config.get("model_args")
         model = data.get("model_name") or model_from_model_args(model_args)

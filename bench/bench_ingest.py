@@ -7,11 +7,15 @@ repeated in each ``gen_args_i`` as lm-eval does), a generation task with two fil
 second filter's lines are skipped) and a continuous ``token_f1`` task. Then, on the same
 files, it measures
 
-  (a) the stdlib baseline: ``json.loads`` of every line (file reading included);
+  (a) the floor: ``orjson.loads`` of every line (file reading included) - the same parser
+      the adapter uses, so the ratio shows what the adapter's own work costs;
+  (a') for context only: the stdlib ``json.loads`` of the same lines;
   (b) ``ingest.read_rows("lm-eval", ...)``: the adapter, thresholds and the validated table;
   (c) the full ``ingest`` into an empty temporary store (Parquet written atomically);
 
-and prints the rates, the ratio (b)/(a) (target >= 0.5) and the peak RSS.
+and prints the rates, the ratio (b)/(a) (target >= 0.5), (b)/(a') as context, and the peak
+RSS. (a) and (a') run twice, alternating, and (b) twice: the faster pass of each is kept (the
+machine is shared); (c) runs once.
 
     python bench/bench_ingest.py                    # 1,000,000 lines, ~3.5 GB in $TMPDIR
     python bench/bench_ingest.py --lines 100000     # a quick run
@@ -128,6 +132,18 @@ def generate(root: Path, n_lines: int, n_models: int) -> tuple[list[Path], int]:
     return files, size
 
 
+def orjson_parse(files: list[Path]) -> int:
+    """Parse every line with orjson (the adapter's parser): the floor of any ingest."""
+    n = 0
+    loads = orjson.loads
+    for path in files:
+        with open(path, "rb") as fh:
+            for line in fh:
+                loads(line)
+                n += 1
+    return n
+
+
 def stdlib_parse(files: list[Path]) -> int:
     n = 0
     loads = json.loads
@@ -164,26 +180,37 @@ def main() -> None:
         print(f"wrote {args.lines:,} lines ({size / 1e9:.2f} GB, {len(files)} files, "
               f"{args.models} models) in {time.perf_counter() - t0:.1f} s")
         stdlib_parse(files[:1])  # warm the page cache path
-        t0 = time.perf_counter()
-        n = stdlib_parse(files)
-        t_json = time.perf_counter() - t0
-        rate_json = n / t_json
-        print(f"(a) stdlib json.loads per line : {rate_json:>10,.0f} lines/s  ({t_json:.1f} s)")
+        best = {"orjson": float("inf"), "json": float("inf")}
+        for _ in range(2):  # alternate, keep each one's faster pass (a busy machine)
+            for name, parse in (("orjson", orjson_parse), ("json", stdlib_parse)):
+                t0 = time.perf_counter()
+                n = parse(files)
+                best[name] = min(best[name], time.perf_counter() - t0)
+        rate_orjson, rate_json = n / best["orjson"], n / best["json"]
+        print(f"(a) orjson.loads per line      : {rate_orjson:>10,.0f} lines/s  "
+              f"({best['orjson']:.1f} s; the floor)")
+        print(f"(a') stdlib json.loads per line: {rate_json:>10,.0f} lines/s  "
+              f"({best['json']:.1f} s; context)")
 
         gc.collect()
         rss_before = peak_rss_mb()
         profiler = cProfile.Profile() if args.profile else None
-        t0 = time.perf_counter()
-        if profiler:
-            profiler.enable()
-        table, _ = read_rows("lm-eval", [root / "runs"])
-        if profiler:
-            profiler.disable()
-        t_rows = time.perf_counter() - t0
+        t_rows = float("inf")
+        for attempt in range(2):  # best of 2, like (a) and (a')
+            table = None
+            gc.collect()
+            t0 = time.perf_counter()
+            if profiler and attempt == 0:
+                profiler.enable()
+            table, _ = read_rows("lm-eval", [root / "runs"])
+            if profiler and attempt == 0:
+                profiler.disable()
+            t_rows = min(t_rows, time.perf_counter() - t0)
         rate_rows = n / t_rows
         print(f"(b) read_rows -> table         : {rate_rows:>10,.0f} lines/s  ({t_rows:.1f} s, "
-              f"{len(table):,} rows)")
-        print(f"    ratio (b)/(a)              : {rate_rows / rate_json:.2f}  (target >= 0.5)")
+              f"best of 2, {len(table):,} rows)")
+        print(f"    ratio (b)/(a) vs orjson    : {rate_rows / rate_orjson:.2f}  (target >= 0.5)")
+        print(f"    ratio (b)/(a') vs json     : {rate_rows / rate_json:.2f}  (context)")
         print(f"    peak RSS                   : {peak_rss_mb():,.0f} MB (before (b): "
               f"{rss_before:,.0f} MB; files: {size / 1e6:,.0f} MB)")
         n_rows = len(table)
@@ -201,7 +228,8 @@ def main() -> None:
             print(f"(c) full ingest into a store   : {n / t_full:>10,.0f} lines/s  "
                   f"({t_full:.1f} s, {report.n_added:,} rows added, table "
                   f"{store.table_path.stat().st_size / 1e6:,.0f} MB)")
-            print(f"    ratio (c)/(a)              : {(n / t_full) / rate_json:.2f}")
+            print(f"    ratio (c)/(a) vs orjson    : {(n / t_full) / rate_orjson:.2f}")
+            print(f"    ratio (c)/(a') vs json     : {(n / t_full) / rate_json:.2f}  (context)")
             print(f"    peak RSS                   : {peak_rss_mb():,.0f} MB")
             assert report.n_added == n_rows
         print(f"\nreproduce: python bench/bench_ingest.py --lines {args.lines} "

@@ -1,25 +1,38 @@
-"""Speed and memory of scoring a new task with the router (embeddings given, i.e. cached).
+"""Speed and memory of the router's kNN against honest baselines doing the same work.
 
-1. A new task of 1,000 prompts against 100,000 reference inputs (dim 384, ~100 tasks) and
-   30 models: ``Router.recommend(embeddings=...)`` on a fitted router, against
-   (a) one scikit-learn ``KNeighborsClassifier(n_neighbors=5, metric="cosine")`` per model
-       (fit + predict_proba; target: the router >= 20x faster), and
-   (b) a bare numpy matrix product + argpartition top-k over the same arrays
-       (target: the router within 3x).
-2. 1,000,000 reference inputs of dim 384: peak memory of scoring, measured in a fresh
-   subprocess that loads the saved state and scores (target < 4 GiB); the fitted state is
-   set directly there (no leave-one-task-out calibration over 1M inputs).
+1. A new task of 1,000 prompts against 100,000 reference inputs (dim 384, 100 tasks) and
+   30 models, embeddings given (i.e. cached). The router is fitted for real with
+   ``Router(...).fit(table, embeddings=X)`` (timed: it includes the leave-one-task-out
+   calibration that ``recommend`` needs) and ``Router.route(embeddings=Q)`` - per prompt, the
+   k = 5 nearest references, the vote g_m = mean label, argmax_m (g_m + 0.01 x mean accuracy)
+   - is compared with three baselines computing exactly that, each fitted and timed the same
+   way, and checked to give the same choices:
+   (a) scikit-learn ``NearestNeighbors(algorithm="brute", metric="cosine")``: one shared
+       exact search for all models, then the per-model vote;
+   (b) faiss-cpu ``IndexFlatIP`` (exact inner product on the unit vectors) + the vote;
+       skipped with a message when faiss is not installed (``pip install faiss-cpu``);
+   (c) bare numpy ``Q @ X.T`` + ``argpartition`` + the vote (the floor).
+   ``Router.recommend(embeddings=Q)`` (top-19 search for u, S1-S3, p and the fallback test)
+   is timed too. Nothing is extrapolated: every figure is a measured median of --repeats.
+2. Memory at 1,000,000 references of dim 384, 30 models: a real fit there takes hours on
+   2 cores (the calibration searches every reference against all others), so the largest
+   real fit is the one of part 1 (its peak RSS is measured). For 1M, a router folder with
+   every array at the shape and dtype a real fit gives (values synthetic, not calibrated) is
+   written with ``Router.save``; a fresh subprocess then runs ``Router.load`` (everything it
+   loads and rebuilds) + ``recommend`` + ``route`` on 1,000 prompts; its peak RSS (VmHWM)
+   is reported.
 
 Synthetic data: unit vectors clustered by task, labels Bernoulli(skill of model on task);
 all seeds fixed. Run from the repository root:
 
-    python bench/bench_router.py                      # full run (~6 min on 2 cores)
-    python bench/bench_router.py --fit attrs --sk-models 3 --n-big 200000   # quick look
+    python bench/bench_router.py                      # full run (~20 min on 2 loaded cores)
+    python bench/bench_router.py --n-ref 20000 --n-big 100000   # quick look
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -30,14 +43,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from lm_router_plugin.predictors import KNNPredictor
 from lm_router_plugin.router import Router
 
 GIB = 1024 ** 3
+TIE = 0.01  # the router's tie rule: + 0.01 x a model's mean reference accuracy
 
 
 def synthetic(n_ref: int, n_tasks: int, n_models: int, dim: int, seed: int):
@@ -79,25 +93,6 @@ def as_table(Y: np.ndarray, task_of: np.ndarray) -> pd.DataFrame:
         "input_text": np.repeat(ids, M), "correct": Y.reshape(-1).astype(np.int8)})
 
 
-def router_from_attributes(X, Y, task_of, seed: int) -> Router:
-    """A fitted-looking Router without the leave-one-task-out calibration (synthetic
-    calibration pairs); scoring cost does not depend on their values."""
-    rng = np.random.default_rng(seed + 2)
-    D, M = int(task_of.max()) + 1, Y.shape[1]
-    router = Router()
-    router.X_, router.Y_, router.task_of_ = X, Y, task_of
-    router.models_ = [f"model_{m:02d}" for m in range(M)]
-    router.task_names_ = [f"task_{d:03d}" for d in range(D)]
-    router.instance_ids_ = [str(i) for i in range(len(X))]
-    router.embedder_id_ = "precomputed"
-    router.u_ref_ = rng.uniform(0.3, 0.9, D)
-    router.p_ref_ = rng.uniform(0.4, 0.9, (D, M))
-    router.task_accuracy_ = np.stack([Y[task_of == d].mean(0) for d in range(D)])
-    router.model_mean_accuracy_ = router.task_accuracy_.mean(0)
-    router.predictor_ = KNNPredictor(n_neighbors=router.k).fit(X, Y)
-    return router
-
-
 def timed(fn, repeats: int) -> tuple[float, object]:
     times, out = [], None
     for _ in range(repeats):
@@ -107,29 +102,77 @@ def timed(fn, repeats: int) -> tuple[float, object]:
     return statistics.median(times), out
 
 
-def bare_numpy(Q, X, Y, k: int, kappa: int):
-    """The floor: one matrix product, argpartition top-max(k, kappa), g and u."""
-    kk = max(k, kappa)
-    sims = Q @ X.T
-    part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
-    part_sims = np.take_along_axis(sims, part, 1)
-    order = np.argsort(-part_sims, axis=1)
-    idx = np.take_along_axis(part, order, 1)
-    g = Y[idx[:, :k]].mean(axis=1)
-    u = float((1 - np.take_along_axis(part_sims, order, 1)[:, :kappa]).mean())
-    return g, u
+def mean_accuracy(Y: np.ndarray, task_of: np.ndarray) -> np.ndarray:
+    """(M,) mean over tasks of each model's task accuracy (the router's tie-break term)."""
+    return np.stack([Y[task_of == d].mean(0) for d in np.unique(task_of)]).mean(0)
 
 
-def sklearn_per_model(Q, X, Y, n_models: int):
-    from sklearn.neighbors import KNeighborsClassifier
+def vote(idx: np.ndarray, Y: np.ndarray, tie: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(g (n, M), choice (n,)) from neighbour rows idx (n, k): the per-model kNN vote."""
+    g = Y[idx].mean(axis=1)
+    return g, np.argmax(g + TIE * tie[None, :], axis=1)
 
-    out = []
-    for m in range(n_models):
-        clf = KNeighborsClassifier(n_neighbors=5, metric="cosine").fit(X, Y[:, m].astype(int))
-        proba = clf.predict_proba(Q)
-        out.append(proba[:, list(clf.classes_).index(1)] if 1 in clf.classes_ else
-                   np.zeros(len(Q)))
-    return np.stack(out, 1)
+
+class SklearnBaseline:
+    """One shared exact scikit-learn search (brute force, cosine) + the per-model vote."""
+
+    name = "scikit-learn NearestNeighbors(brute, cosine) + vote"
+    module = "sklearn.neighbors"
+
+    def fit(self, X, Y, task_of, k):
+        from sklearn.neighbors import NearestNeighbors
+
+        self.nn = NearestNeighbors(n_neighbors=k, algorithm="brute", metric="cosine").fit(X)
+        self.Y, self.tie = Y, mean_accuracy(Y, task_of)
+        return self
+
+    def route(self, Q):
+        return vote(self.nn.kneighbors(Q, return_distance=False), self.Y, self.tie)
+
+
+class FaissBaseline:
+    """faiss IndexFlatIP (exact inner product = cosine on unit vectors) + the vote."""
+
+    name = "faiss-cpu IndexFlatIP + vote"
+    module = "faiss"
+
+    def fit(self, X, Y, task_of, k):
+        import faiss
+
+        self.index = faiss.IndexFlatIP(X.shape[1])
+        self.index.add(np.ascontiguousarray(X, dtype=np.float32))
+        self.k, self.Y, self.tie = k, Y, mean_accuracy(Y, task_of)
+        return self
+
+    def route(self, Q):
+        _, idx = self.index.search(np.ascontiguousarray(Q, dtype=np.float32), self.k)
+        return vote(idx, self.Y, self.tie)
+
+
+class NumpyBaseline:
+    """Bare numpy: one matrix product, argpartition top-k, sort, vote (the floor)."""
+
+    name = "numpy Q @ X.T + argpartition + vote"
+    module = "numpy"
+
+    def fit(self, X, Y, task_of, k):
+        self.X, self.Y, self.k, self.tie = X, Y, k, mean_accuracy(Y, task_of)
+        return self
+
+    def route(self, Q):
+        sims = Q @ self.X.T
+        part = np.argpartition(-sims, self.k - 1, axis=1)[:, :self.k]
+        order = np.argsort(-np.take_along_axis(sims, part, 1), axis=1, kind="stable")
+        return vote(np.take_along_axis(part, order, 1), self.Y, self.tie)
+
+
+def peak_rss() -> int:
+    """Peak RSS of this process in bytes (VmHWM; since the last reset_peak_rss)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def rss_now() -> int:
@@ -147,46 +190,55 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def peak_rss_since_reset() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def child_build(args) -> None:
-    """Fresh process 1: write the synthetic 1M-reference state to ``args.state_dir``."""
+def child_save(args) -> None:
+    """Fresh process 1: write a 1M-reference router folder with Router.save. Every array
+    has the shape and dtype of a real fit (checked against a small real fit); the values
+    of the calibration arrays are synthetic (a real fit at 1M takes hours)."""
     X, Y, task_of = synthetic(args.n_big, args.n_tasks, args.n_models, args.dim, args.seed)
-    Q = queries(X, task_of, args.n_query, args.seed)
-    for name, array in (("X", X), ("Y", Y), ("task_of", task_of), ("Q", Q)):
-        np.save(os.path.join(args.state_dir, f"{name}.npy"), array)
+    Xs, Ys, ts = synthetic(2000, 10, args.n_models, args.dim, args.seed)
+    small = Router().fit(as_table(Ys, ts), embeddings=Xs)
+    router = Router()
+    rng = np.random.default_rng(args.seed + 2)
+    n, D, M = len(X), int(task_of.max()) + 1, Y.shape[1]
+    K = max(router.k, router.kappa)
+    task_acc = np.stack([Y[task_of == d].mean(0) for d in range(D)]).astype(np.float64)
+    router.X_, router.Y_, router.task_of_ = X, Y, task_of.astype(np.int64)
+    router.u_ref_ = rng.uniform(0.3, 0.9, D)
+    router.p_ref_ = rng.uniform(0.4, 0.9, (D, M))
+    router.task_accuracy_ = task_acc
+    router.model_mean_accuracy_ = task_acc.mean(0)
+    router.loo_g_ = rng.random((n, M))
+    router.loo_neighbors_ = rng.integers(0, n, (n, K))
+    router.loo_similarities_ = rng.random((n, K), dtype=np.float32)
+    router.models_ = [f"model_{m:02d}" for m in range(M)]
+    router.task_names_ = [f"task_{d:03d}" for d in range(D)]
+    router.instance_ids_ = [f"{i:07d}" for i in range(n)]
+    router.embedder_id_ = "precomputed"
+    for name in Router._ARRAYS:  # same layout as a real fit, only bigger
+        real, ours = getattr(small, name), getattr(router, name)
+        assert real.dtype == ours.dtype and real.shape[1:] == ours.shape[1:], name
+    router.save(Path(args.state_dir) / "router")
+    np.save(Path(args.state_dir) / "Q.npy", queries(X, task_of, args.n_query, args.seed))
 
 
-def child_score(args) -> None:
-    """Fresh process 2: load the state (as Router.load would), then score; the process peak
-    RSS is then loading + scoring only, not the synthetic data generation."""
-    import tracemalloc
-
-    X, Y, task_of, Q = (np.load(os.path.join(args.state_dir, f"{name}.npy"))
-                        for name in ("X", "Y", "task_of", "Q"))
-    router = router_from_attributes(X, Y, task_of, args.seed)
-    state_bytes = X.nbytes + Y.nbytes + task_of.nbytes + Q.nbytes
-    rss_before, peak_before = rss_now(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    was_reset = reset_peak_rss()
-    tracemalloc.start()
+def child_load(args) -> None:
+    """Fresh process 2: Router.load (arrays, state, the rebuilt predictor) + recommend +
+    route; the process peak RSS is loading + scoring only."""
+    Q = np.load(Path(args.state_dir) / "Q.npy")
+    t0 = time.perf_counter()
+    router = Router.load(Path(args.state_dir) / "router")
+    t_load = time.perf_counter() - t0
+    rss_loaded, peak_loaded = rss_now(), peak_rss()
     t0 = time.perf_counter()
     rec = router.recommend(embeddings=Q)
-    seconds = time.perf_counter() - t0
-    _, traced_peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    scoring_peak = peak_rss_since_reset() if was_reset else None
-    print(json.dumps({"state_bytes": state_bytes, "rss_before": rss_before,
-                      "peak_before": peak_before * 1024, "peak": peak,
-                      "scoring_peak": scoring_peak,
-                      "scoring_traced_peak": traced_peak, "seconds": seconds,
-                      "choice": rec.choice}))
+    t_rec = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    router.route(embeddings=Q)
+    t_route = time.perf_counter() - t0
+    print(json.dumps({"load_s": t_load, "rss_loaded": rss_loaded, "peak_loaded": peak_loaded,
+                      "recommend_s": t_rec, "route_s": t_route, "peak": peak_rss(),
+                      "choice": rec.choice,
+                      "arrays_bytes": sum(getattr(router, n).nbytes for n in Router._ARRAYS)}))
 
 
 def main() -> None:
@@ -197,19 +249,14 @@ def main() -> None:
     parser.add_argument("--n-query", type=int, default=1_000)
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--n-big", type=int, default=1_000_000,
-                        help="reference inputs of the memory run (0: skip it)")
-    parser.add_argument("--fit", choices=["full", "attrs"], default="full",
-                        help="full: Router.fit with precomputed embeddings (leave-one-task-out "
-                             "calibration over all references); attrs: set the fitted state")
-    parser.add_argument("--sk-models", type=int, default=5,
-                        help="models timed for the scikit-learn baseline (extrapolated to all)")
+                        help="references of the Router.load memory run (0: skip it)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--child", choices=["build", "score"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["save", "load"], help=argparse.SUPPRESS)
     parser.add_argument("--state-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        (child_build if args.child == "build" else child_score)(args)
+        (child_save if args.child == "save" else child_load)(args)
         return
 
     command = "python bench/bench_router.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -218,50 +265,51 @@ def main() -> None:
           f"numpy {np.__version__}, python {platform.python_version()}")
     X, Y, task_of = synthetic(args.n_ref, args.n_tasks, args.n_models, args.dim, args.seed)
     Q = queries(X, task_of, args.n_query, args.seed)
+    table = as_table(Y, task_of)
     print(f"references {X.shape}, models {Y.shape[1]}, tasks {int(task_of.max()) + 1}, "
-          f"new task {Q.shape}")
+          f"new task {Q.shape}, table {len(table):,} rows")
 
+    rss_before = rss_now()
+    was_reset = reset_peak_rss()
     t0 = time.perf_counter()
-    if args.fit == "full":
-        table = as_table(Y, task_of)
-        router = Router().fit(table, embeddings=X)
-        fit_note = f"Router.fit on {len(table):,} table rows (leave-one-task-out calibration)"
-    else:
-        router = router_from_attributes(X, Y, task_of, args.seed)
-        fit_note = "fitted state set directly (no calibration)"
-    fit_seconds = time.perf_counter() - t0
-    print(f"fit: {fit_seconds:.1f} s  ({fit_note})")
+    router = Router().fit(table, embeddings=X)
+    t_fit = time.perf_counter() - t0
+    fit_peak = peak_rss() if was_reset else None
+    assert np.array_equal(router.Y_, Y) and np.array_equal(router.X_, X)  # same row order
+    print(f"\nRouter.fit: {t_fit:.1f} s (includes the leave-one-task-out calibration)"
+          + (f"; peak RSS during the fit {fit_peak / GIB:.2f} GiB (RSS before "
+             f"{rss_before / GIB:.2f} GiB: the data and the table)" if fit_peak else ""))
 
-    router.recommend(embeddings=Q[:10])  # warm-up
-    t_router, rec = timed(lambda: router.recommend(embeddings=Q), args.repeats)
-    print(f"Router.recommend(embeddings=...): {t_router:.3f} s (median of {args.repeats}); "
-          f"choice {rec.choice}, u {rec.u:.3f}")
+    router.route(embeddings=Q[:10])  # warm-up
+    t_route, decisions = timed(lambda: router.route(embeddings=Q), args.repeats)
+    t_rec, rec = timed(lambda: router.recommend(embeddings=Q), args.repeats)
+    choice = np.array([router.models_.index(d.model) for d in decisions])
+    g_router = np.array([[d.g[m] for m in router.models_] for d in decisions])
+    print(f"Router.route(embeddings=Q)     : {t_route:.3f} s (median of {args.repeats})")
+    print(f"Router.recommend(embeddings=Q) : {t_rec:.3f} s (median of {args.repeats}); "
+          f"choice {rec.choice}")
 
-    t_bare, (g_bare, _) = timed(lambda: bare_numpy(Q, router.X_, router.Y_, router.k,
-                                                   router.kappa), args.repeats)
-    print(f"bare numpy matmul + argpartition top-{max(router.k, router.kappa)}: "
-          f"{t_bare:.3f} s (median of {args.repeats})")
-
-    n_sk = min(args.sk_models, args.n_models)
-    t0 = time.perf_counter()
-    g_sk = sklearn_per_model(Q, X, Y, n_sk)
-    t_sk_part = time.perf_counter() - t0
-    t_sk = t_sk_part * args.n_models / n_sk
-    how = "measured" if n_sk == args.n_models else \
-        f"{t_sk_part:.1f} s for {n_sk} models, extrapolated linearly to {args.n_models}"
-    print(f"scikit-learn KNeighborsClassifier(5, cosine) per model: {t_sk:.1f} s ({how})")
-    # same neighbours, same g (up to ties): the baselines compute the same thing
-    g_router = router.predict_correctness(Q)[0]
-    agree = float(np.mean(np.isclose(g_router[:, :n_sk], g_sk)))
-    print(f"g agreement with scikit-learn: {agree:.4f}; with bare numpy: "
-          f"{float(np.mean(np.isclose(g_router, g_bare))):.4f}")
-
-    speedup = t_sk / t_router
-    vs_bare = t_router / t_bare
-    print(f"\nspeed-up over scikit-learn per model: {speedup:.1f}x (target >= 20x) "
-          f"{'PASS' if speedup >= 20 else 'FAIL'}")
-    print(f"router time / bare numpy time: {vs_bare:.2f}x (target <= 3x) "
-          f"{'PASS' if vs_bare <= 3 else 'FAIL'}")
+    rows = []
+    for baseline in (SklearnBaseline(), FaissBaseline(), NumpyBaseline()):
+        try:
+            importlib.import_module(baseline.module)  # not timed: imports are one-off
+        except ImportError:
+            print(f"{baseline.name}: skipped ({baseline.module} is not installed; "
+                  "pip install faiss-cpu, or pip install -e '.[faiss]')")
+            continue
+        t0 = time.perf_counter()
+        baseline.fit(X, Y, task_of, router.k)
+        t_bfit = time.perf_counter() - t0
+        baseline.route(Q[:10])  # warm-up
+        t_b, (g_b, choice_b) = timed(lambda: baseline.route(Q), args.repeats)
+        same_g = float(np.mean(np.isclose(g_b, g_router)))
+        same_choice = float(np.mean(choice_b == choice))
+        rows.append((baseline.name, t_bfit, t_b, same_g, same_choice))
+        print(f"{baseline.name}: fit {t_bfit:.2f} s, route {t_b:.3f} s (median of "
+              f"{args.repeats}); same g {same_g:.4f}, same choice {same_choice:.4f}")
+    print("\nroute time ratio, baseline / router (> 1: the router is faster):")
+    for name, _, t_b, _, _ in rows:
+        print(f"  {name:<55} {t_b / t_route:6.2f}x")
 
     if args.n_big:
         with tempfile.TemporaryDirectory() as state_dir:
@@ -269,23 +317,20 @@ def main() -> None:
                    "--n-tasks", str(args.n_tasks), "--n-models", str(args.n_models),
                    "--n-query", str(args.n_query), "--dim", str(args.dim), "--seed",
                    str(args.seed), "--state-dir", state_dir]
-            subprocess.run(cmd + ["--child", "build"], check=True)
-            out = subprocess.run(cmd + ["--child", "score"], check=True, capture_output=True,
+            subprocess.run(cmd + ["--child", "save"], check=True)
+            size = sum(f.stat().st_size for f in Path(state_dir, "router").iterdir())
+            out = subprocess.run(cmd + ["--child", "load"], check=True, capture_output=True,
                                  text=True)
         mem = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"\n{args.n_big:,} references x {args.dim} (fitted state set directly: the "
-              f"leave-one-task-out calibration is not run; scoring only), "
-              f"{args.n_query} prompts, {args.n_models} models, fresh subprocess:")
-        print(f"  arrays of the state: {mem['state_bytes'] / GIB:.2f} GiB; RSS after loading "
-              f"them {mem['rss_before'] / GIB:.2f} GiB (peak while loading "
-              f"{mem['peak_before'] / GIB:.2f} GiB)")
-        print(f"  scoring: {mem['seconds']:.1f} s, allocations traced during scoring peak at "
-              f"{mem['scoring_traced_peak'] / GIB:.3f} GiB")
-        if mem["scoring_peak"]:
-            print(f"  peak RSS while scoring (VmHWM reset after loading): "
-                  f"{mem['scoring_peak'] / GIB:.2f} GiB")
-        print(f"  process peak RSS, loading + scoring (ru_maxrss): {mem['peak'] / GIB:.2f} GiB "
-              f"(target < 4 GiB) {'PASS' if mem['peak'] < 4 * GIB else 'FAIL'}")
+        print(f"\n{args.n_big:,} references x {args.dim}, {args.n_models} models: a router "
+              f"folder of {size / GIB:.2f} GiB (Router.save; arrays {mem['arrays_bytes'] / GIB:.2f}"
+              f" GiB, shapes of a real fit, calibration values synthetic), fresh subprocess:")
+        print(f"  Router.load: {mem['load_s']:.1f} s, RSS after it {mem['rss_loaded'] / GIB:.2f} "
+              f"GiB (peak while loading {mem['peak_loaded'] / GIB:.2f} GiB)")
+        print(f"  recommend {mem['recommend_s']:.1f} s, route {mem['route_s']:.1f} s on "
+              f"{args.n_query} prompts")
+        print(f"  process peak RSS (VmHWM), load + recommend + route: {mem['peak'] / GIB:.2f} GiB"
+              f" (target < 4 GiB) {'PASS' if mem['peak'] < 4 * GIB else 'FAIL'}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -48,7 +49,25 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """The top-level group: a closed stdout (``lm-router info | head -1``) ends the command
+    quietly with exit code 0, as for cat or grep, instead of click's exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # a broken pipe shows here for buffered output
+            return result
+        except BrokenPipeError:
+            try:  # nothing more can be written; keep the interpreter's final flush quiet
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            except (OSError, ValueError, AttributeError):  # no real file (CliRunner)
+                pass
+            ctx.exit(0)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="lm-router-plugin")
 @click.option("-q", "--quiet", is_flag=True, help="Only print warnings and errors on stderr.")
 def main(quiet: bool) -> None:
@@ -58,6 +77,7 @@ def main(quiet: bool) -> None:
     lm-router ingest lm-eval runs/
     lm-router info
     lm-router recommend --task my_task --include-path task_configs/
+    lm-router route --prompts prompts.txt
     lm-router evaluate
     """
     handler = logging.StreamHandler(sys.stderr)
@@ -79,8 +99,10 @@ def main(quiet: bool) -> None:
 @click.option("--replace", is_flag=True,
               help="Let the new files win where they conflict with stored rows.")
 @click.option("-o", "--option", "adapter_options", multiple=True, metavar="KEY=VALUE",
-              help="Adapter setting, repeatable; helm: include_perturbed=true, "
-                   "train_trials=mean|first, split=main|all|NAME.")
+              help="Adapter setting, repeatable; helm: include_perturbed=true|false, "
+                   "train_trials=mean|first, split=main|all|NAME (main: the test split if the "
+                   "run has one, else all its splits; all: every split; NAME: that split). "
+                   "lm-eval and table take none.")
 @_user_errors
 def ingest(adapter: str, paths: tuple[str, ...], store_dir: str | None, thresholds: str | None,
            models_file: str | None, replace: bool, adapter_options: tuple[str, ...]) -> None:
@@ -94,10 +116,14 @@ def ingest(adapter: str, paths: tuple[str, ...], store_dir: str | None, threshol
     lm-router ingest table results.parquet
     """
     from .ingest import ingest as run_ingest
+    from .registry import adapters, unknown_name_message
     from .store import Store
 
     import yaml
 
+    if adapter not in adapters.names():  # a typo is bad usage (exit 2), before any reading
+        raise click.BadParameter(unknown_name_message("adapter", adapter, adapters.names()),
+                                 param_hint="ADAPTER")
     options: dict[str, Any] = {}
     for item in adapter_options:
         key, sep, value = item.partition("=")
@@ -114,7 +140,7 @@ def ingest(adapter: str, paths: tuple[str, ...], store_dir: str | None, threshol
         raise click.BadParameter(str(exc), param_hint="--option") from exc
     click.echo(f"{report.n_read} rows read: {report.n_added} added, {report.n_unchanged} already "
                f"stored, {report.n_replaced} replaced; {len(report.models)} models, "
-               f"{len(report.tasks)} tasks -> {store.table_path}")
+               f"{len(report.tasks)} tasks -> {store.root}")
 
 
 @main.command()
@@ -124,29 +150,55 @@ def ingest(adapter: str, paths: tuple[str, ...], store_dir: str | None, threshol
 def info(store_dir: str | None, as_json: bool) -> None:
     """Models, tasks, counts and per-task accuracies of the stored table.
 
+    Per (model, task): the metric, its threshold eta, the harness's mean score and acc, the
+    share of rows counted correct (score > eta, or < eta where lower is better; a binary
+    metric is correct when 1). acc differs from the harness's mean for continuous or judged
+    metrics (e.g. a judge score of 0.75 counts 1 at eta 0.5).
+
     \b
     lm-router info --json
     """
-    from .ingest import accuracy_table
+    from .ingest import accuracy_table, score_summary
     from .store import Store
 
     store = Store(store_dir)
     table = store.read_table(required=True)
     accuracy, counts = accuracy_table(table)
+    summary = score_summary(table)
     models = sorted(table["model"].unique())
     tasks = sorted(table["task"].unique())
     if as_json:
+        nested: dict[str, dict[str, dict[str, Any]]] = {"metric": {}, "threshold": {},
+                                                        "mean_score": {}}
+        for row in summary.itertuples(index=False):
+            eta = row.threshold
+            nested["metric"].setdefault(row.task, {})[row.model] = row.metric
+            nested["threshold"].setdefault(row.task, {})[row.model] = (
+                None if isinstance(eta, float) and eta != eta else eta)
+            nested["mean_score"].setdefault(row.task, {})[row.model] = (
+                None if row.mean_score != row.mean_score else float(row.mean_score))
         _echo_json({"n_rows": len(table), "models": models, "tasks": tasks,
-                    "accuracy": accuracy, "counts": counts, "model_metadata": store.read_models()})
+                    "accuracy": accuracy, "counts": counts, "model_metadata": store.read_models(),
+                    **nested})
         return
     click.echo(f"{len(table)} rows, {len(models)} models, {len(tasks)} tasks ({store.root})")
-    name_width = max(len(t) for t in tasks)
-    for model in models:
-        click.echo(f"\n{model}")
-        for task in tasks:
-            if model in accuracy[task]:
-                click.echo(f"  {task:<{name_width}}  acc {accuracy[task][model]:.4f}  "
-                           f"n {counts[task][model]}")
+    rows = [("model", "task", "metric", "eta", "mean score", "acc", "n")]
+    for r in summary.sort_values(["model", "task"]).itertuples(index=False):
+        eta = r.threshold
+        rows.append((r.model, r.task, r.metric or "-",
+                     "-" if isinstance(eta, float) and eta != eta else (
+                         f"{eta:g}" if isinstance(eta, float) else str(eta)),
+                     _fmt(r.mean_score, 0, ".4f"), f"{r.acc:.4f}", str(r.n)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    left = 3  # model, task and metric are left-aligned; numbers right-aligned
+    for i, row in enumerate(rows):
+        cells = [c.ljust(w) if j < left else c.rjust(w) for j, (c, w) in
+                 enumerate(zip(row, widths))]
+        click.echo("  ".join(cells).rstrip())
+        if i == 0:
+            click.echo("  ".join("-" * w for w in widths))
+    click.echo("\nacc: share of rows counted correct (score > eta, or < eta where lower is "
+               "better; eta '-': a binary metric, correct when 1)")
 
 
 def _format_params(params: int | None) -> str:
@@ -327,6 +379,9 @@ def _print_recommendation(rec: Any) -> None:
 def route(prompts_file: str, store_dir: str | None, as_json: bool, candidates: str | None,
           max_params: str | None, **args: Any) -> None:
     """Per-prompt routing: the model most likely to answer each prompt correctly.
+
+    Only the options that change a per-prompt choice are offered; the task-level constants
+    of recommend (--kappa, --sigma, --t, --eta, --seed) do not enter it.
 
     \b
     lm-router route --prompts prompts.txt

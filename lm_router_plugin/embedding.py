@@ -47,12 +47,24 @@ def resolve_embedder(name_or_path: str | None) -> tuple[str, str]:
         return DEFAULT_EMBEDDER, str(packaged) if packaged else DEFAULT_EMBEDDER
     path = Path(name).expanduser()
     if path.is_dir():
-        # A local folder is identified by its name and the hash of its config files, so the
-        # cache survives moving the folder but not swapping the model inside it.
+        # A local folder is identified by its name, its config files and a fingerprint of
+        # its weights, so the cache survives moving the folder but not swapping the model
+        # (or fine-tuned weights) inside it. Per weight file: size + sha256 of the first and
+        # last MiB (cheap on multi-GB checkpoints; any retraining changes both ends).
         digest = hashlib.sha256()
         for part in ("modules.json", "config.json", "config_sentence_transformers.json"):
             if (path / part).exists():
                 digest.update((path / part).read_bytes())
+        weights = sorted(p for pattern in ("*.safetensors", "*.bin", "*.pt", "*.pth")
+                         for p in path.rglob(pattern) if p.is_file())
+        for weight in weights:
+            size = weight.stat().st_size
+            digest.update(f"{weight.relative_to(path).as_posix()}:{size}".encode())
+            with open(weight, "rb") as fh:
+                digest.update(fh.read(1 << 20))
+                if size > 1 << 20:
+                    fh.seek(max(size - (1 << 20), 1 << 20))
+                    digest.update(fh.read(1 << 20))
         return f"{path.resolve().name}@{digest.hexdigest()[:12]}", str(path.resolve())
     return name, name
 

@@ -6,12 +6,14 @@
 
 Rows stream from the adapter; thresholds turn metric values into 0/1; the result is merged
 with the stored table (identical rows are skipped, a different value for an existing key is
-a :class:`ConflictError` naming both files) and written atomically.
+a :class:`ConflictError` naming both files) and committed with the model metadata as one
+atomic store generation, under the store's writer lock (store.py).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,16 +156,20 @@ def ingest(adapter_name: str, paths: Sequence[str | Path], store: Store, *,
         thresholds = Thresholds.load(thresholds)
     user_models = load_models_file(models_file) if models_file else {}
     new, metadata = read_rows(adapter_name, paths, thresholds, **options)
-    stored = store.read_table()
-    merged, n_added, n_unchanged, n_replaced = merge_tables(stored, new, replace=replace)
-    models = store.read_models()
-    for source in (metadata, user_models):  # the user's YAML wins over harness metadata
-        for model, spec in source.items():
-            entry = models.setdefault(model, {"params": None, "cost_per_1m": None})
-            entry.update({k: v for k, v in spec.items() if v is not None})
-    if n_added or n_replaced or not store.has_table():
-        store.write_table(merged)
-    store.write_models(models)
+    # The slow part (reading the files) is done; the read-merge-commit runs under the store's
+    # writer lock so that a concurrent ingest cannot lose our rows or we theirs.
+    with store.lock():
+        stored = store.read_table()
+        merged, n_added, n_unchanged, n_replaced = merge_tables(stored, new, replace=replace)
+        old_models = store.read_models()
+        models = {m: dict(spec) for m, spec in old_models.items()}
+        for source in (metadata, user_models):  # the user's YAML wins over harness metadata
+            for model, spec in source.items():
+                entry = models.setdefault(model, {"params": None, "cost_per_1m": None})
+                entry.update({k: v for k, v in spec.items() if v is not None})
+        table_changed = bool(n_added or n_replaced or not store.has_table())
+        if table_changed or models != old_models:  # one commit point for table + metadata
+            store.commit(table=merged if table_changed else None, models=models)
     logger.info("ingested %d rows: %d added, %d already stored, %d replaced",
                 len(new), n_added, n_unchanged, n_replaced)
     return IngestReport(n_read=len(new), n_added=n_added, n_unchanged=n_unchanged,
@@ -182,5 +188,29 @@ def accuracy_table(table: pd.DataFrame) -> tuple[dict, dict]:
     return accuracy, counts
 
 
-__all__ = ["IngestReport", "accuracy_table", "ingest", "load_models_file", "merge_tables",
+def score_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (task, model): metric, threshold eta, mean raw score, accuracy, n.
+
+    ``metric`` and ``threshold`` join distinct values with "/" in the rare case of several
+    (e.g. a task re-ingested with another --thresholds); ``threshold`` is NaN for binary
+    metrics; ``mean_score`` is the harness's own mean of the metric (what its leaderboard
+    shows), ``acc`` the share of rows counted correct after thresholding.
+    """
+    def joined(values: pd.Series) -> str:
+        return "/".join(sorted({str(v) for v in values.dropna()}))
+
+    def threshold(values: pd.Series) -> float | str:
+        distinct = sorted(set(values.dropna()))
+        if not distinct:
+            return math.nan
+        return distinct[0] if len(distinct) == 1 else "/".join(f"{v:g}" for v in distinct)
+
+    grouped = table.groupby([TASK, MODEL], sort=True)
+    out = grouped.agg(metric=("metric", joined), threshold=("threshold", threshold),
+                      mean_score=(SCORE, "mean"), acc=(CORRECT, "mean"),
+                      n=(CORRECT, "size")).reset_index()
+    return out
+
+
+__all__ = ["IngestReport", "accuracy_table", "score_summary", "ingest", "load_models_file", "merge_tables",
            "read_rows"]

@@ -23,7 +23,7 @@ import numpy as np
 from .calibration import Calibration
 from .router import DECISION_PARAMS, Router
 from .scores import argmax_with_ties
-from .store import Store
+from .store import Store, dir_mode
 
 logger = logging.getLogger(__name__)
 
@@ -45,14 +45,20 @@ def router_card(router: Router) -> dict[str, Any]:
             "best_model_on_average": router.models_[argmax_with_ties(mean, mean)]}
 
 
-def save_router(router: Router, folder: Path, card: dict[str, Any] | None = None) -> None:
+def save_router(router: Router, folder: Path, card: dict[str, Any] | None = None, *,
+                replace: bool = True) -> bool:
     """Write arrays + state + router card into ``folder`` atomically: a complete temporary
-    folder renamed into place. An existing folder of the same key holds an equal router and
-    is kept (never deleted first, so there is always a router to load)."""
+    folder renamed into place, so a reader sees a whole router or none.
+
+    If ``folder`` exists: ``replace=False`` keeps it (a router of the same key is an equal
+    router, e.g. fitted by a concurrent command) and returns False; ``replace=True`` moves
+    it aside and ours in (putting it back if that fails). Returns True when ours is in place.
+    """
     router._check_fitted()
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp", dir=folder.parent))
+    aside = None
     try:
         arrays = {name: getattr(router, name) for name in _ARRAYS}
         arrays.update({f"cal_{name}": getattr(router.calibration_, name) for name in _CALIBRATION})
@@ -62,22 +68,28 @@ def save_router(router: Router, folder: Path, card: dict[str, Any] | None = None
                  "embedder_id": router.embedder_id_}
         (tmp / "state.json").write_text(json.dumps(state))
         (tmp / "card.json").write_text(json.dumps(card or router_card(router), indent=2) + "\n")
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, dir_mode())
+        if folder.exists():
+            if not replace:
+                logger.debug("router %s already saved by another process", folder.name)
+                return False
+            aside = Path(tempfile.mkdtemp(prefix=".stale", dir=folder.parent)) / folder.name
+            os.rename(folder, aside)
         try:
-            os.rename(tmp, folder)  # atomic; fails if the folder exists
+            os.rename(tmp, folder)  # atomic; fails if a concurrent save got there first
         except OSError:
+            if aside is not None:
+                os.rename(aside, folder)
+                aside = None
             if not (folder / "card.json").exists():
                 raise
-            logger.debug("router %s already saved by another process", folder.name)
+            return False
+        return True
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+        if aside is not None:
+            shutil.rmtree(aside.parent, ignore_errors=True)
 
 
 def load_router(folder: Path, **decision_params: Any) -> Router:
@@ -119,28 +131,44 @@ def fit_or_load(store: Store, **params: Any) -> Router:
     folder = store.routers_dir() / router_key(fingerprint, embedder_id, router)
     decision = {name: params[name] for name in DECISION_PARAMS if name in params}
     if (folder / "card.json").exists():
-        loaded = load_router(folder, **decision)
-        loaded._embedder_obj = router.embedder_object()
-        return loaded
+        try:
+            loaded = load_router(folder, **decision)
+        except FileNotFoundError:  # removed as stale by a concurrent command: fit again
+            pass
+        else:
+            loaded._embedder_obj = router.embedder_object()
+            return loaded
     table = store.read_table()  # only when fitting: a cached router needs no table
     logger.info("fitting the router on %d rows (%s)", len(table), embedder_id)
     router.fit(table, store=store)
     card = router_card(router)
     card["table_fingerprint"] = fingerprint
     card["n_rows"] = int(len(table))
-    save_router(router, folder, card)
-    _remove_stale(store.routers_dir(), fingerprint, keep=folder)
+    save_router(router, folder, card, replace=False)
+    with store.lock():
+        _remove_stale(store.routers_dir(), fingerprint, keep=folder)
     return router
 
 
 def _remove_stale(routers_dir: Path, fingerprint: str, keep: Path) -> None:
-    """Delete routers fitted on another table (they can never be loaded again)."""
+    """Delete routers fitted on another table (they can never be loaded again); call under
+    the store lock. A folder is renamed away first, so a reader never sees half of one."""
     for old in routers_dir.iterdir():
-        if not old.is_dir() or old == keep or old.name.startswith("."):
+        if not old.is_dir() or old == keep:
+            continue
+        if old.name.startswith(".stale"):  # left by a command killed while cleaning
+            shutil.rmtree(old, ignore_errors=True)
+            continue
+        if old.name.startswith("."):  # another command's save in progress
             continue
         try:
             card = json.loads((old / "card.json").read_text())
         except (OSError, ValueError):
-            continue  # being written by another process, or not ours
+            continue
         if card.get("table_fingerprint") != fingerprint:
-            shutil.rmtree(old, ignore_errors=True)
+            trash = Path(tempfile.mkdtemp(prefix=".stale", dir=routers_dir))
+            try:
+                os.rename(old, trash / old.name)
+            except OSError:
+                pass
+            shutil.rmtree(trash, ignore_errors=True)

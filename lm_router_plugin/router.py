@@ -318,10 +318,11 @@ class Router:
                 for i, c in enumerate(choice)]
 
     # persistence (persistence.py) -------------------------------------------------------
-    def save(self, folder, card: dict[str, Any] | None = None) -> None:
+    def save(self, folder, card: dict[str, Any] | None = None, *, replace: bool = True) -> bool:
+        """See :func:`lm_router_plugin.persistence.save_router`."""
         from .persistence import save_router
 
-        save_router(self, folder, card)
+        return save_router(self, folder, card, replace=replace)
 
     @classmethod
     def load(cls, folder) -> Router:

@@ -1,24 +1,51 @@
 """The store: a folder holding the correctness table, model metadata, the embedding cache
-and fitted routers. Every write is atomic (temp file + rename), so a failed command leaves
-the store as it was.
+and fitted routers.
 
     store/
-      table.parquet          the correctness table (schema.py)
-      models.json            {model: {"params": int | null, "cost_per_1m": float | null}}
-      embeddings/<id>/       embedding cache per embedder (embedding.py)
-      routers/<fingerprint>/ fitted routers with their router card (router.py)
+      CURRENT                    name of the current generation, e.g. "g-000003-1a2b3c4d"
+      data/<generation>/         one committed state of the table and its metadata:
+        table.parquet            the correctness table (schema.py)
+        models.json              {model: {"params": int | null, "cost_per_1m": float | null}}
+      embeddings/<id>/           embedding cache per embedder (embedding.py)
+      routers/<fingerprint>/     fitted routers with their router card (router.py)
+      .lock                      writers' lock file (fcntl.flock)
+
+How writes stay atomic and safe under concurrency:
+
+- A commit writes a complete new generation folder (both files, fsynced) under a temporary
+  name, renames it to ``data/<generation>/``, then replaces ``CURRENT`` by rename. That last
+  rename is the one commit point: a reader, or a command killed at any moment, sees either
+  the old state or the new one, never a table from one and metadata from the other.
+- Writers hold an exclusive ``flock`` on ``.lock`` around their whole read-modify-write
+  (``with store.lock(): ...``), so two ingests into one store serialise instead of losing
+  rows. Readers take no lock.
+- A ``Store`` object reads ``CURRENT`` once and keeps using that generation (one consistent
+  snapshot per command) until it commits itself or :meth:`Store.refresh` is called. The
+  previous generation is kept, older ones are deleted by the next writer.
+- New files and folders follow the umask (0o666 / 0o777 & ~umask), like other tools.
+
+A store from before generations (``table.parquet`` and ``models.json`` at the top) is still
+read; its first commit moves it to the layout above.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: writers are not serialised
+    fcntl = None  # type: ignore[assignment]
 
 import pandas as pd
 import pyarrow as pa
@@ -32,16 +59,68 @@ STORE_ENV = "LM_ROUTER_STORE"
 #: Parquet key-value metadata key of the table's format version (schema.FORMAT_VERSION); kept
 #: inside the table file so the version and the rows are written in one atomic rename.
 FORMAT_KEY = b"lm_router_format_version"
+TABLE_FILE = "table.parquet"
+MODELS_FILE = "models.json"
+# Test hook: "POINT[,POINT...]" makes a writer touch $LM_ROUTER_TEST_PAUSE_FILE.POINT and
+# sleep there ($LM_ROUTER_TEST_PAUSE_SECONDS, default 60), so a test can kill it at a known
+# point of a commit or hold the lock a while (tests/test_store.py).
+_PAUSE_ENV = "LM_ROUTER_TEST_PAUSE_AT"
+_GENERATION = re.compile(r"g-(\d+)-[0-9a-f]+")
+_RESTORE = "restore the store from a backup, or delete it and ingest again"
+
+
+def _pause(point: str) -> None:
+    wanted = os.environ.get(_PAUSE_ENV)
+    if wanted and point in wanted.split(","):
+        Path(f"{os.environ['LM_ROUTER_TEST_PAUSE_FILE']}.{point}").touch()
+        time.sleep(float(os.environ.get("LM_ROUTER_TEST_PAUSE_SECONDS", "60")))
+
+
+def current_umask() -> int:
+    """The process umask (read from /proc where possible: os.umask would have to set it)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """Mode of a new file under the current umask (mkstemp would give 0o600)."""
+    return 0o666 & ~current_umask()
+
+
+def dir_mode() -> int:
+    """Mode of a new folder under the current umask (mkdtemp would give 0o700)."""
+    return 0o777 & ~current_umask()
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every file system lets a folder be fsynced
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temp file beside ``path``, then rename it over ``path``."""
+    """Call ``write(tmp)`` on a temp file beside ``path``, then rename it over ``path``.
+
+    The file gets the mode a plain ``open(path, "w")`` would give (umask respected).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, file_mode())
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -76,14 +155,144 @@ class Store:
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root or os.environ.get(STORE_ENV) or DEFAULT_STORE)
+        self._generation: Path | None = None  # the snapshot this object reads
+        self._lock_fd: int | None = None
+        self._lock_depth = 0
+
+    # -- generations -------------------------------------------------------------------
+    @property
+    def current_path(self) -> Path:
+        return self.root / "CURRENT"
+
+    def _data_dir(self) -> Path:
+        return self.root / "data"
+
+    def refresh(self) -> None:
+        """Forget the snapshot: the next read sees the latest committed state."""
+        self._generation = None
+
+    def generation(self) -> Path:
+        """Folder of the snapshot this object reads (the store root for an old-layout store)."""
+        gen = self._generation
+        if gen is not None and (not gen.exists() if gen != self.root
+                                else self.current_path.exists()):
+            # deleted by later commits (or a migrated old-layout store): take the newest
+            self._generation = None
+        for attempt in range(3):  # a concurrent commit may delete what CURRENT named
+            if self._generation is not None:
+                break
+            try:
+                name = self.current_path.read_text().strip()
+            except FileNotFoundError:
+                self._generation = self.root
+                break
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InputError(self.current_path, f"unreadable: {exc}", hint=_RESTORE) from exc
+            if not _GENERATION.fullmatch(name):
+                raise InputError(self.current_path, f"does not name a generation: {name[:40]!r}",
+                                 hint=_RESTORE)
+            if (self._data_dir() / name).is_dir():
+                self._generation = self._data_dir() / name
+            elif attempt == 2:
+                raise InputError(self.current_path, f"names the generation data/{name}, which "
+                                                    "is missing", hint=_RESTORE)
+        return self._generation
 
     @property
     def table_path(self) -> Path:
-        return self.root / "table.parquet"
+        return self.generation() / TABLE_FILE
 
     @property
     def models_path(self) -> Path:
-        return self.root / "models.json"
+        return self.generation() / MODELS_FILE
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive writer lock on the store (re-entrant within this object).
+
+        Taking it refreshes the snapshot, so a read-modify-write inside sees the latest state.
+        """
+        if self._lock_depth == 0:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, file_mode())
+            try:
+                if fcntl is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._lock_fd = fd
+            self.refresh()
+        self._lock_depth += 1
+        try:
+            yield
+        finally:
+            self._lock_depth -= 1
+            if self._lock_depth == 0 and self._lock_fd is not None:
+                os.close(self._lock_fd)  # closing releases the flock
+                self._lock_fd = None
+
+    def commit(self, *, table: pd.DataFrame | None = None,
+               models: dict[str, dict[str, Any]] | None = None) -> None:
+        """Make a new generation with ``table`` and/or ``models`` (the other part carried
+        over unchanged) and switch ``CURRENT`` to it in one rename. Takes the lock."""
+        with self.lock():
+            old = self.generation()
+            data = self._data_dir()
+            data.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=data))
+            try:
+                os.chmod(tmp, dir_mode())
+                self._write_part(tmp / TABLE_FILE, old / TABLE_FILE, table is not None,
+                                 lambda path: _write_parquet(table, path))
+                models_text = None if models is None else (
+                    json.dumps(models, indent=2, sort_keys=True) + "\n")
+                self._write_part(tmp / MODELS_FILE, old / MODELS_FILE, models is not None,
+                                 lambda path: path.write_text(models_text))
+                _fsync_dir(tmp)
+                _pause("generation-written")
+                name = f"g-{self._next_number():06d}-{os.urandom(4).hex()}"
+                os.rename(tmp, data / name)
+                _fsync_dir(data)
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
+            _pause("before-current")
+            atomic_write_text(self.current_path, name + "\n")
+            _fsync_dir(self.root)
+            self._generation = data / name
+            _pause("after-current")
+            self._clean(keep={name, old.name if old != self.root else ""})
+            if old == self.root:  # migrated from the old layout: drop the top-level copies
+                for stale in (TABLE_FILE, MODELS_FILE):
+                    with contextlib.suppress(FileNotFoundError):
+                        (self.root / stale).unlink()
+
+    @staticmethod
+    def _write_part(path: Path, old: Path, new: bool, write: Callable[[Path], None]) -> None:
+        """Write a new part, or carry the old one over (hard link: no copy of a big table)."""
+        if new:
+            write(path)
+            os.chmod(path, file_mode())
+            with open(path, "rb+") as fh:
+                os.fsync(fh.fileno())
+        elif old.exists():
+            try:
+                os.link(old, path)
+            except OSError:  # no hard links here (some network file systems)
+                shutil.copy2(old, path)
+
+    def _next_number(self) -> int:
+        numbers = [int(m.group(1)) for p in self._data_dir().iterdir()
+                   if (m := _GENERATION.fullmatch(p.name))]
+        return max(numbers, default=0) + 1
+
+    def _clean(self, keep: set[str]) -> None:
+        """Delete generations other than ``keep`` and leftovers of killed writers (the lock
+        is held, so no other writer is active)."""
+        for path in self._data_dir().iterdir():
+            if path.name not in keep:
+                shutil.rmtree(path, ignore_errors=True)
 
     # -- correctness table -------------------------------------------------------------
     def has_table(self) -> bool:
@@ -108,9 +317,8 @@ class Store:
                              ) from exc
 
     def write_table(self, table: pd.DataFrame) -> None:
-        schema = ARROW_SCHEMA.with_metadata({FORMAT_KEY: str(FORMAT_VERSION).encode()})
-        arrow = pa.Table.from_pandas(table[COLUMNS], schema=schema, preserve_index=False)
-        atomic_write(self.table_path, lambda tmp: pq.write_table(arrow, tmp, compression="zstd"))
+        """Commit ``table`` as the new correctness table (metadata carried over)."""
+        self.commit(table=table)
 
     def format_version(self) -> int:
         """The stored table's format version (1: written before versions were recorded)."""
@@ -167,7 +375,8 @@ class Store:
                              hint="fix or delete the file; re-ingest fills it again") from exc
 
     def write_models(self, models: dict[str, dict[str, Any]]) -> None:
-        atomic_write_text(self.models_path, json.dumps(models, indent=2, sort_keys=True) + "\n")
+        """Commit ``models`` as the new model metadata (table carried over)."""
+        self.commit(models=models)
 
     # -- other artifacts ---------------------------------------------------------------
     def embeddings_dir(self, embedder_id: str) -> Path:
@@ -177,3 +386,9 @@ class Store:
 
     def routers_dir(self) -> Path:
         return self.root / "routers"
+
+
+def _write_parquet(table: pd.DataFrame, path: Path) -> None:
+    schema = ARROW_SCHEMA.with_metadata({FORMAT_KEY: str(FORMAT_VERSION).encode()})
+    arrow = pa.Table.from_pandas(table[COLUMNS], schema=schema, preserve_index=False)
+    pq.write_table(arrow, path, compression="zstd")

@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 BINARY = "binary"
 _AT_K = re.compile(r"@\d+$")
 _TASK_KEYS = {"metric", "threshold", "filter", "higher_is_better"}
+_TOP_KEYS = ("metrics", "tasks")
 
 
 @dataclass(frozen=True)
@@ -87,14 +88,31 @@ class Thresholds:
             raise InputError(path, f"cannot read thresholds file: {exc.strerror}") from exc
         except yaml.YAMLError as exc:
             raise InputError(path, f"not valid YAML: {exc}") from exc
-        if not isinstance(data, dict) or set(data) - {"metrics", "tasks", "lower_is_better"}:
-            raise InputError(path, "expected top-level keys 'metrics' and/or 'tasks'",
-                             hint="see the README section 'Thresholds'")
+        if not isinstance(data, dict):
+            raise InputError(path, "expected a mapping with top-level keys 'metrics' and/or "
+                                   "'tasks'", hint="see the README section 'Thresholds'")
+        for key in data:
+            if key not in _TOP_KEYS:  # e.g. the shipped file's 'lower_is_better' list
+                raise InputError(path, unknown_name_message("top-level key", str(key),
+                                                            sorted(_TOP_KEYS)),
+                                 hint="a metric where lower is better is declared as "
+                                      "'metrics: {NAME: {threshold: X, higher_is_better: "
+                                      "false}}'; see the README section 'Thresholds'")
+        for key in _TOP_KEYS:
+            if data.get(key) is not None and not isinstance(data[key], dict):
+                raise InputError(path, f"{key}: expected a mapping, got {data[key]!r}")
         for metric, spec in (data.get("metrics") or {}).items():
             metric = str(metric)
             if isinstance(spec, dict):  # declares a new metric (or redefines one) fully
+                for key in spec:
+                    if key not in ("threshold", "higher_is_better"):
+                        raise InputError(path, f"metrics.{metric}: " + unknown_name_message(
+                            "key", str(key), ["higher_is_better", "threshold"]))
                 if "threshold" not in spec:
                     raise InputError(path, f"metrics.{metric}: missing key 'threshold'")
+                if not isinstance(spec.get("higher_is_better", True), bool):
+                    raise InputError(path, f"metrics.{metric}.higher_is_better: expected "
+                                           f"true or false, got {spec['higher_is_better']!r}")
                 self.metrics[metric] = self._number(path, f"metrics.{metric}.threshold",
                                                     spec["threshold"])
                 if not spec.get("higher_is_better", True):
@@ -106,7 +124,7 @@ class Thresholds:
                 raise InputError(path, "metrics: " + unknown_name_message(
                     "metric", metric, list(self.metrics)),
                     hint=f"declare a new metric as '{metric}: {{threshold: X, "
-                         "higher_is_better: true}}'")
+                         "higher_is_better: true}'")
             self.metrics[metric] = (BINARY if spec == BINARY
                                     else self._number(path, f"metrics.{metric}", spec))
         for task, spec in (data.get("tasks") or {}).items():

@@ -20,6 +20,7 @@ from lm_router_plugin.cli import main
 from lm_router_plugin.errors import InputError
 from lm_router_plugin.registry import adapters
 from lm_router_plugin.thresholds import Thresholds
+from lm_router_plugin.store import Store
 
 SUITE = Path(__file__).parent / "data" / "helm" / "fixture-suite"
 REAL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "helm_real"
@@ -43,7 +44,7 @@ def _info(store: Path) -> dict:
 
 
 def _table(store: Path) -> pd.DataFrame:
-    return pd.read_parquet(store / "table.parquet")
+    return pd.read_parquet(Store(store).table_path)
 
 
 def _load(path: Path):
@@ -485,7 +486,7 @@ def _request_states_missing(run: Path) -> str:
 ])
 def test_bad_run_fails_cleanly_and_leaves_the_store(tmp_path, store, break_run, filename):
     assert _ingest(store, SUITE / "simple_mcqa:model=mock_model-c").exit_code == 0
-    before = (store / "table.parquet").read_bytes()
+    before = (Store(store).table_path).read_bytes()
     suite = tmp_path / "v1"
     _copy_run(SUITE / "simple_classification:model=mock_model-b", suite)
     run = _copy_run(SUITE / MCQA_B, suite)
@@ -493,7 +494,7 @@ def test_bad_run_fails_cleanly_and_leaves_the_store(tmp_path, store, break_run, 
     message = one_error(_ingest(store, suite))
     assert str(run / filename) in message
     assert expected in message
-    assert (store / "table.parquet").read_bytes() == before
+    assert (Store(store).table_path).read_bytes() == before
     assert _info(store)["models"] == ["mock/model-c"]
 
 
@@ -511,7 +512,7 @@ def test_truncated_json_names_line_and_column(tmp_path):
 @pytest.mark.parametrize("content", ["empty", "unrelated"])
 def test_folder_without_runs_fails_cleanly(tmp_path, store, content):
     assert _ingest(store, SUITE / MCQA_B).exit_code == 0
-    before = (store / "table.parquet").read_bytes()
+    before = (Store(store).table_path).read_bytes()
     folder = tmp_path / "nothing"
     folder.mkdir()
     if content == "unrelated":
@@ -521,7 +522,7 @@ def test_folder_without_runs_fails_cleanly(tmp_path, store, content):
     message = one_error(_ingest(store, folder))
     assert str(folder) in message and "no HELM run folder found" in message
     assert "run_spec.json" in message  # says what a run folder holds
-    assert (store / "table.parquet").read_bytes() == before
+    assert (Store(store).table_path).read_bytes() == before
 
 
 def test_same_run_in_two_suites_is_an_error(tmp_path, store):
@@ -575,4 +576,4 @@ def test_cli_adapter_options(tmp_path):
     bad = runner.invoke(main, ["ingest", "helm", str(suite), "-o", "bogus=1",
                                "--store", str(tmp_path / "c")])
     assert bad.exit_code == 2 and "unknown option(s) ['bogus']" in bad.output
-    assert not (tmp_path / "c" / "table.parquet").exists()
+    assert not (Store(tmp_path / "c").table_path).exists()

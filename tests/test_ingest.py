@@ -8,6 +8,8 @@ import json
 import pytest
 from conftest import file_bytes, one_error
 
+from lm_router_plugin.store import Store
+
 
 def write_table(path, rows, header="task,instance_id,model,input_text,score,metric"):
     path.write_text(header + "\n" + "\n".join(rows) + "\n")
@@ -27,10 +29,10 @@ def test_ingest_info_and_idempotence(cli, results):
     result = cli("ingest", "table", results)
     assert result.exit_code == 0, result.output
     assert "6 rows read: 6 added" in result.stdout
-    before = file_bytes(cli.store / "table.parquet")
+    before = file_bytes(Store(cli.store).table_path)
     again = cli("ingest", "table", results)
     assert "0 added, 6 already stored" in again.stdout
-    assert file_bytes(cli.store / "table.parquet") == before  # nothing rewritten
+    assert file_bytes(Store(cli.store).table_path) == before  # nothing rewritten
     info = json.loads(cli("info", "--json").stdout)
     assert info["n_rows"] == 6 and info["models"] == ["m1", "m2"]
     assert info["tasks"] == ["mc", "qa"]
@@ -45,7 +47,7 @@ def test_rows_keep_metric_score_threshold_correct(cli, results):
     import pandas as pd
 
     cli("ingest", "table", results)
-    table = pd.read_parquet(cli.store / "table.parquet")
+    table = pd.read_parquet(Store(cli.store).table_path)
     row = table[(table.task == "qa") & (table.instance_id == "1") & (table.model == "m2")].iloc[0]
     assert (row.metric, row.score, row.threshold, row.correct) == ("f1_score", 0.4, 0.5, 0)
     binary = table[(table.task == "mc") & (table.model == "m1")].iloc[0]
@@ -63,11 +65,11 @@ def test_thresholds_file_changes_correctness(cli, results, tmp_path):
 
 def test_conflict_names_both_files_and_keeps_store(cli, results, tmp_path):
     assert cli("ingest", "table", results).exit_code == 0
-    before = file_bytes(cli.store / "table.parquet")
+    before = file_bytes(Store(cli.store).table_path)
     newer = write_table(tmp_path / "rerun.csv", ["qa,1,m2,What is 2+2?,0.8,f1_score"])
     error = one_error(cli("ingest", "table", newer))
     assert str(results) in error and str(newer) in error and "--replace" in error
-    assert file_bytes(cli.store / "table.parquet") == before
+    assert file_bytes(Store(cli.store).table_path) == before
     replaced = cli("ingest", "table", newer, "--replace")
     assert "1 replaced" in replaced.stdout
     info = json.loads(cli("info", "--json").stdout)
@@ -76,12 +78,12 @@ def test_conflict_names_both_files_and_keeps_store(cli, results, tmp_path):
 
 def test_bad_thresholds_file_keeps_store(cli, results, tmp_path):
     assert cli("ingest", "table", results).exit_code == 0
-    before = file_bytes(cli.store / "table.parquet")
+    before = file_bytes(Store(cli.store).table_path)
     th = tmp_path / "th.yaml"
     th.write_text("metrics:\n  f1_scor: 0.4\n")
     error = one_error(cli("ingest", "table", results, "--thresholds", th))
     assert "Unknown metric 'f1_scor'. Did you mean: f1_score" in error and str(th) in error
-    assert file_bytes(cli.store / "table.parquet") == before
+    assert file_bytes(Store(cli.store).table_path) == before
 
 
 def test_model_metadata_file(cli, results, tmp_path):
@@ -98,8 +100,13 @@ def test_model_metadata_file(cli, results, tmp_path):
 
 def test_missing_path_and_unknown_adapter(cli, tmp_path):
     assert "no such file or folder" in one_error(cli("ingest", "table", tmp_path / "nope.csv"))
-    error = one_error(cli("ingest", "lm_eval", tmp_path))
-    assert "Unknown adapter 'lm_eval'. Did you mean: lm-eval?" in error
+    # an unknown adapter is bad usage: exit 2, one message, nothing read or written
+    for args in (("lm_eval", tmp_path), ("foo", "x")):
+        result = cli("ingest", *args)
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert f"Invalid value for ADAPTER: Unknown adapter '{args[0]}'." in result.output
+        assert not Store(cli.store).has_table() and not cli.store.exists()
+    assert "Did you mean: lm-eval?" in cli("ingest", "lm_eval", tmp_path).output
 
 
 def test_info_on_empty_store(cli):

@@ -21,6 +21,7 @@ from lm_router_plugin.adapters.lmeval import (
 )
 from lm_router_plugin.errors import InputError
 from lm_router_plugin.registry import adapters
+from lm_router_plugin.store import Store
 
 pytestmark = pytest.mark.slow  # the session fixture runs lm-eval (about 20 s)
 
@@ -39,7 +40,7 @@ def _info(cli, store: Path | None = None) -> dict:
 
 
 def _table(cli) -> pd.DataFrame:
-    return pd.read_parquet(cli.store / "table.parquet")
+    return pd.read_parquet(Store(cli.store).table_path)
 
 
 def _copy_run(runs: LMEvalRuns, model: str, dest: Path) -> Path:
@@ -103,18 +104,18 @@ def test_rows_carry_prompt_metric_direction_and_group(cli, lmeval_runs: LMEvalRu
     assert fake_b["toy_science"] == fake_b["toy_history"] == "toy_quiz"
     assert fake_b["toy_arith"] == ""
     assert set(table[table.model == "org/Fake-A"].benchmark) == {""}
-    models = json.loads((cli.store / "models.json").read_text())
+    models = json.loads((Store(cli.store).models_path).read_text())
     assert models["toy/generalist-70b"]["params"] == 70_000_000_000
     assert models["org/Fake-A"]["params"] is None
 
 
 def test_reingest_adds_nothing(cli, lmeval_runs: LMEvalRuns) -> None:
     assert cli("ingest", "lm-eval", lmeval_runs.root).exit_code == 0
-    before = file_bytes(cli.store / "table.parquet")
+    before = file_bytes(Store(cli.store).table_path)
     result = cli("ingest", "lm-eval", lmeval_runs.root)
     assert result.exit_code == 0, result.output
     assert " 0 added" in result.stdout and "0 replaced" in result.stdout
-    assert file_bytes(cli.store / "table.parquet") == before
+    assert file_bytes(Store(cli.store).table_path) == before
 
 
 def test_thresholds_choose_filter_and_metric(cli, lmeval_runs: LMEvalRuns, tmp_path: Path) -> None:
@@ -236,19 +237,19 @@ BAD_LINES = {"truncated": "not valid JSON", "garbled": "not valid JSON",
 def test_bad_line_is_one_clear_error(cli, lmeval_runs: LMEvalRuns, tmp_path: Path,
                                      kind: str) -> None:
     assert cli("ingest", "lm-eval", lmeval_runs.model_dir("toy/tiny-1b")).exit_code == 0
-    before = file_bytes(cli.store / "table.parquet")
+    before = file_bytes(Store(cli.store).table_path)
     folder = _copy_run(lmeval_runs, "org/Fake-A", tmp_path / "bad")
     path, line = _corrupt(kind, folder)
     result = cli("ingest", "lm-eval", tmp_path / "bad")
     assert f"{path} line {line}: {BAD_LINES[kind]}" in one_error(result)
-    assert file_bytes(cli.store / "table.parquet") == before
+    assert file_bytes(Store(cli.store).table_path) == before
 
 
 @pytest.mark.parametrize("kind", ["empty", "unrecognisable", "results_only"])
 def test_folder_without_sample_logs(cli, lmeval_runs: LMEvalRuns, tmp_path: Path,
                                     kind: str) -> None:
     assert cli("ingest", "lm-eval", lmeval_runs.model_dir("toy/tiny-1b")).exit_code == 0
-    before = file_bytes(cli.store / "table.parquet")
+    before = file_bytes(Store(cli.store).table_path)
     folder = tmp_path / kind
     folder.mkdir()
     if kind == "unrecognisable":
@@ -261,13 +262,13 @@ def test_folder_without_sample_logs(cli, lmeval_runs: LMEvalRuns, tmp_path: Path
     expected = ("found lm-eval results files but no per-sample logs" if kind == "results_only"
                 else f"no lm-eval results_*.json / samples_* files under {folder}")
     assert f"Error: {folder}: {expected}" in error
-    assert file_bytes(cli.store / "table.parquet") == before
+    assert file_bytes(Store(cli.store).table_path) == before
 
 
 def test_first_ingest_that_fails_creates_no_store(cli, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     assert cli("ingest", "lm-eval", tmp_path / "empty").exit_code == 1
-    assert not (cli.store / "table.parquet").exists()
+    assert not (Store(cli.store).table_path).exists()
 
 
 # -- older layouts ------------------------------------------------------------------------
@@ -359,7 +360,7 @@ def test_real_lm_eval_0_4_10_list_metric_is_skipped(cli) -> None:
     result = cli("ingest", "lm-eval", FIXTURES / "lm_eval_0.4.10")
     assert result.exit_code == 1
     assert "no scalar per-sample metric" in result.stderr and "f1 (list)" in result.stderr
-    assert not (cli.store / "table.parquet").exists()
+    assert not (Store(cli.store).table_path).exists()
     # beside a readable run, the task is skipped with a warning and the rest is ingested
     result = cli("ingest", "lm-eval", FIXTURES / "lm_eval_0.4.10", FIXTURES / "lm_eval_0.4.9")
     assert result.exit_code == 0, result.output

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from lm_router_plugin.cli import main
+from lm_router_plugin.store import Store
 
 TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mmlu_pro" / "table.tsv.gz"
 
@@ -55,7 +56,7 @@ def test_mmlu_pro_table_ingests_with_readme_accuracies(tmp_path):
     # README: DeepSeek-Coder-V2 covers 10,351 questions
     assert answered["DeepSeek-Coder-V2"] == 10_351
 
-    table = pd.read_parquet(store / "table.parquet",
+    table = pd.read_parquet(Store(store).table_path,
                             columns=["task", "instance_id", "input_text", "metric", "threshold"])
     assert table["instance_id"].nunique() == 12_032  # questions
     assert len(table[["task", "instance_id"]].drop_duplicates()) == 12_032

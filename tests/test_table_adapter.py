@@ -16,6 +16,7 @@ from lm_router_plugin.adapters.table import TableAdapter, table_format
 from lm_router_plugin.cli import main
 from lm_router_plugin.errors import InputError
 from lm_router_plugin.registry import adapters
+from lm_router_plugin.store import Store
 
 COLUMNS = ["task", "instance_id", "model", "correct", "input_text"]
 DATA = [  # (task, instance_id, model, correct, input_text)
@@ -98,7 +99,7 @@ def test_every_format_round_trips(tmp_path, store, name):
     info = _info(store)
     assert info["accuracy"] == ACCURACY
     assert info["n_rows"] == 6
-    table = pd.read_parquet(store / "table.parquet")
+    table = pd.read_parquet(Store(store).table_path)
     got = {(r.task, r.instance_id, r.model): r for r in table.itertuples()}
     for task, iid, model, correct, text in DATA:
         row = got[(task, iid, model)]
@@ -127,7 +128,7 @@ def test_score_column_is_thresholded_by_its_metric(tmp_path, store):
             ("qa", "3", "m", 0.9, "", "suite", "q3")]  # empty metric: default "score"
     path = _write_delimited(tmp_path / "s.csv", rows, cols, ",")
     assert _ingest(store, path).exit_code == 0
-    table = pd.read_parquet(store / "table.parquet").set_index("instance_id")
+    table = pd.read_parquet(Store(store).table_path).set_index("instance_id")
     assert list(table["metric"]) == ["f1_score", "f1_score", "score"]
     assert list(table["correct"]) == [1, 0, 1]
     assert list(table["score"]) == [0.7, 0.3, 0.9]
@@ -206,14 +207,14 @@ def test_duplicate_key_names_key_and_lines(tmp_path, store):
 def test_corrupt_parquet_fails_cleanly_and_leaves_the_store(tmp_path, store):
     good = _write_delimited(tmp_path / "good.tsv", DATA)
     assert _ingest(store, good).exit_code == 0
-    before = (store / "table.parquet").read_bytes()
+    before = (Store(store).table_path).read_bytes()
     bad = _write_parquet(tmp_path / "bad.parquet", DATA)
     data = bad.read_bytes()
     bad.write_bytes(data[: len(data) // 3] + b"\x00garbage" * 8)
     message = one_error(_ingest(store, bad))
     assert str(bad) in message and "unreadable Parquet file" in message
     assert "re-export" in message
-    assert (store / "table.parquet").read_bytes() == before
+    assert (Store(store).table_path).read_bytes() == before
 
 
 def test_unknown_extension_is_a_clear_error(tmp_path, store):

@@ -45,7 +45,16 @@ def test_user_file_overrides(tmp_path):
     ("metrics:\n  f1_score: high\n", r"metrics.f1_score: threshold must be a number"),
     ("metrics:\n  judge: {higher_is_better: true}\n", r"missing key 'threshold'"),
     ("tasks:\n  qa: {metrik: f1_score}\n", r"tasks.qa: expected a mapping with keys"),
-    ("thresholds: 3\n", r"expected top-level keys"),
+    ("thresholds: 3\n", r"Unknown top-level key 'thresholds'. Available: metrics, tasks"),
+    ("- 3\n", r"expected a mapping with top-level keys"),
+    ("lower_is_better: [judge]\n", r"Unknown top-level key 'lower_is_better'.*"
+                                    r"higher_is_better: false"),
+    ("metric:\n  f1_score: 0.3\n", r"Unknown top-level key 'metric'. Did you mean: metrics\?"),
+    ("metrics: [f1_score]\n", r"metrics: expected a mapping"),
+    ("metrics:\n  judge: {threshold: 7, lower_is_better: true}\n",
+     r"metrics.judge: Unknown key 'lower_is_better'. Did you mean: higher_is_better"),
+    ("metrics:\n  judge: {threshold: 7, higher_is_better: maybe}\n",
+     r"metrics.judge.higher_is_better: expected true or false"),
     ("metrics: [unclosed\n", r"not valid YAML"),
 ])
 def test_bad_thresholds_file(tmp_path, text, match):
@@ -54,3 +63,13 @@ def test_bad_thresholds_file(tmp_path, text, match):
     with pytest.raises(InputError, match=match) as info:
         Thresholds.load(path)
     assert str(path) in str(info.value)
+
+
+def test_unknown_metric_hint_has_balanced_braces(tmp_path):
+    path = tmp_path / "th.yaml"
+    path.write_text("metrics:\n  judge_scor: 0.5\n")
+    with pytest.raises(InputError) as info:
+        Thresholds.load(path)
+    message = str(info.value)
+    assert "'judge_scor: {threshold: X, higher_is_better: true}'" in message
+    assert message.count("{") == message.count("}")

@@ -1,0 +1,106 @@
+"""Rough edges of the CLI: broken pipes, `info` columns and alignment, `route` options,
+help texts, and malformed lm-eval results files."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import file_bytes, one_error
+
+from lm_router_plugin.store import Store
+
+LONG = "organisation-with-a-long-name/an-extremely-long-model-name-70b-instruct-v2.5"
+
+
+@pytest.fixture
+def results(tmp_path):
+    path = tmp_path / "results.csv"
+    path.write_text("task,instance_id,model,input_text,score,metric\n" + "".join(
+        f"judged,{i},{m},prompt {i},{s},judge_score\n"
+        for i, s in enumerate([0, .25, .5, .75, 1, 1, .75, .75]) for m in ("m1", LONG))
+        + "mc,1,m1,Sky colour?,1,acc\nmc,1," + LONG + ",Sky colour?,0,acc\n")
+    th = tmp_path / "th.yaml"
+    th.write_text("metrics:\n  judge_score: {threshold: 0.5, higher_is_better: true}\n")
+    return path, th
+
+
+def test_info_shows_metric_threshold_and_mean_score(cli, results):
+    path, th = results
+    assert cli("ingest", "table", path, "--thresholds", th).exit_code == 0
+    info = json.loads(cli("info", "--json").stdout)
+    # the old keys stay, the new ones say what acc is made of
+    assert info["accuracy"]["judged"]["m1"] == 0.625  # 5 of 8 values > 0.5
+    assert info["mean_score"]["judged"]["m1"] == pytest.approx(5 / 8)  # 0.625 too, by chance
+    assert info["mean_score"]["judged"][LONG] == pytest.approx(0.625)
+    assert info["metric"]["judged"]["m1"] == "judge_score"
+    assert info["threshold"]["judged"]["m1"] == 0.5
+    assert info["metric"]["mc"][LONG] == "acc" and info["threshold"]["mc"][LONG] is None
+    human = cli("info").stdout.splitlines()
+    rule = human[human.index(next(line for line in human if line.startswith("model"))) + 1]
+    columns = [(m.start(), m.end()) for m in re.finditer(r"-+", rule)]
+    rows = [line for line in human if line.startswith(("m1 ", LONG))]
+    assert len(rows) == 4 and len(columns) == 7
+    for line in rows:  # every cell sits inside its column, whatever the name lengths
+        cells = [line[a:b] for a, b in columns]
+        assert all(cell.strip() and " " not in cell.strip() for cell in cells), line
+        assert all(line[b:b + 2] in ("  ", "") for _, b in columns), line
+    judged = next(r for r in rows if r.startswith(LONG) and "judged" in r)
+    assert judged.split()[2:] == ["judge_score", "0.5", "0.6250", "0.6250", "8"]
+    assert any(line.startswith("acc: share of rows counted correct") for line in human)
+
+
+def test_broken_pipe_exits_quietly(cli, results):
+    path, th = results
+    cli("ingest", "table", path, "--thresholds", th)
+    for _ in range(2):  # the reader is gone before the command writes anything
+        proc = subprocess.Popen([sys.executable, "-m", "lm_router_plugin.cli", "info",
+                                 "--store", str(cli.store)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc.stdout.close()
+        err = proc.stderr.read()
+        assert proc.wait(timeout=60) == 0 and err == b""
+    head = subprocess.run(f"'{sys.executable}' -m lm_router_plugin.cli info --store "
+                          f"'{cli.store}' | head -1; exit ${{PIPESTATUS[0]}}", shell=True,
+                          executable="/bin/bash", capture_output=True, text=True)
+    assert head.returncode == 0 and head.stderr == "" and head.stdout.startswith("18 rows")
+
+
+def test_route_offers_only_options_that_change_a_route(cli):
+    route_help = cli("route", "--help").stdout
+    for option in ("--k ", "--candidates", "--max-params", "--embedder", "--predictor",
+                   "--max-seq-length"):
+        assert option in route_help
+    for option in ("--kappa", "--sigma", "--t ", "--eta", "--seed"):
+        assert option not in route_help.replace("(--kappa, --sigma, --t, --eta, --seed)", "")
+    assert cli("route", "--prompts", "p.txt", "--eta", "0.7").exit_code == 2
+    assert "lm-router route --prompts" in cli("--help").stdout
+    assert "split=main|all|NAME" in cli("ingest", "--help").stdout
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"results": "x", "config": 5, "model_name": 7}',
+     "key 'results' should be an object {task: {metric: value}}, got a JSON string ('x')"),
+    ('{"results": {}, "config": 5}', "key 'config' should be an object, got a JSON number (5)"),
+    ('{"results": {}, "model_name": 7}', "key 'model_name' should be a string, got a JSON number"),
+    ('{"results": {"t": 3}}', "key 'results.t' should be an object {metric: value}"),
+    ('{"results": {}, "group_subtasks": {"g": "t"}}', "key 'group_subtasks.g' should be a list"),
+    ('{"results": {}, "config": {"model_args": 3}}', "key 'config.model_args' should be"),
+    ('[1, 2, 3]', "expected a JSON object (lm-eval results), got a JSON array"),
+    ('"results"', "expected a JSON object (lm-eval results), got a JSON string"),
+])
+def test_malformed_lmeval_results_file_is_rejected(cli, tmp_path, content, message):
+    run = tmp_path / "runs" / "org__m"
+    run.mkdir(parents=True)
+    results = run / "results_2024-01-01T00-00-00.json"
+    results.write_text(content)
+    (run / "samples_t_2024-01-01T00-00-00.jsonl").write_text(
+        '{"doc_id": 0, "doc": {}, "target": "1", "arguments": {}, "resps": [], '
+        '"filtered_resps": [], "filter": "none", "metrics": ["acc"], "acc": 1.0}\n')
+    before = file_bytes(Store(cli.store).table_path)
+    error = one_error(cli("ingest", "lm-eval", tmp_path / "runs"))
+    assert str(results) in error and message in error, error
+    assert file_bytes(Store(cli.store).table_path) == before and not cli.store.exists()
