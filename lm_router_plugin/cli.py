@@ -155,11 +155,28 @@ def _format_params(params: int | None) -> str:
     return f"{params / 1e9:.1f}B" if params >= 1e9 else f"{params / 1e6:.0f}M"
 
 
+def _check_device(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from .embedding import parse_devices
+
+    try:
+        parse_devices(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    return value
+
+
 def _router_options(fn: Callable) -> Callable:
     options = [
         click.option("--embedder", default=None, envvar="LM_ROUTER_EMBEDDER",
                      help="sentence-transformers name or local folder (default "
-                          "all-MiniLM-L6-v2, packaged copy)."),
+                          "all-MiniLM-L6-v2, packaged copy), or 'static' for a model2vec "
+                          "static embedder distilled from it on first use (needs "
+                          "lm-router-plugin[static]); 'static:NAME_OR_FOLDER' distils another."),
+        click.option("--device", default=None, envvar="LM_ROUTER_DEVICE",
+                     callback=_check_device,
+                     help="Where the embedder runs: cpu, cuda, cuda:1, ... Several, "
+                          "comma-separated (cuda:0,cuda:1), run sentence-transformers' "
+                          "multi-process pool, one process per device."),
         click.option("--max-seq-length", type=int, default=None,
                      help="Truncate prompts to this many tokens before embedding "
                           "(default: the embedder's limit)."),
@@ -188,7 +205,7 @@ def _router_options(fn: Callable) -> Callable:
 
 
 def _router_setup(store_dir: str | None, embedder: str | None, max_seq_length: int | None,
-                  candidates: str | None, max_params: str | None, k: int, kappa: int,
+                  device: str | None, candidates: str | None, max_params: str | None, k: int, kappa: int,
                   sigma: float, t: float, eta: float, seed: int, predictor: str
                   ) -> tuple[Any, Any, dict]:
     """(store, fitted router, restriction kwargs) shared by recommend and route."""
@@ -197,7 +214,8 @@ def _router_setup(store_dir: str | None, embedder: str | None, max_seq_length: i
 
     store = Store(store_dir)
     router = fit_or_load(store, k=k, kappa=kappa, sigma=sigma, t=t, eta=eta, seed=seed,
-                         predictor=predictor, embedder=embedder, max_seq_length=max_seq_length)
+                         predictor=predictor, embedder=embedder, max_seq_length=max_seq_length,
+                         device=device)
     try:
         limit = parse_params(max_params)
     except ValueError as exc:

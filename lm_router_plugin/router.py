@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .embedding import SentenceTransformerEmbedder, embed_texts
+from .embedding import Embedder, embed_texts, make_embedder
 from .errors import LMRouterError, NotFittedError, UnknownNameError
 from .neighbors import merge_topk, topk_cosine
 from .predictors import CorrectnessPredictor, KNNPredictor
@@ -198,14 +198,19 @@ class Router:
         n_draws: Monte Carlo draws of the fallback test.
         seed: seed of the Monte Carlo generator.
         predictor: registered predictor name ("knn" built in).
-        embedder: sentence-transformers name or folder (default all-MiniLM-L6-v2).
+        embedder: sentence-transformers name or folder (default all-MiniLM-L6-v2), or
+            "static" for a model2vec static embedder distilled from it (static_embedding.py).
         max_seq_length: truncate prompts to this many tokens before embedding (None: the
             embedder's own limit).
+        device: where the embedder runs ("cuda", "cuda:0,cuda:1", ...; None: its default).
+            Not a parameter of the fitted router (same vectors on any device), so it is left
+            out of ``get_params`` and of the router's cache key.
     """
 
     def __init__(self, *, k: int = 5, kappa: int = 19, sigma: float = 0.09, t: float = 0.5,
                  eta: float = 0.6, n_draws: int = 1000, seed: int = 0, predictor: str = "knn",
-                 embedder: str | None = None, max_seq_length: int | None = None):
+                 embedder: str | None = None, max_seq_length: int | None = None,
+                 device: str | None = None):
         self.k = k
         self.kappa = kappa
         self.sigma = sigma
@@ -216,6 +221,7 @@ class Router:
         self.predictor = predictor
         self.embedder = embedder
         self.max_seq_length = max_seq_length
+        self.device = device
 
     def get_params(self) -> dict[str, Any]:
         return {"k": self.k, "kappa": self.kappa, "sigma": self.sigma, "t": self.t,
@@ -224,10 +230,10 @@ class Router:
                 "max_seq_length": self.max_seq_length}
 
     # fitting -----------------------------------------------------------------------------
-    def _embedder(self) -> SentenceTransformerEmbedder:
+    def _embedder(self) -> Embedder:
         if getattr(self, "_embedder_obj", None) is None:
-            self._embedder_obj = SentenceTransformerEmbedder(
-                self.embedder, max_seq_length=self.max_seq_length)
+            self._embedder_obj = make_embedder(self.embedder, max_seq_length=self.max_seq_length,
+                                               device=getattr(self, "device", None))
         return self._embedder_obj
 
     def _make_predictor(self) -> CorrectnessPredictor:
