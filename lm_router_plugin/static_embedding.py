@@ -123,10 +123,16 @@ class StaticEmbedder:
     def _resolve(self) -> None:
         if self._id is not None:
             return
-        import model2vec
+        from importlib.metadata import PackageNotFoundError, version as package_version
 
+        try:  # the version, without importing model2vec (the id is needed before any use)
+            m2v_version = package_version("model2vec")
+        except PackageNotFoundError as exc:
+            raise EmbedderNotFoundError(
+                "--embedder static needs model2vec: pip install 'lm-router-plugin[static]'"
+            ) from exc
         src = _source_folder(self.source)
-        version = ".".join(model2vec.__version__.split(".")[:2])
+        version = ".".join(m2v_version.split(".")[:2])
         s = DISTILL_SETTINGS
         settings = (f"m2v{version}-pca{s['pca_dims']}-sif{s['sif_coefficient']:g}-"
                     f"{s['quantize_to']}-{s['pooling']}")
@@ -172,7 +178,7 @@ class StaticEmbedder:
             from model2vec.distill import distill
         except ImportError as exc:
             raise EmbedderNotFoundError(
-                "the static embedder needs model2vec's distillation code: "
+                f"the static embedder needs model2vec's distillation code ({exc}): "
                 "pip install 'lm-router-plugin[static]' (model2vec, skeletoken)") from exc
         import torch
 
