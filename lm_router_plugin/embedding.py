@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -230,7 +231,9 @@ class EmbeddingCache:
         if not len(keys):
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        name = f"{len(list(self.folder.glob('*.keys.npy'))):06d}-{os.getpid()}"
+        # pid + random tag: shards written on other machines can be copied in without clashes
+        name = (f"{len(list(self.folder.glob('*.keys.npy'))):06d}-{os.getpid()}-"
+                f"{uuid.uuid4().hex[:8]}")
         keys_arr = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
         vectors = np.asarray(vectors, dtype=np.float32)
         atomic_write(self.folder / f"{name}.vecs.npy", lambda tmp: _save_npy(tmp, vectors))

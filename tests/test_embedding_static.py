@@ -213,3 +213,22 @@ def test_multi_process_pool_on_two_cpu_workers():
     single._model = pooled.model  # same weights (the pool left them on the CPU)
     np.testing.assert_allclose(X, single.encode(TEXTS), atol=1e-5)
     np.testing.assert_allclose(X_again, X[:2], atol=1e-5)
+
+
+def test_cache_shards_from_two_machines_merge(tmp_path):
+    """Shards embedded elsewhere (same shard number, maybe the same pid) copy into one cache."""
+    from lm_router_plugin.embedding import text_key
+
+    keys = [text_key(f"prompt {i}") for i in range(4)]
+    vecs = np.eye(4, dtype=np.float32)
+    EmbeddingCache(tmp_path / "m1").add(keys[:2], vecs[:2])
+    EmbeddingCache(tmp_path / "m2").add(keys[2:], vecs[2:])
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    for machine in ("m1", "m2"):
+        for shard in (tmp_path / machine).iterdir():
+            (merged / shard.name).write_bytes(shard.read_bytes())
+    assert len(list(merged.glob("*.keys.npy"))) == 2
+    found, got = EmbeddingCache(merged).get(keys)
+    assert found.all()
+    np.testing.assert_array_equal(got, vecs)
