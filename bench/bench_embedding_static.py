@@ -14,7 +14,8 @@ after a seeded shuffle of the unique instance ids (skips with a message if the d
 Run from the repository root, offline:
 
     HF_HUB_OFFLINE=1 python bench/bench_embedding_static.py
-    HF_HUB_OFFLINE=1 python bench/bench_embedding_static.py --n 300 --cache-dir ~/.cache/lm-router  # quick
+    HF_HUB_OFFLINE=1 python bench/bench_embedding_static.py --cache-dir ~/.cache/lm-router  # reuse
+    HF_HUB_OFFLINE=1 python bench/bench_embedding_static.py --n 300 --cache-dir ~/.cache/lm-router
 """
 
 from __future__ import annotations
@@ -151,7 +152,8 @@ def main() -> None:
           f"{t_minilm / min(t_static):.0f}x (best); through embed_texts "
           f"{t_minilm / t_embed_texts:.0f}x")
     if static.distill_seconds is not None:
-        print(f"including the one-time distillation: {t_minilm / (static.distill_seconds + ms):.2f}x")
+        with_distill = t_minilm / (static.distill_seconds + ms)
+        print(f"including the one-time distillation: {with_distill:.2f}x")
     print(f"mean overlap of the 10 nearest neighbours, MiniLM vs static: "
           f"{neighbour_overlap(X_minilm, X_static):.3f}")
 

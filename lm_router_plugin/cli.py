@@ -205,9 +205,9 @@ def _router_options(fn: Callable) -> Callable:
 
 
 def _router_setup(store_dir: str | None, embedder: str | None, max_seq_length: int | None,
-                  device: str | None, candidates: str | None, max_params: str | None, k: int, kappa: int,
-                  sigma: float, t: float, eta: float, seed: int, predictor: str
-                  ) -> tuple[Any, Any, dict]:
+                  device: str | None, candidates: str | None, max_params: str | None,
+                  k: int, kappa: int, sigma: float, t: float, eta: float, seed: int,
+                  predictor: str) -> tuple[Any, Any, dict]:
     """(store, fitted router, restriction kwargs) shared by recommend and route."""
     from .router import fit_or_load
     from .store import Store, parse_params

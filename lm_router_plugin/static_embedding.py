@@ -46,7 +46,8 @@ _fingerprints: dict[tuple[str, int, int], str] = {}
 
 def is_static_name(name: str | None) -> bool:
     """True for ``static`` and ``static:<source model>``."""
-    return bool(name) and (name.lower() == STATIC_NAME or name.lower().startswith(STATIC_NAME + ":"))
+    lowered = (name or "").lower()
+    return lowered == STATIC_NAME or lowered.startswith(STATIC_NAME + ":")
 
 
 def default_cache_dir() -> Path:
