@@ -224,10 +224,26 @@ def _comma_list(value: str | None) -> list[str] | None:
     return [c.strip() for c in value.split(",") if c.strip()] if value else None
 
 
+def _check_device(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from .embedding import parse_devices
+
+    try:
+        parse_devices(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    return value
+
+
 _EMBEDDER_OPTIONS = [
     click.option("--embedder", default=None, envvar="LM_ROUTER_EMBEDDER",
                  help="sentence-transformers name or local folder (default all-MiniLM-L6-v2, "
-                      "packaged copy)."),
+                      "packaged copy), or 'static' for a model2vec static embedder distilled "
+                      "from it on first use (needs lm-router-plugin[static]); "
+                      "'static:NAME_OR_FOLDER' distils another."),
+    click.option("--device", default=None, envvar="LM_ROUTER_DEVICE", callback=_check_device,
+                 help="Where the embedder runs: cpu, cuda, cuda:1, ... Several, "
+                      "comma-separated (cuda:0,cuda:1), run sentence-transformers' "
+                      "multi-process pool, one process per device."),
     click.option("--max-seq-length", type=int, default=None,
                  help="Truncate texts to this many tokens before embedding (default: the "
                       "embedder's limit)."),
@@ -271,9 +287,9 @@ def _options(*groups: list) -> Callable:
 
 def _router_params(args: dict[str, Any]) -> dict[str, Any]:
     """Router keyword arguments from the parsed CLI options (pops them from ``args``)."""
-    params = {name: args.pop(name) for name in ("embedder", "max_seq_length", "k", "kappa",
-                                                "sigma", "t", "eta", "n_draws", "seed",
-                                                "predictor") if name in args}
+    params = {name: args.pop(name) for name in ("embedder", "device", "max_seq_length", "k",
+                                                "kappa", "sigma", "t", "eta", "n_draws",
+                                                "seed", "predictor") if name in args}
     params["predictor_params"] = _key_values(args.pop("predictor_param", ()),
                                              "--predictor-param")
     return params

