@@ -77,13 +77,30 @@ def labelling_thresholds(store: Store, thresholds: str | Path | None = None) -> 
 
 def read_labeled(store: Store, paths: Sequence[str | Path],
                  thresholds: str | Path | None = None) -> pd.DataFrame | None:
-    """Correctness rows of lm-eval sample logs of the new task (same labelling as ingest)."""
+    """Correctness rows of lm-eval sample logs of the new task (same labelling as ingest).
+
+    Each sample log is read on its own: unlike ingest, where the newest run of a model on a
+    task wins, every labelled run counts (the rounds of plan-labels are runs of the same
+    model and task on different docs). A doc labelled twice keeps its newest label."""
     if not paths:
         return None
     from .ingest import read_rows
+    from .schema import KEY
 
-    rows, _ = read_rows("lm-eval", list(paths), labelling_thresholds(store, thresholds))
-    return rows
+    rule = labelling_thresholds(store, thresholds)
+    files = [f for path in paths for f in _sample_logs(Path(path))]
+    tables = [read_rows("lm-eval", [f], rule)[0] for f in files]
+    return pd.concat(tables, ignore_index=True).drop_duplicates(KEY, keep="last")
+
+
+def _sample_logs(path: Path) -> list[Path]:
+    """The lm-eval sample logs under ``path`` (0.4.3+ ``samples_<task>_<date>.json[l]``,
+    oldest first by their date in the name); the path itself when there are none (older
+    layouts, read as a whole)."""
+    if path.is_file():
+        return [path]
+    logs = [p for p in path.rglob("samples_*") if p.suffix in (".json", ".jsonl")]
+    return sorted(logs, key=lambda p: (p.name.rsplit("_", 1)[-1], str(p))) or [path]
 
 
 POSTERIOR = "post"  # --score post: the decision of estimate.py (label posterior)

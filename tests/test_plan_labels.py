@@ -215,6 +215,13 @@ def test_plan_run_with_lm_eval_recommend_and_plan_again(cli, ref_store, lmeval_r
         assert plan2["inclusion"][doc] == pytest.approx(plan["inclusion"][doc])
     assert json.loads(Path(f"{prefix}.samples.json").read_text()) == {HELD_OUT: second["docs"]}
 
+    # round 2 run into the same output folder: every run counts (not only the newest)
+    _run_printed_commands(second["commands"], RUN_MODELS[:1], tmp_path)
+    result = cli("recommend", *base, "--labeled", runs, "--plan", f"{prefix}.plan.json",
+                 "--json")
+    est = {e["model"]: e for e in json.loads(result.stdout)["estimates"]}
+    assert est[RUN_MODELS[0]]["n_labels"] == 14 and est[RUN_MODELS[1]]["n_labels"] == 8
+
 
 @pytest.mark.slow
 def test_bad_inputs_give_one_clear_error(cli, ref_store, lmeval_runs, tmp_path):
