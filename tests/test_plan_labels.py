@@ -18,7 +18,7 @@ import pytest
 from conftest import TESTS, offline_env, one_error
 from lm_router_plugin.errors import InputError
 from lm_router_plugin.labels import (
-    LabelPlan, TaskDocs, check_labelled, labelled_matrix, load_plan, new_plan, verdict,
+    TaskDocs, check_labelled, labelled_matrix, load_plan, new_plan, verdict,
 )
 
 HELD_OUT = "toy_units"
