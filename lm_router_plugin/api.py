@@ -280,10 +280,13 @@ def plan_labels(store: Store | str | Path | None = None, *, n: int, task: str | 
     planned_before = label_plan.n
     samples_file.parent.mkdir(parents=True, exist_ok=True)
     samples_file.write_text(json.dumps(samples) + "\n", encoding="utf-8")
+    if docs.kind == "lm-eval" and label_plan.output_path is None:
+        label_plan.output_path = f"{prefix}-runs"
+    # every round writes its runs into the first round's folder: one --labeled for all
+    output_path = Path(label_plan.output_path) if label_plan.output_path else None
     label_plan.add_round(chosen, pi, seed=router.seed, requested=n, leaders=leaders,
                          n_labelled=len(lab_docs), samples_file=str(samples_file))
     label_plan.save(plan_file)
-    output_path = Path(f"{prefix}-runs") if docs.kind == "lm-eval" else None
     commands = lm_eval_commands([m for m, a in zip(models, allowed) if a], samples,
                                 samples_file, output_path, include_path) \
         if output_path is not None else []

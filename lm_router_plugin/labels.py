@@ -148,6 +148,7 @@ class LabelPlan:
     rounds: list[dict[str, Any]] = field(default_factory=list)
     created: str = ""
     lm_router_version: str = ""
+    output_path: str | None = None  # where the lm_eval lines write (the same every round)
 
     @property
     def n(self) -> int:
@@ -219,7 +220,8 @@ def load_plan(path: str | Path, docs: TaskDocs) -> LabelPlan:
             n_docs=int(data["n_docs"]), docs=[int(i) for i in data["docs"]],
             inclusion=[float(x) for x in data["inclusion"]], rounds=list(data["rounds"]),
             created=str(data.get("created", "")),
-            lm_router_version=str(data.get("lm_router_version", "")))
+            lm_router_version=str(data.get("lm_router_version", "")),
+            output_path=data.get("output_path"))
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(path, f"malformed plan file ({type(exc).__name__}: {exc})") from exc
     if plan.task != docs.name:

@@ -211,6 +211,7 @@ def test_plan_run_with_lm_eval_recommend_and_plan_again(cli, ref_store, lmeval_r
     assert not set(second["docs"]) & set(samples[HELD_OUT])
     plan2 = json.loads(Path(f"{prefix}.plan.json").read_text())
     assert len(plan2["rounds"]) == 2 and plan2["docs"] == sorted(plan["docs"] + second["docs"])
+    assert plan2["output_path"] == second["output_path"] == str(runs)
     for doc in plan["docs"]:  # the first round's docs keep their round's probability
         assert plan2["inclusion"][doc] == pytest.approx(plan["inclusion"][doc])
     assert json.loads(Path(f"{prefix}.samples.json").read_text()) == {HELD_OUT: second["docs"]}
