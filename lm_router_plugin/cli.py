@@ -78,6 +78,7 @@ def main(quiet: bool) -> None:
     lm-router info
     lm-router recommend --task my_task --include-path task_configs/
     lm-router route --prompts prompts.txt
+    lm-router plan-labels --task my_task --include-path task_configs/ --n 10
     lm-router evaluate
     """
     handler = logging.StreamHandler(sys.stderr)
@@ -308,41 +309,55 @@ def _usage_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+_LABELED_OPTIONS = [
+    click.option("--labeled", "labeled", multiple=True, type=click.Path(exists=True),
+                 help="lm-eval sample logs of the new task (few in-task labels), repeatable."),
+    click.option("--plan", "plan", type=click.Path(exists=True, dir_okay=False), default=None,
+                 help="PREFIX.plan.json of 'plan-labels': weights the --labeled docs by their "
+                      "inclusion probabilities."),
+    click.option("--thresholds", type=click.Path(dir_okay=False), default=None,
+                 help="Thresholds YAML for --labeled rows (default: the eta the store's rows "
+                      "were labelled with)."),
+]
+_NEW_TASK_OPTIONS = [
+    click.option("--task", default=None, help="lm-eval task (or group/tag) name."),
+    click.option("--include-path", type=click.Path(exists=True, file_okay=False), default=None,
+                 help="Folder of extra lm-eval task YAMLs (as lm_eval --include_path)."),
+    click.option("--prompts", "prompts_file", type=click.Path(dir_okay=False), default=None,
+                 help="Prompts of the new task: text (one per line) or JSONL with 'prompt'."),
+    click.option("--limit", type=int, default=None, help="Use only the first N docs of --task."),
+]
+
+
 @main.command()
-@click.option("--task", default=None, help="lm-eval task (or group/tag) name.")
-@click.option("--include-path", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Folder of extra lm-eval task YAMLs (as lm_eval --include_path).")
-@click.option("--prompts", "prompts_file", type=click.Path(dir_okay=False), default=None,
-              help="Prompts of the new task: text (one per line) or JSONL with 'prompt'.")
-@click.option("--limit", type=int, default=None, help="Use only the first N docs of --task.")
-@click.option("--labeled", "labeled", multiple=True, type=click.Path(exists=True),
-              help="lm-eval sample logs of the new task (few in-task labels), repeatable.")
-@click.option("--thresholds", type=click.Path(dir_okay=False), default=None,
-              help="Thresholds YAML for --labeled rows (default: the eta the store's rows "
-                   "were labelled with).")
-@click.option("--score", type=click.Choice(["s1", "s2", "s3"]), default="s3", show_default=True,
-              help="Score that picks the model (s3: with fallback to the best on average).")
+@_options(_NEW_TASK_OPTIONS, _LABELED_OPTIONS)
+@click.option("--score", type=click.Choice(["s1", "s2", "s3", "post"]), default="s3",
+              show_default=True,
+              help="Score that picks the model (s3: with fallback to the best on average; "
+                   "post: highest estimated accuracy from the label posterior, same fallback "
+                   "test against eta).")
 @_options(_EMBEDDER_OPTIONS, _CANDIDATE_OPTIONS, _PREDICTOR_OPTIONS, _TASK_SCORE_OPTIONS)
 @_store_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_user_errors
 @_usage_errors
 def recommend(task: str | None, include_path: str | None, prompts_file: str | None,
-              limit: int | None, labeled: tuple[str, ...], thresholds: str | None, score: str,
-              store_dir: str | None, as_json: bool, candidates: str | None,
-              max_params: str | None, **args: Any) -> None:
+              limit: int | None, labeled: tuple[str, ...], plan: str | None,
+              thresholds: str | None, score: str, store_dir: str | None, as_json: bool,
+              candidates: str | None, max_params: str | None, **args: Any) -> None:
     """Which model to use for a new task, and how sure we are.
 
     \b
     lm-router recommend --task my_task --include-path task_configs/
     lm-router recommend --prompts prompts.txt --max-params 13B --json
+    lm-router recommend --task my_task --labeled my_task-runs --plan my_task.plan.json
     """
     from . import api
 
     if (task is None) == (prompts_file is None):
         raise click.UsageError("give exactly one of --task NAME or --prompts FILE")
     rec = api.recommend(store_dir, task=task, include_path=include_path,
-                        prompts_file=prompts_file, limit=limit, labeled=labeled,
+                        prompts_file=prompts_file, limit=limit, labeled=labeled, plan=plan,
                         thresholds=thresholds, score=score,
                         candidates=_comma_list(candidates), max_params=max_params,
                         **_router_params(args))
@@ -380,7 +395,115 @@ def _print_recommendation(rec: Any) -> None:
     if rec.nearest_tasks:
         near = ", ".join(f"{n['task']} ({n['share']:.0%})" for n in rec.nearest_tasks)
         click.echo(f"nearest reference tasks: {near}")
+    if rec.estimates:
+        _print_estimates(rec, width)
     click.echo(f"\n{RECOMMEND_LEGEND}")
+    if rec.estimates:
+        click.echo(ESTIMATE_LEGEND)
+
+
+ESTIMATE_LEGEND = (
+    "acc = estimated accuracy on the task: the router's zero-label prediction corrected by "
+    "its bias on the reference tasks, combined with the labelled docs (weighted 1/inclusion "
+    "probability with --plan); 90% = its interval; P(best) = probability it is the best "
+    "candidate; labels = labelled docs of the model. Expected gain = how much the accuracy "
+    "of the final choice should rise with N more labels per candidate.")
+
+
+def _print_estimates(rec: Any, width: int) -> None:
+    source = (f"{rec.n_labelled_docs} labelled docs" if rec.n_labelled_docs
+              else "no labels yet")
+    click.echo(f"\nestimated accuracy (zero-label prediction + {source}):")
+    header = f"{'model':<{width}} {'acc':>6} {'90% interval':>13} {'P(best)':>7} {'labels':>6}"
+    click.echo(header)
+    click.echo("-" * len(header))
+    for row in rec.estimates:
+        interval = f"{row['low']:.3f}-{row['high']:.3f}"
+        click.echo(f"{row['model']:<{width}} {row['acc']:6.3f} {interval:>13} "
+                   f"{row['p_best']:7.2f} {row['n_labels']:6d}")
+    click.echo(rec.labels_verdict)
+
+
+@main.command("plan-labels")
+@_options(_NEW_TASK_OPTIONS)
+@click.option("--n", "n", type=click.IntRange(min=1), required=True,
+              help="How many more docs to label (each candidate runs them).")
+@click.option("--labeled", "labeled", multiple=True, type=click.Path(exists=True),
+              help="lm-eval sample logs of docs labelled so far (excluded; they inform which "
+                   "candidates lead), repeatable.")
+@click.option("--plan", "plan", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The previous PREFIX.plan.json: its docs are excluded and the new round "
+                   "is appended to it.")
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
+              help="PREFIX of PREFIX.samples.json / PREFIX.plan.json (default: the --plan's, "
+                   "else the task name).")
+@click.option("--thresholds", type=click.Path(dir_okay=False), default=None,
+              help="Thresholds YAML for --labeled rows (default: the eta the store's rows "
+                   "were labelled with).")
+@_options(_EMBEDDER_OPTIONS, _CANDIDATE_OPTIONS, _PREDICTOR_OPTIONS, _TASK_SCORE_OPTIONS)
+@_store_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_user_errors
+@_usage_errors
+def plan_labels(task: str | None, include_path: str | None, prompts_file: str | None,
+                limit: int | None, n: int, labeled: tuple[str, ...], plan: str | None,
+                out: str | None, thresholds: str | None, store_dir: str | None,
+                as_json: bool, candidates: str | None, max_params: str | None,
+                **args: Any) -> None:
+    """Which docs of a new task to label so the choice is decided fastest.
+
+    Writes PREFIX.samples.json (lm-eval's --samples) and PREFIX.plan.json, and prints the
+    lm_eval command for each candidate. Run it again with --labeled and --plan after the
+    labels came in to plan the next round.
+
+    \b
+    lm-router plan-labels --task my_task --include-path task_configs/ --n 10
+    lm-router plan-labels --task my_task --include-path task_configs/ --n 10 \\
+        --labeled my_task-runs --plan my_task.plan.json
+    """
+    from . import api
+
+    if (task is None) == (prompts_file is None):
+        raise click.UsageError("give exactly one of --task NAME or --prompts FILE")
+    if limit is not None and task is None:
+        raise click.UsageError("--limit applies to --task only")
+    result = api.plan_labels(store_dir, n=n, task=task, include_path=include_path,
+                             limit=limit, prompts_file=prompts_file, labeled=labeled,
+                             plan=plan, out=out, thresholds=thresholds,
+                             candidates=_comma_list(candidates), max_params=max_params,
+                             **_router_params(args))
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    _print_plan(result, task=task, include_path=include_path, prompts_file=prompts_file)
+
+
+def _print_plan(result: Any, *, task: str | None, include_path: str | None,
+                prompts_file: str | None) -> None:
+    short = "" if len(result.docs) == result.n_requested else \
+        f" (asked for {result.n_requested}; no more docs left)"
+    click.echo(f"round {result.round} for {result.task}: {len(result.docs)} of "
+               f"{result.n_docs} docs to label{short}; {result.n_labelled} labelled and "
+               f"{result.n_planned_before} planned before")
+    click.echo(f"leading candidates (the docs are where they disagree most): "
+               f"{', '.join(result.leaders)}")
+    click.echo(f"wrote {result.samples_file} and {result.plan_file}")
+    if result.commands:
+        click.echo("\nrun every candidate on these docs (the model ids as stored; adapt "
+                   "--model/--model_args to how you run each model):")
+        for command in result.commands:
+            click.echo(f"  {command}")
+        where = f"--task {task}" + (f" --include-path {include_path}" if include_path else "")
+        labeled = result.output_path
+    else:
+        click.echo(f"\nlabel these prompts (0-based indices of the prompts in "
+                   f"{prompts_file}) with every candidate: "
+                   f"{', '.join(map(str, result.docs))}")
+        where, labeled = f"--prompts {prompts_file}", "RUNS"
+    click.echo(f"\nthen: lm-router recommend {where} --labeled {labeled} --plan "
+               f"{result.plan_file}")
+    click.echo(f"more: lm-router plan-labels {where} --n N --labeled {labeled} --plan "
+               f"{result.plan_file}")
 
 
 @main.command()

@@ -139,6 +139,14 @@ class Recommendation:
     nearest_tasks: list[dict[str, Any]] = field(default_factory=list)
     u_reference_range: tuple[float, float] = (0.0, 0.0)
     u_note: str = ""  # set when u is far outside the calibrated range
+    # Beyond the paper (estimate.py, labels.py): the posterior of each candidate's accuracy
+    # from the zero-label prediction and the labelled docs, best first: {model, acc, low,
+    # high (90% interval), p_best, n_labels}; the expected gain in accuracy of N more labels
+    # per candidate {"10": x, "30": y}; and the one-line verdict on more labels.
+    estimates: list[dict[str, Any]] = field(default_factory=list)
+    expected_gain: dict[str, float] = field(default_factory=dict)
+    n_labelled_docs: int = 0
+    labels_verdict: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

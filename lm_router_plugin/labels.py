@@ -1,0 +1,398 @@
+"""A few labels of a new task, chosen well and used well (the user-facing side of estimate.py).
+
+* :func:`task_docs`: the docs of a new task in the order ``recommend`` scores them (lm-eval
+  task: its leaf tasks sorted by name, each in doc order; a prompts file: its prompts), with
+  the map from (leaf task, lm-eval ``doc_id``) to that order.
+* :class:`LabelPlan` files (``PREFIX.plan.json``): which docs were planned in which round,
+  with each round's inclusion probabilities (so later estimates can weight the labels 1/pi),
+  and lm-eval's ``--samples`` file (``PREFIX.samples.json``, ``{"task": [doc indices]}``).
+* :func:`labelled_matrix`: the labelled rows of ``--labeled`` sample logs as a (docs, models)
+  correctness matrix on that order, with the 1/pi weights of a plan.
+* :func:`posterior`: the posterior of estimate.py for a task, with the report ``recommend``
+  prints (estimated accuracy, 90% interval, P(best), labels per model, expected gain).
+
+Sequential labelling: a doc drawn in round r keeps the inclusion probability it had in
+round r. Strictly, its probability of being labelled over all rounds depends on the earlier
+rounds' outcomes; weighting by the round's own probability is the usual approximation (each
+round is an unbiased design on the docs still available), and it is exact for one round.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError, LMRouterError
+from .schema import CORRECT, INSTANCE_ID, MODEL, ORIGIN, TASK
+
+logger = logging.getLogger(__name__)
+
+PLAN_FORMAT = "lm-router-plan"
+PLAN_VERSION = 1
+GAIN_LABELS = (10, 30)  # "expected gain of N more labels" is reported for these N
+WORTH_IT = 0.005  # more labels are worth it when 10 more are expected to add >= 0.5 points
+INTERVAL = 0.9
+
+
+# -- the docs of a task ------------------------------------------------------------------
+@dataclass
+class TaskDocs:
+    """The docs of a new task in scoring order. ``leaves``: [(leaf task name, n docs)] in
+    order (one entry named after the file for a prompts file); ``texts`` (N,)."""
+
+    name: str
+    kind: str  # "lm-eval" or "prompts"
+    leaves: list[tuple[str, int]]
+    texts: list[str]
+
+    @property
+    def n(self) -> int:
+        return len(self.texts)
+
+    def offsets(self) -> dict[str, int]:
+        out, start = {}, 0
+        for leaf, size in self.leaves:
+            out[leaf] = start
+            start += size
+        return out
+
+    def index(self, leaf: str, doc_id: int) -> int | None:
+        """Position of (leaf, doc_id) in scoring order; None outside the docs."""
+        sizes = dict(self.leaves)
+        if leaf not in sizes or not 0 <= doc_id < sizes[leaf]:
+            return None
+        return self.offsets()[leaf] + doc_id
+
+    def samples(self, docs: np.ndarray) -> dict[str, list[int]]:
+        """lm-eval's ``--samples`` mapping {leaf task: sorted doc indices} for positions
+        ``docs``. Sorted: lm-eval 0.4.13 logs ``doc_id = indices[k]`` for the k-th selected
+        doc in dataset order, which is the true index only if the list is sorted."""
+        out: dict[str, list[int]] = {}
+        start = 0
+        docs = np.asarray(docs)
+        for leaf, size in self.leaves:
+            mine = docs[(docs >= start) & (docs < start + size)] - start
+            if len(mine):
+                out[leaf] = sorted(int(i) for i in mine)
+            start += size
+        return out
+
+
+def task_docs(task: str | None = None, include_path: str | Path | None = None, *,
+              limit: int | None = None, prompts_file: str | Path | None = None) -> TaskDocs:
+    """The docs of an lm-eval task (or group) or of a prompts file, in scoring order."""
+    from .tasks import read_prompts_file, task_prompts
+
+    if prompts_file is not None:
+        texts = read_prompts_file(prompts_file)
+        return TaskDocs(Path(prompts_file).stem, "prompts", [(Path(prompts_file).stem,
+                                                              len(texts))], texts)
+    texts = task_prompts(task, include_path, limit=limit)
+    leaves = _leaf_sizes(task, include_path, limit)
+    if sum(size for _, size in leaves) != len(texts):  # the two views of lm-eval disagree
+        raise LMRouterError(f"task '{task}': {len(texts)} prompts but the leaf tasks have "
+                            f"{sum(s for _, s in leaves)} docs; cannot map doc indices")
+    return TaskDocs(task, "lm-eval", leaves, texts)
+
+
+def _leaf_sizes(task: str, include_path: str | Path | None, limit: int | None
+                ) -> list[tuple[str, int]]:
+    """[(leaf task, number of evaluation docs (at most ``limit``))], sorted by name: the
+    order in which ``task_prompts`` concatenates the leaves."""
+    from .tasks import _load_tasks, _task_manager
+
+    include = str(include_path) if include_path else None
+    tm = _task_manager(include, include_defaults=include is None)
+    if task not in tm.all_tasks and include is not None:
+        tm = _task_manager(include, include_defaults=True)
+    out = []
+    for leaf, obj in sorted(_load_tasks(tm, task).items()):
+        docs = obj.eval_docs if hasattr(obj, "eval_docs") else (
+            obj.test_docs() if obj.has_test_docs() else obj.validation_docs())
+        size = len(docs)
+        out.append((leaf, size if limit is None else min(size, limit)))
+    return out
+
+
+# -- plan files --------------------------------------------------------------------------
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class LabelPlan:
+    """The content of ``PREFIX.plan.json`` (every round so far).
+
+    docs: planned doc positions over all rounds; inclusion (N,): per doc the probability it
+    had of being drawn in the round that drew it (docs not drawn yet: in the latest round;
+    0 where it was excluded). rounds: one dict per round (its docs, seed, leaders, and its
+    full inclusion vector).
+    """
+
+    task: str
+    kind: str
+    include_path: str | None
+    limit: int | None
+    leaves: list[tuple[str, int]]
+    n_docs: int
+    docs: list[int] = field(default_factory=list)
+    inclusion: list[float] = field(default_factory=list)
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    created: str = ""
+    lm_router_version: str = ""
+    output_path: str | None = None  # where the lm_eval lines write (the same every round)
+
+    @property
+    def n(self) -> int:
+        return len(self.docs)
+
+    @property
+    def seed(self) -> int | None:
+        return self.rounds[-1]["seed"] if self.rounds else None
+
+    @property
+    def leaders(self) -> list[str]:
+        return self.rounds[-1]["leaders"] if self.rounds else []
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"format": PLAN_FORMAT, "version": PLAN_VERSION}
+        out.update(asdict(self))
+        out["leaves"] = [{"task": leaf, "n_docs": size} for leaf, size in self.leaves]
+        out.update(n=self.n, seed=self.seed, leaders=self.leaders)
+        return out
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+
+    def weights(self, docs: np.ndarray) -> np.ndarray:
+        """(len(docs),) 1/pi of labelled docs. A labelled doc outside the plan counts as if
+        drawn at the plan's average rate (n planned / N) -- a warning says how many."""
+        pi = np.asarray(self.inclusion, dtype=float)[docs]
+        planned = np.isin(docs, self.docs)
+        outside = ~planned | (pi <= 0)
+        if outside.any():
+            logger.warning("%d labelled docs are not in the plan; weighted as if drawn at "
+                           "random at the plan's rate", int(outside.sum()))
+            pi = np.where(outside, max(self.n, 1) / self.n_docs, pi)
+        return 1.0 / pi
+
+    def add_round(self, docs: np.ndarray, pi: np.ndarray, *, seed: int, requested: int,
+                  leaders: list[str], n_labelled: int, samples_file: str) -> None:
+        drawn = np.zeros(self.n_docs, dtype=bool)
+        drawn[self.docs] = True
+        inclusion = np.asarray(pi, dtype=float).copy()
+        if self.inclusion:  # earlier rounds' docs keep the probability of their round
+            inclusion[drawn] = np.asarray(self.inclusion, dtype=float)[drawn]
+        self.inclusion = [float(x) for x in inclusion]
+        self.docs = sorted(set(self.docs) | {int(i) for i in docs})
+        self.rounds.append({"round": len(self.rounds) + 1, "created": _now(), "seed": seed,
+                            "n": int(requested), "docs": [int(i) for i in docs],
+                            "inclusion": [float(x) for x in pi], "leaders": leaders,
+                            "labelled_before": int(n_labelled), "samples_file": samples_file})
+
+
+def load_plan(path: str | Path, docs: TaskDocs) -> LabelPlan:
+    """Read a plan file and check that it belongs to ``docs``'s task."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(path, f"cannot read the plan: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"not valid JSON: {exc.msg}", line=exc.lineno) from exc
+    if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
+        raise InputError(path, "not an lm-router plan file (no \"format\": "
+                         f"\"{PLAN_FORMAT}\")", hint="pass the PREFIX.plan.json that "
+                         "'lm-router plan-labels' wrote, not the samples file")
+    try:
+        plan = LabelPlan(
+            task=str(data["task"]), kind=str(data["kind"]), include_path=data["include_path"],
+            limit=data["limit"], leaves=[(str(x["task"]), int(x["n_docs"]))
+                                         for x in data["leaves"]],
+            n_docs=int(data["n_docs"]), docs=[int(i) for i in data["docs"]],
+            inclusion=[float(x) for x in data["inclusion"]], rounds=list(data["rounds"]),
+            created=str(data.get("created", "")),
+            lm_router_version=str(data.get("lm_router_version", "")),
+            output_path=data.get("output_path"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(path, f"malformed plan file ({type(exc).__name__}: {exc})") from exc
+    if plan.task != docs.name:
+        raise InputError(path, f"the plan is for task '{plan.task}', not '{docs.name}'",
+                         hint="pass the plan made for this task, or none")
+    if plan.leaves != docs.leaves or len(plan.inclusion) != plan.n_docs:
+        raise InputError(path, f"the plan was made for {plan.n_docs} docs "
+                         f"({_leaves_text(plan.leaves)}), the task now has {docs.n} "
+                         f"({_leaves_text(docs.leaves)})",
+                         hint="use the same --limit and task files as when planning")
+    return plan
+
+
+def _leaves_text(leaves: list[tuple[str, int]]) -> str:
+    return ", ".join(f"{leaf}: {size}" for leaf, size in leaves)
+
+
+def new_plan(docs: TaskDocs, include_path: str | Path | None, limit: int | None) -> LabelPlan:
+    from . import __version__
+
+    return LabelPlan(task=docs.name, kind=docs.kind,
+                     include_path=str(include_path) if include_path else None, limit=limit,
+                     leaves=list(docs.leaves), n_docs=docs.n, created=_now(),
+                     lm_router_version=__version__)
+
+
+def lm_eval_commands(models: list[str], samples: dict[str, list[int]], samples_file: Path,
+                     output_path: Path, include_path: str | Path | None) -> list[str]:
+    """One ``lm_eval`` command line per model (Hugging Face backend; model id as stored)."""
+    out = []
+    for model in models:
+        args = ["lm_eval", "--model", "hf", "--model_args", f"pretrained={model}",
+                "--tasks", ",".join(samples)]
+        if include_path:
+            args += ["--include_path", str(include_path)]
+        args += ["--samples", str(samples_file), "--log_samples", "--output_path",
+                 str(output_path)]
+        out.append(" ".join(shlex.quote(a) for a in args))
+    return out
+
+
+# -- labelled rows -> (docs, models) -----------------------------------------------------
+def labelled_matrix(rows: pd.DataFrame | None, docs: TaskDocs, models: list[str]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(doc positions (L,), correctness (L, M) with nan where a model has no label) of the
+    ``--labeled`` rows. lm-eval logs a doc's index in its task as ``doc_id``, which the
+    adapter stores as ``instance_id``; a prompts file's rows use the prompt index.
+
+    Raises:
+        InputError: a row of another task, or a doc outside the task's docs.
+    """
+    M = len(models)
+    if rows is None or rows.empty:
+        return np.empty(0, dtype=np.int64), np.empty((0, M))
+    positions = check_labelled(rows, docs)
+    col = {m: j for j, m in enumerate(models)}
+    known = rows[MODEL].isin(models).to_numpy()
+    order = np.unique(positions[known])
+    Y = np.full((len(order), M), np.nan)
+    where = np.searchsorted(order, positions[known])
+    Y[where, [col[m] for m in rows.loc[known, MODEL]]] = rows.loc[known, CORRECT].to_numpy(float)
+    return order.astype(np.int64), Y
+
+
+def check_labelled(rows: pd.DataFrame, docs: TaskDocs) -> np.ndarray:
+    """(len(rows),) doc position of each ``--labeled`` row; raises InputError (naming the
+    file) for a row of another task or a doc outside the task's docs. Cheap: run it before
+    fitting or embedding."""
+    sizes = dict(docs.leaves)
+    tasks = sorted(set(rows[TASK]))
+    if docs.kind == "prompts":
+        if len(tasks) > 1:
+            raise InputError(rows[ORIGIN].iloc[0], f"--labeled rows hold several tasks "
+                             f"({', '.join(tasks)}); with --prompts pass the runs of one task")
+        leaf_of = {tasks[0]: docs.leaves[0][0]}
+    else:
+        other = [t for t in tasks if t not in sizes]
+        if other:
+            origin = rows.loc[rows[TASK] == other[0], ORIGIN].iloc[0]
+            raise InputError(origin, f"--labeled: holds task '{other[0]}', not "
+                             f"'{docs.name}' ({', '.join(sizes)})",
+                             hint="pass only the sample logs of the task being recommended for")
+        leaf_of = {t: t for t in tasks}
+    out = np.empty(len(rows), dtype=np.int64)
+    for k, (task, iid, origin) in enumerate(zip(rows[TASK], rows[INSTANCE_ID], rows[ORIGIN])):
+        try:
+            doc_id = int(iid)
+        except ValueError:
+            doc_id = -1
+        pos = docs.index(leaf_of[task], doc_id)
+        if pos is None:
+            raise InputError(origin, f"--labeled: doc {iid!r} of task '{task}' is not among "
+                             f"its {sizes.get(leaf_of[task], docs.n)} docs",
+                             hint="use the same --limit / prompts as the labelled runs")
+        out[k] = pos
+    return out
+
+
+# -- the posterior report ----------------------------------------------------------------
+@dataclass
+class PosteriorReport:
+    """What ``recommend`` reports beyond the paper's scores (accuracy units in [0, 1])."""
+
+    estimates: list[dict[str, Any]]  # {model, acc, low, high, p_best, n_labels}, best first
+    expected_gain: dict[str, float]  # {"10": gain, "30": gain}
+    n_labelled_docs: int
+    verdict: str
+    choice: str
+    p_choice_beats_bma: float
+    fallback: bool
+    reason: str
+
+
+def posterior(cal: Any, g: np.ndarray, models: list[str], allowed: np.ndarray, *,
+              lab_docs: np.ndarray, lab_y: np.ndarray, weights: np.ndarray | None,
+              seed: int, eta: float) -> tuple[Any, PosteriorReport]:
+    """The estimate.py posterior of the task's accuracy per model and its report.
+
+    Args:
+        cal: the router's calibration.
+        g: (N, M) zero-label predicted correctness of every doc of the task.
+        lab_docs, lab_y: labelled doc positions (L,) and their correctness (L, M).
+        weights: (L,) 1/pi of the labelled docs (None: equal, random labels).
+        seed: seeds P(best) and the expected gains (Monte Carlo).
+    """
+    from .estimate import decide_with_estimate, estimate
+    from .scores import argmax_with_ties
+
+    if len(lab_docs):
+        est = estimate(cal, g, allowed, lab_g=g[lab_docs], lab_y=lab_y, weights=weights)
+    else:
+        est = estimate(cal, g, allowed)
+    p_best = est.p_best(np.random.default_rng(seed))
+    interval = est.interval(INTERVAL)
+    rows = [{"model": m, "acc": float(est.mean[i]), "low": float(interval[i, 0]),
+             "high": float(interval[i, 1]), "p_best": float(p_best[i]),
+             "n_labels": int(est.n_labels[i])}
+            for i, m in enumerate(models) if allowed[i]]
+    rows.sort(key=lambda r: (-r["acc"], r["model"]))
+    # The expected gain is >= 0 in theory (E max >= max E); a small negative value is Monte
+    # Carlo noise of estimate.expected_gain, reported as 0.
+    gains = {str(n): max(0.0, float(est.expected_gain(n, np.random.default_rng([seed, n]))))
+             for n in GAIN_LABELS}
+    choice, p, bma = decide_with_estimate(est, cal, eta)
+    best = argmax_with_ties(np.where(allowed, est.mean, -np.inf), cal.mean_accuracy)
+    fallback = choice == bma and best != bma
+    if best == bma:
+        reason = (f"{models[best]} has the highest estimated accuracy and is also the best "
+                  "model on average")
+    elif fallback:
+        reason = (f"{models[best]} has the highest estimated accuracy, but P(it beats "
+                  f"{models[bma]}) = {p:.2f} is not above eta = {eta}: fell back to the best "
+                  "model on average")
+    else:
+        reason = (f"{models[best]} has the highest estimated accuracy and P(it beats the best "
+                  f"model on average, {models[bma]}) = {p:.2f} > eta = {eta}")
+    return est, PosteriorReport(
+        estimates=rows, expected_gain=gains, n_labelled_docs=int(len(lab_docs)),
+        verdict=verdict(gains), choice=models[choice],
+        p_choice_beats_bma=float(p), fallback=bool(fallback),
+        reason=reason)
+
+
+def verdict(gains: dict[str, float]) -> str:
+    """One line: are more labels worth it? (rule: 10 more per candidate are expected to
+    raise the accuracy of the final choice by >= 0.5 points)."""
+    g10, g30 = gains[str(GAIN_LABELS[0])], gains[str(GAIN_LABELS[1])]
+    text = (f"expected gain of 10 more labels per candidate: {100 * g10:+.2f} points, of 30: "
+            f"{100 * g30:+.2f} points -> ")
+    if g10 >= WORTH_IT:
+        return text + "worth it (10 more add >= 0.5 points)"
+    if g30 >= WORTH_IT:
+        return text + "only with 30 more (10 more add < 0.5 points)"
+    return text + "not worth it (even 30 more add < 0.5 points)"
