@@ -1,6 +1,7 @@
 """Render `lm-router evaluate --json` outputs as the README's Markdown tables.
 
     python bench/render_results.py bench/out/mmlu_pro    # reads cat14.json, src91.json, ...
+    python bench/render_results.py FILE.json [FILE.json ...]
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-MAIN_ROWS = ("s1", "s2", "s3", "s3_true_p", "moe", "bma", "oracle", "compare_to")
+MAIN_ROWS = ("s1", "s2", "s3", "s3_true_p", "cal", "moe", "bma", "oracle", "compare_to")
+SWEEP_ROWS = ("s1", "s3", "few_shot", "post", "post_planned")
 
 
 def fmt(value, spec=".3f"):
@@ -20,50 +22,70 @@ def params(value):
     return "" if value is None or value != value else f"{value / 1e9:.1f}B"
 
 
+def ci(row, key="acc_ci", spec=".3f"):
+    value = row.get(key)
+    return "" if not value else f"[{format(value[0], spec)}, {format(value[1], spec)}]"
+
+
 def main_table(data: dict) -> str:
-    lines = ["| row | Acc. | Ratio to Best | Pearson | Spearman | % BMA | # Params | Rank |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| row | Acc. [95% CI] | half-split Acc. | gap closed | gap closed, split-half | "
+             "W/T/L vs BMA | Ratio to Best | Pearson | Spearman | % BMA | # Params | Rank |",
+             "|---" * 12 + "|"]
     for name in MAIN_ROWS:
         row = data["rows"].get(name)
         if row is None:
             continue
         label = f"compare to {row['model']}" if name == "compare_to" else name
-        lines.append(f"| {label} | {fmt(row['acc'])} | {fmt(row['ratio_to_best'])} | "
-                     f"{fmt(row['pearson'])} | {fmt(row['spearman'])} | "
-                     f"{fmt(row['pct_bma'], '.2f')} | {params(row['params'])} | "
-                     f"{fmt(row['rank'], '.2f')} |")
+        wtl = "" if row.get("wins") is None else f"{row['wins']}/{row['ties']}/{row['losses']}"
+        lines.append(
+            f"| {label} | {fmt(row['acc'])} {ci(row)} | {fmt(row.get('acc_half'))} | "
+            f"{fmt(row.get('gap_closed'), '.2f')} {ci(row, 'gap_closed_ci', '.2f')} | "
+            f"{fmt(row.get('gap_closed_half'), '.2f')} {ci(row, 'gap_closed_half_ci', '.2f')} | "
+            f"{wtl} | {fmt(row['ratio_to_best'])} | {fmt(row['pearson'])} | "
+            f"{fmt(row['spearman'])} | {fmt(row['pct_bma'], '.2f')} | {params(row['params'])} | "
+            f"{fmt(row['rank'], '.2f')} |")
     lines.append(f"\nCorrectness predictors on held-out tasks: accuracy "
                  f"{data['predictor_accuracy']:.3f}; kernel-smoothed p: MAE {data['p_mae']:.3f}.")
     return "\n".join(lines)
 
 
 def sweep_table(data: dict) -> str:
-    names = ["s1", "s3", "few_shot", "s3_label_p"]
-    lines = ["| alpha | " + " | ".join(names) + " | predictor acc. |",
-             "|---" * (len(names) + 2) + "|"]
-    lines.append(f"| 0 | {fmt(data['rows']['s1']['acc'])} | {fmt(data['rows']['s3']['acc'])} | "
-                 f" | | {data['predictor_accuracy']:.3f} |")
+    lines = ["| in-task labels | " + " | ".join(SWEEP_ROWS) + " | predictor acc. |",
+             "|---" * (len(SWEEP_ROWS) + 2) + "|"]
+    rows = data["rows"]
+    lines.append(f"| 0 | {fmt(rows['s1']['acc'])} | {fmt(rows['s3']['acc'])} | | "
+                 f"{fmt(rows.get('cal', {}).get('acc'))} (cal) | | "
+                 f"{data['predictor_accuracy']:.3f} |")
     for entry in data["alpha_sweep"]:
+        what = (f"alpha {entry['alpha']:g} ({entry['mean_labels']:.1f})"
+                if entry.get("alpha") is not None else f"{entry['labels']}")
         cells = []
-        for name in names:
+        for name in SWEEP_ROWS:
             row = entry.get(name)
-            cells.append("" if row is None else f"{row['acc']:.3f} ± {row['acc_std']:.3f}")
-        lines.append(f"| {entry['alpha']:g} | " + " | ".join(cells) +
+            cells.append("" if row is None else
+                         f"{row['acc']:.3f} ± {row['acc_std']:.3f} "
+                         f"({row['wins']:.1f}/{row['ties']:.1f}/{row['losses']:.1f})")
+        lines.append(f"| {what} | " + " | ".join(cells) +
                      f" | {entry['predictor_accuracy']:.3f} |")
     return "\n".join(lines)
 
 
 def main() -> None:
-    folder = Path(sys.argv[1])
-    for name in ("cat14", "src91", "src91_small"):
-        path = folder / f"{name}.json"
+    paths = []
+    for arg in sys.argv[1:]:
+        path = Path(arg)
+        paths += [path / f"{n}.json" for n in ("cat14", "src91", "src91_small")] \
+            if path.is_dir() else [path]
+    for path in paths:
         if not path.exists():
             continue
         data = json.loads(path.read_text())
-        print(f"### {name}: {data['n_tasks']} tasks, {data['n_models']} models, "
+        print(f"### {path.stem}: {data['n_tasks']} tasks, {data['n_models']} models, "
               f"embedder {data['settings']['embedder']}\n")
         print(main_table(data) + "\n")
-        print(sweep_table(data) + "\n")
+        if data["alpha_sweep"]:
+            print("Mean accuracy ± std over 10 repeats (W/T/L vs BMA per repeat, averaged):\n")
+            print(sweep_table(data) + "\n")
 
 
 if __name__ == "__main__":

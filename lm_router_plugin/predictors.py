@@ -91,6 +91,11 @@ class CorrectnessPredictor(ABC):
             out[where] = model.predict_proba(X[rows[where]])
         return out
 
+    def predict_searched(self, Q: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """g for queries whose nearest fitted reference rows ``idx`` (n_q, K), sorted, were
+        already found (the router searches once for g and for u). Default: ignore them."""
+        return self.predict_proba(Q)
+
     def predict_leave_group_out(self, groups: np.ndarray) -> np.ndarray:
         """(n_ref, M): g for every fitted reference row from a fit without its own group."""
         self._check_fitted()
@@ -131,6 +136,13 @@ class KNNPredictor(CorrectnessPredictor):
         self._check_fitted()
         idx, _ = topk_cosine(Q, self.X_, self.n_neighbors)
         return self.from_neighbors(idx)
+
+    def predict_searched(self, Q: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """g from an earlier search of the fitted pool (its first k columns), no new search."""
+        self._check_fitted()
+        if idx.shape[1] < min(self.n_neighbors, len(self.Y_)):
+            return self.predict_proba(Q)
+        return self.from_neighbors(idx[:, :self.n_neighbors])
 
     def predict_left_out(self, X, Y, groups, rows, exclude=(), extra=None, neighbors=None):
         """As the base class, exactly, from one shared neighbour index (no refit)."""

@@ -226,10 +226,12 @@ class Router:
         return model_mask(self.models_, candidates, max_params, model_info)
 
     def predict_correctness(self, Q: np.ndarray, labeled: tuple[np.ndarray, np.ndarray] | None
-                            = None) -> np.ndarray:
+                            = None, searched: np.ndarray | None = None) -> np.ndarray:
         """g (n, M) for query embeddings (n, dim). ``labeled`` = (X_lab, Y_lab) adds labelled
         in-task inputs to the predictor's pool (a refit on the pool plus them)."""
         if labeled is None:
+            if searched is not None:  # one search serves g and u
+                return self.predictor_.predict_searched(Q, searched)
             return self.predictor_.predict_proba(Q)
         X_lab, Y_lab = labeled
         refit = self.make_predictor().fit(np.vstack([self.X_, X_lab]),
@@ -284,9 +286,10 @@ class Router:
         if len(Q) == 0:
             raise LMRouterError(f"task '{task}' has no inputs to score")
         Q = np.asarray(Q, dtype=np.float32)
-        g = self.predict_correctness(Q, self._labelled_pool(labeled, store,
-                                                             labeled_embeddings))
-        idx, sim = topk_cosine(Q, self.X_, self.kappa)
+        idx, sim = topk_cosine(Q, self.X_, max(self.k, self.kappa))
+        g = self.predict_correctness(Q, self._labelled_pool(labeled, store, labeled_embeddings),
+                                     searched=idx)
+        idx, sim = idx[:, :self.kappa], sim[:, :self.kappa]
         settings = self.decision_settings()
         scores, dec = score_and_decide(self.calibration_, g, sim, allowed, score, settings)
         info = model_info or {}
