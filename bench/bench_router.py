@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lm_router_plugin.calibration import Calibration
 from lm_router_plugin.router import Router
 
 GIB = 1024 ** 3
@@ -200,23 +201,23 @@ def child_save(args) -> None:
     router = Router()
     rng = np.random.default_rng(args.seed + 2)
     n, D, M = len(X), int(task_of.max()) + 1, Y.shape[1]
-    K = max(router.k, router.kappa)
     task_acc = np.stack([Y[task_of == d].mean(0) for d in range(D)]).astype(np.float64)
     router.X_, router.Y_, router.task_of_ = X, Y, task_of.astype(np.int64)
-    router.u_ref_ = rng.uniform(0.3, 0.9, D)
-    router.p_ref_ = rng.uniform(0.4, 0.9, (D, M))
-    router.task_accuracy_ = task_acc
-    router.model_mean_accuracy_ = task_acc.mean(0)
     router.loo_g_ = rng.random((n, M))
-    router.loo_neighbors_ = rng.integers(0, n, (n, K))
-    router.loo_similarities_ = rng.random((n, K), dtype=np.float32)
+    router.calibration_ = Calibration(
+        u=rng.uniform(0.3, 0.9, D), p=rng.uniform(0.4, 0.9, (D, M)), accuracy=task_acc,
+        included=np.ones(D, dtype=bool), mean_accuracy=task_acc.mean(0),
+        s1=rng.uniform(0.3, 0.9, (D, M)), residual_cov=np.eye(M) * 0.2)
     router.models_ = [f"model_{m:02d}" for m in range(M)]
     router.task_names_ = [f"task_{d:03d}" for d in range(D)]
     router.instance_ids_ = [f"{i:07d}" for i in range(n)]
     router.embedder_id_ = "precomputed"
-    for name in Router._ARRAYS:  # same layout as a real fit, only bigger
+    for name in ("X_", "Y_", "task_of_", "loo_g_"):  # same layout as a real fit, only bigger
         real, ours = getattr(small, name), getattr(router, name)
         assert real.dtype == ours.dtype and real.shape[1:] == ours.shape[1:], name
+    for name in ("u", "p", "accuracy", "included", "mean_accuracy", "s1", "residual_cov"):
+        real, ours = getattr(small.calibration_, name), getattr(router.calibration_, name)
+        assert real.dtype == ours.dtype and real.ndim == ours.ndim, name
     router.save(Path(args.state_dir) / "router")
     np.save(Path(args.state_dir) / "Q.npy", queries(X, task_of, args.n_query, args.seed))
 
@@ -238,7 +239,7 @@ def child_load(args) -> None:
     print(json.dumps({"load_s": t_load, "rss_loaded": rss_loaded, "peak_loaded": peak_loaded,
                       "recommend_s": t_rec, "route_s": t_route, "peak": peak_rss(),
                       "choice": rec.choice,
-                      "arrays_bytes": sum(getattr(router, n).nbytes for n in Router._ARRAYS)}))
+                      "arrays_bytes": sum(getattr(router, n).nbytes for n in ("X_", "Y_", "task_of_", "loo_g_"))}))
 
 
 def main() -> None:
