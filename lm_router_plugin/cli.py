@@ -27,12 +27,17 @@ def _store_option(fn: Callable) -> Callable:
 
 
 def _user_errors(fn: Callable) -> Callable:
-    """Turn library errors into one clear message and exit code 1."""
+    """Turn library errors into one clear message: exit 1, or 2 for an out-of-range
+    constant or an unreadable --max-params (bad usage)."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .router import InvalidParameterError
+
         try:
             return fn(*args, **kwargs)
+        except InvalidParameterError as exc:
+            raise click.UsageError(str(exc)) from exc
         except LMRouterError as exc:
             raise click.ClickException(str(exc)) from exc
 
@@ -296,19 +301,6 @@ def _router_params(args: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def _usage_errors(fn: Callable) -> Callable:
-    """Out-of-range constants and unreadable --max-params are bad usage: exit 2."""
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .router import InvalidParameterError
-
-        try:
-            return fn(*args, **kwargs)
-        except InvalidParameterError as exc:
-            raise click.UsageError(str(exc)) from exc
-    return wrapper
-
-
 _LABELED_OPTIONS = [
     click.option("--labeled", "labeled", multiple=True, type=click.Path(exists=True),
                  help="lm-eval sample logs of the new task (few in-task labels), repeatable."),
@@ -340,7 +332,6 @@ _NEW_TASK_OPTIONS = [
 @_store_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_user_errors
-@_usage_errors
 def recommend(task: str | None, include_path: str | None, prompts_file: str | None,
               limit: int | None, labeled: tuple[str, ...], plan: str | None,
               thresholds: str | None, score: str, store_dir: str | None, as_json: bool,
@@ -444,7 +435,6 @@ def _print_estimates(rec: Any, width: int) -> None:
 @_store_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_user_errors
-@_usage_errors
 def plan_labels(task: str | None, include_path: str | None, prompts_file: str | None,
                 limit: int | None, n: int, labeled: tuple[str, ...], plan: str | None,
                 out: str | None, thresholds: str | None, store_dir: str | None,
@@ -514,7 +504,6 @@ def _print_plan(result: Any, *, task: str | None, include_path: str | None,
 @click.option("--json", "as_json", is_flag=True,
               help="JSONL with g per model (default: index and chosen model per line).")
 @_user_errors
-@_usage_errors
 def route(prompts_file: str, store_dir: str | None, as_json: bool, candidates: str | None,
           max_params: str | None, **args: Any) -> None:
     """Per-prompt routing: the model most likely to answer each prompt correctly.
@@ -567,7 +556,6 @@ def _numbers(value: str, option: str, kind: type = float) -> list:
 @_options(_EMBEDDER_OPTIONS, _CANDIDATE_OPTIONS, _PREDICTOR_OPTIONS, _TASK_SCORE_OPTIONS)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_user_errors
-@_usage_errors
 def evaluate(store_dir: str | None, tasks_by: str, tasks_file: str | None, alphas: str,
              label_counts: str, repeats: int, label_selection: str, compare_to: str | None,
              plot_dir: str | None, as_json: bool, candidates: str | None,

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .calibration import Calibration, best_on_average, calibrate, measured_p, smoothed_p
+from .calibration import Calibration, best_on_average, calibrate, measured_p
 from .decision import route_choices, score_and_decide
 from .estimate import decide_with_estimate, estimate, plan
 from .errors import InputError, LMRouterError, UnknownNameError
