@@ -5,7 +5,11 @@ Every lm-eval sample-log layout from 0.4.0 to 0.4.13 is accepted (FORMATS.md §1
 - 0.4.3+: ``<model>/results_<date>.json`` + ``samples_<task>_<date>.jsonl`` (JSON lines);
 - mid-2024: ``samples_<task>_<date>.json`` holding one JSON array;
 - 0.4.0-0.4.2 and earlier: ``<model_args>_<task>.jsonl`` (a JSON array or JSON lines) beside
-  an optional ``results.json``.
+  an optional ``results.json``;
+- published: ``samples_<task>_<date>.parquet`` (the Hub's Parquet conversion of the JSONL files,
+  read row group by row group through the same code path), results files optional (the model
+  is then the folder name ``org__name`` -> ``org/name``); and ``hf://datasets/ORG/NAME[@rev]``,
+  downloaded with huggingface_hub first (adapters/published.py).
 
     rows = LMEvalAdapter().read([Path("runs/")])     # or: lm-router ingest lm-eval runs/
     next(rows)  # Row(source='lm-eval', task='toy_arith', instance_id='0', model='org/Fake-A',
@@ -34,6 +38,7 @@ from .base import Adapter, Row
 from .instance_text import (
     RULE_STRUCTURE, RULE_TAIL, LMEvalDocText, Unrenderable, prompt_hash, structural_texts,
 )
+from .published import download_dataset, is_hf_path, parquet_records
 
 try:
     import orjson
@@ -218,11 +223,14 @@ class _Found:
 class LMEvalAdapter(Adapter):
     """Reads lm-eval sample logs (``--log_samples``) of any number of models and runs.
 
-    Options: none. Per-task metric and filter choices come from the thresholds file
+    Options: ``tasks`` (``a,b`` or a list): download only these tasks' sample logs from an
+    ``hf://datasets/`` path (local paths are read whole). Per-task metric and filter choices come from the thresholds file
     (``tasks: {gsm8k: {filter: flexible-extract, metric: exact_match}}``).
     """
 
     name = "lm-eval"
+    options_allowed = ("tasks",)
+    remote_prefixes = ("hf:/",)  # paths ingest must not check for existence (downloaded here)
 
     def read(self, paths: Sequence[Path]) -> Iterator[Row]:
         """Yield one :class:`Row` per (task, doc_id, model) under ``paths``.
@@ -232,7 +240,16 @@ class LMEvalAdapter(Adapter):
                 output, or no usable per-sample scores at all.
         """
         found = _Found()
+        tasks = self.options.get("tasks")
+        if isinstance(tasks, str):
+            tasks = [t.strip() for t in tasks.split(",") if t.strip()]
+        elif tasks is not None and not (isinstance(tasks, list)
+                                        and all(isinstance(t, str) for t in tasks)):
+            raise ValueError(f"tasks: expected a comma-separated list of task names, got "
+                             f"{tasks!r}")
         for path in paths:
+            if is_hf_path(path):
+                path = download_dataset(path, tasks=tasks)
             self._discover(Path(path), found)
         files = self._sample_files(found)
         # (task, doc_id) -> [doc_hash, model, text, prompt_hash, rule]
@@ -286,7 +303,8 @@ class LMEvalAdapter(Adapter):
     def _classify(self, path: Path, found: _Found, *, results_only: bool = False) -> str | None:
         """Record ``path`` in ``found``; its kind ("samples", "results") or None."""
         name = path.name
-        is_samples = name.startswith("samples_") and name.endswith((".jsonl", ".json"))
+        is_samples = name.startswith("samples_") and name.endswith((".jsonl", ".json",
+                                                                     ".parquet"))
         if results_only and (is_samples or not name.endswith(".json")):
             return None
         key = path.resolve()
@@ -450,7 +468,11 @@ class LMEvalAdapter(Adapter):
 
     # -- one sample log ----------------------------------------------------------------
     def _records(self, path: Path) -> Iterator[tuple[int | None, Any]]:
-        """(line number or None, record) for a JSONL file or a JSON-array file."""
+        """(line number or None, record) for a JSONL file or a JSON-array file; (row number,
+        record) for a Parquet file (published sample logs)."""
+        if path.suffix == ".parquet":
+            yield from parquet_records(path)
+            return
         with open(path, "rb") as fh:
             head = fh.read(256).lstrip()
             fh.seek(0)
@@ -729,6 +751,8 @@ class LMEvalAdapter(Adapter):
     @staticmethod
     def _bad(path: Path, lineno: int | None, index: int, problem: str, hint: str = ""
              ) -> InputError:
+        if path.suffix == ".parquet":
+            return InputError(path, f"row {index}: {problem}", hint=hint)
         if lineno is None:
             problem = f"sample {index} of the JSON array: {problem}"
         return InputError(path, problem, line=lineno, hint=hint)

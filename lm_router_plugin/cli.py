@@ -108,7 +108,8 @@ def main(quiet: bool) -> None:
               help="Adapter setting, repeatable; helm: include_perturbed=true|false, "
                    "train_trials=mean|first, split=main|all|NAME (main: the test split if the "
                    "run has one, else all its splits; all: every split; NAME: that split). "
-                   "lm-eval and table take none.")
+                   "lm-eval: tasks=a,b (only these tasks' files of an hf://datasets/ORG/NAME[@rev] "
+                   "download); table takes none.")
 @_user_errors
 def ingest(adapter: str, paths: tuple[str, ...], store_dir: str | None, thresholds: str | None,
            models_file: str | None, replace: bool, adapter_options: tuple[str, ...]) -> None:
@@ -118,6 +119,7 @@ def ingest(adapter: str, paths: tuple[str, ...], store_dir: str | None, threshol
 
     \b
     lm-router ingest lm-eval runs/
+    lm-router ingest lm-eval hf://datasets/ORG/NAME@REVISION -o tasks=gsm8k
     lm-router ingest helm benchmark_output/runs/v1/
     lm-router ingest table results.parquet
     """

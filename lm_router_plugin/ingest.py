@@ -53,8 +53,9 @@ def read_rows(adapter_name: str, paths: Sequence[str | Path],
     thresholds = thresholds or Thresholds.load()
     adapter = adapters.get(adapter_name)(thresholds=thresholds, **options)
     paths = [Path(p) for p in paths]
+    remote = tuple(getattr(adapter, "remote_prefixes", ()))  # e.g. lm-eval's hf://datasets/
     for path in paths:
-        if not path.exists():
+        if not path.exists() and not (remote and str(path).startswith(remote)):
             raise InputError(path, "no such file or folder")
     # Hot loop: keep the rows as they come and transpose them once at the end (zip in C);
     # per row only the rule lookup and two appends run in Python.
