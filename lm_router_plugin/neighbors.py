@@ -152,19 +152,21 @@ class GroupedNeighbors:
         self.per_group_idx, self.per_group_sim = idx, sim
         # A deeper leave-own-group list (2K): leaving out one more group usually removes
         # fewer than K of its entries, and then the first K left are exact.
-        K_deep, self.K = self.K, min(2 * self.K, G * self.K)
-        self.deep_idx, self.deep_sim = self._merge(np.arange(len(X)), np.zeros(G, dtype=bool))
-        self.K = K_deep
-        self.idx, self.sim = self.deep_idx[:, :K_deep].copy(), self.deep_sim[:, :K_deep].copy()
+        self.deep_idx, self.deep_sim = self._merge(np.arange(len(X)), np.zeros(G, dtype=bool),
+                                                   min(2 * K, G * K))
+        self.idx, self.sim = self.deep_idx[:, :K].copy(), self.deep_sim[:, :K].copy()
 
-    def _merge(self, rows: np.ndarray, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Top-K of ``rows`` over the per-group lists of groups not excluded (nor own)."""
+    def _merge(self, rows: np.ndarray, excluded: np.ndarray, k: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (default K) of ``rows`` over the per-group lists of groups not excluded (nor
+        own)."""
         sim = self.per_group_sim[rows].copy()  # (r, G, K)
         sim[:, excluded, :] = -np.inf
         sim[np.arange(len(rows)), self.group_code[rows], :] = -np.inf
         n_rows = len(rows)
         best_sim, best_idx = select_top_many(sim.reshape(n_rows, -1),
-                                             self.per_group_idx[rows].reshape(n_rows, -1), self.K)
+                                             self.per_group_idx[rows].reshape(n_rows, -1),
+                                             self.K if k is None else k)
         best_idx = np.where(np.isfinite(best_sim), best_idx, -1)
         return best_idx, best_sim
 
