@@ -10,8 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-MAIN_ROWS = ("s1", "s2", "s3", "s3_true_p", "cal", "moe", "bma", "oracle", "compare_to")
-SWEEP_ROWS = ("s1", "s3", "few_shot", "post", "post_planned")
+MAIN_ROWS = ("s1", "s2", "s3", "s3_true_p", "stack", "cal", "moe", "bma", "oracle", "compare_to")
+SWEEP_ROWS = ("s1", "s3", "few_shot", "stack", "post", "post_planned")
 
 
 def fmt(value, spec=".3f"):
@@ -54,6 +54,7 @@ def sweep_table(data: dict) -> str:
              "|---" * (len(SWEEP_ROWS) + 2) + "|"]
     rows = data["rows"]
     lines.append(f"| 0 | {fmt(rows['s1']['acc'])} | {fmt(rows['s3']['acc'])} | | "
+                 f"{fmt(rows.get('stack', {}).get('acc'))} | "
                  f"{fmt(rows.get('cal', {}).get('acc'))} (cal) | | "
                  f"{data['predictor_accuracy']:.3f} |")
     for entry in data["alpha_sweep"]:

@@ -170,12 +170,45 @@ def recommend(store: Store | str | Path | None = None, *, task: str | None = Non
     rec.expected_gain = report.expected_gain
     rec.n_labelled_docs = report.n_labelled_docs
     rec.labels_verdict = report.verdict
+    if score == "stack" and len(lab_docs):
+        _stack_with_labels(router, rec, Q, allowed, lab_docs, lab_y)
     if score == POSTERIOR:
         order = {row["model"]: i for i, row in enumerate(report.estimates)}
         rec.models.sort(key=lambda row: order[row.model])
         rec.score, rec.choice, rec.fallback = POSTERIOR, report.choice, report.fallback
         rec.p_choice_beats_bma, rec.reason = report.p_choice_beats_bma, report.reason
     return rec
+
+
+def _stack_with_labels(router: Any, rec: Recommendation, Q: np.ndarray, allowed: np.ndarray,
+                       lab_docs: np.ndarray, lab_y: np.ndarray) -> None:
+    """Decide ``rec`` with the stacked switch fitted for this many labels (stacking.py): the
+    labelled docs' accuracy is a feature; the zero-label scores come from the other docs."""
+    from .decision import explain, Decision
+    from .neighbors import topk_cosine
+    from .scores import quiet_nanmean
+    from .stacking import stacked_decision
+
+    rest = np.setdiff1d(np.arange(len(Q)), lab_docs)
+    if len(rest) == 0:  # every doc labelled: the switch still needs the docs' g
+        rest = np.arange(len(Q))
+    searched, sim = topk_cosine(Q[rest], router.X_, max(router.k, router.kappa))
+    g = router.predict_correctness(Q[rest], searched=searched)
+    task_of = np.asarray(router.task_of_)
+    rows_of = [np.flatnonzero(task_of == z) for z in range(len(router.task_names_))]
+    choice, best, bma, gain, p, switch = stacked_decision(
+        router.calibration_, g, sim[:, :router.kappa], allowed, t=router.t, sigma=router.sigma,
+        labels=quiet_nanmean(lab_y), n_labels=len(lab_docs), Y=router.Y_, rows_of=rows_of,
+        seed=router.seed)
+    names = list(router.models_)
+    for row in rec.models:
+        row.stack = float(gain[names.index(row.model)])
+    rec.models.sort(key=lambda row: -row.stack)
+    dec = Decision(choice=choice, best_by_score=best, bma=bma, fallback=choice != best,
+                   p_beats_bma=p)
+    rec.choice, rec.fallback, rec.p_choice_beats_bma = names[choice], dec.fallback, p
+    rec.reason = explain(dec, "stack", names, router.eta, switch, gain) + (
+        f"; with {len(lab_docs)} labelled docs as a feature")
 
 
 @dataclass

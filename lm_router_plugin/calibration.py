@@ -28,7 +28,8 @@ class Calibration:
     accuracy (D, M): true accuracy (nan: no labels). included (D,): tasks of the fit (False
     for a task held out in evaluation; its entries are ignored). mean_accuracy (M,): mean
     of the included tasks' accuracies (0 for a model without any). s1 (D, M): S1 of each
-    task from its leave-task-out g (what the router would have predicted for it).
+    task from its leave-task-out g (what the router would have predicted for it); s2 (D, M)
+    likewise the share of inputs with g > t; n (D,) inputs per task.
     residual_cov (M, M): covariance across reference inputs of y - g (leave-task-out), the
     per-input noise of a label around its prediction (pairwise over inputs with both labels).
     """
@@ -40,6 +41,8 @@ class Calibration:
     mean_accuracy: np.ndarray
     s1: np.ndarray | None = None
     residual_cov: np.ndarray | None = None
+    s2: np.ndarray | None = None
+    n: np.ndarray | None = None
 
     def u_range(self) -> tuple[float, float]:
         u = self.u[self.included]
@@ -66,6 +69,8 @@ def calibrate(task_of: np.ndarray, Y: np.ndarray, g: np.ndarray, kappa_sim: np.n
     p = np.full((n_tasks, M), np.nan)
     accuracy = np.full((n_tasks, M), np.nan)
     s1 = np.full((n_tasks, M), np.nan)
+    s2 = np.full((n_tasks, M), np.nan)
+    n = np.zeros(n_tasks, dtype=np.int64)
     included = np.ones(n_tasks, dtype=bool)
     if held_out is not None:
         included[held_out] = False
@@ -80,11 +85,13 @@ def calibrate(task_of: np.ndarray, Y: np.ndarray, g: np.ndarray, kappa_sim: np.n
         p[d] = thresholded_accuracy(g[rows], Y[rows], t)
         accuracy[d] = quiet_nanmean(Y[rows])
         s1[d] = np.mean(g[rows], axis=0)
+        s2[d] = np.mean(g[rows] > t, axis=0)
+        n[d] = len(rows)
     mean_accuracy = np.nan_to_num(quiet_nanmean(accuracy[included]))
     in_fit = included[task_of]
     return Calibration(u=u, p=p, accuracy=accuracy, included=included,
                        mean_accuracy=mean_accuracy, s1=s1,
-                       residual_cov=pairwise_cov(Y[in_fit] - g[in_fit]))
+                       residual_cov=pairwise_cov(Y[in_fit] - g[in_fit]), s2=s2, n=n)
 
 
 def pairwise_cov(R: np.ndarray) -> np.ndarray:

@@ -325,9 +325,11 @@ _NEW_TASK_OPTIONS = [
 
 @main.command()
 @_options(_NEW_TASK_OPTIONS, _LABELED_OPTIONS)
-@click.option("--score", type=click.Choice(["s1", "s2", "s3", "post"]), default="s3",
+@click.option("--score", type=click.Choice(["s1", "s2", "s3", "stack", "post"]), default="s3",
               show_default=True,
               help="Score that picks the model (s3: with fallback to the best on average; "
+                   "stack: the switch learned leave-one-task-out on the reference tasks, "
+                   "with the --labeled docs as a feature when given; "
                    "post: highest estimated accuracy from the label posterior, same fallback "
                    "test against eta).")
 @_options(_EMBEDDER_OPTIONS, _CANDIDATE_OPTIONS, _PREDICTOR_OPTIONS, _TASK_SCORE_OPTIONS)
@@ -364,6 +366,8 @@ RECOMMEND_LEGEND = (
     "S1 = mean predicted P(correct) over the task's inputs; S2 = share of inputs predicted "
     "correct (g > t); p = estimated accuracy of those per-input predictions on this task "
     "(from reference tasks at a similar distance u); S3 = expected accuracy given S2 and p. "
+    "gain = the stacked switch's predicted accuracy gain over the best model on average "
+    "(weights of S1, S3 and the mean accuracy learned on the reference tasks). "
     "u = mean cosine distance of the task's inputs to their nearest reference inputs.")
 
 
@@ -372,14 +376,15 @@ def _print_recommendation(rec: Any) -> None:
                f"u = {rec.u:.3f} (reference tasks: {rec.u_reference_range[0]:.3f} to "
                f"{rec.u_reference_range[1]:.3f})")
     width = max([len("model")] + [len(row.model) for row in rec.models])
-    header = f"{'model':<{width}} {'S1':>6} {'S2':>6} {'S3':>6} {'p':>6} {'params':>7}"
+    header = (f"{'model':<{width}} {'S1':>6} {'S2':>6} {'S3':>6} {'p':>6} {'gain':>7} "
+              f"{'params':>7}")
     click.echo(header)
     click.echo("-" * len(header))
     for row in rec.models:
         mark = "  <- choice" if row.model == rec.choice else (
             "  (best on average)" if row.model == rec.bma else "")
         click.echo(f"{row.model:<{width}} {row.s1:6.3f} {row.s2:6.3f} {row.s3:6.3f} "
-                   f"{row.p:6.3f} {_format_params(row.params):>7}{mark}")
+                   f"{row.p:6.3f} {row.stack:+7.3f} {_format_params(row.params):>7}{mark}")
     click.echo(f"\nchoice: {rec.choice}" + (" (fell back to the best model on average)"
                                            if rec.fallback else ""))
     click.echo(f"why: {rec.reason}")
@@ -630,8 +635,9 @@ columns (averages over held-out tasks; each task is scored by a router fitted wi
   %BMA     share of tasks where the best model on average was chosen
   rank     rank of the chosen model on the task among the candidates (1 = best)
 rows: s1/s2/s3 = the paper's scores (s3 falls back to bma), s3_true_p = S3 with the true p,
-moe = per-input choice, bma = best model on average of the other tasks, oracle = best model
-on the task; X@alpha and X@Nlabels = with in-task labels (mean ± std over repeats, scored on
+stack = the switch learned leave-one-task-out on the reference tasks (ours; with labels,
+their accuracy is a feature), cal/post = the label posterior (ours), moe = per-input choice,
+bma = best model on average of the other tasks, oracle = best model on the task; X@alpha and X@Nlabels = with in-task labels (mean ± std over repeats, scored on
 the unlabelled items), few_shot = best model on the labels alone."""
 
 

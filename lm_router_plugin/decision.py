@@ -14,8 +14,9 @@ import numpy as np
 
 from .calibration import Calibration, best_on_average, smoothed_p
 from .scores import argmax_with_ties, prob_beats, s1, s2, s3, task_distance
+from .stacking import Switch, fit_switch, task_features
 
-SCORES = ("s1", "s2", "s3")
+SCORES = ("s1", "s2", "s3", "stack")
 ROUTE_TIE_WEIGHT = 0.01  # the authors' per-input rule: argmax g + 0.01 x mean accuracy
 
 
@@ -30,6 +31,8 @@ class TaskScores:
     s3: np.ndarray
     p: np.ndarray
     n_pos: np.ndarray  # inputs predicted correct, 1[g > t] summed
+    stack: np.ndarray | None = None  # stacking.py: predicted accuracy gain over BMA
+    switch: Switch | None = None
 
     def get(self, name: str) -> np.ndarray:
         return getattr(self, name)
@@ -82,7 +85,8 @@ class DecisionSettings:
 
 
 def score_and_decide(cal: Calibration, g: np.ndarray, kappa_sim: np.ndarray, allowed: np.ndarray,
-                     score: str, settings: DecisionSettings, *, p: np.ndarray | None = None
+                     score: str, settings: DecisionSettings, *, p: np.ndarray | None = None,
+                     switch: Switch | None = None, g_stack: np.ndarray | None = None
                      ) -> tuple[TaskScores, Decision]:
     """Score a task's inputs and choose.
 
@@ -92,16 +96,30 @@ def score_and_decide(cal: Calibration, g: np.ndarray, kappa_sim: np.ndarray, all
         kappa_sim: (n, kappa) similarities of the inputs to their nearest reference inputs
             (the task distance u).
         allowed: (M,) bool candidates.
-        score: "s1", "s2" or "s3".
+        score: "s1", "s2", "s3" or "stack" (stacking.py; zero labels).
         p: (M,) use this p instead of the kernel-smoothed one (evaluation's true p).
+        switch: the stacked switch fitted on ``cal`` (fitted here when None and needed).
+        g_stack: (n, M) zero-label g for the stacked switch (default ``g``); given, the
+            switch's predicted gains are computed whatever ``score`` (``scores.stack``).
     """
     u = task_distance(kappa_sim)
     p = smoothed_p(cal, u, settings.sigma) if p is None else p
     scores = score_task(g, u, p, settings.t)
     bma = best_on_average(cal, allowed)
-    dec = decide(scores, score, bma, cal.mean_accuracy, allowed, eta=settings.eta,
-                 n_draws=settings.n_draws, seed=settings.seed)
-    return scores, dec
+    stacked = None
+    if score == "stack" or g_stack is not None:
+        if switch is None:
+            switch = fit_switch(cal, allowed, t=settings.t, sigma=settings.sigma)
+        features, _ = task_features(cal, g if g_stack is None else g_stack, kappa_sim, allowed,
+                                    settings.t, settings.sigma)
+        choice, best, gain, p_beats = switch.decide(features, allowed, bma, cal.mean_accuracy)
+        scores.stack, scores.switch = gain, switch
+        stacked = Decision(choice=choice, best_by_score=best, bma=bma, fallback=choice != best,
+                           p_beats_bma=p_beats)
+    if score == "stack":
+        return scores, stacked
+    return scores, decide(scores, score, bma, cal.mean_accuracy, allowed, eta=settings.eta,
+                          n_draws=settings.n_draws, seed=settings.seed)
 
 
 def route_choices(g: np.ndarray, cal: Calibration, allowed: np.ndarray) -> np.ndarray:
@@ -120,6 +138,7 @@ class ModelScore:
     s3: float
     p: float
     params: int | None
+    stack: float | None = None  # predicted accuracy gain over BMA (--score stack)
 
 
 @dataclass
@@ -161,9 +180,19 @@ class RouteDecision:
     g: dict[str, float]
 
 
-def explain(dec: Decision, score: str, models: list[str], eta: float) -> str:
+def explain(dec: Decision, score: str, models: list[str], eta: float,
+            switch: Switch | None = None, gain: np.ndarray | None = None) -> str:
     """One sentence saying why the choice was made."""
     best, bma = models[dec.best_by_score], models[dec.bma]
+    if score == "stack" and switch is not None and gain is not None:
+        if dec.best_by_score == dec.bma:
+            return (f"{bma}, the best model on average, has the highest predicted accuracy "
+                    f"(stacked switch: {switch.describe()})")
+        lead = float(gain[dec.best_by_score])
+        verb = "switched to it" if not dec.fallback else "kept the best model on average"
+        return (f"{best} is predicted {lead:+.3f} above {bma} (P(it is better) = "
+                f"{dec.p_beats_bma:.2f}); the threshold is {switch.tau:g}: {verb} "
+                f"(stacked switch: {switch.describe()})")
     if dec.best_by_score == dec.bma:
         return f"{best} has the highest {score.upper()} and is also the best model on average"
     if dec.fallback:

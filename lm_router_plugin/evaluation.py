@@ -42,12 +42,13 @@ from .pool import build_pool
 from .registry import unknown_name_message
 from .router import Router, model_mask
 from .scores import argmax_with_ties, quiet_nanmean, thresholded_accuracy
+from .stacking import stacked_decision
 from .store import Store
 
 logger = logging.getLogger(__name__)
 
-ROW_NAMES = ("s1", "s2", "s3", "s3_true_p", "cal", "moe", "bma", "oracle")
-SWEEP_ROWS = ("s1", "s3", "few_shot", "post", "post_planned")
+ROW_NAMES = ("s1", "s2", "s3", "s3_true_p", "stack", "cal", "moe", "bma", "oracle")
+SWEEP_ROWS = ("s1", "s3", "few_shot", "stack", "post", "post_planned")
 MAX_LABELS = 50  # the paper's cap on in-task labels: min(alpha n, 50)
 N_SPLITS = 20  # split-half repetitions per task
 N_BOOTSTRAP = 1000  # bootstrap resamples of the tasks
@@ -268,7 +269,7 @@ class _TaskScorer:
         out: dict[str, Any] = {"task": None, "n": int(len(rows))}
         est = None
         for name, score_name, p in (("s1", "s1", None), ("s2", "s2", None), ("s3", "s3", None),
-                                    ("s3_true_p", "s3", p_true)):
+                                    ("s3_true_p", "s3", p_true), ("stack", "stack", None)):
             scores, dec = score_and_decide(cal, g, sim, allowed, score_name, ev.settings, p=p)
             est = scores if name == "s1" else est
             out[name] = self._record(dec.choice, acc, allowed, bma, scores.get(score_name),
@@ -342,13 +343,18 @@ class _TaskScorer:
         few = argmax_with_ties(np.where(known, acc_lab, -np.inf), cal.mean_accuracy) \
             if known.any() else bma
         out["few_shot"] = self._record(few, acc, allowed, bma, acc_lab, None)
+        # Beyond the paper (stacking.py): the switch fitted for n_lab labels, zero-label g
+        zero = ev.g_held
+        choice, _, _, gain, _, _ = stacked_decision(
+            cal, zero[rest], sim, allowed, t=r.t, sigma=r.sigma, labels=acc_lab,
+            n_labels=n_lab, Y=ev.Y, rows_of=ev.rows_of, seed=r.seed)
+        out["stack"] = self._record(choice, acc, allowed, bma, gain, None)
         out["bma"] = self._record(bma, acc, allowed, bma, None, None)
         oracle = argmax_with_ties(np.where(allowed, acc, -np.inf), cal.mean_accuracy)
         out["oracle"] = self._record(oracle, acc, allowed, bma, None, None)
         out["predictor_accuracy"] = float(np.nanmean(
             thresholded_accuracy(g, y_rest, r.t)[allowed]))
         # Beyond the paper (estimate.py): zero-label posterior + the same random labels ...
-        zero = ev.g_held
         post = estimate(cal, zero[rest], allowed, lab_g=zero[lab], lab_y=ev.Y[lab])
         choice, _, _ = decide_with_estimate(post, cal, r.eta)
         out["post"] = self._record(choice, acc, allowed, bma, post.mean, None)

@@ -28,7 +28,11 @@ from .store import Store, dir_mode
 logger = logging.getLogger(__name__)
 
 _ARRAYS = ("X_", "Y_", "task_of_", "loo_g_")
-_CALIBRATION = ("u", "p", "accuracy", "included", "mean_accuracy", "s1", "residual_cov")
+#: Saved-router layout; part of the cache key, so a router saved in an older layout (e.g.
+#: without the calibration's s2, which the stacked switch needs) is refitted, never loaded.
+ROUTER_FORMAT = 2
+_CALIBRATION = ("u", "p", "accuracy", "included", "mean_accuracy", "s1", "residual_cov", "s2",
+                "n")
 
 
 def router_card(router: Router) -> dict[str, Any]:
@@ -114,7 +118,7 @@ def load_router(folder: Path, **decision_params: Any) -> Router:
 def router_key(fingerprint: str, embedder_id: str, router: Router) -> str:
     from . import __version__
 
-    key = json.dumps([fingerprint, embedder_id, router.fit_params(), __version__],
+    key = json.dumps([fingerprint, embedder_id, router.fit_params(), __version__, ROUTER_FORMAT],
                      sort_keys=True, default=str)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 

@@ -35,7 +35,7 @@ def write_plots(result: EvaluationResult, folder: Path) -> list[Path]:
     alphas = [0.0] + [entry["alpha"] for entry in result.alpha_sweep
                       if entry.get("alpha") is not None]  # --labels entries have none
     for name, label in (("s1", "S1"), ("s3", "S3"), ("few_shot", "Few-shot"),
-                        ("post", "posterior (ours)")):
+                        ("stack", "stacked switch (ours)"), ("post", "posterior (ours)")):
         means, stds = [], []
         for alpha in alphas:
             key = (name if name != "post" else "cal") if alpha == 0 else f"{name}@{alpha:g}"

@@ -272,7 +272,8 @@ class Router:
             prompts: (n,) prompt texts of the new task.
             embeddings: (n, dim) instead of ``prompts``.
             candidates, max_params: restrict the choice (``model_info`` gives params).
-            score: "s1", "s2" or "s3" (the paper's method: S3 with fallback).
+            score: "s1", "s2", "s3" (the paper's method: S3 with fallback) or "stack"
+                (stacking.py: the switch learned on the reference tasks).
             labeled: correctness rows of the new task (few in-task labels) added to the
                 predictor's pool before scoring (not to u, which stays the distance to the
                 reference tasks).
@@ -286,23 +287,27 @@ class Router:
         if len(Q) == 0:
             raise LMRouterError(f"task '{task}' has no inputs to score")
         Q = np.asarray(Q, dtype=np.float32)
-        idx, sim = topk_cosine(Q, self.X_, max(self.k, self.kappa))
-        g = self.predict_correctness(Q, self._labelled_pool(labeled, store, labeled_embeddings),
-                                     searched=idx)
-        idx, sim = idx[:, :self.kappa], sim[:, :self.kappa]
+        searched, sim = topk_cosine(Q, self.X_, max(self.k, self.kappa))
+        pool = self._labelled_pool(labeled, store, labeled_embeddings)
+        g = self.predict_correctness(Q, pool, searched=searched)
+        # the stacked switch is fitted on zero-label scores: it reads g without the labels
+        g_zero = g if pool is None else self.predict_correctness(Q, searched=searched)
+        idx, sim = searched[:, :self.kappa], sim[:, :self.kappa]
         settings = self.decision_settings()
-        scores, dec = score_and_decide(self.calibration_, g, sim, allowed, score, settings)
+        scores, dec = score_and_decide(self.calibration_, g, sim, allowed, score, settings,
+                                       g_stack=g_zero)
         info = model_info or {}
         rows = [ModelScore(model=m, s1=float(scores.s1[i]), s2=float(scores.s2[i]),
                            s3=float(scores.s3[i]), p=float(scores.p[i]),
-                           params=(info.get(m) or {}).get("params"))
+                           params=(info.get(m) or {}).get("params"),
+                           stack=float(scores.stack[i]))
                 for i, m in enumerate(self.models_) if allowed[i]]
         rows.sort(key=lambda r: -getattr(r, score))
         return Recommendation(
             task=task, n_inputs=len(Q), u=scores.u, choice=self.models_[dec.choice],
             bma=self.models_[dec.bma], fallback=dec.fallback,
             p_choice_beats_bma=dec.p_beats_bma, score=score, models=rows,
-            reason=explain(dec, score, self.models_, self.eta),
+            reason=explain(dec, score, self.models_, self.eta, scores.switch, scores.stack),
             nearest_tasks=nearest_tasks(idx, self.task_of_, self.task_names_, self.calibration_),
             u_reference_range=self.calibration_.u_range(),
             u_note=u_note(scores.u, self.calibration_, self.sigma))

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from lm_router_plugin.evaluation import evaluate, regroup_tasks
+from lm_router_plugin.neighbors import topk_cosine
 from lm_router_plugin.pool import build_pool
 from lm_router_plugin.router import Router
 from lm_router_plugin.schema import validate_table
@@ -111,7 +112,7 @@ def refit_loop(table: pd.DataFrame, X: np.ndarray, *, alphas=(), repeats=0, **pa
         y = pool.Y[rows]
         labelled = [m for j, m in enumerate(pool.models) if (~np.isnan(y[:, j])).any()]
         recs = {s: router.recommend(embeddings=X[rows], score=s, candidates=labelled)
-                for s in ("s1", "s2", "s3")}
+                for s in ("s1", "s2", "s3", "stack")}
         routes = router.route(embeddings=X[rows], candidates=labelled)
         out[task] = {"recs": recs, "routes": [r.model for r in routes], "rows": rows}
     return out
@@ -145,7 +146,7 @@ def assert_matches_refit(table, X, result, **params):
             for key in ("s1", "s2", "s3", "p"):
                 assert got[key] == pytest.approx(getattr(row, key), rel=1e-6, abs=1e-9), \
                     (record["task"], row.model, key)
-        for score in ("s1", "s2", "s3"):
+        for score in ("s1", "s2", "s3", "stack"):
             rec = exp["recs"][score]
             assert record[score]["model"] == rec.choice, (record["task"], score)
             assert record[score].get("fallback", False) == rec.fallback
@@ -232,6 +233,43 @@ def test_held_out_labels_do_not_reach_the_other_tasks(evaluated):
     for model, got in after["scores"].items():
         for key in ("s1", "s2", "s3", "p"):
             assert got[key] == pytest.approx(before["scores"][model][key])
+    for row in ("s1", "s2", "s3", "stack", "cal"):
+        assert after[row]["model"] == before[row]["model"], row
+
+
+def test_stacked_label_rows_match_a_router_refitted_without_the_task(evaluated):
+    """stack@N labels: the switch fitted on a Router refitted without d (its calibration,
+    its reference correctness), fed the zero-label g of d's unlabelled inputs and the
+    accuracy on the N labelled ones, chooses what evaluate chose, repeat by repeat."""
+    from lm_router_plugin.stacking import stacked_decision
+
+    table, _, X, _ = evaluated
+    n_lab = 4
+    result = evaluate(table, embeddings=X, label_counts=[n_lab], repeats=2, n_bootstrap=0)
+    pool = build_pool(table)
+    accs = []
+    for rep in range(2):
+        rng = np.random.default_rng([0, rep, 10**9 + n_lab])  # evaluate's seeding
+        per_task = []
+        for d, task in enumerate(pool.task_names):
+            rows = np.flatnonzero(pool.task_of == d)
+            lab = np.sort(rng.choice(rows, size=n_lab, replace=False))
+            rest = np.setdiff1d(rows, lab)
+            keep = pool.task_of != d
+            router = Router().fit(table[table["task"] != task], embeddings=X[keep])
+            acc = np.nanmean(pool.Y[rest], axis=0)
+            allowed = ~np.isnan(acc)
+            _, sim = topk_cosine(X[rest], router.X_, router.kappa)
+            g = router.predict_correctness(X[rest])
+            rows_of = [np.flatnonzero(router.task_of_ == z)
+                       for z in range(len(router.task_names_))]
+            choice = stacked_decision(router.calibration_, g, sim, allowed, t=router.t,
+                                      sigma=router.sigma, labels=np.nanmean(pool.Y[lab], 0),
+                                      n_labels=n_lab, Y=router.Y_, rows_of=rows_of,
+                                      seed=router.seed)[0]
+            per_task.append(acc[choice])
+        accs.append(np.mean(per_task))
+    assert result.rows[f"stack@{n_lab}labels"]["acc"] == pytest.approx(np.mean(accs))
 
 
 def test_rows_are_task_averages_with_gaps_and_intervals(evaluated):

@@ -741,7 +741,7 @@ def test_cli_end_to_end_with_minilm(cli, e2e_store, tmp_path, count_real_encode,
                         "p_choice_beats_bma", "models"}
     assert out["task"] == str(prompts) and out["n_inputs"] == 4
     assert isinstance(out["fallback"], bool) and 0 <= out["p_choice_beats_bma"] <= 1
-    assert [set(m) for m in out["models"]] == [{"model", "s1", "s2", "s3", "p", "params"}] * 3
+    assert [set(m) for m in out["models"]] == [{"model", "s1", "s2", "s3", "p", "params", "stack"}] * 3
     s3 = [m["s3"] for m in out["models"]]
     assert s3 == sorted(s3, reverse=True)
     s1 = {m["model"]: m["s1"] for m in out["models"]}

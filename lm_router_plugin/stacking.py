@@ -1,0 +1,259 @@
+"""The stacked switch: a zero-label (and few-label) decision learned on the reference tasks
+(beyond the paper; issue "routing that beats BMA").
+
+The paper keeps the highest-S3 model only when a binomial test says it beats the best model
+on average (BMA). Here the rule itself is fitted, leave-one-task-out, on the reference
+tasks: each reference task z is treated as a new task (its S1/S3 come from a predictor
+fitted without it, its BMA from the other reference tasks), and a linear model learns how
+much of a model's score lead over BMA turns into a real accuracy lead:
+
+    predicted gain of m over BMA  =  beta . [S1_m - S1_b, A_m - A_b, S3_m - S3_b (, L_m - L_b)]
+
+with A the mean reference accuracy and L the accuracy on the task's labelled items (when
+there are labels; their noise at the given count is simulated on the reference tasks by
+drawing as many items of each). The model of highest predicted gain is chosen if its gain
+exceeds tau, else BMA. tau is chosen by an inner leave-one-task-out over the reference tasks
+(the tau of highest realised gain; ties go to the larger, more conservative tau), so on a
+reference set where switching does not pay the rule learns to stay with BMA, and where it
+pays it learns to switch. Nothing here reads the task being decided: in the strict
+evaluation ``cal`` is the calibration of a fit without it.
+
+    >>> switch = fit_switch(cal, allowed, settings)                 # zero labels
+    >>> choice, gain, p = switch.decide(task_features(cal, g, kappa_sim, allowed, settings))
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .calibration import Calibration, UNINFORMATIVE_P, best_on_average, smoothed_p
+from .scores import argmax_with_ties, kernel_smoothed_p, quiet_nanmean, s3, task_distance
+
+#: switch thresholds on the predicted gain (accuracy units) the inner LOTO chooses from
+TAUS = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, math.inf)
+FEATURES = ("s1", "mean_accuracy", "s3")
+LABEL_FEATURE = "labels"
+LABEL_DRAWS = 4  # simulated label sets per reference task
+RIDGE = 1e-4
+
+
+def _norm_cdf(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+@dataclass
+class Switch:
+    """A fitted stacked switch.
+
+    beta (F,) weights of the features; tau the switch threshold; n_labels the label count it
+    was fitted for; inner_gain (len(TAUS),) mean realised gain over the reference tasks per
+    tau (inner LOTO); bias and sd of the realised minus predicted gain of the switched-to
+    model over the reference tasks (selection-aware: measured at the argmax); n_tasks."""
+
+    beta: np.ndarray
+    tau: float
+    n_labels: int
+    inner_gain: np.ndarray
+    bias: float
+    sd: float
+    n_tasks: int
+    features: tuple[str, ...]
+
+    def predict(self, features: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+        """(M,) predicted accuracy gain over BMA; -inf for models not allowed."""
+        return np.where(allowed, features @ self.beta, -np.inf)
+
+    def decide(self, features: np.ndarray, allowed: np.ndarray, bma: int, tie: np.ndarray
+               ) -> tuple[int, int, np.ndarray, float]:
+        """(choice, best by predicted gain (ties: higher ``tie``), predicted gains (M,),
+        P(best beats BMA)). P is Phi((gain + bias) / sd) with the bias and spread of the
+        inner-LOTO errors of the switched-to model."""
+        gain = self.predict(features, allowed)
+        best = argmax_with_ties(gain, tie)
+        if best == bma or not np.isfinite(gain[best]):
+            return bma, bma, gain, 0.5
+        p = _norm_cdf((gain[best] + self.bias) / max(self.sd, 1e-6))
+        return (best if gain[best] > self.tau else bma), best, gain, p
+
+    def describe(self) -> str:
+        names = ", ".join(f"{n} {b:+.2f}" for n, b in zip(self.features, self.beta))
+        return (f"weights [{names}], switch when the predicted gain > {self.tau:g} "
+                f"(chosen leave-one-task-out over {self.n_tasks} reference tasks)")
+
+
+def _features(s1: np.ndarray, s3_: np.ndarray, mean_acc: np.ndarray, b: int,
+              labels: np.ndarray | None) -> np.ndarray:
+    """(M, F) differences to model b: S1, mean reference accuracy, S3 (, label accuracy)."""
+    cols = [s1 - s1[b], mean_acc - mean_acc[b], s3_ - s3_[b]]
+    if labels is not None:
+        cols.append(labels - labels[b])
+    return np.stack(cols, 1)
+
+
+def task_features(cal: Calibration, g: np.ndarray, kappa_sim: np.ndarray, allowed: np.ndarray,
+                  t: float, sigma: float, labels: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, int]:
+    """(features (M, F), BMA) of a new task from its g (n, M) and kappa similarities (n, k);
+    ``labels`` (M,): accuracy on its labelled items (nan: a model without labels)."""
+    bma = best_on_average(cal, allowed)
+    p = smoothed_p(cal, task_distance(kappa_sim), sigma)
+    lab = None if labels is None else np.where(np.isnan(labels), cal.mean_accuracy, labels)
+    return _features(g.mean(0), s3((g > t).mean(0), p), cal.mean_accuracy, bma, lab), bma
+
+
+def _leave_one_out_p(cal: Calibration, Z: np.ndarray, sigma: float) -> np.ndarray:
+    """(len(Z), M) kernel-smoothed p of each reference task z from the other reference tasks
+    (what :func:`smoothed_p` gives a new task at u(z)); one matrix product for all z."""
+    u = np.nan_to_num(cal.u[Z])
+    P = cal.p[Z]
+    log_w = -((u[:, None] - u[None, :]) ** 2) / (2.0 * sigma**2)
+    np.fill_diagonal(log_w, -np.inf)
+    if len(Z) < 2:
+        return np.full(P.shape, UNINFORMATIVE_P)
+    # shifting each row by its max keeps the ratios exact (kernel_smoothed_p's rule)
+    w = np.exp(log_w - log_w.max(axis=1, keepdims=True))
+    has = ~np.isnan(P)
+    num, den = w @ np.where(has, P, 0.0), w @ has
+    p = np.divide(num, den, out=np.full(P.shape, np.nan), where=den > 0)
+    return np.where(np.isnan(p), UNINFORMATIVE_P, p)
+
+
+def _reference_rows(cal: Calibration, allowed: np.ndarray, sigma: float, n_labels: int,
+                    Y: np.ndarray | None, rows_of: list[np.ndarray] | None, seed: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each included reference task z seen as a new task: features (R, M, F), realised gain
+    over its BMA (R, M) (nan: no labels), its BMA (R,), and its task index (R,). With labels,
+    LABEL_DRAWS rows per task, each with n_labels items drawn at random whose accuracy is the
+    label feature and the others the target."""
+    Z = np.flatnonzero(cal.included)
+    acc = cal.accuracy[Z]  # (Z, M)
+    has = ~np.isnan(acc)
+    acc0 = np.where(has, acc, 0.0)
+    # BMA and p of each z from the other reference tasks only
+    others = has.sum(0)[None, :] - has
+    mean_acc = np.divide(acc0.sum(0)[None, :] - acc0, others, out=np.zeros(acc.shape),
+                         where=others > 0)
+    known = allowed[None, :] & has
+    bma = np.where(known, mean_acc, -np.inf).argmax(1)  # ties: lower index (= tie rule)
+    s3_all = s3(cal.s2[Z], _leave_one_out_p(cal, Z, sigma))
+    def diff(x: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return x - x[np.arange(len(x)), b][:, None]
+
+    base = [diff(cal.s1[Z], bma), diff(mean_acc, bma), diff(s3_all, bma)]
+    if n_labels <= 0:
+        target = np.where(known, diff(acc0, bma), np.nan)
+        return np.stack(base, -1), target, bma, Z
+    lab = np.empty((len(Z), LABEL_DRAWS, acc.shape[1]))
+    rest = np.empty_like(lab)
+    for i, z in enumerate(Z):
+        y = Y[rows_of[z]]
+        labelled = ~np.isnan(y)
+        y0 = np.where(labelled, y, 0.0)
+        n = min(n_labels, len(y) - 1)
+        # seeded by the rank among the reference tasks, the same with or without a held-out task
+        rng = np.random.default_rng([seed, 7877, i, n_labels])
+        pick = np.zeros((LABEL_DRAWS, len(y)))
+        for r in range(LABEL_DRAWS):
+            pick[r, rng.choice(len(y), n, replace=False)] = 1.0
+        lab_sum, lab_n = pick @ y0, pick @ labelled
+        rest_n = labelled.sum(0) - lab_n
+        lab[i] = np.divide(lab_sum, lab_n, out=np.full(lab_sum.shape, np.nan), where=lab_n > 0)
+        rest[i] = np.divide(y0.sum(0) - lab_sum, rest_n, out=np.full(lab_sum.shape, np.nan),
+                            where=rest_n > 0)
+    lab = np.where(np.isnan(lab), mean_acc[:, None, :], lab)  # no label: the prior mean
+    b = np.repeat(bma, LABEL_DRAWS)
+    flat = lambda x: x.reshape(len(Z) * LABEL_DRAWS, -1)  # noqa: E731
+    features = [np.repeat(f, LABEL_DRAWS, axis=0) for f in base] + [diff(flat(lab), b)]
+    ok = np.repeat(known, LABEL_DRAWS, axis=0) & ~np.isnan(flat(rest))
+    target = np.where(ok, diff(np.nan_to_num(flat(rest)), b), np.nan)
+    return np.stack(features, -1), target, b, np.repeat(Z, LABEL_DRAWS)
+
+
+def _ridge(xtx: np.ndarray, xty: np.ndarray, n: int) -> np.ndarray:
+    """Ridge-stabilised least squares from the sums X'X (F, F) and X'y (F,) of n cells."""
+    if n < len(xty) + 1:
+        return np.zeros(len(xty))
+    return np.linalg.solve(xtx + RIDGE * np.eye(len(xty)), xty)
+
+
+def fit_switch(cal: Calibration, allowed: np.ndarray, *, t: float, sigma: float,
+               n_labels: int = 0, Y: np.ndarray | None = None,
+               rows_of: list[np.ndarray] | None = None, seed: int = 0) -> Switch:
+    """Fit the switch on the reference tasks of ``cal`` (those ``included``).
+
+    Args:
+        cal: calibration (with ``s1``, ``s2``) of the fit; a held-out task is not included.
+        allowed: (M,) candidates.
+        t, sigma: the router's threshold on g and kernel width (S3 of the reference tasks).
+        n_labels: labelled items of the new task (0: zero-label rule).
+        Y, rows_of: reference correctness (n, M) and each task's rows, needed with labels.
+        seed: for the simulated label draws.
+    """
+    if n_labels > 0 and (Y is None or rows_of is None):
+        raise ValueError("fit_switch with labels needs the reference correctness Y, rows_of")
+    F, T, B, G = _reference_rows(cal, allowed, sigma, n_labels, Y, rows_of, seed)
+    valid = ~np.isnan(T) & allowed[None, :]
+    Fv = np.where(valid[..., None], F, 0.0)
+    Tv = np.where(valid, T, 0.0)
+    xtx_row = np.einsum("rmf,rmg->rfg", Fv, Fv)  # (R, F, F) per row
+    xty_row = np.einsum("rmf,rm->rf", Fv, Tv)
+    tasks, group = np.unique(G, return_inverse=True)
+    xtx_task = np.zeros((len(tasks),) + xtx_row.shape[1:])
+    xty_task = np.zeros((len(tasks), xty_row.shape[1]))
+    cells = np.zeros(len(tasks))
+    np.add.at(xtx_task, group, xtx_row)
+    np.add.at(xty_task, group, xty_row)
+    np.add.at(cells, group, valid.sum(1))
+    xtx, xty, n = xtx_task.sum(0), xty_task.sum(0), cells.sum()
+    rows = np.arange(len(T))
+    per_row = np.bincount(group)[group][:, None]
+    best_fit = None
+    # With labels, the inner LOTO also chooses whether the label feature earns its noise:
+    # the zero-label features alone (first) or with it; ties keep the simpler model.
+    for n_cols in ((len(FEATURES),) if n_labels <= 0 else (len(FEATURES), len(FEATURES) + 1)):
+        cols = slice(0, n_cols)
+        # inner leave-one-task-out: weights fitted without the row's own task
+        betas = np.array([_ridge((xtx - xtx_task[j])[cols, cols], (xty - xty_task[j])[cols],
+                                 int(n - cells[j])) for j in range(len(tasks))])
+        gain = np.where(valid, np.einsum("rmf,rf->rm", F[..., cols], betas[group]), -np.inf)
+        best = gain.argmax(1)  # ties: lower index
+        top = gain[rows, best]
+        realised = np.nan_to_num(np.array([np.where(top > tau, T[rows, best], T[rows, B])
+                                           for tau in TAUS]).T)
+        per_task = np.zeros((len(tasks), len(TAUS)))
+        np.add.at(per_task, group, realised / per_row)
+        mean_gain = per_task.mean(0)
+        chosen = max(np.flatnonzero(mean_gain >= mean_gain.max() - 1e-12))  # ties: larger tau
+        if best_fit is not None and mean_gain[chosen] <= best_fit[0][best_fit[1]] + 1e-12:
+            continue
+        switched = (best != B) & np.isfinite(top)
+        errors = (T[rows, best] - top)[switched] if switched.any() else np.zeros(1)
+        best_fit = (mean_gain, chosen, n_cols, errors)
+    mean_gain, chosen, n_cols, errors = best_fit
+    names = (FEATURES + (LABEL_FEATURE,))[:n_cols]
+    return Switch(beta=_ridge(xtx[:n_cols, :n_cols], xty[:n_cols], int(n)), tau=TAUS[chosen],
+                  n_labels=n_labels if n_cols > len(FEATURES) else 0, inner_gain=mean_gain,
+                  bias=float(np.nanmean(errors)), sd=float(np.sqrt(np.nanmean(errors ** 2))),
+                  n_tasks=len(tasks), features=names)
+
+
+def stacked_decision(cal: Calibration, g: np.ndarray, kappa_sim: np.ndarray,
+                     allowed: np.ndarray, *, t: float, sigma: float,
+                     labels: np.ndarray | None = None, n_labels: int = 0,
+                     Y: np.ndarray | None = None, rows_of: list[np.ndarray] | None = None,
+                     seed: int = 0) -> tuple[int, int, int, np.ndarray, float, Switch]:
+    """Fit the switch and decide one task: (choice, best by predicted gain, BMA, predicted
+    gains (M,), P(best beats BMA), the switch). See :func:`fit_switch` for the arguments;
+    ``labels`` (M,) is the accuracy on the task's ``n_labels`` labelled items."""
+    switch = fit_switch(cal, allowed, t=t, sigma=sigma, n_labels=n_labels if labels is not None
+                        else 0, Y=Y, rows_of=rows_of, seed=seed)
+    features, bma = task_features(cal, g, kappa_sim, allowed, t, sigma,
+                                  labels if switch.n_labels > 0 else None)
+    choice, best, gain, p = switch.decide(features, allowed, bma, cal.mean_accuracy)
+    return choice, best, bma, gain, p, switch
+
+
+__all__ = ["Switch", "fit_switch", "stacked_decision", "task_features"]

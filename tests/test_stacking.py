@@ -1,0 +1,96 @@
+"""The stacked switch (stacking.py) on synthetic reference tasks where the right answer is
+known: it must learn to switch where the scores carry the truth, stay with the best model on
+average where they carry noise, and use labels when only the labels carry it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lm_router_plugin.calibration import Calibration
+from lm_router_plugin.stacking import TAUS, fit_switch, stacked_decision
+
+T, SIGMA = 0.5, 0.09
+
+
+def reference(s1_informative: bool, *, D: int = 30, M: int = 4, n: int = 60, seed: int = 0):
+    """D reference tasks: model 0 is best on average; on a third of the tasks model 1 (or 2)
+    is far better. S1 follows the true accuracies (informative) or is pure noise. Returns
+    (calibration, Y (D * n, M), rows_of)."""
+    rng = np.random.default_rng(seed)
+    acc = np.tile([0.70, 0.55, 0.55, 0.40], (D, 1))[:, :M]
+    special = rng.permutation(D)[: D // 3]
+    for z in special:
+        acc[z, 1 + z % 2] = 0.90
+    Y = (rng.random((D * n, M)) < np.repeat(acc, n, axis=0)).astype(float)
+    rows_of = [np.arange(z * n, (z + 1) * n) for z in range(D)]
+    measured = np.array([Y[r].mean(0) for r in rows_of])
+    s1 = (measured + rng.normal(0, 0.01, measured.shape) if s1_informative
+          else 0.6 + rng.normal(0, 0.1, measured.shape))
+    cal = Calibration(u=np.full(D, 0.5), p=np.full((D, M), 0.7), accuracy=measured,
+                      included=np.ones(D, dtype=bool), mean_accuracy=measured.mean(0), s1=s1,
+                      residual_cov=np.eye(M) * 0.2, s2=(s1 > T).astype(float),
+                      n=np.full(D, n))
+    return cal, Y, rows_of
+
+
+def new_task(means: list[float], n: int = 40):
+    """(g (n, M) with the given column means, kappa similarities (n, 5))."""
+    g = np.tile(np.asarray(means, dtype=float), (n, 1))
+    return g, np.full((n, 5), 0.5)
+
+
+def test_learns_to_switch_when_the_scores_carry_the_truth():
+    cal, _, _ = reference(s1_informative=True)
+    allowed = np.ones(4, dtype=bool)
+    switch = fit_switch(cal, allowed, t=T, sigma=SIGMA)
+    assert switch.tau < np.inf and switch.beta[0] > 0.5  # follows S1 leads
+    assert switch.inner_gain.max() > 0.05  # switching paid on the reference tasks
+    g, sim = new_task([0.70, 0.90, 0.55, 0.40])
+    choice, best, bma, gain, p, _ = stacked_decision(cal, g, sim, allowed, t=T, sigma=SIGMA)
+    assert (choice, best, bma) == (1, 1, 0)
+    assert gain[1] > 0.1 and gain[0] == 0 and 0.5 < p <= 1
+    g, sim = new_task([0.70, 0.55, 0.55, 0.40])  # nothing leads: stays with BMA
+    assert stacked_decision(cal, g, sim, allowed, t=T, sigma=SIGMA)[0] == 0
+
+
+def test_stays_with_the_best_on_average_when_the_scores_are_noise():
+    cal, _, _ = reference(s1_informative=False)
+    allowed = np.ones(4, dtype=bool)
+    switch = fit_switch(cal, allowed, t=T, sigma=SIGMA)
+    g, sim = new_task([0.50, 0.80, 0.55, 0.40])  # a large S1 lead that means nothing
+    choice, best, bma, gain, _, _ = stacked_decision(cal, g, sim, allowed, t=T, sigma=SIGMA)
+    assert bma == 0 and choice == 0
+    # the inner leave-one-task-out saw that switching loses (or at best ties)
+    assert switch.inner_gain[list(TAUS).index(np.inf)] >= switch.inner_gain.max() - 1e-12
+
+
+def test_candidates_restrict_the_choice():
+    cal, _, _ = reference(s1_informative=True)
+    allowed = np.array([True, False, True, True])
+    g, sim = new_task([0.70, 0.95, 0.55, 0.40])
+    choice, best, bma, gain, _, _ = stacked_decision(cal, g, sim, allowed, t=T, sigma=SIGMA)
+    assert choice != 1 and best != 1 and gain[1] == -np.inf
+
+
+def test_labels_are_used_when_they_carry_what_the_scores_do_not():
+    cal, Y, rows_of = reference(s1_informative=False, n=80)
+    allowed = np.ones(4, dtype=bool)
+    switch = fit_switch(cal, allowed, t=T, sigma=SIGMA, n_labels=30, Y=Y, rows_of=rows_of)
+    assert switch.n_labels == 30 and switch.features[-1] == "labels"
+    assert switch.beta[-1] > 0.3
+    g, sim = new_task([0.6, 0.6, 0.6, 0.6])
+    labels = np.array([0.70, 0.95, 0.55, 0.40])  # model 1 far ahead on 30 labelled items
+    choice = stacked_decision(cal, g, sim, allowed, t=T, sigma=SIGMA, labels=labels,
+                              n_labels=30, Y=Y, rows_of=rows_of)[0]
+    assert choice == 1
+
+
+def test_label_simulation_is_seeded():
+    cal, Y, rows_of = reference(s1_informative=False, n=80)
+    allowed = np.ones(4, dtype=bool)
+    a = fit_switch(cal, allowed, t=T, sigma=SIGMA, n_labels=10, Y=Y, rows_of=rows_of, seed=1)
+    b = fit_switch(cal, allowed, t=T, sigma=SIGMA, n_labels=10, Y=Y, rows_of=rows_of, seed=1)
+    assert np.array_equal(a.beta, b.beta) and a.tau == b.tau
+    with pytest.raises(ValueError, match="reference correctness"):
+        fit_switch(cal, allowed, t=T, sigma=SIGMA, n_labels=10)
