@@ -184,7 +184,7 @@ def _stack_with_labels(router: Any, rec: Recommendation, Q: np.ndarray, allowed:
                        lab_docs: np.ndarray, lab_y: np.ndarray) -> None:
     """Decide ``rec`` with the stacked switch fitted for this many labels (stacking.py): the
     labelled docs' accuracy is a feature; the zero-label scores come from the other docs."""
-    from .decision import explain, Decision
+    from .decision import Decision, explain
     from .neighbors import topk_cosine
     from .scores import quiet_nanmean
     from .stacking import stacked_decision

@@ -29,8 +29,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .calibration import Calibration, UNINFORMATIVE_P, best_on_average, smoothed_p
-from .scores import argmax_with_ties, kernel_smoothed_p, quiet_nanmean, s3, task_distance
+from .calibration import UNINFORMATIVE_P, Calibration, best_on_average, smoothed_p
+from .scores import (
+    argmax_with_ties,
+    s3,
+    task_distance,
+)
 
 #: switch thresholds on the predicted gain (accuracy units) the inner LOTO chooses from
 TAUS = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, math.inf)
@@ -165,7 +169,10 @@ def _reference_rows(cal: Calibration, allowed: np.ndarray, sigma: float, n_label
                             where=rest_n > 0)
     lab = np.where(np.isnan(lab), mean_acc[:, None, :], lab)  # no label: the prior mean
     b = np.repeat(bma, LABEL_DRAWS)
-    flat = lambda x: x.reshape(len(Z) * LABEL_DRAWS, -1)  # noqa: E731
+
+    def flat(x: np.ndarray) -> np.ndarray:  # (Z, draws, M) -> (Z * draws, M)
+        return x.reshape(len(Z) * LABEL_DRAWS, -1)
+
     features = [np.repeat(f, LABEL_DRAWS, axis=0) for f in base] + [diff(flat(lab), b)]
     ok = np.repeat(known, LABEL_DRAWS, axis=0) & ~np.isnan(flat(rest))
     target = np.where(ok, diff(np.nan_to_num(flat(rest)), b), np.nan)

@@ -59,7 +59,7 @@ def test_stays_with_the_best_on_average_when_the_scores_are_noise():
     allowed = np.ones(4, dtype=bool)
     switch = fit_switch(cal, allowed, t=T, sigma=SIGMA)
     g, sim = new_task([0.50, 0.80, 0.55, 0.40])  # a large S1 lead that means nothing
-    choice, best, bma, gain, _, _ = stacked_decision(cal, g, sim, allowed, t=T, sigma=SIGMA)
+    choice, _, bma, _, _, _ = stacked_decision(cal, g, sim, allowed, t=T, sigma=SIGMA)
     assert bma == 0 and choice == 0
     # the inner leave-one-task-out saw that switching loses (or at best ties)
     assert switch.inner_gain[list(TAUS).index(np.inf)] >= switch.inner_gain.max() - 1e-12
@@ -69,7 +69,7 @@ def test_candidates_restrict_the_choice():
     cal, _, _ = reference(s1_informative=True)
     allowed = np.array([True, False, True, True])
     g, sim = new_task([0.70, 0.95, 0.55, 0.40])
-    choice, best, bma, gain, _, _ = stacked_decision(cal, g, sim, allowed, t=T, sigma=SIGMA)
+    choice, best, _, gain, _, _ = stacked_decision(cal, g, sim, allowed, t=T, sigma=SIGMA)
     assert choice != 1 and best != 1 and gain[1] == -np.inf
 
 
