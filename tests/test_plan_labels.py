@@ -201,6 +201,15 @@ def test_plan_run_with_lm_eval_recommend_and_plan_again(cli, ref_store, lmeval_r
     assert post["score"] == "post" and post["choice"] in est
     assert [m["model"] for m in post["models"]] == [e["model"] for e in post["estimates"]]
     assert post["estimates"] == rec["estimates"]  # same seed, same numbers
+    # --score stack: the stacked switch fitted for 8 labels (or without them, if the inner
+    # leave-one-task-out finds they do not pay); models listed by predicted gain
+    result = cli("recommend", *base, "--labeled", runs, "--score", "stack", "--json")
+    assert result.exit_code == 0, result.output
+    stack = json.loads(result.stdout)
+    assert stack["score"] == "stack" and stack["choice"] in est
+    gains = [m["stack"] for m in stack["models"]]
+    assert gains == sorted(gains, reverse=True) and 0.0 in gains  # BMA's gain is 0
+    assert "with 8 labelled docs" in stack["reason"] and 0 <= stack["p_choice_beats_bma"] <= 1
 
     # round 2: the labelled docs are excluded, the plan grows
     result = cli("plan-labels", *base, "--n", "6", "--labeled", runs, "--plan",
