@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .decision import SCORES, Recommendation, RouteDecision
+from .decision import DEFAULT_SCORE, SCORES, Recommendation, RouteDecision
 from .errors import InputError, LMRouterError, UnknownNameError
 from .registry import unknown_name_message
 from .router import InvalidParameterError, Router, model_mask
@@ -40,7 +40,7 @@ def _store(store: Store | str | Path | None) -> Store:
     return store if isinstance(store, Store) else Store(store)
 
 
-def check_request(store: Store, router_params: dict[str, Any], *, score: str = "s3",
+def check_request(store: Store, router_params: dict[str, Any], *, score: str = DEFAULT_SCORE,
                   candidates: Sequence[str] | None = None,
                   max_params: int | str | None = None) -> tuple[Router, int | None]:
     """Validate what needs no embedding: constants, score, store, candidates, max params.
@@ -123,7 +123,7 @@ def recommend(store: Store | str | Path | None = None, *, task: str | None = Non
               include_path: str | Path | None = None, prompts: Sequence[str] | None = None,
               prompts_file: str | Path | None = None, limit: int | None = None,
               labeled: Sequence[str | Path] = (), plan: str | Path | None = None,
-              thresholds: str | Path | None = None, score: str = "s3",
+              thresholds: str | Path | None = None, score: str = DEFAULT_SCORE,
               candidates: Sequence[str] | None = None, max_params: int | str | None = None,
               **router_params: Any) -> Recommendation:
     """Which model to use for a new task: exactly one of ``task`` (an lm-eval task, with

@@ -325,11 +325,11 @@ _NEW_TASK_OPTIONS = [
 
 @main.command()
 @_options(_NEW_TASK_OPTIONS, _LABELED_OPTIONS)
-@click.option("--score", type=click.Choice(["s1", "s2", "s3", "stack", "post"]), default="s3",
-              show_default=True,
-              help="Score that picks the model (s3: with fallback to the best on average; "
-                   "stack: the switch learned leave-one-task-out on the reference tasks, "
-                   "with the --labeled docs as a feature when given; "
+@click.option("--score", type=click.Choice(["s1", "s2", "s3", "stack", "post"]),
+              default="stack", show_default=True,
+              help="Score that picks the model (stack: the switch learned leave-one-task-out "
+                   "on the reference tasks, with the --labeled docs as a feature when given; "
+                   "s3: the paper's, with fallback to the best on average; "
                    "post: highest estimated accuracy from the label posterior, same fallback "
                    "test against eta).")
 @_options(_EMBEDDER_OPTIONS, _CANDIDATE_OPTIONS, _PREDICTOR_OPTIONS, _TASK_SCORE_OPTIONS)

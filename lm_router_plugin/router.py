@@ -24,7 +24,7 @@ import pandas as pd
 
 from .calibration import Calibration, calibrate
 from .decision import (
-    SCORES, DecisionSettings, ModelScore, Recommendation, RouteDecision, explain,
+    DEFAULT_SCORE, SCORES, DecisionSettings, ModelScore, Recommendation, RouteDecision, explain,
     nearest_tasks, route_choices, score_and_decide, u_note,
 )
 from .embedding import Embedder, embed_texts, make_embedder
@@ -262,7 +262,7 @@ class Router:
     def recommend(self, prompts: Sequence[str] | None = None, *,
                   embeddings: np.ndarray | None = None, task: str = "prompts",
                   candidates: Sequence[str] | None = None, max_params: int | None = None,
-                  score: str = "s3", labeled: pd.DataFrame | None = None,
+                  score: str = DEFAULT_SCORE, labeled: pd.DataFrame | None = None,
                   labeled_embeddings: np.ndarray | None = None,
                   model_info: dict[str, dict[str, Any]] | None = None,
                   store: Store | None = None) -> Recommendation:

@@ -53,8 +53,9 @@ def test_recommend_held_out_task_with_minilm(cli, held_out_runs, lmeval_runs, tm
     # Units questions sit next to arithmetic ones, where math-whiz is by far the best:
     # its predicted correctness must lead (S1), whatever the fallback decides.
     assert max(scores, key=lambda m: scores[m]["s1"]) == "toy/math-whiz-7b"
-    assert [m["s3"] for m in rec["models"]] == sorted((m["s3"] for m in rec["models"]),
-                                                      reverse=True)
+    assert rec["score"] == "stack"  # the default: models listed by predicted gain
+    assert [m["stack"] for m in rec["models"]] == sorted((m["stack"] for m in rec["models"]),
+                                                         reverse=True)
     assert rec["choice"] in {"toy/math-whiz-7b", rec["bma"]}
     assert scores["toy/math-whiz-7b"]["params"] == 7_000_000_000
 

@@ -190,7 +190,7 @@ def test_plan_run_with_lm_eval_recommend_and_plan_again(cli, ref_store, lmeval_r
     assert {m: est[m]["n_labels"] for m in est} == {
         m: 8 if m in RUN_MODELS else 0 for m in REPLAY_MODELS}
     assert set(rec["expected_gain"]) == {"10", "30"} and rec["n_labelled_docs"] == 8
-    assert rec["score"] == "s3"
+    assert rec["score"] == "stack"
     # human output: the estimate table and the verdict with its rule
     result = cli("recommend", *base, "--labeled", runs, "--plan", f"{prefix}.plan.json")
     assert "P(best)" in result.stdout and "expected gain of 10 more labels" in result.stdout

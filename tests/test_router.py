@@ -212,7 +212,8 @@ def test_recommend_scores_match_brute_force(data, k, kappa):
                                                            k, kappa)
     g, u, p, S1, S2, S3 = brute_force_scores(data["Q"], data["X"], data["Y"], u_ref, p_ref,
                                              k, kappa)
-    rec = router.recommend(embeddings=data["Q"], task="new")
+    assert router.recommend(embeddings=data["Q"], task="new").score == "stack"  # default
+    rec = router.recommend(embeddings=data["Q"], task="new", score="s3")
     assert rec.task == "new" and rec.n_inputs == 6 and rec.score == "s3"
     assert rec.u == pytest.approx(u, rel=1e-5)
     by_model = {row.model: row for row in rec.models}
@@ -236,14 +237,14 @@ def test_recommend_scores_match_brute_force(data, k, kappa):
         assert rec.choice == (MODELS[bma] if rec.fallback else MODELS[best])
 
 
-@pytest.mark.parametrize("score", ["s1", "s2", "s3"])
+@pytest.mark.parametrize("score", ["s1", "s2", "s3", "stack"])
 def test_models_sorted_by_chosen_score(fitted, data, score):
     rec = fitted.recommend(embeddings=data["Q"], score=score)
     values = [getattr(r, score) for r in rec.models]
     assert values == sorted(values, reverse=True)
     assert set(rec.to_dict()) >= {"task", "n_inputs", "u", "choice", "bma", "fallback",
                                   "p_choice_beats_bma", "models"}
-    if score != "s3":
+    if score not in ("s3", "stack"):
         assert not rec.fallback
 
 
@@ -742,8 +743,8 @@ def test_cli_end_to_end_with_minilm(cli, e2e_store, tmp_path, count_real_encode,
     assert out["task"] == str(prompts) and out["n_inputs"] == 4
     assert isinstance(out["fallback"], bool) and 0 <= out["p_choice_beats_bma"] <= 1
     assert [set(m) for m in out["models"]] == [{"model", "s1", "s2", "s3", "p", "params", "stack"}] * 3
-    s3 = [m["s3"] for m in out["models"]]
-    assert s3 == sorted(s3, reverse=True)
+    gains = [m["stack"] for m in out["models"]]  # the default score: the stacked switch
+    assert out["score"] == "stack" and gains == sorted(gains, reverse=True)
     s1 = {m["model"]: m["s1"] for m in out["models"]}
     # arithmetic prompts sit next to the arithmetic references, where only calc-llm is right
     assert s1["calc-llm"] == 1.0 and max(s1["polyglot-llm"], s1["atlas-llm"]) < 0.5
