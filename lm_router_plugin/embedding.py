@@ -29,8 +29,13 @@ from .store import Store, atomic_write
 
 logger = logging.getLogger(__name__)
 
+#: The default transformer embedder, and the source the static embedder is distilled from.
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
-_MINILM_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+#: What the router embeds with when no embedder is named: the static embedder distilled
+#: from DEFAULT_EMBEDDER (same routing quality on the real sets, ~190x faster; README
+#: "Scaling: embedders"). ``--embedder minilm`` (or a name/folder) gives a transformer.
+DEFAULT_ROUTER_EMBEDDER = "static"
+_MINILM_NAMES = {"minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 
 
 def packaged_minilm_path() -> Path | None:
@@ -182,9 +187,11 @@ def make_embedder(name: str | None = None, *, max_seq_length: int | None = None,
                   device: str | None = None, batch_size: int | None = None) -> Embedder:
     """The embedder for an ``--embedder`` value: ``static`` / ``static:<model>`` gives a
     model2vec static embedder distilled from <model> (default all-MiniLM-L6-v2); anything
-    else a sentence-transformers name or folder (None: all-MiniLM-L6-v2)."""
+    else a sentence-transformers name or folder (``minilm``: all-MiniLM-L6-v2). None: the
+    default, DEFAULT_ROUTER_EMBEDDER (static)."""
     from .static_embedding import StaticEmbedder, is_static_name
 
+    name = DEFAULT_ROUTER_EMBEDDER if name is None else name
     extra = {"batch_size": batch_size} if batch_size else {}
     if is_static_name(name):
         source = name.split(":", 1)[1] if ":" in name else None
@@ -300,5 +307,5 @@ def embed_texts(texts: Sequence[str], embedder: Embedder,
     return table[[position[k] for k in keys]]
 
 
-__all__ = ["DEFAULT_EMBEDDER", "Embedder", "EmbeddingCache", "SentenceTransformerEmbedder",
+__all__ = ["DEFAULT_EMBEDDER", "DEFAULT_ROUTER_EMBEDDER", "Embedder", "EmbeddingCache", "SentenceTransformerEmbedder",
            "embed_texts", "make_embedder", "parse_devices", "resolve_embedder"]

@@ -136,7 +136,8 @@ def data():
 
 @pytest.fixture(scope="module")
 def fitted(data):
-    return Router().fit(data["table"], embeddings=data["X"])
+    # the transformer embedder (its encode is what fake_encode replaces); default: static
+    return Router(embedder="minilm").fit(data["table"], embeddings=data["X"])
 
 
 # -- the pool -------------------------------------------------------------------------------
@@ -549,7 +550,7 @@ def _write_store(root, table) -> Store:
 
 def test_fit_or_load_embeds_and_fits_once(tmp_path, data, fake_encode):
     store = _write_store(tmp_path / "store", data["table"])
-    first = fit_or_load(store)
+    first = fit_or_load(store, embedder="minilm")
     assert sum(len(c) for c in fake_encode) == 12
 
     def folders():
@@ -557,22 +558,22 @@ def test_fit_or_load_embeds_and_fits_once(tmp_path, data, fake_encode):
 
     current = folders()
     assert len(current) == 1
-    second = fit_or_load(store)
+    second = fit_or_load(store, embedder="minilm")
     assert sum(len(c) for c in fake_encode) == 12  # loaded: nothing embedded again
     np.testing.assert_array_equal(first.p_ref_, second.p_ref_)
     # decision-only settings: the same fitted router, neither refitted nor deleted
     mtime = (store.routers_dir() / current[0] / "arrays.npz").stat().st_mtime_ns
-    decided = fit_or_load(store, eta=0.9, sigma=0.2, n_draws=50, seed=3)
+    decided = fit_or_load(store, embedder="minilm", eta=0.9, sigma=0.2, n_draws=50, seed=3)
     assert folders() == current
     assert (store.routers_dir() / current[0] / "arrays.npz").stat().st_mtime_ns == mtime
     assert (decided.eta, decided.sigma, decided.n_draws, decided.seed) == (0.9, 0.2, 50, 3)
-    other = fit_or_load(store, k=3)  # a fit parameter: another fit, embeddings cached
+    other = fit_or_load(store, embedder="minilm", k=3)  # a fit parameter: refit, cached vectors
     assert sum(len(c) for c in fake_encode) == 12
     assert other.k == 3
     assert len(folders()) == 2 and set(current) < set(folders())  # both kept (same table)
     # a changed table: refit, the routers of the old table are dropped
     store.write_table(data["table"][data["table"]["model"] != "m_mid"])
-    third = fit_or_load(store)
+    third = fit_or_load(store, embedder="minilm")
     assert third.models_ == ["m_big", "m_small"]
     assert len([p for p in store.routers_dir().iterdir() if p.is_dir()]) == 1
 
@@ -734,7 +735,8 @@ def test_cli_end_to_end_with_minilm(cli, e2e_store, tmp_path, count_real_encode,
                    for a, b in [(3, 4), (120, 45), (9, 9), (77, 18)]]
     prompts = tmp_path / "new.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in new_prompts))
-    args = ["recommend", "--prompts", prompts, "--store", e2e_store.root, "--json"]
+    args = ["recommend", "--prompts", prompts, "--store", e2e_store.root, "--embedder",
+            "minilm", "--json"]
     result = cli("-q", *args)
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
@@ -755,7 +757,8 @@ def test_cli_end_to_end_with_minilm(cli, e2e_store, tmp_path, count_real_encode,
     assert again.exit_code == 0 and json.loads(again.stdout) == out
     assert count_real_encode == []  # second run: router loaded, prompts cached
 
-    route = cli("-q", "route", "--prompts", prompts, "--store", e2e_store.root, "--json")
+    route = cli("-q", "route", "--prompts", prompts, "--store", e2e_store.root, "--embedder",
+                "minilm", "--json")
     assert route.exit_code == 0, route.output
     lines = [json.loads(line) for line in route.stdout.splitlines()]
     assert [line["index"] for line in lines] == [0, 1, 2, 3]
@@ -763,7 +766,8 @@ def test_cli_end_to_end_with_minilm(cli, e2e_store, tmp_path, count_real_encode,
     assert all(set(line["g"]) == set(E2E_SKILLS) for line in lines)
     assert [line["model"] for line in lines] == ["calc-llm"] * 4
     assert count_real_encode == []
-    plain = cli("-q", "route", "--prompts", prompts, "--store", e2e_store.root)
+    plain = cli("-q", "route", "--prompts", prompts, "--store", e2e_store.root, "--embedder",
+                "minilm")
     assert plain.stdout.splitlines() == [f"{i}\tcalc-llm" for i in range(4)]
 
 
