@@ -36,9 +36,11 @@ from .errors import LMRouterError
 logger = logging.getLogger(__name__)
 
 INDEX_KINDS = ("auto", "exact", "faiss-flat", "faiss-ivf")
-# Reference rows from which ``auto`` uses faiss-flat: measured by bench/bench_index.py
-# (crossover of exact numpy vs faiss-flat search time, 1,000 queries, k = 19).
-AUTO_FAISS_MIN_REFS = 20_000
+# Reference rows from which ``auto`` uses faiss-flat, measured by bench/bench_index.py on 2
+# cores: for 1,000 queries (k = 19) faiss-flat was faster at every size (1k-300k, 0.5-0.75x
+# the time); for 10 queries it was slower up to 20k (1.3-2.3x, a few ms: faiss's loop for
+# fewer than 20 queries skips BLAS) and not slower from 30k.
+AUTO_FAISS_MIN_REFS = 30_000
 FAISS_INSTALL = "pip install 'lm-router-plugin[faiss]'"
 IVF_SEED = 0  # k-means initialisation and training sample of faiss-ivf
 # faiss-flat searches the pool in chunks of this many rows (a float32 copy of a float16 or
