@@ -37,9 +37,10 @@ logger = logging.getLogger(__name__)
 
 INDEX_KINDS = ("auto", "exact", "faiss-flat", "faiss-ivf")
 # Reference rows from which ``auto`` uses faiss-flat, measured by bench/bench_index.py on 2
-# cores: for 1,000 queries (k = 19) faiss-flat was faster at every size (1k-300k, 0.5-0.75x
-# the time); for 10 queries it was slower up to 20k (1.3-2.3x, a few ms: faiss's loop for
-# fewer than 20 queries skips BLAS) and not slower from 30k.
+# loaded cores: for 1,000 queries (k = 19) faiss-flat took 0.5-0.75x the time of numpy at
+# every size (1k-300k); for 10 queries it was slower up to 20k (1.3-2.3x, a few ms: faiss
+# skips BLAS below 20 queries) and 0.9x, 1.0x, 0.7x at 30k, 100k, 300k. The fit's
+# leave-one-task-out search (every row a query) gains like the 1,000-query case.
 AUTO_FAISS_MIN_REFS = 30_000
 FAISS_INSTALL = "pip install 'lm-router-plugin[faiss]'"
 IVF_SEED = 0  # k-means initialisation and training sample of faiss-ivf
@@ -47,6 +48,11 @@ IVF_SEED = 0  # k-means initialisation and training sample of faiss-ivf
 # memmapped chunk is 100k x 384 x 4 B = 154 MB); float32 in-memory pools go in whole.
 FAISS_REF_BLOCK = 100_000
 TIE_SLACK = 8  # extra neighbours fetched from faiss so ties at the k-th place are resolved
+# The fit's leave-one-task-out search runs on faiss's kernels (faiss_topk_grouped: two small
+# searches per task) only when tasks average this many rows. Measured at 30,000 rows on 2
+# cores (numpy masked search vs faiss_topk_grouped): tasks of 10 rows 28 s vs 120 s, 100 rows
+# 46 s vs 77 s, 1,000 rows 37 s vs 29 s.
+FAISS_GROUPED_MIN_ROWS = 1000
 
 # A (query_block x ref_block) float32 similarity block is 512 * 32768 * 4 B = 64 MiB.
 QUERY_BLOCK = 512

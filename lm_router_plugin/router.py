@@ -30,7 +30,7 @@ from .decision import (
 from .embedding import Embedder, embed_texts, make_embedder
 from .errors import LMRouterError, NotFittedError, UnknownNameError
 from .neighbors import (
-    AUTO_FAISS_MIN_REFS, FaissIVFIndex, GroupedNeighbors, NeighborIndex, build_index,
+    AUTO_FAISS_MIN_REFS, FAISS_GROUPED_MIN_ROWS, FaissIVFIndex, GroupedNeighbors, NeighborIndex, build_index,
     check_index_kind, merge_topk, resolve_index_kind, topk_cosine,
 )
 from .pool import ReferencePool, build_pool
@@ -220,9 +220,11 @@ class Router:
         self.index_ = None
         index = self.neighbor_index()  # faiss-ivf: trained here, saved with the router
         # Leave-one-task-out calibration: one neighbour search serves g (kNN) and u. Always
-        # exact: with faiss present it runs on faiss's kernels (same neighbours).
+        # exact: with faiss and large tasks it runs on faiss's kernels (same neighbours).
+        big_tasks = len(X) >= FAISS_GROUPED_MIN_ROWS * len(self.task_names_)
         neighbors = GroupedNeighbors(X, self.task_of_, max(self.k, self.kappa), per_group=False,
-                                     backend="numpy" if index.kind == "exact" else "faiss")
+                                     backend="faiss" if index.kind != "exact" and big_tasks
+                                     else "numpy")
         self.loo_g_ = self.predictor_.predict_left_out(
             X, self.Y_, self.task_of_, np.arange(len(X)), neighbors=neighbors)
         self.calibration_ = calibrate(self.task_of_, self.Y_, self.loo_g_,
