@@ -30,8 +30,8 @@ from .decision import (
 from .embedding import Embedder, embed_texts, make_embedder
 from .errors import LMRouterError, NotFittedError, UnknownNameError
 from .neighbors import (
-    AUTO_FAISS_MIN_REFS, FAISS_GROUPED_MIN_ROWS, FaissIVFIndex, GroupedNeighbors, NeighborIndex, build_index,
-    check_index_kind, merge_topk, resolve_index_kind, topk_cosine,
+    AUTO_FAISS_MIN_REFS, FAISS_GROUPED_MIN_ROWS, FaissIVFIndex, GroupedNeighbors,
+    NeighborIndex, build_index, check_index_kind, merge_topk, resolve_index_kind, topk_cosine,
 )
 from .pool import ReferencePool, build_pool
 from .predictors import CorrectnessPredictor

@@ -19,7 +19,7 @@ from lm_router_plugin.neighbors import (
     ivf_nlist, ivf_nprobe, resolve_index_kind, topk_cosine,
 )
 from lm_router_plugin.persistence import fit_or_load, router_key
-from lm_router_plugin.router import InvalidParameterError, Router
+from lm_router_plugin.router import Router
 from lm_router_plugin.schema import validate_table
 from lm_router_plugin.store import Store
 
