@@ -27,6 +27,11 @@ all seeds fixed. Run from the repository root:
 
     python bench/bench_router.py                      # full run (~20 min on 2 loaded cores)
     python bench/bench_router.py --n-ref 20000 --n-big 100000   # quick look
+    python bench/bench_router.py --index exact    # the router's search without faiss
+
+``--index`` is the router's neighbour search (``Router(index=...)``, default auto: faiss's
+exact kernels from 30,000 references when faiss-cpu is installed); bench/bench_index.py
+measures the search itself at 1M-5M references.
 """
 
 from __future__ import annotations
@@ -198,7 +203,7 @@ def child_save(args) -> None:
     X, Y, task_of = synthetic(args.n_big, args.n_tasks, args.n_models, args.dim, args.seed)
     Xs, Ys, ts = synthetic(2000, 10, args.n_models, args.dim, args.seed)
     small = Router().fit(as_table(Ys, ts), embeddings=Xs)
-    router = Router()
+    router = Router(index=args.index)
     rng = np.random.default_rng(args.seed + 2)
     n, D, M = len(X), int(task_of.max()) + 1, Y.shape[1]
     task_acc = np.stack([Y[task_of == d].mean(0) for d in range(D)]).astype(np.float64)
@@ -253,6 +258,9 @@ def main() -> None:
                         help="references of the Router.load memory run (0: skip it)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--index", default="auto",
+                        choices=["auto", "exact", "faiss-flat", "faiss-ivf"],
+                        help="the router's neighbour search (Router(index=...))")
     parser.add_argument("--child", choices=["save", "load"], help=argparse.SUPPRESS)
     parser.add_argument("--state-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -273,7 +281,7 @@ def main() -> None:
     rss_before = rss_now()
     was_reset = reset_peak_rss()
     t0 = time.perf_counter()
-    router = Router().fit(table, embeddings=X)
+    router = Router(index=args.index).fit(table, embeddings=X)
     t_fit = time.perf_counter() - t0
     fit_peak = peak_rss() if was_reset else None
     assert np.array_equal(router.Y_, Y) and np.array_equal(router.X_, X)  # same row order
@@ -286,6 +294,7 @@ def main() -> None:
     t_rec, rec = timed(lambda: router.recommend(embeddings=Q), args.repeats)
     choice = np.array([router.models_.index(d.model) for d in decisions])
     g_router = np.array([[d.g[m] for m in router.models_] for d in decisions])
+    print(f"neighbour search: {router.neighbor_index().describe()}")
     print(f"Router.route(embeddings=Q)     : {t_route:.3f} s (median of {args.repeats})")
     print(f"Router.recommend(embeddings=Q) : {t_rec:.3f} s (median of {args.repeats}); "
           f"choice {rec.choice}")
@@ -317,7 +326,7 @@ def main() -> None:
             cmd = [sys.executable, os.path.abspath(__file__), "--n-big", str(args.n_big),
                    "--n-tasks", str(args.n_tasks), "--n-models", str(args.n_models),
                    "--n-query", str(args.n_query), "--dim", str(args.dim), "--seed",
-                   str(args.seed), "--state-dir", state_dir]
+                   str(args.seed), "--state-dir", state_dir, "--index", args.index]
             subprocess.run(cmd + ["--child", "save"], check=True)
             size = sum(f.stat().st_size for f in Path(state_dir, "router").iterdir())
             out = subprocess.run(cmd + ["--child", "load"], check=True, capture_output=True,

@@ -185,14 +185,13 @@ def _stack_with_labels(router: Any, rec: Recommendation, Q: np.ndarray, allowed:
     """Decide ``rec`` with the stacked switch fitted for this many labels (stacking.py): the
     labelled docs' accuracy is a feature; the zero-label scores come from the other docs."""
     from .decision import Decision, explain
-    from .neighbors import topk_cosine
     from .scores import quiet_nanmean
     from .stacking import stacked_decision
 
     rest = np.setdiff1d(np.arange(len(Q)), lab_docs)
     if len(rest) == 0:  # every doc labelled: the switch still needs the docs' g
         rest = np.arange(len(Q))
-    searched, sim = topk_cosine(Q[rest], router.X_, max(router.k, router.kappa))
+    searched, sim = router.neighbor_index().search(Q[rest], max(router.k, router.kappa))
     g = router.predict_correctness(Q[rest], searched=searched)
     task_of = np.asarray(router.task_of_)
     rows_of = [np.flatnonzero(task_of == z) for z in range(len(router.task_names_))]

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from .errors import LMRouterError
+from .neighbors import AUTO_FAISS_MIN_REFS, INDEX_KINDS
 
 STORE_HELP = "Store folder (default: $LM_ROUTER_STORE or ./lm-router-store)."
 
@@ -284,6 +285,25 @@ _TASK_SCORE_OPTIONS = [
                  help="Seed of the Monte Carlo test and of evaluation's samples (no refit)."),
 ]
 
+# Neighbour search over the reference pool (neighbors.py); the numbers are checked by
+# Router.validate_params like the other constants.
+_INDEX_OPTIONS = [
+    click.option("--index", "index", type=click.Choice(INDEX_KINDS), default="auto",
+                 show_default=True, envvar="LM_ROUTER_INDEX",
+                 help="Neighbour search: auto (exact; faiss's kernels from --index-threshold "
+                      "reference inputs when faiss-cpu is installed), exact (numpy), "
+                      "faiss-flat (exact), faiss-ivf (approximate, saved with the router; "
+                      "needs lm-router-plugin[faiss])."),
+    click.option("--index-threshold", "index_threshold", type=int,
+                 default=AUTO_FAISS_MIN_REFS, show_default=True,
+                 help="Reference inputs from which --index auto uses faiss-flat."),
+    click.option("--nlist", type=int, default=None,
+                 help="faiss-ivf: inverted lists (default round(sqrt(reference inputs)))."),
+    click.option("--nprobe", type=int, default=None,
+                 help="faiss-ivf: lists searched per query (default ceil(nlist / 8); no "
+                      "refit when changed)."),
+]
+
 
 def _options(*groups: list) -> Callable:
     def apply(fn: Callable) -> Callable:
@@ -297,7 +317,9 @@ def _router_params(args: dict[str, Any]) -> dict[str, Any]:
     """Router keyword arguments from the parsed CLI options (pops them from ``args``)."""
     params = {name: args.pop(name) for name in ("embedder", "device", "max_seq_length", "k",
                                                 "kappa", "sigma", "t", "eta", "n_draws",
-                                                "seed", "predictor") if name in args}
+                                                "seed", "predictor", "index",
+                                                "index_threshold", "nlist", "nprobe")
+              if name in args}
     params["predictor_params"] = _key_values(args.pop("predictor_param", ()),
                                              "--predictor-param")
     return params
@@ -332,7 +354,8 @@ _NEW_TASK_OPTIONS = [
                    "s3: the paper's, with fallback to the best on average; "
                    "post: highest estimated accuracy from the label posterior, same fallback "
                    "test against eta).")
-@_options(_EMBEDDER_OPTIONS, _CANDIDATE_OPTIONS, _PREDICTOR_OPTIONS, _TASK_SCORE_OPTIONS)
+@_options(_EMBEDDER_OPTIONS, _CANDIDATE_OPTIONS, _PREDICTOR_OPTIONS, _TASK_SCORE_OPTIONS,
+          _INDEX_OPTIONS)
 @_store_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_user_errors
@@ -438,7 +461,8 @@ def _print_estimates(rec: Any, width: int) -> None:
 @click.option("--thresholds", type=click.Path(dir_okay=False), default=None,
               help="Thresholds YAML for --labeled rows (default: the eta the store's rows "
                    "were labelled with).")
-@_options(_EMBEDDER_OPTIONS, _CANDIDATE_OPTIONS, _PREDICTOR_OPTIONS, _TASK_SCORE_OPTIONS)
+@_options(_EMBEDDER_OPTIONS, _CANDIDATE_OPTIONS, _PREDICTOR_OPTIONS, _TASK_SCORE_OPTIONS,
+          _INDEX_OPTIONS)
 @_store_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_user_errors
@@ -506,7 +530,7 @@ def _print_plan(result: Any, *, task: str | None, include_path: str | None,
 @main.command()
 @click.option("--prompts", "prompts_file", type=click.Path(dir_okay=False), required=True,
               help="Text (one prompt per line) or JSONL with 'prompt'.")
-@_options(_EMBEDDER_OPTIONS, _CANDIDATE_OPTIONS, _PREDICTOR_OPTIONS)
+@_options(_EMBEDDER_OPTIONS, _CANDIDATE_OPTIONS, _PREDICTOR_OPTIONS, _INDEX_OPTIONS)
 @_store_option
 @click.option("--json", "as_json", is_flag=True,
               help="JSONL with g per model (default: index and chosen model per line).")

@@ -5,11 +5,54 @@
     ...     # leave-one-task-out: neighbours of each input among the *other* tasks' inputs
 
 One search serves every model (neighbours do not depend on the model) and every score.
+
+Past brute force (:func:`build_index`): a fitted router searches its reference pool through a
+:class:`NeighborIndex` of one of these kinds (``Router(index=...)``, ``--index``):
+
+- ``exact``: :func:`topk_cosine` (numpy, chunked; float16 and memmaps work).
+- ``faiss-flat``: exact too, with faiss-cpu's BLAS + SIMD top-k kernels (``faiss.knn``) on the
+  router's own array, chunked (no copy of the pool, nothing to build or store). Same
+  neighbours as ``exact`` and the same tie rule (lower row first); similarities can differ in
+  the last float32 bit, so two references within ~1e-7 of each other can swap places.
+- ``faiss-ivf``: approximate, an ``IndexIVFFlat`` (inner product) trained with a fixed seed
+  on a seeded sample; ``nlist``/``nprobe`` from :func:`ivf_nlist`/:func:`ivf_nprobe` unless
+  given. It changes results (recall < 1), so it is part of the fitted router's cache key and
+  is saved with the router (building it costs minutes at millions of rows, reading it
+  seconds: ``bench/bench_index.py``).
+- ``auto`` (default): ``exact`` below ``AUTO_FAISS_MIN_REFS`` reference rows, ``faiss-flat``
+  from there when faiss is installed (else ``exact`` with a logged note). Never approximate.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+from pathlib import Path
+
 import numpy as np
+
+from .errors import LMRouterError
+
+logger = logging.getLogger(__name__)
+
+INDEX_KINDS = ("auto", "exact", "faiss-flat", "faiss-ivf")
+# Reference rows from which ``auto`` uses faiss-flat, measured by bench/bench_index.py on 2
+# loaded cores: for 1,000 queries (k = 19) faiss-flat took 0.5-0.75x the time of numpy at
+# every size (1k-300k); for 10 queries it was slower up to 20k (1.3-2.3x, a few ms: faiss
+# skips BLAS below 20 queries) and 0.9x, 1.0x, 0.7x at 30k, 100k, 300k. The fit's
+# leave-one-task-out search (every row a query) gains like the 1,000-query case.
+AUTO_FAISS_MIN_REFS = 30_000
+FAISS_INSTALL = "pip install 'lm-router-plugin[faiss]'"
+IVF_SEED = 0  # k-means initialisation and training sample of faiss-ivf
+# faiss-flat searches the pool in chunks of this many rows (a float32 copy of a float16 or
+# memmapped chunk is 100k x 384 x 4 B = 154 MB); float32 in-memory pools go in whole.
+FAISS_REF_BLOCK = 100_000
+TIE_SLACK = 8  # extra neighbours fetched from faiss so ties at the k-th place are resolved
+# The fit's leave-one-task-out search runs on faiss's kernels (faiss_topk_grouped: two small
+# searches per task) only when tasks average this many rows. Measured at 30,000 rows on 2
+# cores (numpy masked search vs faiss_topk_grouped): tasks of 10 rows 28 s vs 120 s, 100 rows
+# 46 s vs 77 s, 1,000 rows 37 s vs 29 s.
+FAISS_GROUPED_MIN_ROWS = 1000
 
 # A (query_block x ref_block) float32 similarity block is 512 * 32768 * 4 B = 64 MiB.
 QUERY_BLOCK = 512
@@ -124,18 +167,24 @@ class GroupedNeighbors:
     How: every row keeps its top-K within *each* group, (n, G, K) arrays (memory n G K 12
     bytes: 12,000 rows x 91 tasks x 19 = 250 MB). Rows whose plain leave-own-group list holds
     no excluded group keep that list; the others merge their per-group lists.
-    ``per_group=False`` keeps only the leave-own-group lists (what fitting needs).
+    ``per_group=False`` keeps only the leave-own-group lists (what fitting needs); with
+    ``backend="faiss"`` they are found with faiss's exact kernels (same neighbours).
     """
 
-    def __init__(self, X: np.ndarray, groups: np.ndarray, K: int, *, per_group: bool = True):
+    def __init__(self, X: np.ndarray, groups: np.ndarray, K: int, *, per_group: bool = True,
+                 backend: str = "numpy"):
         X = np.asarray(X, dtype=np.float32)
         self.groups = np.asarray(groups)
         self.codes, self.group_code = np.unique(self.groups, return_inverse=True)
         self.K = K = max(1, min(K, len(X)))
         self.per_group_idx = self.per_group_sim = None
         if not per_group:
-            self.idx, self.sim = topk_cosine(X, X, K, query_groups=self.group_code,
-                                             ref_groups=self.group_code)
+            # backend "faiss": the same exact search on faiss's kernels (faiss_topk_grouped)
+            if backend == "faiss":
+                self.idx, self.sim = faiss_topk_grouped(X, self.group_code, K)
+            else:
+                self.idx, self.sim = topk_cosine(X, X, K, query_groups=self.group_code,
+                                                 ref_groups=self.group_code)
             return
         G = len(self.codes)
         members = [np.flatnonzero(self.group_code == g) for g in range(G)]
@@ -199,3 +248,274 @@ class GroupedNeighbors:
         if len(short):
             idx[short], sim[short] = self._merge(rows[short], excluded)
         return idx, sim
+
+
+# ---------------------------------------------------------------------------------------
+# Index layer: exact numpy, exact faiss, approximate faiss IVF.
+
+class FaissNotInstalledError(LMRouterError, ImportError):
+    """An explicit faiss index was asked for, but faiss-cpu is not installed."""
+
+
+def import_faiss(kind: str | None = None):
+    """The faiss module, or None when it is not installed (``kind`` given: raise a
+    FaissNotInstalledError naming the install command)."""
+    try:
+        import faiss
+    except ImportError:
+        if kind is None:
+            return None
+        raise FaissNotInstalledError(
+            f"--index {kind} needs faiss-cpu, which is not installed: {FAISS_INSTALL} "
+            "(or use --index exact)") from None
+    return faiss
+
+
+def check_index_kind(kind: str) -> None:
+    """Raise for an unknown kind, or for a faiss kind without faiss (cheap; no search)."""
+    if kind not in INDEX_KINDS:
+        from .registry import unknown_name_message
+        from .errors import UnknownNameError
+
+        raise UnknownNameError(unknown_name_message("index", kind, list(INDEX_KINDS)))
+    if kind.startswith("faiss"):
+        import_faiss(kind)
+
+
+def resolve_index_kind(kind: str, n_ref: int, threshold: int = AUTO_FAISS_MIN_REFS) -> str:
+    """The concrete kind ("exact", "faiss-flat", "faiss-ivf") for ``n_ref`` reference rows."""
+    check_index_kind(kind)
+    if kind != "auto":
+        return kind
+    if n_ref < threshold:
+        return "exact"
+    if import_faiss() is None:
+        logger.info("%d reference inputs: faiss-cpu is not installed, so the neighbour search "
+                    "stays numpy brute force (exact; faster with %s)", n_ref, FAISS_INSTALL)
+        return "exact"
+    return "faiss-flat"
+
+
+def ivf_nlist(n_ref: int) -> int:
+    """Rule for the number of IVF lists: round(sqrt(n)) (1,000 at 1M rows, 2,236 at 5M).
+    Build cost (assigning every row to a list) grows with n x nlist, search cost per query
+    with nlist + nprobe x n / nlist; sqrt(n) keeps the build within minutes on 2 cores."""
+    return max(1, int(round(math.sqrt(max(n_ref, 1)))))
+
+
+def ivf_nprobe(nlist: int) -> int:
+    """Rule for the lists probed per query: ceil(nlist / 8), i.e. about 1/8 of the pool is
+    scanned. On real MiniLM question embeddings (12k RouterDC / MMLU-Pro inputs) that gave
+    recall@19 of 0.93 (nlist / 4: 0.97); see bench/bench_index.py for larger pools."""
+    return max(1, math.ceil(nlist / 8))
+
+
+def _tie_fix(sim: np.ndarray, idx: np.ndarray, k: int, complete: bool
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sort faiss candidates (n, k + slack) by (-sim, row) and keep k. Returns (idx, sim,
+    unsure): ``unsure`` marks rows whose k-th similarity equals the last candidate's, so an
+    equally similar lower row may lie beyond what faiss returned (``complete``: the
+    candidates are all eligible rows, never unsure)."""
+    sim = np.where(idx < 0, -np.inf, sim).astype(np.float32)
+    best_sim, best_idx = _select_top(sim, idx.astype(np.int64), k)
+    if complete:
+        unsure = np.zeros(len(sim), dtype=bool)
+    else:
+        unsure = np.isfinite(best_sim[:, -1]) & (sim.min(axis=1) >= best_sim[:, -1])
+    best_idx = np.where(np.isfinite(best_sim), best_idx, -1)
+    return best_idx, best_sim, unsure
+
+
+def _faiss_knn(faiss, queries: np.ndarray, refs: np.ndarray, k: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """faiss.knn (exact inner product) of float32 queries against a float32 block."""
+    sim, idx = faiss.knn(queries, np.ascontiguousarray(refs, dtype=np.float32), k,
+                         metric=faiss.METRIC_INNER_PRODUCT)
+    return idx.astype(np.int64), sim
+
+
+def faiss_topk(queries: np.ndarray, refs: np.ndarray, k: int, ref_offset: int = 0
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k with faiss's kernels: the contract of :func:`topk_cosine` (no groups).
+    Ties go to the lower row as there: faiss returns k + TIE_SLACK candidates, which are
+    re-sorted; rows where ties reach past them are searched again with topk_cosine."""
+    faiss = import_faiss("faiss-flat")
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    n_r = len(refs)
+    k = max(1, min(k, n_r))
+    fetch = min(k + TIE_SLACK, n_r)
+    whole = isinstance(refs, np.ndarray) and refs.dtype == np.float32 \
+        and not isinstance(refs, np.memmap)
+    block = n_r if whole else FAISS_REF_BLOCK
+    best_idx = np.full((len(queries), k), -1, dtype=np.int64)
+    best_sim = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    unsure = np.zeros(len(queries), dtype=bool)
+    for r0 in range(0, n_r, block):
+        chunk = refs[r0:r0 + block]
+        f = min(fetch, len(chunk))
+        idx, sim = _faiss_knn(faiss, queries, chunk, f)
+        idx = np.where(idx >= 0, idx + r0, -1)
+        c_idx, c_sim, c_unsure = _tie_fix(sim, idx, min(k, f), complete=f == len(chunk))
+        unsure |= c_unsure
+        best_sim, best_idx = _select_top(np.concatenate([best_sim, c_sim], 1),
+                                         np.concatenate([best_idx, c_idx], 1), k)
+    best_idx = np.where(np.isfinite(best_sim), best_idx, -1)
+    for row in np.flatnonzero(unsure):  # rare: exact duplicates around the k-th place
+        best_idx[row], best_sim[row] = (a[0] for a in topk_cosine(queries[row:row + 1],
+                                                                  refs, k))
+    return best_idx + ref_offset * (best_idx >= 0), best_sim
+
+
+def faiss_topk_grouped(X: np.ndarray, group_code: np.ndarray, k: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """``topk_cosine(X, X, k, query_groups=g, ref_groups=g)`` with faiss's kernels: each
+    group's rows are searched against the rows before and after the group (views, no
+    copy), so same-group rows are never candidates; exact, same tie rule. Rows are
+    reordered by group first when groups are not contiguous (the pool's are)."""
+    group_code = np.asarray(group_code)
+    order = None
+    if np.any(np.diff(group_code) < 0):
+        order = np.argsort(group_code, kind="stable")
+        X, group_code = np.asarray(X)[order], group_code[order]
+    n = len(X)
+    k = max(1, min(k, n))
+    idx = np.full((n, k), -1, dtype=np.int64)
+    sim = np.full((n, k), -np.inf, dtype=np.float32)
+    bounds = np.flatnonzero(np.diff(group_code)) + 1
+    starts, stops = np.r_[0, bounds], np.r_[bounds, n]
+    for a, b in zip(starts, stops):
+        parts = [(0, X[:a]), (b, X[b:])]
+        for offset, refs in parts:
+            if len(refs) == 0:
+                continue
+            p_idx, p_sim = faiss_topk(X[a:b], refs, k, ref_offset=offset)
+            merged_sim, merged_idx = _select_top(np.concatenate([sim[a:b], p_sim], 1),
+                                                 np.concatenate([idx[a:b], p_idx], 1), k)
+            sim[a:b], idx[a:b] = merged_sim, merged_idx
+    idx = np.where(np.isfinite(sim), idx, -1)
+    if order is not None:  # back to the caller's row numbers and order
+        idx = np.where(idx >= 0, order[np.maximum(idx, 0)], -1)
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(n)
+        idx, sim = idx[inverse], sim[inverse]
+        # row numbers changed: restore the lower-row-first order among equal similarities
+        sim, idx = _select_top(sim, idx, k)
+        idx = np.where(np.isfinite(sim), idx, -1)
+    return idx, sim
+
+
+class NeighborIndex:
+    """A search over a fixed reference pool: ``search(Q, k) -> (idx, sim)``, each (n_q, k),
+    with the contract of :func:`topk_cosine` (sorted, ties to the lower row, -1/-inf pad).
+
+    Attributes: ``kind`` ("exact", "faiss-flat", "faiss-ivf"), ``exact`` (bool), ``n_ref``.
+    """
+
+    kind = "exact"
+    exact = True
+
+    def __init__(self, refs: np.ndarray):
+        self.refs = refs
+        self.n_ref = len(refs)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return topk_cosine(queries, self.refs, k)
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "n_ref": int(self.n_ref)}
+
+
+class FaissFlatIndex(NeighborIndex):
+    """Exact search with faiss's kernels over the pool array itself (nothing built)."""
+
+    kind = "faiss-flat"
+
+    def __init__(self, refs: np.ndarray):
+        import_faiss(self.kind)
+        super().__init__(refs)
+
+    def search(self, queries, k):
+        return faiss_topk(queries, self.refs, k)
+
+
+class FaissIVFIndex(NeighborIndex):
+    """Approximate search: faiss ``IndexIVFFlat`` (inner product), trained once.
+
+    Args:
+        refs: (n, dim) unit-norm pool (float16/memmap read in chunks when adding).
+        nlist: inverted lists (default :func:`ivf_nlist`).
+        nprobe: lists scanned per query (default :func:`ivf_nprobe`); can be changed later.
+        index: an already built faiss index (from :meth:`load`) instead of training.
+
+    Memory: the index holds its own float32 copy of the pool (n x dim x 4 bytes) plus
+    8-byte ids. Results are re-sorted by (-similarity, row); fewer than k hits in the
+    probed lists leave -1/-inf at the tail.
+    """
+
+    kind = "faiss-ivf"
+    exact = False
+    max_train_per_list = 64  # training sample: 64 x nlist rows (faiss asks for >= 39)
+
+    def __init__(self, refs: np.ndarray, nlist: int | None = None, nprobe: int | None = None,
+                 *, index=None):
+        faiss = import_faiss(self.kind)
+        super().__init__(refs)
+        if index is None:
+            index = self._build(faiss, refs, nlist or ivf_nlist(len(refs)))
+        self.index = index
+        self.nlist = int(index.nlist)
+        self.set_nprobe(nprobe)
+
+    def set_nprobe(self, nprobe: int | None) -> None:
+        self.nprobe = int(nprobe) if nprobe else ivf_nprobe(self.nlist)
+        self.index.nprobe = min(self.nprobe, self.nlist)
+
+    @classmethod
+    def _build(cls, faiss, refs: np.ndarray, nlist: int):
+        n, dim = refs.shape
+        nlist = max(1, min(int(nlist), n))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist,
+                                   faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = IVF_SEED
+        rng = np.random.default_rng(IVF_SEED)
+        n_train = min(n, cls.max_train_per_list * nlist)
+        sample = np.sort(rng.choice(n, n_train, replace=False))
+        index.train(np.ascontiguousarray(refs[sample], dtype=np.float32))
+        for r0 in range(0, n, FAISS_REF_BLOCK):  # float16 / memmap pools: chunk by chunk
+            index.add(np.ascontiguousarray(refs[r0:r0 + FAISS_REF_BLOCK], dtype=np.float32))
+        return index
+
+    def search(self, queries, k):
+        k = max(1, min(k, self.n_ref))
+        sim, idx = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        best_idx, best_sim, _ = _tie_fix(sim, idx, k, complete=True)
+        return best_idx, best_sim
+
+    def describe(self) -> dict:
+        return {**super().describe(), "nlist": self.nlist, "nprobe": self.nprobe}
+
+    def save(self, path: Path) -> None:
+        faiss = import_faiss(self.kind)
+        faiss.write_index(self.index, str(path))
+
+    @classmethod
+    def load(cls, path: Path, refs: np.ndarray, nprobe: int | None = None) -> FaissIVFIndex:
+        faiss = import_faiss(cls.kind)
+        index = faiss.read_index(str(path))
+        if index.ntotal != len(refs):
+            raise LMRouterError(f"{path}: the saved IVF index holds {index.ntotal} rows, the "
+                                f"router {len(refs)} (delete the router folder to refit)")
+        return cls(refs, nprobe=nprobe, index=index)
+
+
+def build_index(refs: np.ndarray, kind: str = "auto", *,
+                threshold: int = AUTO_FAISS_MIN_REFS, nlist: int | None = None,
+                nprobe: int | None = None) -> NeighborIndex:
+    """The neighbour index of ``kind`` over ``refs`` (n, dim) unit-norm rows; ``auto``
+    resolves by the number of rows (:func:`resolve_index_kind`)."""
+    kind = resolve_index_kind(kind, len(refs), threshold)
+    if kind == "faiss-flat":
+        return FaissFlatIndex(refs)
+    if kind == "faiss-ivf":
+        return FaissIVFIndex(refs, nlist, nprobe)
+    return NeighborIndex(refs)

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from .calibration import Calibration
-from .router import DECISION_PARAMS, Router
+from .neighbors import FaissIVFIndex
+from .router import DECISION_PARAMS, SEARCH_PARAMS, Router
 from .scores import argmax_with_ties
 from .store import Store, dir_mode
 
@@ -31,6 +32,7 @@ _ARRAYS = ("X_", "Y_", "task_of_", "loo_g_")
 #: Saved-router layout; part of the cache key, so a router saved in an older layout (e.g.
 #: without the calibration's s2, which the stacked switch needs) is refitted, never loaded.
 ROUTER_FORMAT = 2
+_IVF_FILE = "index.faiss"  # a faiss-ivf router's trained index (faiss.write_index)
 _CALIBRATION = ("u", "p", "accuracy", "included", "mean_accuracy", "s1", "residual_cov", "s2",
                 "n")
 
@@ -72,6 +74,9 @@ def save_router(router: Router, folder: Path, card: dict[str, Any] | None = None
                  "embedder_id": router.embedder_id_}
         (tmp / "state.json").write_text(json.dumps(state))
         (tmp / "card.json").write_text(json.dumps(card or router_card(router), indent=2) + "\n")
+        index = getattr(router, "index_", None)
+        if isinstance(index, FaissIVFIndex):  # minutes to train at 1M rows; seconds to read
+            index.save(tmp / _IVF_FILE)
         os.chmod(tmp, dir_mode())
         if folder.exists():
             if not replace:
@@ -97,7 +102,8 @@ def save_router(router: Router, folder: Path, card: dict[str, Any] | None = None
 
 
 def load_router(folder: Path, **decision_params: Any) -> Router:
-    """The router saved in ``folder``; ``decision_params`` override sigma/eta/n_draws/seed."""
+    """The router saved in ``folder``; ``decision_params`` override sigma/eta/n_draws/seed
+    and the search parameters (index kind, threshold, nprobe)."""
     folder = Path(folder)
     state = json.loads((folder / "state.json").read_text())
     params = {**state["params"], **decision_params}
@@ -112,6 +118,10 @@ def load_router(folder: Path, **decision_params: Any) -> Router:
     router.instance_ids_ = state["instance_ids"]
     router.embedder_id_ = state["embedder_id"]
     router.predictor_ = router.make_predictor().fit(router.X_, router.Y_)
+    if router.index == "faiss-ivf" and (folder / _IVF_FILE).exists():
+        router.index_ = FaissIVFIndex.load(folder / _IVF_FILE, router.X_, router.nprobe)
+        router._index_request = (router.index, router.index_threshold, router.nlist)
+    router.neighbor_index()  # exact kinds: nothing to build; attaches it to the predictor
     return router
 
 
@@ -133,7 +143,8 @@ def fit_or_load(store: Store, **params: Any) -> Router:
     embedder_id = router.embedder_object().id
     fingerprint = store.table_fingerprint()
     folder = store.routers_dir() / router_key(fingerprint, embedder_id, router)
-    decision = {name: params[name] for name in DECISION_PARAMS if name in params}
+    decision = {name: params[name] for name in DECISION_PARAMS + SEARCH_PARAMS
+                if name in params}
     if (folder / "card.json").exists():
         try:
             loaded = load_router(folder, **decision)

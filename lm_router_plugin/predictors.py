@@ -91,6 +91,10 @@ class CorrectnessPredictor(ABC):
             out[where] = model.predict_proba(X[rows[where]])
         return out
 
+    def use_index(self, index) -> None:
+        """Search the fitted pool through ``index`` (a neighbors.NeighborIndex over the X
+        given to ``fit``). Default: ignored (a predictor without neighbour search)."""
+
     def predict_searched(self, Q: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """g for queries whose nearest fitted reference rows ``idx`` (n_q, K), sorted, were
         already found (the router searches once for g and for u). Default: ignore them."""
@@ -130,11 +134,22 @@ class KNNPredictor(CorrectnessPredictor):
         self.X_ = X
         self.Y_ = np.asarray(Y, dtype=np.float32)
         self.prior_ = label_mean(self.Y_)
+        self.index_ = None
         return self
+
+    def use_index(self, index) -> None:
+        if index is not None and index.n_ref != len(self.Y_):
+            raise ValueError(f"index over {index.n_ref} rows, predictor fitted on "
+                             f"{len(self.Y_)}")
+        self.index_ = index
 
     def predict_proba(self, Q: np.ndarray) -> np.ndarray:
         self._check_fitted()
-        idx, _ = topk_cosine(Q, self.X_, self.n_neighbors)
+        index = getattr(self, "index_", None)
+        if index is not None:
+            idx, _ = index.search(Q, self.n_neighbors)
+        else:
+            idx, _ = topk_cosine(Q, self.X_, self.n_neighbors)
         return self.from_neighbors(idx)
 
     def predict_searched(self, Q: np.ndarray, idx: np.ndarray) -> np.ndarray:

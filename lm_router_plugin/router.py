@@ -29,7 +29,10 @@ from .decision import (
 )
 from .embedding import Embedder, embed_texts, make_embedder
 from .errors import LMRouterError, NotFittedError, UnknownNameError
-from .neighbors import GroupedNeighbors, topk_cosine
+from .neighbors import (
+    AUTO_FAISS_MIN_REFS, FAISS_GROUPED_MIN_ROWS, FaissIVFIndex, GroupedNeighbors,
+    NeighborIndex, build_index, check_index_kind, merge_topk, resolve_index_kind, topk_cosine,
+)
 from .pool import ReferencePool, build_pool
 from .predictors import CorrectnessPredictor
 from .registry import predictors, unknown_name_message
@@ -41,6 +44,9 @@ logger = logging.getLogger(__name__)
 # Parameters that change what is fitted (a new router) vs. only the decision (no refit).
 FIT_PARAMS = ("k", "kappa", "t", "predictor", "predictor_params", "embedder", "max_seq_length")
 DECISION_PARAMS = ("sigma", "eta", "n_draws", "seed")
+# How the reference pool is searched (neighbors.py). Applied when a saved router is loaded,
+# like DECISION_PARAMS; only an approximate index enters the cache key (``fit_params``).
+SEARCH_PARAMS = ("index", "index_threshold", "nlist", "nprobe")
 
 
 class InvalidParameterError(LMRouterError, ValueError):
@@ -73,12 +79,21 @@ class Router:
         device: where the embedder runs ("cuda", "cuda:0,cuda:1", ...; None: its default).
             Not a parameter of the fitted router (same vectors on any device), so it is left
             out of ``get_params`` and of the router's cache key.
+        index: neighbour search over the reference pool: "auto" (exact numpy below
+            ``index_threshold`` rows, exact faiss from there when faiss-cpu is installed),
+            "exact", "faiss-flat" (exact) or "faiss-ivf" (approximate; part of the cache key
+            with ``nlist``). See neighbors.py.
+        index_threshold: reference rows from which "auto" uses faiss-flat.
+        nlist, nprobe: faiss-ivf lists and lists probed per query (None: the rules
+            ``ivf_nlist``/``ivf_nprobe``). nprobe acts at search time only (no refit).
     """
 
     def __init__(self, *, k: int = 5, kappa: int = 19, sigma: float = 0.09, t: float = 0.5,
                  eta: float = 0.6, n_draws: int = 1000, seed: int = 0, predictor: str = "knn",
                  predictor_params: dict[str, Any] | None = None, embedder: str | None = None,
-                 max_seq_length: int | None = None, device: str | None = None):
+                 max_seq_length: int | None = None, device: str | None = None,
+                 index: str = "auto", index_threshold: int = AUTO_FAISS_MIN_REFS,
+                 nlist: int | None = None, nprobe: int | None = None):
         self.k = k
         self.kappa = kappa
         self.sigma = sigma
@@ -91,13 +106,23 @@ class Router:
         self.embedder = embedder
         self.max_seq_length = max_seq_length
         self.device = device
+        self.index = index
+        self.index_threshold = index_threshold
+        self.nlist = nlist
+        self.nprobe = nprobe
 
     def get_params(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in FIT_PARAMS + DECISION_PARAMS}
+        return {name: getattr(self, name)
+                for name in FIT_PARAMS + DECISION_PARAMS + SEARCH_PARAMS}
 
     def fit_params(self) -> dict[str, Any]:
-        """The parameters that define the fitted state (the router cache key)."""
-        return {name: getattr(self, name) for name in FIT_PARAMS}
+        """The parameters that define the fitted state (the router cache key). The exact
+        index kinds give the same neighbours and are left out; faiss-ivf is saved with the
+        router and changes results, so it and its nlist are in."""
+        params = {name: getattr(self, name) for name in FIT_PARAMS}
+        if self.index == "faiss-ivf":
+            params["index"] = {"kind": "faiss-ivf", "nlist": self.nlist}
+        return params
 
     def decision_settings(self) -> DecisionSettings:
         return DecisionSettings(sigma=self.sigma, eta=self.eta, n_draws=self.n_draws,
@@ -124,6 +149,11 @@ class Router:
         integer("kappa", 1)
         integer("n_draws", 1)
         integer("seed", 0)
+        integer("index_threshold", 0)
+        for name in ("nlist", "nprobe"):
+            if getattr(self, name) is not None:
+                integer(name, 1)
+        check_index_kind(self.index)  # unknown kind; faiss kind without faiss: install hint
         number("sigma", 0.0, math.inf, low_open=True)
         number("t", 0.0, 1.0)
         number("eta", 0.0, 1.0)
@@ -188,14 +218,42 @@ class Router:
         self.X_ = X
         self.Y_ = pool.Y
         self.predictor_ = self.make_predictor().fit(self.X_, self.Y_)
-        # Leave-one-task-out calibration: one neighbour search serves g (kNN) and u.
-        neighbors = GroupedNeighbors(X, self.task_of_, max(self.k, self.kappa), per_group=False)
+        self.index_ = None
+        index = self.neighbor_index()  # faiss-ivf: trained here, saved with the router
+        # Leave-one-task-out calibration: one neighbour search serves g (kNN) and u. Always
+        # exact: with faiss and large tasks it runs on faiss's kernels (same neighbours).
+        big_tasks = len(X) >= FAISS_GROUPED_MIN_ROWS * len(self.task_names_)
+        neighbors = GroupedNeighbors(X, self.task_of_, max(self.k, self.kappa), per_group=False,
+                                     backend="faiss" if index.kind != "exact" and big_tasks
+                                     else "numpy")
         self.loo_g_ = self.predictor_.predict_left_out(
             X, self.Y_, self.task_of_, np.arange(len(X)), neighbors=neighbors)
         self.calibration_ = calibrate(self.task_of_, self.Y_, self.loo_g_,
                                       neighbors.sim[:, :self.kappa], self.t,
                                       len(self.task_names_))
         return self
+
+    def neighbor_index(self) -> NeighborIndex:
+        """The search over the fitted pool ``X_`` for the current index parameters: built
+        on first use (exact kinds: nothing to build) and reused; a faiss-ivf index from
+        ``fit`` or the saved router is kept, with ``nprobe`` applied."""
+        index = getattr(self, "index_", None)
+        request = (self.index, self.index_threshold, self.nlist)
+        if index is None or getattr(self, "_index_request", None) != request \
+                or index.refs is not self.X_:
+            kind = resolve_index_kind(self.index, len(self.X_), self.index_threshold)
+            reuse = (isinstance(index, FaissIVFIndex) and kind == "faiss-ivf"
+                     and index.refs is self.X_ and self.nlist in (None, index.nlist))
+            if not reuse:
+                index = build_index(self.X_, kind, nlist=self.nlist, nprobe=self.nprobe)
+            self.index_, self._index_request = index, request
+            if kind != "exact":
+                logger.info("neighbour search: %s", index.describe())
+        if isinstance(index, FaissIVFIndex):
+            index.set_nprobe(self.nprobe)
+        if hasattr(self, "predictor_"):
+            self.predictor_.use_index(index)
+        return index
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "calibration_"):
@@ -237,6 +295,16 @@ class Router:
         X_lab, Y_lab = labeled
         refit = self.make_predictor().fit(np.vstack([self.X_, X_lab]),
                                           np.vstack([self.Y_, Y_lab]))
+        index = self.neighbor_index()
+        k = getattr(refit, "n_neighbors", None)
+        if index.kind != "exact" and k is not None:
+            # the pool through the router's index, the few labels by brute force; merged
+            # with pool rows first on ties, as in the refit pool
+            i_pool, s_pool = index.search(Q, int(k))
+            i_lab, s_lab = topk_cosine(Q, X_lab, int(k))
+            i_lab = np.where(i_lab >= 0, i_lab + len(self.X_), -1)
+            idx, sim = merge_topk(i_pool, s_pool, i_lab, s_lab, int(k))
+            return refit.predict_searched(Q, np.where(np.isfinite(sim), idx, -1))
         return refit.predict_proba(Q)
 
     def _labelled_pool(self, labeled: pd.DataFrame | None, store: Store | None,
@@ -288,7 +356,7 @@ class Router:
         if len(Q) == 0:
             raise LMRouterError(f"task '{task}' has no inputs to score")
         Q = np.asarray(Q, dtype=np.float32)
-        searched, sim = topk_cosine(Q, self.X_, max(self.k, self.kappa))
+        searched, sim = self.neighbor_index().search(Q, max(self.k, self.kappa))
         pool = self._labelled_pool(labeled, store, labeled_embeddings)
         g = self.predict_correctness(Q, pool, searched=searched)
         # the stacked switch is fitted on zero-label scores: it reads g without the labels
@@ -324,6 +392,7 @@ class Router:
         Q = embeddings if embeddings is not None else self.embed(prompts or [], store)
         if len(Q) == 0:
             return []
+        self.neighbor_index()  # the predictor searches through it
         g = self.predict_correctness(np.asarray(Q, dtype=np.float32))
         choice = route_choices(g, self.calibration_, allowed)
         return [RouteDecision(index=i, model=self.models_[c],
