@@ -2,8 +2,9 @@
 # The README's results on real data: MMLU-Pro (../shared/data/mmlu_pro, 29 models), with the
 # 14 categories and with the 91 `src` sources as tasks, for one embedder.
 # Usage: bash bench/mmlu_pro_results.sh STORE_DIR [EMBEDDER] [OUT_DIR]
-#   EMBEDDER: omitted = all-MiniLM-L6-v2 (packaged); `static`; or a folder such as the one
-#   made by ../shared/tools/get-mpnet.sh DIR  (DIR/all-mpnet-base-v2)
+#   EMBEDDER: omitted = the default (static, distilled from all-MiniLM-L6-v2); `minilm`
+#   (all-MiniLM-L6-v2, packaged); or a folder such as the one made by
+#   ../shared/tools/get-mpnet.sh DIR  (DIR/all-mpnet-base-v2)
 # Writes OUT_DIR/{cat14,src91,src91_small,src91_notop}.json; render with
 #   python bench/render_results.py OUT_DIR
 set -euo pipefail
@@ -24,13 +25,13 @@ lm-router evaluate --store "$STORE" "${emb_args[@]}" "${sweep[@]}" "${src[@]}" \
     --plot "$OUT/figures" --json > "$OUT/src91.json"
 lm-router evaluate --store "$STORE" "${emb_args[@]}" "${sweep[@]}" "${src[@]}" --max-params 13B \
     --compare-to Meta-Llama-3_1-70B-Instruct --json > "$OUT/src91_small.json"
-# A field without a dominant model: every candidate but the best on average over all tasks
-# (gemini-1.5-pro-002; chosen from the averages, the same for every held-out task).
+# A field without a dominant model: every candidate but the best model on average over all
+# tasks (mean of the task accuracies, gemini-1.5-pro-002; the same for every held-out task).
 notop=$(python - "$STORE" <<'PY'
 import sys
 from lm_router_plugin import Store
 t = Store(sys.argv[1]).read_table()
-acc = t.groupby("model")["correct"].mean()
+acc = t.groupby(["task", "model"])["correct"].mean().groupby("model").mean()  # as BMA
 print(",".join(m for m in acc.index if m != acc.idxmax()))
 PY
 )

@@ -75,8 +75,8 @@ def main() -> None:
     paths = []
     for arg in sys.argv[1:]:
         path = Path(arg)
-        paths += [path / f"{n}.json" for n in ("cat14", "src91", "src91_small")] \
-            if path.is_dir() else [path]
+        paths += [path / f"{n}.json" for n in ("cat14", "src91", "src91_small", "src91_notop")
+                  ] + sorted(path.glob("routerdc*.json")) if path.is_dir() else [path]
     for path in paths:
         if not path.exists():
             continue
@@ -85,7 +85,8 @@ def main() -> None:
               f"embedder {data['settings']['embedder']}\n")
         print(main_table(data) + "\n")
         if data["alpha_sweep"]:
-            print("Mean accuracy ± std over 10 repeats (W/T/L vs BMA per repeat, averaged):\n")
+            print(f"Mean accuracy ± std over {data['settings']['repeats']} repeats (W/T/L vs "
+                  "BMA per repeat, averaged):\n")
             print(sweep_table(data) + "\n")
 
 
