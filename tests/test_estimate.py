@@ -132,3 +132,21 @@ def test_plan_never_picks_excluded_items():
     exclude[:15] = True
     chosen, pi = plan(g, estimate(cal, g, np.ones(2, bool)), 10, rng, exclude=exclude)
     assert len(chosen) == 5 and set(chosen) == set(range(15, 20)) and pi[:15].sum() == 0
+
+
+def test_p_best_and_gain_draw_over_the_leaders_only():
+    """With more candidates than MC_LEADERS, only the leaders by posterior mean are drawn:
+    P(best) sums to 1 over them and is 0 for the rest; the gain stays finite and >= 0."""
+    from lm_router_plugin.estimate import MC_LEADERS
+
+    M = MC_LEADERS + 36
+    rng = np.random.default_rng(0)
+    acc = rng.uniform(0.3, 0.7, size=(6, M))
+    s1 = acc + rng.normal(0, 0.02, size=acc.shape)
+    g = np.tile(np.linspace(0.2, 0.8, M), (30, 1))  # model M-1 leads, model 0 trails
+    est = estimate(make_cal(acc, s1), g, np.ones(M, bool))
+    leaders = est.leaders()
+    assert len(leaders) == MC_LEADERS and M - 1 in leaders
+    p = est.p_best(np.random.default_rng(1), n_draws=500)
+    assert p.sum() == pytest.approx(1.0) and np.all(np.delete(p, leaders) == 0)
+    assert est.expected_gain(10, np.random.default_rng(2), n_draws=200) >= 0
