@@ -245,10 +245,10 @@ def _check_device(ctx: click.Context, param: click.Parameter, value: str | None)
 
 _EMBEDDER_OPTIONS = [
     click.option("--embedder", default=None, envvar="LM_ROUTER_EMBEDDER",
-                 help="'static' (the default: a model2vec static embedder distilled on "
-                      "first use from all-MiniLM-L6-v2, cached), 'static:NAME_OR_FOLDER' "
-                      "to distil another, or a sentence-transformers name or local folder "
-                      "('minilm' = all-MiniLM-L6-v2, packaged copy)."),
+                 help="sentence-transformers name or local folder (default all-MiniLM-L6-v2, "
+                      "packaged copy; also 'minilm'), or 'static' for a model2vec static "
+                      "embedder distilled from it on first use (needs "
+                      "lm-router-plugin[static]); 'static:NAME_OR_FOLDER' distils another."),
     click.option("--device", default=None, envvar="LM_ROUTER_DEVICE", callback=_check_device,
                  help="Where the embedder runs: cpu, cuda, cuda:1, ... Several, "
                       "comma-separated (cuda:0,cuda:1), run sentence-transformers' "

@@ -71,9 +71,9 @@ class Router:
         seed: seed of the Monte Carlo generator.
         predictor: registered predictor name ("knn" built in).
         predictor_params: keyword parameters of the predictor.
-        embedder: "static" (the default, None: a model2vec static embedder distilled from
-            all-MiniLM-L6-v2, static_embedding.py), or a sentence-transformers name or
-            folder ("minilm": all-MiniLM-L6-v2).
+        embedder: sentence-transformers name or folder (default all-MiniLM-L6-v2, also
+            "minilm"), or "static" for a model2vec static embedder distilled from it
+            (static_embedding.py).
         max_seq_length: truncate prompts to this many tokens before embedding (None: the
             embedder's own limit).
         device: where the embedder runs ("cuda", "cuda:0,cuda:1", ...; None: its default).

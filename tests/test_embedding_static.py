@@ -132,9 +132,9 @@ def test_make_embedder_and_cache_env(static_cache, monkeypatch):
     assert made.folder == embedder.folder  # found through $LM_ROUTER_CACHE_DIR
     by_folder = make_embedder(f"static:{packaged_minilm_path()}")
     assert by_folder.id == embedder.id  # the same files: the same distillation and cache
-    # the default is the static embedder; "minilm" names the transformer
-    assert isinstance(make_embedder(None), StaticEmbedder)
-    assert make_embedder(None).id == embedder.id
+    # the default is MiniLM (static is one flag away); "minilm" names it too
+    assert isinstance(make_embedder(None), SentenceTransformerEmbedder)
+    assert make_embedder(None).id == DEFAULT_EMBEDDER
     assert isinstance(make_embedder("minilm"), SentenceTransformerEmbedder)
     assert make_embedder("minilm").id == DEFAULT_EMBEDDER
 

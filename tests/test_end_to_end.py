@@ -43,14 +43,9 @@ def test_recommend_held_out_task_with_minilm(cli, held_out_runs, lmeval_runs, tm
                            "toy/geo-buff-7b: {params: 7B}\ntoy/tiny-1b: {params: 1B}\n")
     result = cli("ingest", "lm-eval", held_out_runs, "--models", models_yaml)
     assert result.exit_code == 0, result.output
-    # the default embedder (static) routes; the semantic checks below need MiniLM: on these
-    # short templated toy prompts the static embedder does not put the units questions
+    # the semantic checks below need MiniLM (the default; named here so they keep it): on
+    # these short templated prompts the static embedder does not put the units questions
     # next to the arithmetic ones (measured; README "Scaling: embedders")
-    result = cli("recommend", "--task", HELD_OUT, "--include-path", lmeval_runs.tasks_dir,
-                 "--json")
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["choice"] in {"toy/math-whiz-7b", "toy/generalist-70b",
-                                                   "toy/geo-buff-7b", "toy/tiny-1b"}
     minilm = ("--embedder", "minilm")
     result = cli("recommend", "--task", HELD_OUT, "--include-path", lmeval_runs.tasks_dir,
                  *minilm, "--json")
