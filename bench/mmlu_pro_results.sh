@@ -2,9 +2,8 @@
 # The README's results on real data: MMLU-Pro (../shared/data/mmlu_pro, 29 models), with the
 # 14 categories and with the 91 `src` sources as tasks, for one embedder.
 # Usage: bash bench/mmlu_pro_results.sh STORE_DIR [EMBEDDER] [OUT_DIR]
-#   EMBEDDER: omitted = the default (static, distilled from all-MiniLM-L6-v2); `minilm`
-#   (all-MiniLM-L6-v2, packaged); or a folder such as the one made by
-#   ../shared/tools/get-mpnet.sh DIR  (DIR/all-mpnet-base-v2)
+#   EMBEDDER: omitted or `minilm` = all-MiniLM-L6-v2 (the default, packaged); `static`; or a
+#   folder such as the one made by ../shared/tools/get-mpnet.sh DIR (DIR/all-mpnet-base-v2)
 # Writes OUT_DIR/{cat14,src91,src91_small,src91_notop}.json; render with
 #   python bench/render_results.py OUT_DIR
 set -euo pipefail

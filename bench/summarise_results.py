@@ -1,0 +1,55 @@
+"""One table over several ``lm-router evaluate --json`` outputs: per set, each row's mean gain
+over BMA in accuracy points (and the share of the BMA -> Oracle gap it closes), at zero labels
+and at N in-task labels, plus the mean over the sets.
+
+    python bench/summarise_results.py NAME=FILE.json [NAME=FILE.json ...] [--labels 10,30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+ZERO = ("s1", "s3", "stack", "cal")
+WITH_LABELS = ("few_shot", "s1", "s3", "stack", "post", "post_planned")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sets", nargs="+", help="NAME=evaluate.json")
+    parser.add_argument("--labels", default="10,30")
+    args = parser.parse_args()
+    counts = [int(c) for c in args.labels.split(",") if c]
+    data = {}
+    for item in args.sets:
+        name, path = item.split("=", 1)
+        data[name] = json.loads(open(path).read())["rows"]
+    names = list(data)
+    rows = [(r, r) for r in ZERO] + [(f"{r}@{n}", f"{r}@{n}labels") for n in counts
+                                     for r in WITH_LABELS]
+    print("| row | " + " | ".join(names) + " | mean |")
+    print("|---" * (len(names) + 2) + "|")
+    print("| BMA / Oracle acc. | " + " | ".join(
+        f"{data[n]['bma']['acc']:.3f} / {data[n]['oracle']['acc']:.3f}" for n in names) + " | |")
+    for label, key in rows:
+        cells, gains = [], []
+        for n in names:
+            row = data[n].get(key)
+            if row is None:
+                cells.append("")
+                continue
+            gain = row["gain_over_bma"] * 100
+            gains.append(gain)
+            gap = row.get("gap_closed")
+            wl = f" ({row['wins']:g}/{row['losses']:g})" if "wins" in row else ""
+            cells.append(f"{gain:+.2f}" + (f" [{gap:.0%}]" if gap == gap and gap is not None
+                                           else "") + wl)
+        mean = f"{np.mean(gains):+.2f}" if gains else ""
+        print(f"| {label} | " + " | ".join(cells) + f" | {mean} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
