@@ -170,11 +170,11 @@ def info(store_dir: str | None, as_json: bool) -> None:
     from .store import Store
 
     store = Store(store_dir)
-    table = store.read_table(required=True)
+    table = store.read_table(required=True, categorical=True)  # no string per row
     accuracy, counts = accuracy_table(table)
     summary = score_summary(table)
-    models = sorted(table["model"].unique())
-    tasks = sorted(table["task"].unique())
+    models = sorted(summary["model"].unique())
+    tasks = sorted(summary["task"].unique())
     if as_json:
         nested: dict[str, dict[str, dict[str, Any]]] = {"metric": {}, "threshold": {},
                                                         "mean_score": {}}

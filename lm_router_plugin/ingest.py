@@ -494,14 +494,28 @@ def _distinct(table: pa.Table, name: str) -> list[str]:
     return sorted(set(values.cast(pa.string()).to_pylist()))
 
 
+def _group_keys(table: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """``table`` with categorical ``names`` reduced to their used categories in sorted order,
+    so that groupby sorts them as it sorts strings."""
+    changes = {}
+    for name in names:
+        if isinstance(table[name].dtype, pd.CategoricalDtype):
+            column = table[name].cat.remove_unused_categories()
+            changes[name] = column.cat.reorder_categories(sorted(column.cat.categories))
+    return table.assign(**changes) if changes else table
+
+
 def accuracy_table(table: pd.DataFrame) -> tuple[dict, dict]:
     """({task: {model: accuracy}}, {task: {model: n}}) of a correctness table."""
-    grouped = table.groupby([TASK, MODEL], sort=True)[CORRECT].agg(["mean", "size"])
+    table = _group_keys(table, [TASK, MODEL])
+    grouped = table.groupby([TASK, MODEL], sort=True, observed=True)[CORRECT].agg(
+        ["mean", "size"])
     accuracy: dict[str, dict[str, float]] = {}
     counts: dict[str, dict[str, int]] = {}
-    for (task, model), (mean, size) in grouped.iterrows():
-        accuracy.setdefault(task, {})[model] = float(mean)
-        counts.setdefault(task, {})[model] = int(size)
+    for (task, model), mean, size in zip(grouped.index, grouped["mean"].to_numpy(),
+                                         grouped["size"].to_numpy()):
+        accuracy.setdefault(str(task), {})[str(model)] = float(mean)
+        counts.setdefault(str(task), {})[str(model)] = int(size)
     return accuracy, counts
 
 
@@ -513,19 +527,29 @@ def score_summary(table: pd.DataFrame) -> pd.DataFrame:
     metrics; ``mean_score`` is the harness's own mean of the metric (what its leaderboard
     shows), ``acc`` the share of rows counted correct after thresholding.
     """
-    def joined(values: pd.Series) -> str:
-        return "/".join(sorted({str(v) for v in values.dropna()}))
-
-    def threshold(values: pd.Series) -> float | str:
-        distinct = sorted(set(values.dropna()))
-        if not distinct:
-            return math.nan
-        return distinct[0] if len(distinct) == 1 else "/".join(f"{v:g}" for v in distinct)
-
-    grouped = table.groupby([TASK, MODEL], sort=True)
-    out = grouped.agg(metric=("metric", joined), threshold=("threshold", threshold),
-                      mean_score=(SCORE, "mean"), acc=(CORRECT, "mean"),
+    table = _group_keys(table, [TASK, MODEL])
+    keys = [TASK, MODEL]
+    grouped = table.groupby(keys, sort=True, observed=True)
+    out = grouped.agg(mean_score=(SCORE, "mean"), acc=(CORRECT, "mean"),
                       n=(CORRECT, "size")).reset_index()
+    # distinct metrics and thresholds per group, from the (few) distinct combinations
+    metrics = (table[keys + [METRIC]].dropna().drop_duplicates()
+               .groupby(keys, observed=True)[METRIC]
+               .agg(lambda v: "/".join(sorted({str(x) for x in v}))))
+    thresholds = (table[keys + [THRESHOLD]].dropna().drop_duplicates()
+                  .groupby(keys, observed=True)[THRESHOLD]
+                  .agg(lambda v: (sorted(set(v))[0] if len(set(v)) == 1
+                                  else "/".join(f"{x:g}" for x in sorted(set(v))))))
+    index = pd.MultiIndex.from_frame(out[keys])
+    out.insert(2, "metric", metrics.reindex(index).fillna("").to_numpy())
+    threshold = thresholds.reindex(index)
+    out.insert(3, "threshold", threshold.to_numpy(dtype=object))
+    values = [math.nan if v is None or (isinstance(v, float) and v != v) else v
+              for v in out["threshold"]]
+    out["threshold"] = (np.array(values, dtype=float) if all(isinstance(v, float) for v in values)
+                        else pd.Series(values, dtype=object))
+    for name in keys + ["metric"]:  # plain strings, also from categorical input
+        out[name] = out[name].astype(object).astype(str)
     return out
 
 

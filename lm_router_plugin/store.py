@@ -346,6 +346,13 @@ class Store:
                              ) from exc
         return table.replace_schema_metadata(None)
 
+    def distinct(self, column: str, *, required: bool = False) -> list[str]:
+        """Sorted distinct values of a string column, read from its Parquet dictionaries."""
+        import pyarrow.compute as pc
+
+        values = pc.unique(self.read_arrow(columns=[column], required=required).column(column))
+        return sorted(set(values.cast(pa.string()).to_pylist()) - {None})
+
     def write_table(self, table: pd.DataFrame) -> None:
         """Commit ``table`` as the new correctness table (metadata carried over)."""
         self.commit(table=table)
