@@ -532,14 +532,19 @@ def score_summary(table: pd.DataFrame) -> pd.DataFrame:
     grouped = table.groupby(keys, sort=True, observed=True)
     out = grouped.agg(mean_score=(SCORE, "mean"), acc=(CORRECT, "mean"),
                       n=(CORRECT, "size")).reset_index()
+    for name in keys:  # plain strings, also from categorical input
+        out[name] = out[name].astype(object).astype(str)
     # distinct metrics and thresholds per group, from the (few) distinct combinations
-    metrics = (table[keys + [METRIC]].dropna().drop_duplicates()
-               .groupby(keys, observed=True)[METRIC]
-               .agg(lambda v: "/".join(sorted({str(x) for x in v}))))
-    thresholds = (table[keys + [THRESHOLD]].dropna().drop_duplicates()
-                  .groupby(keys, observed=True)[THRESHOLD]
-                  .agg(lambda v: (sorted(set(v))[0] if len(set(v)) == 1
-                                  else "/".join(f"{x:g}" for x in sorted(set(v))))))
+    def distinct(column: str) -> pd.DataFrame:
+        small = table[keys + [column]].dropna().drop_duplicates()
+        return small.astype({name: object for name in keys + [column]}).astype(
+            {name: str for name in keys})
+
+    metrics = distinct(METRIC).groupby(keys)[METRIC].agg(
+        lambda v: "/".join(sorted({str(x) for x in v})))
+    thresholds = distinct(THRESHOLD).groupby(keys)[THRESHOLD].agg(
+        lambda v: (sorted(set(v))[0] if len(set(v)) == 1
+                   else "/".join(f"{x:g}" for x in sorted(set(v)))))
     index = pd.MultiIndex.from_frame(out[keys])
     out.insert(2, "metric", metrics.reindex(index).fillna("").to_numpy())
     threshold = thresholds.reindex(index)
@@ -548,8 +553,7 @@ def score_summary(table: pd.DataFrame) -> pd.DataFrame:
               for v in out["threshold"]]
     out["threshold"] = (np.array(values, dtype=float) if all(isinstance(v, float) for v in values)
                         else pd.Series(values, dtype=object))
-    for name in keys + ["metric"]:  # plain strings, also from categorical input
-        out[name] = out[name].astype(object).astype(str)
+    out["metric"] = out["metric"].astype(object).astype(str)
     return out
 
 

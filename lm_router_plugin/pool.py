@@ -34,26 +34,24 @@ class ReferencePool:
 
 
 def _codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(codes (n,) int64, sorted distinct values): codes follow the values' sort order.
-
-    A categorical column is coded from its categories (no Python string per row)."""
+    """(codes (n,) int32, sorted distinct values): codes follow the values' sort order
+    (-1: missing). A categorical column is coded from its categories (no string per row)."""
     if isinstance(column.dtype, pd.CategoricalDtype):
-        cats = np.asarray(column.cat.categories.astype(str), dtype=object)
+        cats = np.asarray(column.cat.categories.astype(object).astype(str), dtype=object)
         order = np.argsort(cats, kind="stable")
-        rank = np.empty(len(cats) + 1, np.int64)
-        rank[order] = np.arange(len(cats))
+        rank = np.empty(len(cats) + 1, np.int32)
+        rank[order] = np.arange(len(cats), dtype=np.int32)
         rank[-1] = -1  # code -1: a missing value
-        codes = rank[column.cat.codes.to_numpy()]
-        return codes, cats[order]
+        return rank[column.cat.codes.to_numpy()], cats[order]
     codes, uniques = pd.factorize(column.astype(str), sort=True)
-    return codes.astype(np.int64), np.asarray(uniques, dtype=object)
+    return codes.astype(np.int32), np.asarray(uniques, dtype=object)
 
 
 def _packed_keys(table: pd.DataFrame) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
     """(n,) int64 key per row, ordered like (task, instance_id, model) strings; the codes."""
     coded = [_codes(table[name]) for name in KEY]
     sizes = [max(len(values), 1) for _, values in coded]
-    key = (coded[0][0] * sizes[1] + coded[1][0]) * sizes[2] + coded[2][0]
+    key = (coded[0][0].astype(np.int64) * sizes[1] + coded[1][0]) * sizes[2] + coded[2][0]
     return key, coded
 
 
@@ -88,9 +86,9 @@ def build_pool(table: pd.DataFrame, models: Sequence[str] | None = None) -> Refe
 
     The input text of an instance is the first non-empty one in model order (models may
     have seen different prompts; the first is kept, deterministically). Works on integer
-    codes of the key columns (categorical columns, as ``Store.read_table(categorical=True)``
-    gives, are never expanded to a string per row): time O(rows log rows), memory a few
-    int64 arrays of the table's length plus Y.
+    codes of the key columns without sorting the rows (categorical columns, as
+    ``Store.read_table(categorical=True)`` gives, are never expanded to a string per row):
+    10M rows take a few int32/int64 arrays of the table's length besides Y.
     """
     if table.empty:
         raise LMRouterError("the correctness table is empty: ingest results first")
@@ -104,55 +102,81 @@ def build_pool(table: pd.DataFrame, models: Sequence[str] | None = None) -> Refe
         row = {k: table[k].iloc[i] for k in KEY + [CORRECT]}
         raise SchemaError(f"the correctness table has correct={row[CORRECT]!r} for "
                           f"{ {k: row[k] for k in KEY} }: 'correct' must be 0 or 1")
-    key, coded = _packed_keys(table)
-    _check_unique(table, key)
-    (task_code, task_values), (inst_code, inst_values), (model_code, model_values) = coded
-    present = np.zeros(len(model_values), bool)
+    del bad
+    (task_code, task_values), (inst_code, inst_values), (model_code, model_values) = (
+        _codes(table[name]) for name in KEY)
+    n_inst_values, n_model_values = max(len(inst_values), 1), max(len(model_values), 1)
+    # instance = (task, instance_id), numbered in (task, instance_id) string order
+    inst_key = task_code.astype(np.int64) * n_inst_values + inst_code
+    del inst_code
+    instance, inst_keys = _dense_rank(inst_key)
+    del inst_key
+    # each (instance, model) once: count rows per cell (uint8 saturates at 255, enough)
+    cell = instance.astype(np.int64) * n_model_values + model_code
+    counts = np.zeros(len(inst_keys) * n_model_values, np.uint8)
+    np.add.at(counts, cell, 1)
+    if (counts > 1).any():
+        i = int(np.flatnonzero(counts[cell] > 1)[0])
+        row = {k: str(table[k].iloc[i]) for k in KEY}
+        raise SchemaError(f"the correctness table repeats the key {row}: each (task, "
+                          "instance_id, model) must appear once")
+    del counts, cell
+    present = np.zeros(n_model_values, bool)
     present[model_code] = True
     if models is None:
         models = model_values[present].tolist()
-        col_of = np.cumsum(present) - 1  # model code -> column (sorted names)
-        keep = np.ones(len(table), bool)
+        col_of = (np.cumsum(present) - 1).astype(np.int32)  # model code -> column
     else:
         models = list(models)
         position = {m: j for j, m in enumerate(models)}
-        col_of = np.array([position.get(m, -1) for m in model_values], dtype=np.int64)
-        keep = col_of[model_code] >= 0
-    rows = np.flatnonzero(keep)
-    if len(rows) == 0:  # none of ``models`` in the table
-        return ReferencePool(texts=[], instance_ids=[], task_of=np.zeros(0, np.int64),
-                             task_names=[], models=models,
-                             Y=np.zeros((0, len(models)), np.float32))
-    column = col_of[model_code[rows]]
+        col_of = np.array([position.get(m, -1) for m in model_values], dtype=np.int32)
+    column = col_of[model_code]
+    del model_code
+    if (column < 0).any():  # rows of models not asked for: drop them and renumber
+        keep = np.flatnonzero(column >= 0)
+        if len(keep) == 0:
+            return ReferencePool(texts=[], instance_ids=[], task_of=np.zeros(0, np.int64),
+                                 task_names=[], models=models,
+                                 Y=np.zeros((0, len(models)), np.float32))
+        column, correct = column[keep], correct[keep]
+        instance, inst_keys = _dense_rank(inst_keys[instance[keep]])
+    else:
+        keep = None
     n_models = len(models)
-    # instance = (task, instance_id); rows ordered by instance, then by model column
-    inst_key = task_code[rows] * max(len(inst_values), 1) + inst_code[rows]
-    order = np.lexsort((column, inst_key))
-    rows, column, inst_key = rows[order], column[order], inst_key[order]
-    starts = np.flatnonzero(np.r_[True, inst_key[1:] != inst_key[:-1]])
-    instance = np.cumsum(np.r_[False, inst_key[1:] != inst_key[:-1]])
-    Y = np.full((len(starts), n_models), np.nan, dtype=np.float32)
-    Y[instance, column] = correct[rows]
-    # the text of each instance: its first non-empty one in model order, else its first
+    Y = np.full((len(inst_keys), n_models), np.nan, dtype=np.float32)
+    Y[instance, column] = correct
+    # the text of each instance: the non-empty text of the first model (in ``models``
+    # order) that has one, else the first model's: min over rows of (empty, column, text)
     if INPUT_TEXT in table.columns:
         text_code, text_values = _codes(table[INPUT_TEXT])
-        codes = text_code[rows]
-        empty = (codes < 0) | (text_values[np.maximum(codes, 0)] == "") if len(text_values) \
-            else np.ones(len(rows), bool)
-        pick = starts.copy()
-        nonempty = np.flatnonzero(~empty)
-        if len(nonempty):
-            first = np.unique(instance[nonempty], return_index=True)
-            pick[first[0]] = nonempty[first[1]]
-        texts = [str(text_values[c]) if c >= 0 else "" for c in codes[pick]]
+        if keep is not None:
+            text_code = text_code[keep]
+        n_text = len(text_values) + 1
+        is_empty = (text_code < 0) | (np.asarray(text_values == "", bool)[text_code]
+                                      if len(text_values) else True)
+        text_code = np.where(text_code < 0, n_text - 1, text_code)
+        rank = ((is_empty.astype(np.int64) * n_models + column) * n_text + text_code)
+        best = np.full(len(inst_keys), np.iinfo(np.int64).max, np.int64)
+        np.minimum.at(best, instance, rank)
+        picked = best % n_text
+        texts_all = np.append(text_values.astype(object), "")
+        texts = [str(t) for t in texts_all[picked]]
     else:
-        pick = starts
-        texts = [""] * len(starts)
-    first_rows = rows[pick]
-    tasks = task_code[first_rows]
+        texts = [""] * len(inst_keys)
+    tasks = inst_keys // n_inst_values
     used = np.unique(tasks)
-    task_names = task_values[used].tolist()
-    task_of = np.searchsorted(used, tasks).astype(np.int64)
     return ReferencePool(texts=texts,
-                         instance_ids=inst_values[inst_code[first_rows]].astype(str).tolist(),
-                         task_of=task_of, task_names=task_names, models=models, Y=Y)
+                         instance_ids=[str(v) for v in inst_values[inst_keys % n_inst_values]],
+                         task_of=np.searchsorted(used, tasks).astype(np.int64),
+                         task_names=[str(v) for v in task_values[used]], models=models, Y=Y)
+
+
+def _dense_rank(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rank of each key among the distinct keys (n,) int64, the sorted distinct keys)."""
+    if len(keys) and keys.max() < 1 << 27:  # a direct lookup table: no sort of n keys
+        seen = np.zeros(int(keys.max()) + 1, bool)
+        seen[keys] = True
+        rank = np.cumsum(seen) - 1
+        return rank[keys], np.flatnonzero(seen)
+    distinct, inverse = np.unique(keys, return_inverse=True)
+    return inverse.astype(np.int64), distinct
