@@ -340,6 +340,13 @@ def main(argv: list[str] | None = None) -> int:
     for n in [int(x) for x in args.sweep_models.split(",") if x.strip()]:
         results[f"models={n}"] = scenario(f"m{n}", data, work, n, prompts, args.workers,
                                           baselines=False)
+    sweep = [int(x) for x in args.sweep_models.split(",") if x.strip()]
+    if sweep:  # growing a store: all models into the store of the largest sweep's models
+        n = max(sweep)
+        results["grow"] = run_phase("reingest", data=data, store=work / f"store-m{n}",
+                                    workers=args.workers)
+        print(f"[grow] all {truth['models']} models into the {n}-model store "
+              f"{results['grow']}", flush=True)
     for n in [int(x) for x in args.sweep_docs.split(",") if x.strip()]:
         small = work / f"synth-{truth['models']}x{truth['tasks']}x{n}"
         if not (small / "truth.json").exists():
@@ -363,6 +370,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{re['wall_s']} s, RSS parent {re['rss_mib']} MiB")
     print(f"embed    {full['embed']['wall_s']:7.1f} s  ({full['embed']['instances']:,} "
           f"instance texts, static embedder, into the store's cache)")
+    if "grow" in results:
+        grow = results["grow"]
+        print(f"growing a store (ingest all files into the {max(sweep)}-model store): "
+              f"{grow['added']:,} added, {grow['unchanged']:,} identical, {grow['wall_s']} s, "
+              f"RSS parent {grow['rss_mib']} MiB")
     fit, fb = full["fit"], full["fit_baseline"]
     print(f"fit      {fit['wall_s']:7.1f} s  RSS {fit['rss_mib']} MiB  | numpy core "
           f"{fb['wall_s']} s -> ratio {fit['wall_s'] / max(fb['wall_s'], 0.01):.2f}x")
@@ -372,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{full['recommend_cli_s']} s  | numpy {rec['baseline_s']} s")
     print("\ngrowth (rows, ingest s, ingest RSS MiB, embed s, fit s, fit RSS MiB, recommend api s, CLI s):")
     for key, r in results.items():
-        if key == "generate":
+        if key in ("generate", "grow"):
             continue
         print(f"  {key:12s} {r['ingest']['rows']:>11,} {r['ingest']['wall_s']:8.1f} "
               f"{r['ingest']['rss_mib']:6d} {r['embed']['wall_s']:6.1f} {r['fit']['wall_s']:7.1f} "

@@ -308,7 +308,12 @@ def key_codes(*tables: pa.Table) -> list[np.ndarray]:
                           f"({sizes}); split the store")
     out = []
     for task_code, inst_code, model_code in parts:
-        out.append((task_code * sizes[1] + inst_code) * sizes[2] + model_code)
+        key = task_code.astype(np.int64)  # packed in place: one int64 array per table
+        key *= sizes[1]
+        key += inst_code
+        key *= sizes[2]
+        key += model_code
+        out.append(key)
     return out
 
 
@@ -321,8 +326,8 @@ def _dictionary_values(column: pa.ChunkedArray) -> pa.Array:
 
 
 def _codes_in(column: pa.ChunkedArray, unified: pa.Array) -> np.ndarray:
-    """(n,) int64: each row's position in ``unified``."""
-    out = np.empty(len(column), np.int64)
+    """(n,) int32: each row's position in ``unified``."""
+    out = np.empty(len(column), np.int32)
     pos = 0
     for chunk in column.chunks:
         n = len(chunk)
@@ -350,26 +355,24 @@ def check_unique_keys(table: pa.Table, where: str) -> None:
                           "appear once")
 
 
-def merge_arrow(stored: pa.Table | None, new: pa.Table, *, replace: bool = False
-                ) -> tuple[pa.Table, int, int, int]:
-    """Merge ``new`` into ``stored`` (Arrow, ARROW_DICT_SCHEMA): (merged, n_added,
-    n_unchanged, n_replaced), as :func:`merge_tables` does for pandas tables. Keys are
-    matched as int64 codes (:func:`key_codes`) with one sort.
+def merge_plan(stored: pa.Table, new: pa.Table, *, replace: bool = False
+               ) -> tuple[np.ndarray, np.ndarray, int, int, int]:
+    """Which rows a merge of ``new`` into ``stored`` keeps: (keep_old (n_old,) bool,
+    keep_new (n_new,) bool, n_added, n_unchanged, n_replaced). ``stored`` needs only the
+    key columns, score, correct and origin. Keys are matched as int64 codes
+    (:func:`key_codes`) with one sort of the stored keys.
 
     Raises:
         ConflictError: a key in both with a different score or correctness (unless ``replace``).
     """
-    if stored is None or stored.num_rows == 0:
-        return new, new.num_rows, 0, 0
     old_codes, new_codes = key_codes(stored, new)
-    order = np.argsort(old_codes, kind="stable")
-    sorted_old = old_codes[order]
-    pos = np.searchsorted(sorted_old, new_codes)
-    pos_clipped = np.minimum(pos, len(sorted_old) - 1)
-    matched = sorted_old[pos_clipped] == new_codes
-    idx_new = np.flatnonzero(matched)
-    idx_old = order[pos_clipped[idx_new]]
-    del old_codes, new_codes, order, sorted_old, pos, pos_clipped
+    order = np.argsort(old_codes)
+    old_codes = old_codes[order]  # sorted
+    pos = np.searchsorted(old_codes, new_codes)
+    np.minimum(pos, max(len(old_codes) - 1, 0), out=pos)
+    idx_new = np.flatnonzero(old_codes[pos] == new_codes)
+    idx_old = order[pos[idx_new]]
+    del old_codes, new_codes, order, pos
     score_new = new.column(SCORE).take(idx_new).to_numpy(zero_copy_only=False)
     score_old = stored.column(SCORE).take(idx_old).to_numpy(zero_copy_only=False)
     same_score = (score_new == score_old) | (np.isnan(score_new) & np.isnan(score_old))
@@ -391,9 +394,23 @@ def merge_arrow(stored: pa.Table | None, new: pa.Table, *, replace: bool = False
     keep_new[idx_new[~differs]] = False
     keep_old = np.ones(stored.num_rows, bool)
     keep_old[idx_old[differs]] = False
-    n_added = new.num_rows - len(idx_new)
-    n_unchanged = int((~differs).sum())
-    n_replaced = int(differs.sum())
+    return (keep_old, keep_new, new.num_rows - len(idx_new), int((~differs).sum()),
+            int(differs.sum()))
+
+
+def merge_arrow(stored: pa.Table | None, new: pa.Table, *, replace: bool = False
+                ) -> tuple[pa.Table, int, int, int]:
+    """Merge ``new`` into ``stored`` (Arrow, ARROW_DICT_SCHEMA): (merged, n_added,
+    n_unchanged, n_replaced), as :func:`merge_tables` does for pandas tables (ingest itself
+    streams the stored rows instead of holding them, see :func:`merge_plan`).
+
+    Raises:
+        ConflictError: a key in both with a different score or correctness (unless ``replace``).
+    """
+    if stored is None or stored.num_rows == 0:
+        return new, new.num_rows, 0, 0
+    keep_old, keep_new, n_added, n_unchanged, n_replaced = merge_plan(stored, new,
+                                                                      replace=replace)
     merged = pa.concat_tables([stored.filter(pa.array(keep_old)),
                                new.filter(pa.array(keep_new))])
     return merged, n_added, n_unchanged, n_replaced
@@ -469,9 +486,17 @@ def ingest(adapter_name: str, paths: Sequence[str | Path], store: Store, *,
     # The slow part (reading the files) is done; the read-merge-commit runs under the store's
     # writer lock so that a concurrent ingest cannot lose our rows or we theirs.
     with store.lock():
-        stored = store.read_arrow() if store.has_table() else None
-        merged, n_added, n_unchanged, n_replaced = merge_arrow(stored, new, replace=replace)
-        del stored
+        merged: Any
+        if store.has_table():
+            # only the columns the match needs; the stored rows themselves are streamed
+            # from the old Parquet file, row group by row group, when the new one is written
+            stored = store.read_arrow(columns=KEY + [SCORE, CORRECT, ORIGIN])
+            keep_old, keep_new, n_added, n_unchanged, n_replaced = merge_plan(
+                stored, new, replace=replace)
+            del stored
+            merged = [store.table_parts(keep_old), new.filter(pa.array(keep_new))]
+        else:
+            merged, n_added, n_unchanged, n_replaced = new, new.num_rows, 0, 0
         old_models = store.read_models()
         models = {m: dict(spec) for m, spec in old_models.items()}
         for source in (metadata, user_models):  # the user's YAML wins over harness metadata
@@ -558,4 +583,4 @@ def score_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 __all__ = ["BatchBuilder", "IngestReport", "accuracy_table", "score_summary", "ingest",
-           "load_models_file", "merge_arrow", "merge_tables", "read_arrow", "read_rows"]
+           "load_models_file", "merge_arrow", "merge_plan", "merge_tables", "read_arrow", "read_rows"]

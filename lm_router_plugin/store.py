@@ -233,7 +233,7 @@ class Store:
                 os.close(self._lock_fd)  # closing releases the flock
                 self._lock_fd = None
 
-    def commit(self, *, table: pd.DataFrame | pa.Table | None = None,
+    def commit(self, *, table: pd.DataFrame | pa.Table | list[Any] | None = None,
                models: dict[str, dict[str, Any]] | None = None) -> None:
         """Make a new generation with ``table`` and/or ``models`` (the other part carried
         over unchanged) and switch ``CURRENT`` to it in one rename. Takes the lock."""
@@ -346,6 +346,25 @@ class Store:
                              ) from exc
         return table.replace_schema_metadata(None)
 
+    def table_parts(self, keep: Any = None) -> Iterator[pa.Table]:
+        """The stored table, one Arrow table (dictionary-encoded) per Parquet row group,
+        optionally only the rows where ``keep`` ((n_rows,) bool) is True. The file is the
+        current one when this is called (a later commit does not change what it reads)."""
+        path = self.table_path
+        self.check_format()
+
+        def parts() -> Iterator[pa.Table]:
+            reader = pq.ParquetFile(path, read_dictionary=STRING_COLUMNS)
+            offset = 0
+            for i in range(reader.num_row_groups):
+                part = reader.read_row_group(i).replace_schema_metadata(None)
+                n = part.num_rows
+                if keep is not None:
+                    part = part.filter(pa.array(keep[offset:offset + n]))
+                offset += n
+                yield part
+        return parts()
+
     def distinct(self, column: str, *, required: bool = False) -> list[str]:
         """Sorted distinct values of a string column, read from its Parquet dictionaries."""
         import pyarrow.compute as pc
@@ -429,22 +448,48 @@ class Store:
 ROW_GROUP_ROWS = 1 << 20
 
 
-def _write_parquet(table: pd.DataFrame | pa.Table, path: Path) -> None:
-    """Write the table in the stored format (plain string columns, schema.ARROW_SCHEMA, so
-    pandas, polars or DuckDB read it as before); Parquet dictionary-encodes each column chunk,
-    so a text repeated for 1,000 models is stored once per row group. An Arrow table with
-    dictionary columns is decoded one row group at a time: memory stays bounded."""
-    schema = ARROW_SCHEMA.with_metadata({FORMAT_KEY: str(FORMAT_VERSION).encode()})
+def _arrow_parts(table: Any) -> Iterator[pa.Table]:
+    """Arrow tables (COLUMNS) from a DataFrame, an Arrow table, or a list/iterator of them."""
     if isinstance(table, pd.DataFrame):
         try:
-            arrow = pa.Table.from_pandas(table[COLUMNS], schema=schema, preserve_index=False)
+            yield pa.Table.from_pandas(table[COLUMNS], schema=ARROW_SCHEMA, preserve_index=False)
         except (pa.ArrowInvalid, pa.ArrowTypeError):  # e.g. categorical columns
-            arrow = pa.Table.from_pandas(table[COLUMNS], preserve_index=False)
+            yield pa.Table.from_pandas(table[COLUMNS], preserve_index=False)
+    elif isinstance(table, pa.Table):
+        yield table.select(COLUMNS)
     else:
-        arrow = table.select(COLUMNS)
+        for part in table:
+            yield from _arrow_parts(part)
+
+
+def _write_parquet(table: Any, path: Path) -> None:
+    """Write the table in the stored format (plain string columns, schema.ARROW_SCHEMA, so
+    pandas, polars or DuckDB read it as before); Parquet dictionary-encodes each column chunk,
+    so a text repeated for 1,000 models is stored once per row group.
+
+    ``table``: a DataFrame, an Arrow table (dictionary columns allowed), or a list of them or
+    of iterators of them (ingest passes the kept stored row groups + the new rows). Parts are
+    decoded to plain strings and written one row group (ROW_GROUP_ROWS rows) at a time:
+    memory stays bounded by a row group, not the table.
+    """
+    schema = ARROW_SCHEMA.with_metadata({FORMAT_KEY: str(FORMAT_VERSION).encode()})
+
+    def plain(part: pa.Table) -> pa.Table:
+        return pa.table([part.column(f.name).cast(f.type) for f in ARROW_SCHEMA], schema=schema)
+
     with pq.ParquetWriter(path, schema, compression="zstd",
                           dictionary_pagesize_limit=64 << 20) as writer:
-        for start in range(0, max(arrow.num_rows, 1), ROW_GROUP_ROWS):
-            part = arrow.slice(start, ROW_GROUP_ROWS)
-            writer.write_table(pa.table([part.column(f.name).cast(f.type) for f in schema],
-                                        schema=schema), row_group_size=ROW_GROUP_ROWS)
+        buffered: list[pa.Table] = []
+        n_buffered = 0
+        written = False
+        for part in _arrow_parts(table):
+            for start in range(0, part.num_rows, ROW_GROUP_ROWS):
+                piece = plain(part.slice(start, ROW_GROUP_ROWS))
+                buffered.append(piece)
+                n_buffered += piece.num_rows
+                if n_buffered >= ROW_GROUP_ROWS:  # small parts are gathered into one group
+                    writer.write_table(pa.concat_tables(buffered), row_group_size=ROW_GROUP_ROWS)
+                    buffered, n_buffered, written = [], 0, True
+        if buffered or not written:
+            rest = pa.concat_tables(buffered) if buffered else plain(ARROW_SCHEMA.empty_table())
+            writer.write_table(rest, row_group_size=ROW_GROUP_ROWS)
