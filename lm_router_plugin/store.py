@@ -445,7 +445,7 @@ class Store:
 
 
 #: Rows per Parquet row group (and per slice decoded to plain strings while writing).
-ROW_GROUP_ROWS = 1 << 20
+ROW_GROUP_ROWS = 1 << 19
 
 
 def _arrow_parts(table: Any) -> Iterator[pa.Table]:
@@ -484,12 +484,13 @@ def _write_parquet(table: Any, path: Path) -> None:
         written = False
         for part in _arrow_parts(table):
             for start in range(0, part.num_rows, ROW_GROUP_ROWS):
-                piece = plain(part.slice(start, ROW_GROUP_ROWS))
-                buffered.append(piece)
-                n_buffered += piece.num_rows
+                buffered.append(plain(part.slice(start, ROW_GROUP_ROWS)))
+                n_buffered += buffered[-1].num_rows
                 if n_buffered >= ROW_GROUP_ROWS:  # small parts are gathered into one group
-                    writer.write_table(pa.concat_tables(buffered), row_group_size=ROW_GROUP_ROWS)
+                    group = pa.concat_tables(buffered)
                     buffered, n_buffered, written = [], 0, True
+                    writer.write_table(group, row_group_size=ROW_GROUP_ROWS)
+                    del group  # one decoded row group alive at a time
         if buffered or not written:
             rest = pa.concat_tables(buffered) if buffered else plain(ARROW_SCHEMA.empty_table())
             writer.write_table(rest, row_group_size=ROW_GROUP_ROWS)
