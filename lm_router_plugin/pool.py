@@ -99,7 +99,7 @@ def build_pool(table: pd.DataFrame, models: Sequence[str] | None = None) -> Refe
     bad = ~np.isin(correct, (0, 1))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        row = {k: table[k].iloc[i] for k in KEY + [CORRECT]}
+        row = table.iloc[[i]][KEY + [CORRECT]].iloc[0].to_dict()  # Python scalars
         raise SchemaError(f"the correctness table has correct={row[CORRECT]!r} for "
                           f"{ {k: row[k] for k in KEY} }: 'correct' must be 0 or 1")
     del bad
