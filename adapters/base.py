@@ -61,6 +61,13 @@ class Adapter(ABC):
         # model id -> {"params": int | None, "cost_per_1m": float | None}, filled while reading
         self.model_metadata: dict[str, dict[str, Any]] = {}
 
+    # Optional, for parallel reading (ingest.read_arrow; the lm-eval adapter has them):
+    #   plan(paths) -> list of picklable work units whose rows do not depend on each other,
+    #   read_unit(unit) -> Iterator[Row] (run in a worker process with its own adapter),
+    #   unit_state() -> picklable dict of what the parent needs (counts, model metadata),
+    #   finish(states, paths) -> merge the states here; raise if nothing usable was read.
+    # Without them ``read`` runs in the ingesting process.
+
     @abstractmethod
     def read(self, paths: Sequence[Path]) -> Iterator[Row]:
         """Yield rows for every file under ``paths`` (files or folders, any depth).

@@ -239,6 +239,58 @@ class LMEvalAdapter(Adapter):
             InputError: a malformed file (naming file and line), a path with no lm-eval
                 output, or no usable per-sample scores at all.
         """
+        files = self._discover_all(paths)
+        self._start()
+        for sample_file in self._newest_runs(files):
+            yield from self._read_file(sample_file)
+        self._report_mismatches()
+        self.finish([self.unit_state()], paths, merge=False)
+
+    # -- parallel reading (ingest.read_arrow) ------------------------------------------
+    def plan(self, paths: Sequence[Path]) -> list[list[_SampleFile]]:
+        """Work units for parallel reading: the chosen sample files grouped by task, each
+        group in the order :meth:`read` reads them. Everything that links files (which doc
+        text a later model reuses, doc_hash checks) links files of one task only, so a unit
+        read alone gives the rows :meth:`read` gives."""
+        by_task: dict[str, list[_SampleFile]] = {}
+        for sample_file in self._newest_runs(self._discover_all(paths)):
+            by_task.setdefault(sample_file.task, []).append(sample_file)
+        return list(by_task.values())
+
+    def read_unit(self, unit: list[_SampleFile]) -> Iterator[Row]:
+        """The rows of one unit of :meth:`plan` (in a worker process or here)."""
+        self._start()
+        for sample_file in unit:
+            yield from self._read_file(sample_file)
+        self._report_mismatches()
+
+    def unit_state(self) -> dict[str, Any]:
+        """What the parent needs from a unit's reading: counts, skips, model metadata."""
+        return {"n_rows": self._n_rows, "skipped": list(self._skipped),
+                "model_metadata": {m: dict(v) for m, v in self.model_metadata.items()}}
+
+    def finish(self, states: list[dict[str, Any]], paths: Sequence[Path], *,
+               merge: bool = True) -> None:
+        """Combine the units' states; InputError when no usable sample was read at all."""
+        if merge:
+            for state in states:
+                for model, meta in state["model_metadata"].items():
+                    mine = self.model_metadata.setdefault(model, {"params": None,
+                                                                 "cost_per_1m": None})
+                    if meta.get("params") and not mine.get("params"):
+                        mine["params"] = meta["params"]
+        n_rows = sum(state["n_rows"] for state in states)
+        skipped = [reason for state in states for reason in state["skipped"]]
+        if n_rows == 0:
+            where = ", ".join(map(str, paths))
+            if skipped:
+                raise InputError(where, "no usable per-sample scores: " + "; ".join(skipped),
+                                 hint="choose a scalar per-sample metric with --thresholds "
+                                      "(tasks: {TASK: {metric: NAME}}) or log a task that has one")
+            raise InputError(where, "the lm-eval sample logs hold no samples",
+                             hint=_NO_LM_EVAL_HINT)
+
+    def _discover_all(self, paths: Sequence[Path]) -> list[_SampleFile]:
         found = _Found()
         tasks = self.options.get("tasks")
         if isinstance(tasks, str):
@@ -251,7 +303,10 @@ class LMEvalAdapter(Adapter):
             if is_hf_path(path):
                 path = download_dataset(path, tasks=tasks)
             self._discover(Path(path), found)
-        files = self._sample_files(found)
+        return self._sample_files(found)
+
+    def _start(self) -> None:
+        """Fresh per-read state."""
         # (task, doc_id) -> [doc_hash, model, text, prompt_hash, rule]
         self._docs: dict[tuple[str, Any], list] = {}
         self._renderers: dict[tuple[str, str], Any] = {}  # (doc_to_text, doc_to_choice) -> renderer
@@ -261,17 +316,6 @@ class LMEvalAdapter(Adapter):
         self._filter_logged: set[str] = set()
         self._metric_logged: set[tuple[str, str]] = set()
         self._n_rows = 0
-        for sample_file in self._newest_runs(files):
-            yield from self._read_file(sample_file)
-        self._report_mismatches()
-        if self._n_rows == 0:
-            where = ", ".join(map(str, paths))
-            if self._skipped:
-                raise InputError(where, "no usable per-sample scores: " + "; ".join(self._skipped),
-                                 hint="choose a scalar per-sample metric with --thresholds "
-                                      "(tasks: {TASK: {metric: NAME}}) or log a task that has one")
-            raise InputError(where, "the lm-eval sample logs hold no samples",
-                             hint=_NO_LM_EVAL_HINT)
 
     # -- discovery ---------------------------------------------------------------------
     def _discover(self, root: Path, found: _Found) -> None:

@@ -55,7 +55,7 @@ def check_request(store: Store, router_params: dict[str, Any], *, score: str = D
         limit = parse_params(max_params)
     except ValueError as exc:
         raise InvalidParameterError("max_params", str(exc)) from exc
-    models = sorted(store.read_table(columns=[MODEL], required=True)[MODEL].unique())
+    models = store.distinct(MODEL, required=True)
     model_mask(models, candidates, limit, store.read_models())  # unknown names, none left
     return router, limit
 
@@ -69,8 +69,9 @@ def labelling_thresholds(store: Store, thresholds: str | Path | None = None) -> 
     out = Thresholds.load(thresholds)
     if thresholds is not None:
         return out
-    stored = store.read_table(columns=[METRIC, THRESHOLD]).dropna(subset=[THRESHOLD])
-    for metric, values in stored.groupby(METRIC)[THRESHOLD]:
+    stored = store.read_table(columns=[METRIC, THRESHOLD], categorical=True
+                              ).dropna(subset=[THRESHOLD])
+    for metric, values in stored.groupby(METRIC, observed=True)[THRESHOLD]:
         out.metrics[str(metric)] = float(values.mode().iloc[0])
     return out
 

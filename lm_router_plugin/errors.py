@@ -23,6 +23,16 @@ class InputError(LMRouterError, ValueError):
         self.path = path
         self.line = line
 
+    def __reduce__(self):  # raised in an ingest worker process: pickled back to the parent
+        return _restore_input_error, (type(self), str(self), self.path, self.line)
+
+
+def _restore_input_error(cls: type, message: str, path: object, line: int | None) -> InputError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    err.path, err.line = path, line
+    return err
+
 
 class SchemaError(LMRouterError, ValueError):
     """A table does not have the columns or values the correctness table needs."""

@@ -14,19 +14,26 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+import multiprocessing
+import os
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 
-from .errors import ConflictError, InputError
+from .errors import ConflictError, InputError, SchemaError
 from .registry import adapters
 from .schema import (
-    CORRECT, KEY, MODEL, ORIGIN, SCORE, TASK, validate_table,
+    ARROW_DICT_SCHEMA, ARROW_SCHEMA, BENCHMARK, COLUMNS, CORRECT, INPUT_TEXT, INSTANCE_ID, KEY,
+    METRIC, MODEL, ORIGIN, PROMPT_HASH, SCORE, SOURCE, TASK, TEXT_RULE, THRESHOLD,
 )
 from .store import Store, parse_params
 from .thresholds import Rule, Thresholds
@@ -46,10 +53,174 @@ class IngestReport:
     tasks: list[str] = field(default_factory=list)
 
 
-def read_rows(adapter_name: str, paths: Sequence[str | Path],
-              thresholds: Thresholds | None = None, **options: Any
-              ) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
-    """Run one adapter over ``paths``: (validated table of new rows, model metadata)."""
+class BatchBuilder:
+    """Collects adapter rows and turns them into Arrow record batches (ARROW_DICT_SCHEMA):
+    thresholds applied, string columns dictionary-encoded, every ``batch_rows`` rows.
+
+    Per row only the rule lookup and two appends run in Python; the transposition (zip) and
+    the encoding run in C. Memory holds at most one batch of Python rows.
+    """
+
+    def __init__(self, thresholds: Thresholds, where: str, batch_rows: int = 1 << 16):
+        self.thresholds = thresholds
+        self.where = where
+        self.batch_rows = batch_rows
+        self.rules: dict[tuple[str, str, bool | None], Rule] = {}
+        self.n_rows = 0
+        self._clear()
+
+    def _clear(self) -> None:
+        self.rows: list[Any] = []
+        self.threshold_col: list[float | None] = []
+        self.correct_col: list[Any] = []
+
+    def add_all(self, rows: Iterable[Any]) -> Iterator[pa.RecordBatch]:
+        """Add rows; yield a batch whenever ``batch_rows`` are collected (and the rest at the end)."""
+        rules, thresholds = self.rules, self.thresholds
+        add_row, add_threshold, add_correct = (self.rows.append, self.threshold_col.append,
+                                               self.correct_col.append)
+        size = self.batch_rows
+        for row in rows:
+            add_row(row)
+            if row.correct is None:
+                rule_key = (row.task, row.metric, row.higher_is_better)
+                rule = rules.get(rule_key)
+                if rule is None:
+                    rule = rules[rule_key] = thresholds.rule(row.task, row.metric,
+                                                             row.higher_is_better)
+                threshold, correct = rule.apply(row.score)
+            else:
+                threshold, correct = None, row.correct
+            add_threshold(threshold)
+            add_correct(correct)
+            if len(self.rows) >= size:
+                yield self.flush()
+                add_row, add_threshold, add_correct = (
+                    self.rows.append, self.threshold_col.append, self.correct_col.append)
+        if self.rows:
+            yield self.flush()
+
+    def flush(self) -> pa.RecordBatch:
+        (source, benchmark, task, instance_id, input_text, model, metric, score, _, origin,
+         _, prompt_hash, text_rule) = zip(*self.rows)
+        strings = {SOURCE: source, BENCHMARK: benchmark, TASK: task, INSTANCE_ID: instance_id,
+                   INPUT_TEXT: input_text, MODEL: model, METRIC: metric, ORIGIN: origin,
+                   PROMPT_HASH: prompt_hash, TEXT_RULE: text_rule}
+        correct = self.correct_col
+        threshold = self.threshold_col
+        offset = self.n_rows
+        n = len(self.rows)
+        self.n_rows += n
+        self._clear()
+        arrays = []
+        for name in COLUMNS:
+            if name in strings:
+                values = strings[name]
+                try:
+                    array = pa.array(values, pa.string())
+                except (pa.ArrowInvalid, pa.ArrowTypeError):  # a plugin gave ints etc.
+                    array = pa.array([str(v) for v in values], pa.string())
+                arrays.append(array.dictionary_encode())
+            elif name == SCORE:
+                arrays.append(_float_array(score))
+            elif name == THRESHOLD:
+                arrays.append(_float_array(threshold))
+            else:
+                arrays.append(_correct_array(correct, self.where, offset))
+        return pa.RecordBatch.from_arrays(arrays, schema=ARROW_DICT_SCHEMA)
+
+
+def _float_array(values: Sequence[Any]) -> pa.Array:
+    try:
+        return pa.array(values, pa.float64(), from_pandas=True)  # NaN -> null, as pandas did
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        numbers = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
+        return pa.array(numbers.astype(float), pa.float64(), from_pandas=True)
+
+
+def _correct_array(values: Sequence[Any], where: str, offset: int) -> pa.Array:
+    numbers = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(float)
+    bad = ~np.isin(numbers, (0, 1))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise SchemaError(f"{where}: column '{CORRECT}' must be 0 or 1, got {values[i]!r} "
+                          f"at row {offset + i}")
+    return pa.array(numbers.astype(np.int8), pa.int8())
+
+
+def _read_unit(unit_index: int) -> tuple[bytes, dict[str, Any]]:
+    """Worker process: read one work unit of the adapter set up by :func:`_init_worker`;
+    (Arrow IPC stream of its record batches, the adapter's notes for the parent)."""
+    adapter, units, thresholds, where = _WORKER
+    builder = BatchBuilder(thresholds, where)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, ARROW_DICT_SCHEMA) as writer:
+        for batch in builder.add_all(adapter.read_unit(units[unit_index])):
+            writer.write_batch(batch)
+    state = adapter.unit_state()
+    state["_logs"] = list(_LOGS.records)
+    _LOGS.records.clear()
+    return sink.getvalue().to_pybytes(), state
+
+
+class _Collect(logging.Handler):
+    """A worker's log handler: keeps the records for the parent to emit (in unit order,
+    through the parent's own handlers)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.records and self.records[-1] is record:  # reached through two loggers
+            return
+        record.msg, record.args = record.getMessage(), None  # picklable, formatted once
+        record.exc_info = record.exc_text = None
+        self.records.append(record)
+
+
+_LOGS = _Collect()
+_WORKER: tuple[Any, ...] = ()
+
+
+def _init_worker(adapter_name: str, options: dict[str, Any], units: list[Any],
+                 thresholds: Thresholds, where: str) -> None:
+    global _WORKER
+    # forked: the loggers keep the parent's levels; their handlers are replaced by one that
+    # sends the records back
+    for logger_ in [logging.getLogger()] + [
+            obj for obj in logging.Logger.manager.loggerDict.values()
+            if isinstance(obj, logging.Logger)]:
+        if logger_.handlers or logger_ is logging.getLogger():
+            for handler in list(logger_.handlers):
+                logger_.removeHandler(handler)
+            logger_.addHandler(_LOGS)
+    adapter = adapters.get(adapter_name)(thresholds=thresholds, **options)
+    _WORKER = (adapter, units, thresholds, where)
+
+
+def default_workers() -> int:
+    """Worker processes for reading: ``$LM_ROUTER_WORKERS``, else the usable cores."""
+    env = os.environ.get("LM_ROUTER_WORKERS")
+    if env:
+        return max(1, int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def read_arrow(adapter_name: str, paths: Sequence[str | Path],
+               thresholds: Thresholds | None = None, *, workers: int | None = None,
+               **options: Any) -> tuple[pa.Table, dict[str, dict[str, Any]]]:
+    """Run one adapter over ``paths``: (Arrow table of new rows, ARROW_DICT_SCHEMA; model
+    metadata). Keys are checked unique; ``correct`` is 0/1.
+
+    An adapter that splits its input into independent work units (``plan``; the lm-eval
+    adapter: one unit per task) is read by ``workers`` processes (default: the usable
+    cores), each returning Arrow IPC; the others are read in this process. Either way
+    memory holds dictionary-encoded batches, not a Python object per row.
+    """
     thresholds = thresholds or Thresholds.load()
     adapter = adapters.get(adapter_name)(thresholds=thresholds, **options)
     paths = [Path(p) for p in paths]
@@ -57,41 +228,196 @@ def read_rows(adapter_name: str, paths: Sequence[str | Path],
     for path in paths:
         if not path.exists() and not (remote and str(path).startswith(remote)):
             raise InputError(path, "no such file or folder")
-    # Hot loop: keep the rows as they come and transpose them once at the end (zip in C);
-    # per row only the rule lookup and two appends run in Python.
-    rows: list[Any] = []
-    thresholds_col: list[float | None] = []
-    correct_col: list[int] = []
-    add_row, add_threshold, add_correct = rows.append, thresholds_col.append, correct_col.append
-    rules: dict[tuple[str, str, bool | None], Rule] = {}
-    for row in adapter.read(paths):
-        add_row(row)
-        if row.correct is None:
-            rule_key = (row.task, row.metric, row.higher_is_better)
-            rule = rules.get(rule_key)
-            if rule is None:
-                rule = rules[rule_key] = thresholds.rule(row.task, row.metric,
-                                                         row.higher_is_better)
-            threshold, correct = rule.apply(row.score)
-        else:
-            threshold, correct = None, row.correct
-        add_threshold(threshold)
-        add_correct(correct)
-    if not rows:
-        raise InputError(", ".join(map(str, paths)),
-                         f"nothing recognisable for the '{adapter_name}' adapter",
+    where = ", ".join(map(str, paths))
+    workers = default_workers() if workers is None else max(1, workers)
+    plan = getattr(adapter, "plan", None)
+    units = plan(paths) if callable(plan) else None
+    batches: list[pa.RecordBatch] = []
+    if units is None:
+        batches.extend(BatchBuilder(thresholds, where).add_all(adapter.read(paths)))
+        metadata = adapter.model_metadata
+    elif workers == 1 or len(units) <= 1:
+        states = []
+        for unit in units:
+            batches.extend(BatchBuilder(thresholds, where).add_all(adapter.read_unit(unit)))
+            states.append(adapter.unit_state())
+        adapter.finish(states, paths)
+        metadata = adapter.model_metadata
+    else:
+        batches, metadata = _read_parallel(adapter, adapter_name, options, units, thresholds,
+                                           where, min(workers, len(units)), paths)
+    if not batches or not any(b.num_rows for b in batches):
+        raise InputError(where, f"nothing recognisable for the '{adapter_name}' adapter",
                          hint=f"is this the right adapter? available: {', '.join(adapters.names())}")
-    (source, benchmark, task, instance_id, input_text, model, metric, score, _, origin,
-     _, prompt_hash, text_rule) = zip(*rows)
-    del rows
-    columns = {"source": source, "benchmark": benchmark, "task": task,
-               "instance_id": instance_id, "input_text": input_text, "model": model,
-               "metric": metric, "score": score, "threshold": thresholds_col,
-               "correct": correct_col, "origin": origin, "prompt_hash": prompt_hash,
-               "text_rule": text_rule}
-    table = pd.DataFrame(columns)
-    table["threshold"] = table["threshold"].astype(float)
-    return validate_table(table, where=", ".join(map(str, paths))), adapter.model_metadata
+    table = pa.Table.from_batches(batches, schema=ARROW_DICT_SCHEMA)
+    del batches
+    check_unique_keys(table, where)
+    return table, metadata
+
+
+def _read_parallel(adapter: Any, adapter_name: str, options: dict[str, Any], units: list[Any],
+                   thresholds: Thresholds, where: str, workers: int, paths: list[Path]
+                   ) -> tuple[list[pa.RecordBatch], dict[str, dict[str, Any]]]:
+    """Read ``units`` in ``workers`` processes; results in unit order (deterministic)."""
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
+    batches: list[pa.RecordBatch] = []
+    states = []
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                             initargs=(adapter_name, options, units, thresholds, where)) as pool:
+        for data, state in pool.map(_read_unit, range(len(units))):
+            for record in state.pop("_logs"):
+                logging.getLogger(record.name).handle(record)
+            with pa.ipc.open_stream(data) as reader:
+                batches.extend(reader)
+            del data
+            states.append(state)
+    adapter.finish(states, paths)
+    return batches, adapter.model_metadata
+
+
+def read_rows(adapter_name: str, paths: Sequence[str | Path],
+              thresholds: Thresholds | None = None, **options: Any
+              ) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
+    """Run one adapter over ``paths``: (validated table of new rows, model metadata), as a
+    pandas DataFrame with plain string columns (see :func:`read_arrow` for large inputs)."""
+    table, metadata = read_arrow(adapter_name, paths, thresholds, **options)
+    return to_pandas(table), metadata
+
+
+def to_pandas(table: pa.Table) -> pd.DataFrame:
+    """A correctness table with plain ``str`` columns (what validate_table returns)."""
+    out = table.cast(ARROW_SCHEMA).to_pandas()
+    return out[COLUMNS].reset_index(drop=True)
+
+
+def key_codes(*tables: pa.Table) -> list[np.ndarray]:
+    """One int64 code per row of each table, equal iff (task, instance_id, model) are equal,
+    computed on the dictionaries (no Python string per row)."""
+    parts: list[list[np.ndarray]] = [[] for _ in tables]
+    sizes = []
+    for name in KEY:
+        columns = [t.column(name) for t in tables]
+        values = pa.chunked_array([_dictionary_values(c) for c in columns], pa.string()
+                                  ).combine_chunks()
+        unified = pc.unique(values)
+        sizes.append(len(unified))
+        for i, column in enumerate(columns):
+            parts[i].append(_codes_in(column, unified))
+    if float(np.prod([max(s, 1) for s in sizes], dtype=float)) >= 2.0 ** 62:
+        raise SchemaError("too many distinct tasks x instances x models to index "
+                          f"({sizes}); split the store")
+    out = []
+    for task_code, inst_code, model_code in parts:
+        key = task_code.astype(np.int64)  # packed in place: one int64 array per table
+        key *= sizes[1]
+        key += inst_code
+        key *= sizes[2]
+        key += model_code
+        out.append(key)
+    return out
+
+
+def _dictionary_values(column: pa.ChunkedArray) -> pa.Array:
+    """The distinct values a (dictionary or plain) string column holds, possibly repeated."""
+    if pa.types.is_dictionary(column.type):
+        chunks = [c.dictionary for c in column.chunks]
+        return pa.concat_arrays(chunks) if chunks else pa.array([], pa.string())
+    return pc.unique(column).combine_chunks() if column.num_chunks else pa.array([], pa.string())
+
+
+def _codes_in(column: pa.ChunkedArray, unified: pa.Array) -> np.ndarray:
+    """(n,) int32: each row's position in ``unified``."""
+    out = np.empty(len(column), np.int32)
+    pos = 0
+    for chunk in column.chunks:
+        n = len(chunk)
+        if pa.types.is_dictionary(chunk.type):
+            mapping = pc.index_in(chunk.dictionary, value_set=unified).to_numpy(
+                zero_copy_only=False)
+            indices = chunk.indices.to_numpy(zero_copy_only=False)
+            out[pos:pos + n] = mapping[indices]
+        else:
+            out[pos:pos + n] = pc.index_in(chunk, value_set=unified).to_numpy(
+                zero_copy_only=False)
+        pos += n
+    return out
+
+
+def check_unique_keys(table: pa.Table, where: str) -> None:
+    """SchemaError naming the first (task, instance_id, model) that appears twice."""
+    (codes,) = key_codes(table)
+    order = np.argsort(codes, kind="stable")
+    same = np.flatnonzero(codes[order][1:] == codes[order][:-1])
+    if len(same):
+        i = int(order[same[0]])
+        row = {name: table.column(name)[i].as_py() for name in KEY}
+        raise SchemaError(f"{where}: duplicated key {row}: each (task, instance_id, model) must "
+                          "appear once")
+
+
+def merge_plan(stored: pa.Table, new: pa.Table, *, replace: bool = False
+               ) -> tuple[np.ndarray, np.ndarray, int, int, int]:
+    """Which rows a merge of ``new`` into ``stored`` keeps: (keep_old (n_old,) bool,
+    keep_new (n_new,) bool, n_added, n_unchanged, n_replaced). ``stored`` needs only the
+    key columns, score, correct and origin. Keys are matched as int64 codes
+    (:func:`key_codes`) with one sort of the stored keys.
+
+    Raises:
+        ConflictError: a key in both with a different score or correctness (unless ``replace``).
+    """
+    old_codes, new_codes = key_codes(stored, new)
+    order = np.argsort(old_codes)
+    old_codes = old_codes[order]  # sorted
+    pos = np.searchsorted(old_codes, new_codes)
+    np.minimum(pos, max(len(old_codes) - 1, 0), out=pos)
+    idx_new = np.flatnonzero(old_codes[pos] == new_codes)
+    idx_old = order[pos[idx_new]]
+    del old_codes, new_codes, order, pos
+    score_new = new.column(SCORE).take(idx_new).to_numpy(zero_copy_only=False)
+    score_old = stored.column(SCORE).take(idx_old).to_numpy(zero_copy_only=False)
+    same_score = (score_new == score_old) | (np.isnan(score_new) & np.isnan(score_old))
+    differs = ~same_score | (new.column(CORRECT).take(idx_new).to_numpy(zero_copy_only=False)
+                             != stored.column(CORRECT).take(idx_old).to_numpy(
+                                 zero_copy_only=False))
+    if differs.any() and not replace:
+        j = int(np.flatnonzero(differs)[0])
+        i_new, i_old = int(idx_new[j]), int(idx_old[j])
+        first = {name: new.column(name)[i_new].as_py() for name in KEY + [SCORE, ORIGIN]}
+        old_score = stored.column(SCORE)[i_old].as_py()
+        old_origin = stored.column(ORIGIN)[i_old].as_py()
+        raise ConflictError(
+            f"conflicting values for task={first[TASK]!r} instance={first[INSTANCE_ID]!r} "
+            f"model={first[MODEL]!r}: {_num(old_score)} in {old_origin} vs "
+            f"{_num(first[SCORE])} in {first[ORIGIN]} ({int(differs.sum())} such rows). "
+            "Re-run with --replace to let the new files win; nothing was changed")
+    keep_new = np.ones(new.num_rows, bool)
+    keep_new[idx_new[~differs]] = False
+    keep_old = np.ones(stored.num_rows, bool)
+    keep_old[idx_old[differs]] = False
+    return (keep_old, keep_new, new.num_rows - len(idx_new), int((~differs).sum()),
+            int(differs.sum()))
+
+
+def merge_arrow(stored: pa.Table | None, new: pa.Table, *, replace: bool = False
+                ) -> tuple[pa.Table, int, int, int]:
+    """Merge ``new`` into ``stored`` (Arrow, ARROW_DICT_SCHEMA): (merged, n_added,
+    n_unchanged, n_replaced), as :func:`merge_tables` does for pandas tables (ingest itself
+    streams the stored rows instead of holding them, see :func:`merge_plan`).
+
+    Raises:
+        ConflictError: a key in both with a different score or correctness (unless ``replace``).
+    """
+    if stored is None or stored.num_rows == 0:
+        return new, new.num_rows, 0, 0
+    keep_old, keep_new, n_added, n_unchanged, n_replaced = merge_plan(stored, new,
+                                                                      replace=replace)
+    merged = pa.concat_tables([stored.filter(pa.array(keep_old)),
+                               new.filter(pa.array(keep_new))])
+    return merged, n_added, n_unchanged, n_replaced
+
+
+def _num(value: Any) -> Any:
+    return float("nan") if value is None else value
 
 
 def merge_tables(stored: pd.DataFrame, new: pd.DataFrame, *, replace: bool = False
@@ -148,7 +474,7 @@ def load_models_file(path: str | Path) -> dict[str, dict[str, Any]]:
 def ingest(adapter_name: str, paths: Sequence[str | Path], store: Store, *,
            thresholds: Thresholds | str | Path | None = None,
            models_file: str | Path | None = None, replace: bool = False,
-           **options: Any) -> IngestReport:
+           workers: int | None = None, **options: Any) -> IngestReport:
     """Read ``paths`` with the named adapter and merge the rows into ``store``.
 
     Nothing is written unless every file was read without error.
@@ -156,12 +482,21 @@ def ingest(adapter_name: str, paths: Sequence[str | Path], store: Store, *,
     if not isinstance(thresholds, Thresholds):
         thresholds = Thresholds.load(thresholds)
     user_models = load_models_file(models_file) if models_file else {}
-    new, metadata = read_rows(adapter_name, paths, thresholds, **options)
+    new, metadata = read_arrow(adapter_name, paths, thresholds, workers=workers, **options)
     # The slow part (reading the files) is done; the read-merge-commit runs under the store's
     # writer lock so that a concurrent ingest cannot lose our rows or we theirs.
     with store.lock():
-        stored = store.read_table()
-        merged, n_added, n_unchanged, n_replaced = merge_tables(stored, new, replace=replace)
+        merged: Any
+        if store.has_table():
+            # only the columns the match needs; the stored rows themselves are streamed
+            # from the old Parquet file, row group by row group, when the new one is written
+            stored = store.read_arrow(columns=KEY + [SCORE, CORRECT, ORIGIN])
+            keep_old, keep_new, n_added, n_unchanged, n_replaced = merge_plan(
+                stored, new, replace=replace)
+            del stored
+            merged = [store.table_parts(keep_old), new.filter(pa.array(keep_new))]
+        else:
+            merged, n_added, n_unchanged, n_replaced = new, new.num_rows, 0, 0
         old_models = store.read_models()
         models = {m: dict(spec) for m, spec in old_models.items()}
         for source in (metadata, user_models):  # the user's YAML wins over harness metadata
@@ -172,20 +507,40 @@ def ingest(adapter_name: str, paths: Sequence[str | Path], store: Store, *,
         if table_changed or models != old_models:  # one commit point for table + metadata
             store.commit(table=merged if table_changed else None, models=models)
     logger.info("ingested %d rows: %d added, %d already stored, %d replaced",
-                len(new), n_added, n_unchanged, n_replaced)
-    return IngestReport(n_read=len(new), n_added=n_added, n_unchanged=n_unchanged,
-                        n_replaced=n_replaced, models=sorted(new[MODEL].unique()),
-                        tasks=sorted(new[TASK].unique()))
+                new.num_rows, n_added, n_unchanged, n_replaced)
+    return IngestReport(n_read=new.num_rows, n_added=n_added, n_unchanged=n_unchanged,
+                        n_replaced=n_replaced, models=_distinct(new, MODEL),
+                        tasks=_distinct(new, TASK))
+
+
+def _distinct(table: pa.Table, name: str) -> list[str]:
+    """Sorted distinct values of a string column (dictionary-encoded or not)."""
+    values = pc.unique(table.column(name))  # a dictionary array: unique on the indices
+    return sorted(set(values.cast(pa.string()).to_pylist()))
+
+
+def _group_keys(table: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """``table`` with categorical ``names`` reduced to their used categories in sorted order,
+    so that groupby sorts them as it sorts strings."""
+    changes = {}
+    for name in names:
+        if isinstance(table[name].dtype, pd.CategoricalDtype):
+            column = table[name].cat.remove_unused_categories()
+            changes[name] = column.cat.reorder_categories(sorted(column.cat.categories))
+    return table.assign(**changes) if changes else table
 
 
 def accuracy_table(table: pd.DataFrame) -> tuple[dict, dict]:
     """({task: {model: accuracy}}, {task: {model: n}}) of a correctness table."""
-    grouped = table.groupby([TASK, MODEL], sort=True)[CORRECT].agg(["mean", "size"])
+    table = _group_keys(table, [TASK, MODEL])
+    grouped = table.groupby([TASK, MODEL], sort=True, observed=True)[CORRECT].agg(
+        ["mean", "size"])
     accuracy: dict[str, dict[str, float]] = {}
     counts: dict[str, dict[str, int]] = {}
-    for (task, model), (mean, size) in grouped.iterrows():
-        accuracy.setdefault(task, {})[model] = float(mean)
-        counts.setdefault(task, {})[model] = int(size)
+    for (task, model), mean, size in zip(grouped.index, grouped["mean"].to_numpy(),
+                                         grouped["size"].to_numpy()):
+        accuracy.setdefault(str(task), {})[str(model)] = float(mean)
+        counts.setdefault(str(task), {})[str(model)] = int(size)
     return accuracy, counts
 
 
@@ -197,21 +552,35 @@ def score_summary(table: pd.DataFrame) -> pd.DataFrame:
     metrics; ``mean_score`` is the harness's own mean of the metric (what its leaderboard
     shows), ``acc`` the share of rows counted correct after thresholding.
     """
-    def joined(values: pd.Series) -> str:
-        return "/".join(sorted({str(v) for v in values.dropna()}))
-
-    def threshold(values: pd.Series) -> float | str:
-        distinct = sorted(set(values.dropna()))
-        if not distinct:
-            return math.nan
-        return distinct[0] if len(distinct) == 1 else "/".join(f"{v:g}" for v in distinct)
-
-    grouped = table.groupby([TASK, MODEL], sort=True)
-    out = grouped.agg(metric=("metric", joined), threshold=("threshold", threshold),
-                      mean_score=(SCORE, "mean"), acc=(CORRECT, "mean"),
+    table = _group_keys(table, [TASK, MODEL])
+    keys = [TASK, MODEL]
+    grouped = table.groupby(keys, sort=True, observed=True)
+    out = grouped.agg(mean_score=(SCORE, "mean"), acc=(CORRECT, "mean"),
                       n=(CORRECT, "size")).reset_index()
+    for name in keys:  # plain strings, also from categorical input
+        out[name] = out[name].astype(object).astype(str)
+    # distinct metrics and thresholds per group, from the (few) distinct combinations
+    def distinct(column: str) -> pd.DataFrame:
+        small = table[keys + [column]].dropna().drop_duplicates()
+        return small.astype({name: object for name in keys + [column]}).astype(
+            {name: str for name in keys})
+
+    metrics = distinct(METRIC).groupby(keys)[METRIC].agg(
+        lambda v: "/".join(sorted({str(x) for x in v})))
+    thresholds = distinct(THRESHOLD).groupby(keys)[THRESHOLD].agg(
+        lambda v: (sorted(set(v))[0] if len(set(v)) == 1
+                   else "/".join(f"{x:g}" for x in sorted(set(v)))))
+    index = pd.MultiIndex.from_frame(out[keys])
+    out.insert(2, "metric", metrics.reindex(index).fillna("").to_numpy())
+    threshold = thresholds.reindex(index)
+    out.insert(3, "threshold", threshold.to_numpy(dtype=object))
+    values = [math.nan if v is None or (isinstance(v, float) and v != v) else v
+              for v in out["threshold"]]
+    out["threshold"] = (np.array(values, dtype=float) if all(isinstance(v, float) for v in values)
+                        else pd.Series(values, dtype=object))
+    out["metric"] = out["metric"].astype(object).astype(str)
     return out
 
 
-__all__ = ["IngestReport", "accuracy_table", "score_summary", "ingest", "load_models_file", "merge_tables",
-           "read_rows"]
+__all__ = ["BatchBuilder", "IngestReport", "accuracy_table", "score_summary", "ingest",
+           "load_models_file", "merge_arrow", "merge_plan", "merge_tables", "read_arrow", "read_rows"]

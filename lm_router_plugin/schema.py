@@ -51,6 +51,16 @@ ARROW_SCHEMA = pa.schema([
 ])
 
 
+#: The string columns. In memory they are held dictionary-encoded (Arrow dictionary arrays,
+#: pandas categoricals): 10M rows share ~10k instance texts, ~1k models, ~20 tasks, so a
+#: row costs an index per column, not a string (store.read_arrow, ingest.read_arrow).
+STRING_COLUMNS = [SOURCE, BENCHMARK, TASK, INSTANCE_ID, INPUT_TEXT, MODEL, METRIC, ORIGIN,
+                  PROMPT_HASH, TEXT_RULE]
+DICT_TYPE = pa.dictionary(pa.int32(), pa.string())
+ARROW_DICT_SCHEMA = pa.schema([pa.field(f.name, DICT_TYPE if f.name in STRING_COLUMNS
+                                        else f.type) for f in ARROW_SCHEMA])
+
+
 def empty_table() -> pd.DataFrame:
     """An empty correctness table with the right dtypes."""
     return ARROW_SCHEMA.empty_table().to_pandas()
