@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import LMRouterError, SchemaError
-from .schema import CORRECT, INPUT_TEXT, INSTANCE_ID, KEY, MODEL, TASK
+from .schema import CORRECT, INPUT_TEXT, KEY
 
 
 @dataclass
