@@ -192,10 +192,10 @@ def explain(dec: Decision, score: str, models: list[str], eta: float,
             return (f"{bma}, the best model on average, has the highest predicted accuracy "
                     f"(stacked switch: {switch.describe()})")
         lead = float(gain[dec.best_by_score])
-        verb = "switched to it" if not dec.fallback else "kept the best model on average"
+        verb = ("above the threshold: switched to it" if not dec.fallback else
+                "not above the threshold: kept the best model on average")
         return (f"{best} is predicted {lead:+.3f} above {bma} (P(it is better) = "
-                f"{dec.p_beats_bma:.2f}); the threshold is {switch.tau:g}: {verb} "
-                f"(stacked switch: {switch.describe()})")
+                f"{dec.p_beats_bma:.2f}), {verb} (stacked switch: {switch.describe()})")
     if dec.best_by_score == dec.bma:
         return f"{best} has the highest {score.upper()} and is also the best model on average"
     if dec.fallback:

@@ -83,9 +83,12 @@ class Switch:
         return (best if gain[best] > self.tau else bma), best, gain, p
 
     def describe(self) -> str:
-        names = ", ".join(f"{n} {b:+.2f}" for n, b in zip(self.features, self.beta))
-        return (f"weights [{names}], switch when the predicted gain > {self.tau:g} "
-                f"(chosen leave-one-task-out over {self.n_tasks} reference tasks)")
+        """The learned rule in words, e.g. "threshold 0.02 learned leave-one-task-out over
+        6 reference tasks; weights S1 +0.80, mean_accuracy +0.04, S3 +0.50"."""
+        names = ", ".join(f"{n.replace('s1', 'S1').replace('s3', 'S3')} {b:+.2f}"
+                          for n, b in zip(self.features, self.beta))
+        return (f"threshold {self.tau:g} learned leave-one-task-out over {self.n_tasks} "
+                f"reference tasks; weights {names}")
 
 
 def _features(s1: np.ndarray, s3_: np.ndarray, mean_acc: np.ndarray, b: int,
