@@ -5,7 +5,8 @@ per-task output is checked equal, and both are timed on the same tasks (nothing
 extrapolated).
 
 Also times the full sweep: alphas 0,0.02,0.05,0.1,0.2,0.3 and --labels 5,10,20,30 with 10
-repeats each (targets: >= 10x faster than the refit loop; sweep < 300 s).
+repeats each, every row (s1, s3, few-shot, the stacked switch, the posterior, planned labels)
+(targets: >= 10x faster than the refit loop; sweep < 300 s).
 
 Reproduce (the store must already hold the table and the MiniLM embeddings, e.g. after
 `lm-router ingest table ../shared/data/mmlu_pro/table.tsv.gz --store S` and one
@@ -34,7 +35,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mmlu_pro"
 
 
 def refit_loop(table, pool, X):
-    """Per held-out task: Router().fit without it, recommend on it (s1, s2, s3)."""
+    """Per held-out task: Router().fit without it, recommend on it (s1, s2, s3, stack)."""
     out = {}
     for d, task in enumerate(pool.task_names):
         keep = pool.task_of != d
@@ -42,7 +43,7 @@ def refit_loop(table, pool, X):
         y = pool.Y[~keep]
         labelled = [m for j, m in enumerate(pool.models) if (~np.isnan(y[:, j])).any()]
         out[task] = {s: router.recommend(embeddings=X[~keep], score=s, candidates=labelled)
-                     for s in ("s1", "s2", "s3")}
+                     for s in ("s1", "s2", "s3", "stack")}
     return out
 
 
@@ -102,7 +103,8 @@ def main() -> None:
     print(f"tasks {D}, models {len(pool.models)}, reference inputs {len(X)}")
     print(f"strict evaluate, alpha 0:                 {ours:8.2f} s")
     print(f"refit a Router per held-out task (all {D}): {baseline:8.2f} s")
-    print(f"outputs identical: {compared} per-task values compared (choices, S1-S3, p, u, BMA)")
+    print(f"outputs identical: {compared} per-task values compared (choices of s1, s2, s3 and "
+          "stack, S1-S3, p, u, BMA)")
     print(f"speed-up over the refit loop:             {baseline / ours:8.1f}x  (target >= 10x)")
     print(f"full sweep (6 alphas + 4 label counts, 10 repeats, bootstrap): {full:8.2f} s "
           "(target < 300 s)")
