@@ -616,7 +616,8 @@ def evaluate(store_dir: str | None, tasks_by: str, tasks_file: str | None, alpha
     params = _router_params(args)
     router, limit = check_request(store, params, candidates=_comma_list(candidates),
                                   max_params=max_params)
-    table = store.read_table(required=True)
+    # categorical columns: at leaderboard scale (10M rows) strings per row would take GBs
+    table = store.read_table(required=True, categorical=True)
     side = read_side_table(tasks_file) if tasks_file else None
     table = regroup_tasks(table, tasks_by, side)
     result = run_evaluate(table, store=store, router=router, alphas=alpha_values or [0.0],
