@@ -112,7 +112,7 @@ def score_and_decide(cal: Calibration, g: np.ndarray, kappa_sim: np.ndarray, all
     stacked = None
     if score == "stack" or g_stack is not None:
         if switch is None:
-            switch = fit_switch(cal, allowed, t=settings.t, sigma=settings.sigma)
+            switch = fit_switch(cal, allowed, sigma=settings.sigma)
         features, _ = task_features(cal, g if g_stack is None else g_stack, kappa_sim, allowed,
                                     settings.t, settings.sigma)
         choice, best, gain, p_beats = switch.decide(features, allowed, bma, cal.mean_accuracy)

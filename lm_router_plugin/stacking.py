@@ -18,8 +18,9 @@ reference set where switching does not pay the rule learns to stay with BMA, and
 pays it learns to switch. Nothing here reads the task being decided: in the strict
 evaluation ``cal`` is the calibration of a fit without it.
 
-    >>> switch = fit_switch(cal, allowed, settings)                 # zero labels
-    >>> choice, gain, p = switch.decide(task_features(cal, g, kappa_sim, allowed, settings))
+    >>> switch = fit_switch(cal, allowed, sigma=0.09)                   # zero labels
+    >>> features, bma = task_features(cal, g, kappa_sim, allowed, t=0.5, sigma=0.09)
+    >>> choice, best, gain, p = switch.decide(features, allowed, bma, cal.mean_accuracy)
 """
 
 from __future__ import annotations
@@ -189,15 +190,15 @@ def _ridge(xtx: np.ndarray, xty: np.ndarray, n: int) -> np.ndarray:
     return np.linalg.solve(xtx + RIDGE * np.eye(len(xty)), xty)
 
 
-def fit_switch(cal: Calibration, allowed: np.ndarray, *, t: float, sigma: float,
-               n_labels: int = 0, Y: np.ndarray | None = None,
+def fit_switch(cal: Calibration, allowed: np.ndarray, *, sigma: float, n_labels: int = 0, Y: np.ndarray | None = None,
                rows_of: list[np.ndarray] | None = None, seed: int = 0) -> Switch:
     """Fit the switch on the reference tasks of ``cal`` (those ``included``).
 
     Args:
         cal: calibration (with ``s1``, ``s2``) of the fit; a held-out task is not included.
         allowed: (M,) candidates.
-        t, sigma: the router's threshold on g and kernel width (S3 of the reference tasks).
+        sigma: the router's kernel width (the p, hence S3, of the reference tasks; their S2
+            comes from ``cal``, computed with the router's t).
         n_labels: labelled items of the new task (0: zero-label rule).
         Y, rows_of: reference correctness (n, M) and each task's rows, needed with labels.
         seed: for the simulated label draws.
@@ -258,7 +259,7 @@ def stacked_decision(cal: Calibration, g: np.ndarray, kappa_sim: np.ndarray,
     """Fit the switch and decide one task: (choice, best by predicted gain, BMA, predicted
     gains (M,), P(best beats BMA), the switch). See :func:`fit_switch` for the arguments;
     ``labels`` (M,) is the accuracy on the task's ``n_labels`` labelled items."""
-    switch = fit_switch(cal, allowed, t=t, sigma=sigma, n_labels=n_labels if labels is not None
+    switch = fit_switch(cal, allowed, sigma=sigma, n_labels=n_labels if labels is not None
                         else 0, Y=Y, rows_of=rows_of, seed=seed)
     features, bma = task_features(cal, g, kappa_sim, allowed, t, sigma,
                                   labels if switch.n_labels > 0 else None)

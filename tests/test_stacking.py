@@ -43,7 +43,7 @@ def new_task(means: list[float], n: int = 40):
 def test_learns_to_switch_when_the_scores_carry_the_truth():
     cal, _, _ = reference(s1_informative=True)
     allowed = np.ones(4, dtype=bool)
-    switch = fit_switch(cal, allowed, t=T, sigma=SIGMA)
+    switch = fit_switch(cal, allowed, sigma=SIGMA)
     assert switch.tau < np.inf and switch.beta[0] > 0.5  # follows S1 leads
     assert switch.inner_gain.max() > 0.05  # switching paid on the reference tasks
     g, sim = new_task([0.70, 0.90, 0.55, 0.40])
@@ -57,7 +57,7 @@ def test_learns_to_switch_when_the_scores_carry_the_truth():
 def test_stays_with_the_best_on_average_when_the_scores_are_noise():
     cal, _, _ = reference(s1_informative=False)
     allowed = np.ones(4, dtype=bool)
-    switch = fit_switch(cal, allowed, t=T, sigma=SIGMA)
+    switch = fit_switch(cal, allowed, sigma=SIGMA)
     g, sim = new_task([0.50, 0.80, 0.55, 0.40])  # a large S1 lead that means nothing
     choice, _, bma, _, _, _ = stacked_decision(cal, g, sim, allowed, t=T, sigma=SIGMA)
     assert bma == 0 and choice == 0
@@ -76,7 +76,7 @@ def test_candidates_restrict_the_choice():
 def test_labels_are_used_when_they_carry_what_the_scores_do_not():
     cal, Y, rows_of = reference(s1_informative=False, n=80)
     allowed = np.ones(4, dtype=bool)
-    switch = fit_switch(cal, allowed, t=T, sigma=SIGMA, n_labels=30, Y=Y, rows_of=rows_of)
+    switch = fit_switch(cal, allowed, sigma=SIGMA, n_labels=30, Y=Y, rows_of=rows_of)
     assert switch.n_labels == 30 and switch.features[-1] == "labels"
     assert switch.beta[-1] > 0.3
     g, sim = new_task([0.6, 0.6, 0.6, 0.6])
@@ -89,8 +89,8 @@ def test_labels_are_used_when_they_carry_what_the_scores_do_not():
 def test_label_simulation_is_seeded():
     cal, Y, rows_of = reference(s1_informative=False, n=80)
     allowed = np.ones(4, dtype=bool)
-    a = fit_switch(cal, allowed, t=T, sigma=SIGMA, n_labels=10, Y=Y, rows_of=rows_of, seed=1)
-    b = fit_switch(cal, allowed, t=T, sigma=SIGMA, n_labels=10, Y=Y, rows_of=rows_of, seed=1)
+    a = fit_switch(cal, allowed, sigma=SIGMA, n_labels=10, Y=Y, rows_of=rows_of, seed=1)
+    b = fit_switch(cal, allowed, sigma=SIGMA, n_labels=10, Y=Y, rows_of=rows_of, seed=1)
     assert np.array_equal(a.beta, b.beta) and a.tau == b.tau
     with pytest.raises(ValueError, match="reference correctness"):
-        fit_switch(cal, allowed, t=T, sigma=SIGMA, n_labels=10)
+        fit_switch(cal, allowed, sigma=SIGMA, n_labels=10)
