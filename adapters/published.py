@@ -168,6 +168,7 @@ def hub_configs(root: Path, parts: Sequence[Path], model: str | None = None) -> 
         by_config.setdefault(part.parent.parent, {}).setdefault(part.parent, []).append(part)
     root_key = root.resolve()
     out = []
+    chosen_by: dict[str, int] = {}  # how the split was chosen -> configs
     for config_dir, splits in sorted(by_config.items()):
         named = {}
         for split_dir in sorted(splits, key=lambda d: (d.name.startswith(_PARTIAL), d.name)):
@@ -207,12 +208,19 @@ def hub_configs(root: Path, parts: Sequence[Path], model: str | None = None) -> 
                              hint="pass -o model=ORG/NAME, or move the config folders into a "
                                   "folder named ORG__NAME")
         ignored = [name for name in sorted(named) if name != chosen]
-        logger.info("%s: task %s, model %s: reading split %s (%d file(s))%s", config_dir, task,
+        how = ("latest" if chosen == LATEST else "newest timestamp" if chosen == newest
+               else "only split")
+        chosen_by[how] = chosen_by.get(how, 0) + 1
+        logger.debug("%s: task %s, model %s: reading split %s (%d file(s))%s", config_dir, task,
                     config_model, named[chosen].name, len(files),
                     f"; ignored split(s) {', '.join(ignored)}" if ignored else "")
         when = times[chosen] if times[chosen] is not None else (
             times[newest] if newest is not None else None)
         out.append(HubConfig(tuple(files), task, config_model, chosen, when))
+    if out:  # one line for thousands of configs; each config's choice at DEBUG level
+        logger.info("%s: Hub Parquet conversion layout, %d sample-log config(s); one split read "
+                    "per config: %s", root, len(out),
+                    ", ".join(f"{how} ({n})" for how, n in sorted(chosen_by.items())))
     return out
 
 
