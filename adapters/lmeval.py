@@ -9,7 +9,11 @@ Every lm-eval sample-log layout from 0.4.0 to 0.4.13 is accepted (FORMATS.md §1
 - published: ``samples_<task>_<date>.parquet`` (the Hub's Parquet conversion of the JSONL files,
   read row group by row group through the same code path), results files optional (the model
   is then the folder name ``org__name`` -> ``org/name``); and ``hf://datasets/ORG/NAME[@rev]``,
-  downloaded with huggingface_hub first (adapters/published.py).
+  downloaded with huggingface_hub first (adapters/published.py);
+- the Hub's automatic Parquet conversion (``refs/convert/parquet``): ``<config>/<split>/NNNN.parquet``
+  (or ``<config>/partial-<split>/NNNN.parquet``), one config per (model, task) named
+  ``<org>__<model>__<task>`` or ``<task>``; one split per config is read (``latest``, else the
+  newest timestamp split), its files in order as one sample log (published.hub_configs).
 
     rows = LMEvalAdapter().read([Path("runs/")])     # or: lm-router ingest lm-eval runs/
     next(rows)  # Row(source='lm-eval', task='toy_arith', instance_id='0', model='org/Fake-A',
@@ -38,7 +42,9 @@ from .base import Adapter, Row
 from .instance_text import (
     RULE_STRUCTURE, RULE_TAIL, LMEvalDocText, Unrenderable, prompt_hash, structural_texts,
 )
-from .published import download_dataset, is_hf_path, parquet_records
+from .published import (
+    HUB_PART, HubConfig, download_dataset, hub_configs, is_hf_path, parquet_records,
+)
 
 try:
     import orjson
@@ -210,6 +216,7 @@ class _SampleFile:
     time: float
     results: _Results | None = None
     legacy: bool = False
+    parts: tuple[Path, ...] = ()  # Hub conversion layout: the split's files, read in order
 
 
 @dataclass
@@ -218,18 +225,22 @@ class _Found:
     samples: list[tuple[Path, str, str | None]] = field(default_factory=list)  # (path, task, date)
     legacy: list[Path] = field(default_factory=list)
     kinds: dict[Path, str | None] = field(default_factory=dict)  # resolved path -> kind
+    hub_parts: list[Path] = field(default_factory=list)  # <config>/<split>/NNNN.parquet
+    hub: list[HubConfig] = field(default_factory=list)
 
 
 class LMEvalAdapter(Adapter):
     """Reads lm-eval sample logs (``--log_samples``) of any number of models and runs.
 
     Options: ``tasks`` (``a,b`` or a list): download only these tasks' sample logs from an
-    ``hf://datasets/`` path (local paths are read whole). Per-task metric and filter choices come from the thresholds file
+    ``hf://datasets/`` path (local paths are read whole). ``model`` (``ORG/NAME``): the model
+    of Hub-conversion configs whose name has no ``<org>__<model>__`` prefix and whose folder
+    does not name a model. Per-task metric and filter choices come from the thresholds file
     (``tasks: {gsm8k: {filter: flexible-extract, metric: exact_match}}``).
     """
 
     name = "lm-eval"
-    options_allowed = ("tasks",)
+    options_allowed = ("tasks", "model")
     remote_prefixes = ("hf:/",)  # paths ingest must not check for existence (downloaded here)
 
     def read(self, paths: Sequence[Path]) -> Iterator[Row]:
@@ -299,6 +310,9 @@ class LMEvalAdapter(Adapter):
                                         and all(isinstance(t, str) for t in tasks)):
             raise ValueError(f"tasks: expected a comma-separated list of task names, got "
                              f"{tasks!r}")
+        model = self.options.get("model")
+        if model is not None and not (isinstance(model, str) and model.strip()):
+            raise ValueError(f"model: expected a model id such as org/name, got {model!r}")
         for path in paths:
             if is_hf_path(path):
                 path = download_dataset(path, tasks=tasks)
@@ -334,9 +348,15 @@ class LMEvalAdapter(Adapter):
                     if not sibling.name.startswith("samples_"):
                         self._classify(sibling, found, results_only=True)
         else:
+            n_parts = len(found.hub_parts)
             for folder, dirs, names in os.walk(root):
                 dirs.sort()
                 kinds.extend(self._classify(Path(folder) / name, found) for name in sorted(names))
+            if "hub" in kinds:  # the Hub's Parquet conversion layout: one split per config
+                new = hub_configs(root, found.hub_parts[n_parts:], self.options.get("model"))
+                found.hub.extend(new)
+                if new or len(found.hub_parts) == n_parts:  # (or all reached before)
+                    kinds.append("samples")
         if "samples" not in kinds:
             if "results" in kinds:
                 raise InputError(root, "found lm-eval results files but no per-sample logs "
@@ -369,6 +389,9 @@ class LMEvalAdapter(Adapter):
             if results is not None:
                 found.results.setdefault((path.parent, results.date_id), []).append(results)
                 kind = "results"
+        elif HUB_PART.fullmatch(name) and path.parent != path.parent.parent:
+            found.hub_parts.append(path)  # which config, split and model: hub_configs
+            kind = "hub"
         elif name.endswith(".jsonl"):
             if self._looks_like_samples(path):
                 found.legacy.append(path)
@@ -448,6 +471,10 @@ class LMEvalAdapter(Adapter):
             results_here = found.results.get((folder, None), [])
             for path in legacy:
                 files.append(self._legacy_file(path, legacy, results_here))
+        for hub in found.hub:
+            when = hub.time if hub.time is not None else hub.parts[0].stat().st_mtime
+            files.append(_SampleFile(hub.parts[0], hub.task, hub.model, when, None,
+                                     parts=hub.parts))
         return files
 
     def _legacy_file(self, path: Path, siblings: list[Path], results: list[_Results]
@@ -511,6 +538,12 @@ class LMEvalAdapter(Adapter):
         return chosen
 
     # -- one sample log ----------------------------------------------------------------
+    def _file_records(self, sf: _SampleFile) -> Iterator[tuple[Path, int | None, Any]]:
+        """(file, line or row number in it, record) of a sample log, its parts in order."""
+        for path in sf.parts or (sf.path,):
+            for lineno, rec in self._records(path):
+                yield path, lineno, rec
+
     def _records(self, path: Path) -> Iterator[tuple[int | None, Any]]:
         """(line number or None, record) for a JSONL file or a JSON-array file; (row number,
         record) for a Parquet file (published sample logs)."""
@@ -545,7 +578,7 @@ class LMEvalAdapter(Adapter):
 
     def _read_file(self, sf: _SampleFile) -> Iterator[Row]:
         path, task, model = sf.path, sf.task, sf.model
-        origin = str(path)
+        origin = str(path.parent) if sf.parts else str(path)  # Hub layout: the split folder
         results = sf.results
         benchmark = results.benchmark.get(task, "") if results else ""
         hib_table = (results.higher_is_better.get(task) or {}) if results else {}
@@ -562,7 +595,7 @@ class LMEvalAdapter(Adapter):
         n = 0
         index = 0
         new_row = tuple.__new__
-        for lineno, rec in self._records(path):
+        for path, lineno, rec in self._file_records(sf):
             index += 1
             if type(rec) is not dict:
                 raise self._bad(path, lineno, index, "expected a JSON object per sample")
@@ -795,8 +828,9 @@ class LMEvalAdapter(Adapter):
     @staticmethod
     def _bad(path: Path, lineno: int | None, index: int, problem: str, hint: str = ""
              ) -> InputError:
-        if path.suffix == ".parquet":
-            return InputError(path, f"row {index}: {problem}", hint=hint)
+        if path.suffix == ".parquet":  # the row in this file (a split may span several)
+            return InputError(path, f"row {lineno if lineno is not None else index}: {problem}",
+                              hint=hint)
         if lineno is None:
             problem = f"sample {index} of the JSON array: {problem}"
         return InputError(path, problem, line=lineno, hint=hint)
@@ -825,7 +859,8 @@ def iter_sample_files(paths: Iterable[str | Path]) -> list[Path]:
     adapter = LMEvalAdapter()
     for path in paths:
         adapter._discover(Path(path), found)
-    return [p for p, _, _ in found.samples] + found.legacy
+    return [p for p, _, _ in found.samples] + found.legacy + [
+        p for hub in found.hub for p in hub.parts]
 
 
 __all__ = ["LMEvalAdapter", "get_file_task_name", "iter_sample_files", "model_from_model_args"]

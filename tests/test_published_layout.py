@@ -149,9 +149,12 @@ def test_parse_hf_path_rejects(path: str) -> None:
 
 
 def test_allow_patterns_narrow_to_tasks() -> None:
-    assert allow_patterns() == ["*samples_*.jsonl", "*samples_*.parquet", "*results_*.json"]
-    assert allow_patterns(["gsm8k"]) == ["*samples_gsm8k_*.jsonl", "*samples_gsm8k_*.parquet",
-                                         "*results_*.json"]
+    assert allow_patterns()[:3] == ["*samples_*.jsonl", "*samples_*.parquet", "*results_*.json"]
+    narrow = allow_patterns(["gsm8k"])
+    assert narrow[:2] == ["*samples_gsm8k_*.jsonl", "*samples_gsm8k_*.parquet"]
+    assert narrow[-1] == "*results_*.json"
+    # the Hub conversion layout (<config>/<split>/NNNN.parquet): test_hub_parquet_layout.py
+    assert all("gsm8k" in p for p in narrow[:-1])
 
 
 def test_hf_path_offline_is_one_error(cli, tmp_path: Path, monkeypatch) -> None:
