@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .calibration import Calibration, best_on_average
-from .scores import argmax_with_ties
+from .scores import argmax_with_ties, normal_cdf
 
 #: P(best) and the expected gain are drawn over the MC_LEADERS candidates of highest posterior
 #: mean only (the draws cost O(K^3)); with 1,000 models the others have P(best) ~ 0.
@@ -39,9 +39,6 @@ RESIDUAL_PSEUDO_ITEMS = 5.0  # strength of the reference residual covariance for
 VARIANCE_FLOOR = 1e-4
 NO_EVIDENCE = 1e6  # variance of a model without labels (no information)
 
-
-def _norm_cdf(x: float) -> float:
-    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
 
 
 def prior(cal: Calibration, s1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -83,7 +80,7 @@ class TaskEstimate:
         if a == b:
             return 0.5
         var = self.cov[a, a] + self.cov[b, b] - 2 * self.cov[a, b]
-        return _norm_cdf((self.mean[a] - self.mean[b]) / math.sqrt(max(var, 1e-12)))
+        return normal_cdf((self.mean[a] - self.mean[b]) / math.sqrt(max(var, 1e-12)))
 
     def leaders(self) -> np.ndarray:
         """Indices of the (at most MC_LEADERS) allowed models of highest posterior mean."""

@@ -9,6 +9,8 @@ All functions are pure numpy; shapes: n inputs of the new task, M models, D refe
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -109,6 +111,11 @@ def prob_beats(n: int, n_pos_a: int, p_a: float, n_pos_b: int, p_b: float, *,
     correct_a = rng.binomial(n_pos_a, p_a, n_draws) + rng.binomial(n - n_pos_a, 1 - p_a, n_draws)
     correct_b = rng.binomial(n_pos_b, p_b, n_draws) + rng.binomial(n - n_pos_b, 1 - p_b, n_draws)
     return float(np.mean(correct_a > correct_b))
+
+
+def normal_cdf(x: float) -> float:
+    """Phi(x), the standard normal distribution function."""
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
 
 
 def argmax_with_ties(scores: np.ndarray, tie_break: np.ndarray) -> int:

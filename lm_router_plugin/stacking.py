@@ -31,11 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .calibration import UNINFORMATIVE_P, Calibration, best_on_average, smoothed_p
-from .scores import (
-    argmax_with_ties,
-    s3,
-    task_distance,
-)
+from .scores import argmax_with_ties, normal_cdf, s3, task_distance
 
 #: switch thresholds on the predicted gain (accuracy units) the inner LOTO chooses from
 TAUS = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, math.inf)
@@ -44,9 +40,6 @@ LABEL_FEATURE = "labels"
 LABEL_DRAWS = 4  # simulated label sets per reference task
 RIDGE = 1e-4
 
-
-def _norm_cdf(x: float) -> float:
-    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
 
 
 @dataclass
@@ -80,7 +73,7 @@ class Switch:
         best = argmax_with_ties(gain, tie)
         if best == bma or not np.isfinite(gain[best]):
             return bma, bma, gain, 0.5
-        p = _norm_cdf((gain[best] + self.bias) / max(self.sd, 1e-6))
+        p = normal_cdf((gain[best] + self.bias) / max(self.sd, 1e-6))
         return (best if gain[best] > self.tau else bma), best, gain, p
 
     def describe(self) -> str:
