@@ -186,6 +186,7 @@ def _stack_with_labels(router: Any, rec: Recommendation, Q: np.ndarray, allowed:
     """Decide ``rec`` with the stacked switch fitted for this many labels (stacking.py): the
     labelled docs' accuracy is a feature; the zero-label scores come from the other docs."""
     from .decision import Decision, explain
+    from .pool import rows_by_task
     from .scores import quiet_nanmean
     from .stacking import stacked_decision
 
@@ -194,8 +195,7 @@ def _stack_with_labels(router: Any, rec: Recommendation, Q: np.ndarray, allowed:
         rest = np.arange(len(Q))
     searched, sim = router.neighbor_index().search(Q[rest], max(router.k, router.kappa))
     g = router.predict_correctness(Q[rest], searched=searched)
-    task_of = np.asarray(router.task_of_)
-    rows_of = [np.flatnonzero(task_of == z) for z in range(len(router.task_names_))]
+    rows_of = rows_by_task(np.asarray(router.task_of_), len(router.task_names_))
     choice, best, bma, gain, p, switch = stacked_decision(
         router.calibration_, g, sim[:, :router.kappa], allowed, t=router.t, sigma=router.sigma,
         labels=quiet_nanmean(lab_y), n_labels=len(lab_docs), Y=router.Y_, rows_of=rows_of,

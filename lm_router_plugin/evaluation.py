@@ -38,7 +38,7 @@ from .decision import route_choices, score_and_decide
 from .estimate import decide_with_estimate, estimate, plan
 from .errors import InputError, LMRouterError, UnknownNameError
 from .neighbors import GroupedNeighbors
-from .pool import build_pool
+from .pool import build_pool, rows_by_task
 from .registry import unknown_name_message
 from .router import Router, model_mask
 from .scores import argmax_with_ties, quiet_nanmean, thresholded_accuracy
@@ -185,9 +185,7 @@ class _HeldOut:
         self.settings = router.decision_settings()
         self.neighbors = GroupedNeighbors(X, task_of, max(router.k, router.kappa))
         self.predictor = router.make_predictor()
-        order = np.argsort(task_of, kind="stable")
-        bounds = np.searchsorted(task_of[order], np.arange(n_tasks + 1))
-        self.rows_of = [np.sort(order[bounds[d]:bounds[d + 1]]) for d in range(n_tasks)]
+        self.rows_of = rows_by_task(task_of, n_tasks)
         # g of every input from a fit without its own task = the held-out task's g.
         self.g_held = self.predictor.predict_left_out(X, Y, task_of, np.arange(len(X)),
                                                       neighbors=self.neighbors)

@@ -55,6 +55,13 @@ def _packed_keys(table: pd.DataFrame) -> tuple[np.ndarray, list[tuple[np.ndarray
     return key, coded
 
 
+def rows_by_task(task_of: np.ndarray, n_tasks: int) -> list[np.ndarray]:
+    """Per task index 0..n_tasks-1, the increasing row numbers of its rows in ``task_of`` (n,)."""
+    order = np.argsort(task_of, kind="stable")  # stable: rows stay increasing within a task
+    bounds = np.searchsorted(task_of[order], np.arange(n_tasks + 1))
+    return [order[bounds[d]:bounds[d + 1]] for d in range(n_tasks)]
+
+
 def check_table(table: pd.DataFrame) -> None:
     """The checks a table must pass before fitting: the key columns, ``correct`` in {0, 1}
     and each (task, instance_id, model) once. Raises SchemaError naming the first problem."""
