@@ -54,6 +54,7 @@ import numpy as np
 import pandas as pd
 
 from lm_router_plugin.calibration import Calibration
+from lm_router_plugin.persistence import _CALIBRATION
 from lm_router_plugin.router import Router
 
 GIB = 1024 ** 3
@@ -212,7 +213,8 @@ def child_save(args) -> None:
     router.calibration_ = Calibration(
         u=rng.uniform(0.3, 0.9, D), p=rng.uniform(0.4, 0.9, (D, M)), accuracy=task_acc,
         included=np.ones(D, dtype=bool), mean_accuracy=task_acc.mean(0),
-        s1=rng.uniform(0.3, 0.9, (D, M)), residual_cov=np.eye(M) * 0.2)
+        s1=rng.uniform(0.3, 0.9, (D, M)), residual_cov=np.eye(M) * 0.2,
+        s2=rng.uniform(0.0, 1.0, (D, M)), n=np.bincount(task_of, minlength=D).astype(np.int64))
     router.models_ = [f"model_{m:02d}" for m in range(M)]
     router.task_names_ = [f"task_{d:03d}" for d in range(D)]
     router.instance_ids_ = [f"{i:07d}" for i in range(n)]
@@ -220,7 +222,7 @@ def child_save(args) -> None:
     for name in ("X_", "Y_", "task_of_", "loo_g_"):  # same layout as a real fit, only bigger
         real, ours = getattr(small, name), getattr(router, name)
         assert real.dtype == ours.dtype and real.shape[1:] == ours.shape[1:], name
-    for name in ("u", "p", "accuracy", "included", "mean_accuracy", "s1", "residual_cov"):
+    for name in _CALIBRATION:  # every field Router.save writes
         real, ours = getattr(small.calibration_, name), getattr(router.calibration_, name)
         assert real.dtype == ours.dtype and real.ndim == ours.ndim, name
     router.save(Path(args.state_dir) / "router")
