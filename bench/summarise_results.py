@@ -24,8 +24,13 @@ def main() -> int:
     counts = [int(c) for c in args.labels.split(",") if c]
     data = {}
     for item in args.sets:
+        if "=" not in item:
+            parser.error(f"{item!r}: give NAME=FILE.json (an `lm-router evaluate --json` output)")
         name, path = item.split("=", 1)
-        data[name] = json.loads(open(path).read())["rows"]
+        try:
+            data[name] = json.loads(open(path).read())["rows"]
+        except (OSError, ValueError, KeyError) as exc:
+            parser.error(f"{path}: not a readable `lm-router evaluate --json` output ({exc})")
     names = list(data)
     rows = [(r, r) for r in ZERO] + [(f"{r}@{n}", f"{r}@{n}labels") for n in counts
                                      for r in WITH_LABELS]
