@@ -13,7 +13,9 @@ import pyarrow.json as pj
 import pyarrow.parquet as pq
 import pytest
 from conftest import LMEvalRuns, one_error
-from test_published_layout import DEFAULT_KEY, EXAMPLES, _accuracy, _ingest_table, published_tree
+from test_published_layout import (
+    DEFAULT_KEY, EXAMPLES, _accuracy, _ingest_table, assert_lm_evals_accuracies, published_tree,
+)
 
 from lm_router_plugin.adapters.lmeval import get_file_task_name
 from lm_router_plugin.adapters.published import allow_patterns, config_model_task
@@ -69,16 +71,7 @@ def test_hub_layout_gives_lm_evals_accuracies(cli, lmeval_runs: LMEvalRuns,
     hub = hub_tree(lmeval_runs.root, tmp_path / "hub")
     t_hub = _ingest_table(cli, hub, tmp_path / "s_hub")
     acc = _accuracy(cli, tmp_path / "s_hub")
-    checked = 0
-    for model, results in lmeval_runs.results.items():
-        for task, key in DEFAULT_KEY.items():
-            assert acc[task][model] == pytest.approx(results["results"][task][key], abs=1e-12), \
-                (model, task)
-            checked += 1
-        cooking = t_hub[(t_hub.model == model) & (t_hub.task == "toy_cooking")]
-        assert cooking.score.mean() == pytest.approx(
-            results["results"]["toy_cooking"]["token_f1,none"], abs=1e-12)
-    assert checked == len(lmeval_runs.results) * len(DEFAULT_KEY) == 30
+    assert_lm_evals_accuracies(acc, t_hub, lmeval_runs)
     # the same rows as the JSONL logs: `latest` (a copy of the timestamp split) not counted twice
     t_jsonl = _ingest_table(cli, published_tree(lmeval_runs.root, tmp_path / "jsonl", "jsonl"),
                             tmp_path / "s_jsonl")

@@ -61,6 +61,21 @@ def _accuracy(cli, store: Path) -> dict:
 
 
 @pytest.mark.slow  # the session fixture runs lm-eval
+
+def assert_lm_evals_accuracies(acc: dict, table: pd.DataFrame, lmeval_runs: LMEvalRuns) -> None:
+    """Every (model, task) accuracy of ``acc`` (and toy_cooking's mean token_f1 in ``table``)
+    equals what lm-eval wrote in its results_*.json: 30 pairs."""
+    checked = 0
+    for model, results in lmeval_runs.results.items():
+        for task, key in DEFAULT_KEY.items():
+            assert acc[task][model] == pytest.approx(results["results"][task][key], abs=1e-12), \
+                (model, task)
+            checked += 1
+        cooking = table[(table.model == model) & (table.task == "toy_cooking")]
+        assert cooking.score.mean() == pytest.approx(
+            results["results"]["toy_cooking"]["token_f1,none"], abs=1e-12)
+    assert checked == len(lmeval_runs.results) * len(DEFAULT_KEY) == 30
+
 def test_published_jsonl_and_parquet_give_lm_evals_accuracies(
         cli, lmeval_runs: LMEvalRuns, tmp_path: Path) -> None:
     jsonl = published_tree(lmeval_runs.root, tmp_path / "jsonl", "jsonl")
@@ -71,16 +86,7 @@ def test_published_jsonl_and_parquet_give_lm_evals_accuracies(
     # model ids from the folder names, accuracies as lm-eval wrote them in results_*.json
     acc = _accuracy(cli, tmp_path / "s_parquet")
     assert _accuracy(cli, tmp_path / "s_jsonl") == acc
-    checked = 0
-    for model, results in lmeval_runs.results.items():
-        for task, key in DEFAULT_KEY.items():
-            assert acc[task][model] == pytest.approx(results["results"][task][key], abs=1e-12), \
-                (model, task)
-            checked += 1
-        cooking = t_parquet[(t_parquet.model == model) & (t_parquet.task == "toy_cooking")]
-        assert cooking.score.mean() == pytest.approx(
-            results["results"]["toy_cooking"]["token_f1,none"], abs=1e-12)
-    assert checked == len(lmeval_runs.results) * len(DEFAULT_KEY) == 30
+    assert_lm_evals_accuracies(acc, t_parquet, lmeval_runs)
     # the same rows either way, texts and prompt hashes included; only the origin differs
     assert t_parquet.origin.str.endswith(".parquet").all()
     pd.testing.assert_frame_equal(t_jsonl.drop(columns="origin"),
