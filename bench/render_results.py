@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 MAIN_ROWS = ("s1", "s2", "s3", "s3_true_p", "stack", "cal", "moe", "bma", "oracle", "compare_to")
-SWEEP_ROWS = ("s1", "s3", "few_shot", "stack", "post", "post_planned")
+SWEEP_ROWS = ("s1", "s3", "few_shot", "stack", "stack_planned", "post", "post_planned")
 
 
 def fmt(value, spec=".3f"):

@@ -13,7 +13,7 @@ import json
 import numpy as np
 
 ZERO = ("s1", "s3", "stack", "cal")
-WITH_LABELS = ("few_shot", "s1", "s3", "stack", "post", "post_planned")
+WITH_LABELS = ("few_shot", "s1", "s3", "stack", "stack_planned", "post", "post_planned")
 
 
 def main() -> int:

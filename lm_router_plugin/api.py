@@ -172,7 +172,7 @@ def recommend(store: Store | str | Path | None = None, *, task: str | None = Non
     rec.n_labelled_docs = report.n_labelled_docs
     rec.labels_verdict = report.verdict
     if score == "stack" and len(lab_docs):
-        _stack_with_labels(router, rec, Q, allowed, lab_docs, lab_y)
+        _stack_with_labels(router, rec, Q, allowed, lab_docs, lab_y, weights)
     if score == POSTERIOR:
         order = {row["model"]: i for i, row in enumerate(report.estimates)}
         rec.models.sort(key=lambda row: order[row.model])
@@ -182,13 +182,14 @@ def recommend(store: Store | str | Path | None = None, *, task: str | None = Non
 
 
 def _stack_with_labels(router: Any, rec: Recommendation, Q: np.ndarray, allowed: np.ndarray,
-                       lab_docs: np.ndarray, lab_y: np.ndarray) -> None:
+                       lab_docs: np.ndarray, lab_y: np.ndarray,
+                       weights: np.ndarray | None = None) -> None:
     """Decide ``rec`` with the stacked switch fitted for this many labels (stacking.py): the
-    labelled docs' accuracy is a feature; the zero-label scores come from the other docs."""
+    labelled docs' accuracy is a feature (weighted by 1 / inclusion probability when a plan
+    chose the docs); the zero-label scores come from the other docs."""
     from .decision import Decision, explain
     from .pool import rows_by_task
-    from .scores import quiet_nanmean
-    from .stacking import stacked_decision
+    from .stacking import label_accuracy, stacked_decision
 
     rest = np.setdiff1d(np.arange(len(Q)), lab_docs)
     if len(rest) == 0:  # every doc labelled: the switch still needs the docs' g
@@ -198,7 +199,7 @@ def _stack_with_labels(router: Any, rec: Recommendation, Q: np.ndarray, allowed:
     rows_of = rows_by_task(np.asarray(router.task_of_), len(router.task_names_))
     choice, best, bma, gain, p, switch = stacked_decision(
         router.calibration_, g, sim[:, :router.kappa], allowed, t=router.t, sigma=router.sigma,
-        labels=quiet_nanmean(lab_y), n_labels=len(lab_docs), Y=router.Y_, rows_of=rows_of,
+        labels=label_accuracy(lab_y, weights), n_labels=len(lab_docs), Y=router.Y_, rows_of=rows_of,
         seed=router.seed)
     names = list(router.models_)
     for row in rec.models:
@@ -208,7 +209,8 @@ def _stack_with_labels(router: Any, rec: Recommendation, Q: np.ndarray, allowed:
                    p_beats_bma=p)
     rec.choice, rec.fallback, rec.p_choice_beats_bma = names[choice], dec.fallback, p
     rec.reason = explain(dec, "stack", names, router.eta, switch, gain) + (
-        f"; with {len(lab_docs)} labelled docs as a feature")
+        f"; with {len(lab_docs)} labelled docs as a feature"
+        + (" (weighted by the plan's inclusion probabilities)" if weights is not None else ""))
 
 
 @dataclass

@@ -42,13 +42,13 @@ from .pool import build_pool, rows_by_task
 from .registry import unknown_name_message
 from .router import Router, model_mask
 from .scores import argmax_with_ties, quiet_nanmean, thresholded_accuracy
-from .stacking import stacked_decision
+from .stacking import fit_switch, label_accuracy, stacked_decision, task_features
 from .store import Store
 
 logger = logging.getLogger(__name__)
 
 ROW_NAMES = ("s1", "s2", "s3", "s3_true_p", "stack", "cal", "moe", "bma", "oracle")
-SWEEP_ROWS = ("s1", "s3", "few_shot", "stack", "post", "post_planned")
+SWEEP_ROWS = ("s1", "s3", "few_shot", "stack", "post", "post_planned", "stack_planned")
 MAX_LABELS = 50  # the paper's cap on in-task labels: min(alpha n, 50)
 N_SPLITS = 20  # split-half repetitions per task
 N_BOOTSTRAP = 1000  # bootstrap resamples of the tasks
@@ -343,7 +343,7 @@ class _TaskScorer:
         out["few_shot"] = self._record(few, acc, allowed, bma, acc_lab, None)
         # Beyond the paper (stacking.py): the switch fitted for n_lab labels, zero-label g
         zero = ev.g_held
-        choice, _, _, gain, _, _ = stacked_decision(
+        choice, _, _, gain, _, switch = stacked_decision(
             cal, zero[rest], sim, allowed, t=r.t, sigma=r.sigma, labels=acc_lab,
             n_labels=n_lab, Y=ev.Y, rows_of=ev.rows_of, seed=r.seed)
         out["stack"] = self._record(choice, acc, allowed, bma, gain, None)
@@ -366,6 +366,16 @@ class _TaskScorer:
                           weights=1.0 / pi[picked])
         choice, _, bma_p = decide_with_estimate(post_p, cal, r.eta)
         out["post_planned"] = self._record(choice, acc_p, allowed_p, bma_p, post_p.mean, None)
+        # the stacked switch on the planned labels (weighted: the plan oversamples the
+        # leaders' disagreement), refitted only if a model lacks labels on the planned rest
+        acc_lab_p = label_accuracy(ev.Y[lab_p], 1.0 / pi[picked])
+        if not np.array_equal(allowed_p, allowed):
+            switch = fit_switch(cal, allowed_p, sigma=r.sigma, n_labels=n_lab, Y=ev.Y,
+                                rows_of=ev.rows_of, seed=r.seed)
+        features, bma_s = task_features(cal, zero[rest_p], ev.kappa_sim(rest_p), allowed_p,
+                                        r.t, r.sigma, acc_lab_p if switch.n_labels else None)
+        choice, _, gain_p, _ = switch.decide(features, allowed_p, bma_s, cal.mean_accuracy)
+        out["stack_planned"] = self._record(choice, acc_p, allowed_p, bma_p, gain_p, None)
         # its comparators on the same unlabelled items
         out["bma_planned"] = self._record(bma_p, acc_p, allowed_p, bma_p, None, None)
         oracle_p = argmax_with_ties(np.where(allowed_p, acc_p, -np.inf), cal.mean_accuracy)

@@ -85,6 +85,18 @@ class Switch:
                 f"reference tasks; weights {names}")
 
 
+def label_accuracy(lab_y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """(M,) accuracy of each model on the labelled items lab_y (L, M) (nan: no label); with
+    ``weights`` (L,) = 1 / inclusion probability of planned items, the weighted (Hajek) mean,
+    so items drawn for the leaders' disagreement do not bias it (nan: a model without labels)."""
+    lab_y = np.asarray(lab_y, dtype=float)
+    w = np.ones(len(lab_y)) if weights is None else np.asarray(weights, dtype=float)
+    has = ~np.isnan(lab_y)
+    total = w @ has
+    return np.divide(w @ np.where(has, lab_y, 0.0), total,
+                     out=np.full(lab_y.shape[1], np.nan), where=total > 0)
+
+
 def _features(s1: np.ndarray, s3_: np.ndarray, mean_acc: np.ndarray, b: int,
               labels: np.ndarray | None) -> np.ndarray:
     """(M, F) differences to model b: S1, mean reference accuracy, S3 (, label accuracy)."""
@@ -260,4 +272,4 @@ def stacked_decision(cal: Calibration, g: np.ndarray, kappa_sim: np.ndarray,
     return choice, best, bma, gain, p, switch
 
 
-__all__ = ["Switch", "fit_switch", "stacked_decision", "task_features"]
+__all__ = ["Switch", "fit_switch", "label_accuracy", "stacked_decision", "task_features"]

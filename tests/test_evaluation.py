@@ -240,36 +240,53 @@ def test_held_out_labels_do_not_reach_the_other_tasks(evaluated):
 def test_stacked_label_rows_match_a_router_refitted_without_the_task(evaluated):
     """stack@N labels: the switch fitted on a Router refitted without d (its calibration,
     its reference correctness), fed the zero-label g of d's unlabelled inputs and the
-    accuracy on the N labelled ones, chooses what evaluate chose, repeat by repeat."""
-    from lm_router_plugin.stacking import stacked_decision
+    accuracy on the N labelled ones, chooses what evaluate chose, repeat by repeat; and
+    stack_planned@N likewise for the docs plan() draws from that Router's posterior, their
+    accuracy weighted by 1 / inclusion probability."""
+    from lm_router_plugin.estimate import estimate, plan
+    from lm_router_plugin.stacking import label_accuracy, stacked_decision
 
     table, _, X, _ = evaluated
-    n_lab = 4
+    n_lab = 12  # enough labels that the switches keep the label feature on these tasks
     result = evaluate(table, embeddings=X, label_counts=[n_lab], repeats=2, n_bootstrap=0)
     pool = build_pool(table)
-    accs = []
+    routers = {}
+    accs = {"random": [], "planned": []}
+
+    def stacked_accuracy(router, lab, rest, labels):
+        acc = np.nanmean(pool.Y[rest], axis=0)
+        _, sim = topk_cosine(X[rest], router.X_, router.kappa)
+        rows_of = [np.flatnonzero(router.task_of_ == z) for z in range(len(router.task_names_))]
+        choice = stacked_decision(router.calibration_, router.predict_correctness(X[rest]), sim,
+                                  ~np.isnan(acc), t=router.t, sigma=router.sigma, labels=labels,
+                                  n_labels=len(lab), Y=router.Y_, rows_of=rows_of,
+                                  seed=router.seed)[0]
+        return acc[choice]
+
     for rep in range(2):
         rng = np.random.default_rng([0, rep, 10**9 + n_lab])  # evaluate's seeding
-        per_task = []
+        plan_rng = np.random.default_rng([0, rep, 10**9 + n_lab, 1])
+        per_task = {"random": [], "planned": []}
         for d, task in enumerate(pool.task_names):
             rows = np.flatnonzero(pool.task_of == d)
+            if task not in routers:
+                keep = pool.task_of != d
+                routers[task] = Router().fit(table[table["task"] != task], embeddings=X[keep])
+            router = routers[task]
             lab = np.sort(rng.choice(rows, size=n_lab, replace=False))
-            rest = np.setdiff1d(rows, lab)
-            keep = pool.task_of != d
-            router = Router().fit(table[table["task"] != task], embeddings=X[keep])
-            acc = np.nanmean(pool.Y[rest], axis=0)
-            allowed = ~np.isnan(acc)
-            _, sim = topk_cosine(X[rest], router.X_, router.kappa)
-            g = router.predict_correctness(X[rest])
-            rows_of = [np.flatnonzero(router.task_of_ == z)
-                       for z in range(len(router.task_names_))]
-            choice = stacked_decision(router.calibration_, g, sim, allowed, t=router.t,
-                                      sigma=router.sigma, labels=np.nanmean(pool.Y[lab], 0),
-                                      n_labels=n_lab, Y=router.Y_, rows_of=rows_of,
-                                      seed=router.seed)[0]
-            per_task.append(acc[choice])
-        accs.append(np.mean(per_task))
-    assert result.rows[f"stack@{n_lab}labels"]["acc"] == pytest.approx(np.mean(accs))
+            per_task["random"].append(stacked_accuracy(
+                router, lab, np.setdiff1d(rows, lab), np.nanmean(pool.Y[lab], 0)))
+            g = router.predict_correctness(X[rows])
+            known = ~np.isnan(np.nanmean(pool.Y[rows], 0))
+            picked, pi = plan(g, estimate(router.calibration_, g, known), n_lab, plan_rng)
+            per_task["planned"].append(stacked_accuracy(
+                router, rows[picked], np.setdiff1d(rows, rows[picked]),
+                label_accuracy(pool.Y[rows[picked]], 1.0 / pi[picked])))
+        for kind in accs:
+            accs[kind].append(np.mean(per_task[kind]))
+    assert result.rows[f"stack@{n_lab}labels"]["acc"] == pytest.approx(np.mean(accs["random"]))
+    assert result.rows[f"stack_planned@{n_lab}labels"]["acc"] == pytest.approx(
+        np.mean(accs["planned"]))
 
 
 def test_rows_are_task_averages_with_gaps_and_intervals(evaluated):

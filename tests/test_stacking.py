@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lm_router_plugin.calibration import Calibration
-from lm_router_plugin.stacking import TAUS, fit_switch, stacked_decision
+from lm_router_plugin.stacking import TAUS, fit_switch, label_accuracy, stacked_decision
 
 T, SIGMA = 0.5, 0.09
 
@@ -94,3 +94,15 @@ def test_label_simulation_is_seeded():
     assert np.array_equal(a.beta, b.beta) and a.tau == b.tau
     with pytest.raises(ValueError, match="reference correctness"):
         fit_switch(cal, allowed, sigma=SIGMA, n_labels=10)
+
+
+def test_label_accuracy_weights_planned_items():
+    """Planned docs carry 1 / inclusion-probability weights (Hajek mean); random ones none;
+    a model without labels is nan."""
+    lab_y = np.array([[1.0, 0.0, np.nan], [0.0, 0.0, np.nan], [1.0, 1.0, np.nan]])
+    np.testing.assert_allclose(label_accuracy(lab_y)[:2], [2 / 3, 1 / 3])
+    w = np.array([1.0, 3.0, 1.0])  # the second item was 3x less likely to be drawn
+    np.testing.assert_allclose(label_accuracy(lab_y, w)[:2], [2 / 5, 1 / 5])
+    assert np.isnan(label_accuracy(lab_y, w)[2])
+    partial = np.array([[1.0], [np.nan], [0.0]])  # weights renormalise over labelled items
+    np.testing.assert_allclose(label_accuracy(partial, w), [0.5])
