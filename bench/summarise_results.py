@@ -1,6 +1,7 @@
 """One table over several ``lm-router evaluate --json`` outputs: per set, each row's mean gain
 over BMA in accuracy points (and the share of the BMA -> Oracle gap it closes), at zero labels
-and at N in-task labels, plus the mean over the sets.
+and at N in-task labels, plus the mean over the sets; first the Oracle's and the split-half
+Oracle's gains (the ceilings).
 
     python bench/summarise_results.py NAME=FILE.json [NAME=FILE.json ...] [--labels 10,30]
 """
@@ -38,6 +39,12 @@ def main() -> int:
     print("|---" * (len(names) + 2) + "|")
     print("| BMA / Oracle acc. | " + " | ".join(
         f"{data[n]['bma']['acc']:.3f} / {data[n]['oracle']['acc']:.3f}" for n in names) + " | |")
+    # the ceilings: the Oracle on all items (noisy on small tasks) and the split-half Oracle
+    # (chosen on a random half of the task's items, scored on the other half)
+    for label, col in (("oracle", "acc"), ("oracle (split-half)", "acc_half")):
+        gains = [(data[n]["oracle"][col] - data[n]["bma"][col]) * 100 for n in names]
+        print(f"| {label} | " + " | ".join(f"{x:+.2f}" for x in gains)
+              + f" | {np.mean(gains):+.2f} |")
     for label, key in rows:
         cells, gains = [], []
         for n in names:

@@ -374,7 +374,8 @@ class _TaskScorer:
                                 rows_of=ev.rows_of, seed=r.seed)
         features, bma_s = task_features(cal, zero[rest_p], ev.kappa_sim(rest_p), allowed_p,
                                         r.t, r.sigma, acc_lab_p if switch.n_labels else None)
-        choice, _, gain_p, _ = switch.decide(features, allowed_p, bma_s, cal.mean_accuracy)
+        choice, _, gain_p, _ = switch.decide(features, allowed_p, bma_s, cal.mean_accuracy,
+                                             n_rest=len(rest_p))
         out["stack_planned"] = self._record(choice, acc_p, allowed_p, bma_p, gain_p, None)
         # its comparators on the same unlabelled items
         out["bma_planned"] = self._record(bma_p, acc_p, allowed_p, bma_p, None, None)

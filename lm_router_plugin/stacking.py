@@ -9,10 +9,21 @@ much of a model's score lead over BMA turns into a real accuracy lead:
 
     predicted gain of m over BMA  =  beta . [S1_m - S1_b, A_m - A_b, S3_m - S3_b (, L_m - L_b)]
 
-with A the mean reference accuracy and L the accuracy on the task's labelled items (when
-there are labels; their noise at the given count is simulated on the reference tasks by
-drawing as many items of each). The model of highest predicted gain is chosen if its gain
-exceeds tau, else BMA. tau is chosen by an inner leave-one-task-out over the reference tasks
+with A the mean reference accuracy. The model of highest predicted gain is chosen if its gain
+exceeds tau, else BMA.
+
+With n labelled items of the new task, that prediction d0_m is the prior of a precision-
+weighted update by the paired label difference L_m - L_b (accuracies on the same items):
+
+    gain_m  =  d0_m + w_m (L_m - L_b - d0_m),    w_m = c s^2 / (c s^2 + v_m),
+    v_m     =  disagree(m, b) (1/n + 1/(N - n))
+
+s^2 is the spread of the true gains around d0 on the reference tasks (inner leave-one-task-
+out), disagree(m, b) the share of reference items on which m and b differ (the variance of a
+paired difference per item; a model close to BMA is compared precisely with few labels), and
+N - n the unlabelled items the choice is scored on. The prior strength c (0 = ignore the
+labels) and tau are chosen together by the inner leave-one-task-out, on label draws of the
+same count simulated on every reference task. tau is chosen by an inner leave-one-task-out over the reference tasks
 (the tau of highest realised gain; ties go to the larger, more conservative tau), so on a
 reference set where switching does not pay the rule learns to stay with BMA, and where it
 pays it learns to switch. Nothing here reads the task being decided: in the strict
@@ -37,7 +48,13 @@ from .scores import argmax_with_ties, normal_cdf, s3, task_distance
 TAUS = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, math.inf)
 FEATURES = ("s1", "mean_accuracy", "s3")
 LABEL_FEATURE = "labels"
+#: multipliers c of the prior variance the inner LOTO chooses from with labels (0: the
+#: labels are ignored, the zero-label rule; ties go to the smaller c)
+PRIOR_SCALES = (0.0, 0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0)
 LABEL_DRAWS = 4  # simulated label sets per reference task
+#: per-item variance of y_m - y_b assumed for a model never labelled beside BMA (the most a
+#: difference of two 0/1 labels can have: its labels then count least)
+UNKNOWN_DISAGREEMENT = 1.0
 RIDGE = 1e-4
 
 
@@ -46,10 +63,13 @@ RIDGE = 1e-4
 class Switch:
     """A fitted stacked switch.
 
-    beta (F,) weights of the features; tau the switch threshold; n_labels the label count it
-    was fitted for; inner_gain (len(TAUS),) mean realised gain over the reference tasks per
-    tau (inner LOTO); bias and sd of the realised minus predicted gain of the switched-to
-    model over the reference tasks (selection-aware: measured at the argmax); n_tasks."""
+    beta (3,) weights of the zero-label features; tau the switch threshold; n_labels the
+    label count it was fitted for (0: labels unused); inner_gain (len(TAUS),) mean realised
+    gain over the reference tasks per tau (inner LOTO); bias and sd of the realised minus
+    predicted gain of the switched-to model over the reference tasks (selection-aware:
+    measured at the argmax); n_tasks. With labels: prior_var = c s^2 (accuracy^2) and
+    disagreement (M,), each model's share of reference items on which it and the new task's
+    BMA differ."""
 
     beta: np.ndarray
     tau: float
@@ -59,17 +79,35 @@ class Switch:
     sd: float
     n_tasks: int
     features: tuple[str, ...]
+    prior_var: float = 0.0
+    disagreement: np.ndarray | None = None
 
-    def predict(self, features: np.ndarray, allowed: np.ndarray) -> np.ndarray:
-        """(M,) predicted accuracy gain over BMA; -inf for models not allowed."""
-        return np.where(allowed, features @ self.beta, -np.inf)
+    def label_weights(self, n_rest: int | None) -> np.ndarray | None:
+        """(M,) weight w_m of the paired label difference (None without labels); n_rest:
+        the unlabelled items the choice is for (None: many)."""
+        if self.n_labels <= 0 or self.prior_var <= 0 or self.disagreement is None:
+            return None
+        v = self.disagreement * (1.0 / self.n_labels + (1.0 / n_rest if n_rest else 0.0))
+        return self.prior_var / (self.prior_var + v)
 
-    def decide(self, features: np.ndarray, allowed: np.ndarray, bma: int, tie: np.ndarray
-               ) -> tuple[int, int, np.ndarray, float]:
+    def predict(self, features: np.ndarray, allowed: np.ndarray, n_rest: int | None = None
+                ) -> np.ndarray:
+        """(M,) predicted accuracy gain over BMA; -inf for models not allowed. ``features``
+        (M, 3) or, with labels, (M, 4) whose last column is the label difference (nan: a
+        model without labels, which keeps its zero-label prediction)."""
+        gain = features[:, :len(FEATURES)] @ self.beta
+        w = self.label_weights(n_rest)
+        if w is not None and features.shape[1] > len(FEATURES):
+            lab = features[:, len(FEATURES)]
+            gain = gain + np.where(np.isnan(lab), 0.0, w * (np.nan_to_num(lab) - gain))
+        return np.where(allowed, gain, -np.inf)
+
+    def decide(self, features: np.ndarray, allowed: np.ndarray, bma: int, tie: np.ndarray,
+               n_rest: int | None = None) -> tuple[int, int, np.ndarray, float]:
         """(choice, best by predicted gain (ties: higher ``tie``), predicted gains (M,),
         P(best beats BMA)). P is Phi((gain + bias) / sd) with the bias and spread of the
         inner-LOTO errors of the switched-to model."""
-        gain = self.predict(features, allowed)
+        gain = self.predict(features, allowed, n_rest)
         best = argmax_with_ties(gain, tie)
         if best == bma or not np.isfinite(gain[best]):
             return bma, bma, gain, 0.5
@@ -80,9 +118,13 @@ class Switch:
         """The learned rule in words, e.g. "threshold 0.02 learned leave-one-task-out over
         6 reference tasks; weights S1 +0.80, mean_accuracy +0.04, S3 +0.50"."""
         names = ", ".join(f"{n.replace('s1', 'S1').replace('s3', 'S3')} {b:+.2f}"
-                          for n, b in zip(self.features, self.beta))
+                          for n, b in zip(FEATURES, self.beta))
+        labels = ""
+        if self.n_labels > 0:
+            labels = (f"; {self.n_labels} labels update it with prior sd "
+                      f"{math.sqrt(self.prior_var):.3f}")
         return (f"threshold {self.tau:g} learned leave-one-task-out over {self.n_tasks} "
-                f"reference tasks; weights {names}")
+                f"reference tasks; weights {names}{labels}")
 
 
 def label_accuracy(lab_y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -99,7 +141,8 @@ def label_accuracy(lab_y: np.ndarray, weights: np.ndarray | None = None) -> np.n
 
 def _features(s1: np.ndarray, s3_: np.ndarray, mean_acc: np.ndarray, b: int,
               labels: np.ndarray | None) -> np.ndarray:
-    """(M, F) differences to model b: S1, mean reference accuracy, S3 (, label accuracy)."""
+    """(M, F) differences to model b: S1, mean reference accuracy, S3 (, label accuracy;
+    nan where m or b has no label)."""
     cols = [s1 - s1[b], mean_acc - mean_acc[b], s3_ - s3_[b]]
     if labels is not None:
         cols.append(labels - labels[b])
@@ -113,8 +156,7 @@ def task_features(cal: Calibration, g: np.ndarray, kappa_sim: np.ndarray, allowe
     ``labels`` (M,): accuracy on its labelled items (nan: a model without labels)."""
     bma = best_on_average(cal, allowed)
     p = smoothed_p(cal, task_distance(kappa_sim), sigma)
-    lab = None if labels is None else np.where(np.isnan(labels), cal.mean_accuracy, labels)
-    return _features(g.mean(0), s3((g > t).mean(0), p), cal.mean_accuracy, bma, lab), bma
+    return _features(g.mean(0), s3((g > t).mean(0), p), cal.mean_accuracy, bma, labels), bma
 
 
 def _leave_one_out_p(cal: Calibration, Z: np.ndarray, sigma: float) -> np.ndarray:
@@ -176,7 +218,6 @@ def _reference_rows(cal: Calibration, allowed: np.ndarray, sigma: float, n_label
         lab[i] = np.divide(lab_sum, lab_n, out=np.full(lab_sum.shape, np.nan), where=lab_n > 0)
         rest[i] = np.divide(y0.sum(0) - lab_sum, rest_n, out=np.full(lab_sum.shape, np.nan),
                             where=rest_n > 0)
-    lab = np.where(np.isnan(lab), mean_acc[:, None, :], lab)  # no label: the prior mean
     b = np.repeat(bma, LABEL_DRAWS)
 
     def flat(x: np.ndarray) -> np.ndarray:  # (Z, draws, M) -> (Z * draws, M)
@@ -195,6 +236,46 @@ def _ridge(xtx: np.ndarray, xty: np.ndarray, n: int) -> np.ndarray:
     return np.linalg.solve(xtx + RIDGE * np.eye(len(xty)), xty)
 
 
+def _disagreement(Y: np.ndarray, rows_of: list[np.ndarray], Z: np.ndarray, b: int
+                  ) -> np.ndarray:
+    """(len(Z), M) per reference task, the share of its items on which each model and model
+    b differ (items labelled for both; nan: none): the per-item variance of y_m - y_b."""
+    out = np.full((len(Z), Y.shape[1]), np.nan)
+    for i, z in enumerate(Z):
+        y = Y[rows_of[z]]
+        both = ~np.isnan(y) & ~np.isnan(y[:, [b]])
+        n = both.sum(0)
+        differ = np.where(both, (y - y[:, [b]]) ** 2, 0.0).sum(0)
+        out[i] = np.divide(differ, n, out=np.full(len(n), np.nan), where=n > 0)
+    return out
+
+
+def _nan_mean_or(per_task: np.ndarray, fill: float) -> np.ndarray:
+    """(M,) nan-mean over rows of per_task (Z, M); ``fill`` where a column has none."""
+    has = ~np.isnan(per_task)
+    count = has.sum(0)
+    return np.where(count > 0, np.where(has, per_task, 0.0).sum(0) / np.maximum(count, 1),
+                    fill)
+
+
+def _mean_without(per_task: np.ndarray) -> np.ndarray:
+    """(Z, M) nan-mean over the other rows of per_task (Z, M), for each row."""
+    has = ~np.isnan(per_task)
+    total, count = np.where(has, per_task, 0.0).sum(0), has.sum(0)
+    rest_n = count[None, :] - has
+    return np.divide(total[None, :] - np.where(has, per_task, 0.0), rest_n,
+                     out=np.full(per_task.shape, np.nan), where=rest_n > 0)
+
+
+def _choose_tau(realised: np.ndarray, group: np.ndarray, n_tasks: int) -> tuple[np.ndarray, int]:
+    """Per-tau mean over tasks of the realised gains (R, len(TAUS)) (each task's rows
+    averaged first), and the chosen tau's index (ties: the larger tau)."""
+    per_task = np.zeros((n_tasks, len(TAUS)))
+    np.add.at(per_task, group, realised / np.bincount(group)[group][:, None])
+    mean_gain = per_task.mean(0)
+    return mean_gain, max(np.flatnonzero(mean_gain >= mean_gain.max() - 1e-12))
+
+
 def fit_switch(cal: Calibration, allowed: np.ndarray, *, sigma: float, n_labels: int = 0, Y: np.ndarray | None = None,
                rows_of: list[np.ndarray] | None = None, seed: int = 0) -> Switch:
     """Fit the switch on the reference tasks of ``cal`` (those ``included``).
@@ -211,8 +292,9 @@ def fit_switch(cal: Calibration, allowed: np.ndarray, *, sigma: float, n_labels:
     if n_labels > 0 and (Y is None or rows_of is None):
         raise ValueError("fit_switch with labels needs the reference correctness Y, rows_of")
     F, T, B, G = _reference_rows(cal, allowed, sigma, n_labels, Y, rows_of, seed)
+    k = len(FEATURES)
     valid = ~np.isnan(T) & allowed[None, :]
-    Fv = np.where(valid[..., None], F, 0.0)
+    Fv = np.where(valid[..., None], F[..., :k], 0.0)
     Tv = np.where(valid, T, 0.0)
     xtx_row = np.einsum("rmf,rmg->rfg", Fv, Fv)  # (R, F, F) per row
     xty_row = np.einsum("rmf,rm->rf", Fv, Tv)
@@ -225,35 +307,59 @@ def fit_switch(cal: Calibration, allowed: np.ndarray, *, sigma: float, n_labels:
     np.add.at(cells, group, valid.sum(1))
     xtx, xty, n = xtx_task.sum(0), xty_task.sum(0), cells.sum()
     rows = np.arange(len(T))
-    per_row = np.bincount(group)[group][:, None]
+    # inner leave-one-task-out: weights fitted without the row's own task
+    betas = np.array([_ridge(xtx - xtx_task[j], xty - xty_task[j], int(n - cells[j]))
+                      for j in range(len(tasks))])
+    prior = np.einsum("rmf,rf->rm", F[..., :k], betas[group])  # (R, M) zero-label gains
+    beta = _ridge(xtx, xty, int(n))
+    bma = best_on_average(cal, allowed)
+    prior_var, disagreement, scales = 0.0, None, (0.0,)
+    if n_labels > 0:
+        # spread of the true gains around the zero-label prediction (models other than BMA)
+        others = valid.copy()
+        others[rows, B] = False
+        prior_var = float(np.mean((T - prior)[others] ** 2)) if others.any() else 0.0
+        # label-difference variance per item: disagreement with the row's BMA, averaged
+        # over the other reference tasks (the row's own task is the one being predicted)
+        Z = np.flatnonzero(cal.included)
+        row_dis = np.full(T.shape, np.nan)
+        for b in np.unique(np.r_[B, bma]):
+            per_task = _disagreement(Y, rows_of, Z, int(b))
+            if b == bma:
+                disagreement = _nan_mean_or(per_task, UNKNOWN_DISAGREEMENT)
+            at = B == b
+            row_dis[at] = _mean_without(per_task)[np.searchsorted(Z, G[at])]
+        # as drawn in _reference_rows: min(n_labels, n - 1) labels, the rest scored
+        n_lab = np.maximum(np.minimum(n_labels, cal.n[G] - 1), 1)
+        n_rest = np.maximum(cal.n[G] - n_lab, 1)
+        row_dis = np.where(np.isnan(row_dis), UNKNOWN_DISAGREEMENT, row_dis)
+        row_var = row_dis * (1.0 / n_lab + 1.0 / n_rest)[:, None]
+        lab = F[..., k]
+        scales = PRIOR_SCALES
     best_fit = None
-    # With labels, the inner LOTO also chooses whether the label feature earns its noise:
-    # the zero-label features alone (first) or with it; ties keep the simpler model.
-    for n_cols in ((len(FEATURES),) if n_labels <= 0 else (len(FEATURES), len(FEATURES) + 1)):
-        cols = slice(0, n_cols)
-        # inner leave-one-task-out: weights fitted without the row's own task
-        betas = np.array([_ridge((xtx - xtx_task[j])[cols, cols], (xty - xty_task[j])[cols],
-                                 int(n - cells[j])) for j in range(len(tasks))])
-        gain = np.where(valid, np.einsum("rmf,rf->rm", F[..., cols], betas[group]), -np.inf)
+    for c in scales:  # ties keep the smaller c (0: the labels are not used)
+        gain = prior
+        if c > 0:
+            w = c * prior_var / (c * prior_var + row_var)
+            gain = prior + np.where(np.isnan(lab), 0.0, w * (np.nan_to_num(lab) - prior))
+        gain = np.where(valid, gain, -np.inf)
         best = gain.argmax(1)  # ties: lower index
         top = gain[rows, best]
         realised = np.nan_to_num(np.array([np.where(top > tau, T[rows, best], T[rows, B])
                                            for tau in TAUS]).T)
-        per_task = np.zeros((len(tasks), len(TAUS)))
-        np.add.at(per_task, group, realised / per_row)
-        mean_gain = per_task.mean(0)
-        chosen = max(np.flatnonzero(mean_gain >= mean_gain.max() - 1e-12))  # ties: larger tau
+        mean_gain, chosen = _choose_tau(realised, group, len(tasks))
         if best_fit is not None and mean_gain[chosen] <= best_fit[0][best_fit[1]] + 1e-12:
             continue
         switched = (best != B) & np.isfinite(top)
         errors = (T[rows, best] - top)[switched] if switched.any() else np.zeros(1)
-        best_fit = (mean_gain, chosen, n_cols, errors)
-    mean_gain, chosen, n_cols, errors = best_fit
-    names = (FEATURES + (LABEL_FEATURE,))[:n_cols]
-    return Switch(beta=_ridge(xtx[:n_cols, :n_cols], xty[:n_cols], int(n)), tau=TAUS[chosen],
-                  n_labels=n_labels if n_cols > len(FEATURES) else 0, inner_gain=mean_gain,
-                  bias=float(np.nanmean(errors)), sd=float(np.sqrt(np.nanmean(errors ** 2))),
-                  n_tasks=len(tasks), features=names)
+        best_fit = (mean_gain, chosen, c, errors)
+    mean_gain, chosen, c, errors = best_fit
+    return Switch(beta=beta, tau=TAUS[chosen], n_labels=n_labels if c > 0 else 0,
+                  inner_gain=mean_gain, bias=float(np.nanmean(errors)),
+                  sd=float(np.sqrt(np.nanmean(errors ** 2))), n_tasks=len(tasks),
+                  features=FEATURES + ((LABEL_FEATURE,) if c > 0 else ()),
+                  prior_var=c * prior_var if c > 0 else 0.0,
+                  disagreement=disagreement if c > 0 else None)
 
 
 def stacked_decision(cal: Calibration, g: np.ndarray, kappa_sim: np.ndarray,
@@ -268,7 +374,8 @@ def stacked_decision(cal: Calibration, g: np.ndarray, kappa_sim: np.ndarray,
                         else 0, Y=Y, rows_of=rows_of, seed=seed)
     features, bma = task_features(cal, g, kappa_sim, allowed, t, sigma,
                                   labels if switch.n_labels > 0 else None)
-    choice, best, gain, p = switch.decide(features, allowed, bma, cal.mean_accuracy)
+    choice, best, gain, p = switch.decide(features, allowed, bma, cal.mean_accuracy,
+                                          n_rest=len(g))
     return choice, best, bma, gain, p, switch
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lm_router_plugin.calibration import Calibration
-from lm_router_plugin.stacking import TAUS, fit_switch, label_accuracy, stacked_decision
+from lm_router_plugin.stacking import TAUS, Switch, fit_switch, label_accuracy, stacked_decision
 
 T, SIGMA = 0.5, 0.09
 
@@ -78,7 +78,7 @@ def test_labels_are_used_when_they_carry_what_the_scores_do_not():
     allowed = np.ones(4, dtype=bool)
     switch = fit_switch(cal, allowed, sigma=SIGMA, n_labels=30, Y=Y, rows_of=rows_of)
     assert switch.n_labels == 30 and switch.features[-1] == "labels"
-    assert switch.beta[-1] > 0.3
+    assert switch.prior_var > 0 and switch.label_weights(50)[1] > 0.3
     g, sim = new_task([0.6, 0.6, 0.6, 0.6])
     labels = np.array([0.70, 0.95, 0.55, 0.40])  # model 1 far ahead on 30 labelled items
     choice = stacked_decision(cal, g, sim, allowed, t=T, sigma=SIGMA, labels=labels,
@@ -91,7 +91,7 @@ def test_label_simulation_is_seeded():
     allowed = np.ones(4, dtype=bool)
     a = fit_switch(cal, allowed, sigma=SIGMA, n_labels=10, Y=Y, rows_of=rows_of, seed=1)
     b = fit_switch(cal, allowed, sigma=SIGMA, n_labels=10, Y=Y, rows_of=rows_of, seed=1)
-    assert np.array_equal(a.beta, b.beta) and a.tau == b.tau
+    assert np.array_equal(a.beta, b.beta) and a.tau == b.tau and a.prior_var == b.prior_var
     with pytest.raises(ValueError, match="reference correctness"):
         fit_switch(cal, allowed, sigma=SIGMA, n_labels=10)
 
@@ -106,3 +106,26 @@ def test_label_accuracy_weights_planned_items():
     assert np.isnan(label_accuracy(lab_y, w)[2])
     partial = np.array([[1.0], [np.nan], [0.0]])  # weights renormalise over labelled items
     np.testing.assert_allclose(label_accuracy(partial, w), [0.5])
+
+
+def test_labels_update_the_prediction_by_their_precision():
+    """gain = d0 + w (L - d0), w = prior_var / (prior_var + disagreement (1/n + 1/N)): a model
+    that rarely differs from BMA is compared precisely by few labels, one that often differs
+    is not; a model without labels keeps its zero-label prediction."""
+    switch = Switch(beta=np.array([1.0, 0.0, 0.0]), tau=0.0, n_labels=10,
+                    inner_gain=np.zeros(len(TAUS)), bias=0.0, sd=0.1, n_tasks=20,
+                    features=("s1", "mean_accuracy", "s3", "labels"), prior_var=0.004,
+                    disagreement=np.array([0.0, 0.02, 0.4, 0.2]))
+    features = np.array([[0.0, 0, 0, 0.0], [0.01, 0, 0, 0.10], [0.03, 0, 0, -0.10],
+                         [0.02, 0, 0, np.nan]])
+    v = switch.disagreement * (1 / 10 + 1 / 90)
+    w = 0.004 / (0.004 + v)
+    expected = features[:, 0] + w * (np.nan_to_num(features[:, 3]) - features[:, 0])
+    expected[3] = 0.02
+    gain = switch.predict(features, np.ones(4, bool), n_rest=90)
+    np.testing.assert_allclose(gain, expected)
+    assert w[1] > 0.5 > 0.1 > w[2]  # the near-copy of BMA is decided by its labels
+    choice, best, _, _ = switch.decide(features, np.ones(4, bool), 0, np.zeros(4), n_rest=90)
+    assert best == choice == 1  # its labels outweigh model 2's larger zero-label lead
+    zero = Switch(**{**switch.__dict__, "n_labels": 0, "prior_var": 0.0, "disagreement": None})
+    assert zero.decide(features[:, :3], np.ones(4, bool), 0, np.zeros(4))[1] == 2
