@@ -53,8 +53,9 @@ def sweep_table(data: dict) -> str:
     lines = ["| in-task labels | " + " | ".join(SWEEP_ROWS) + " | predictor acc. |",
              "|---" * (len(SWEEP_ROWS) + 2) + "|"]
     rows = data["rows"]
+    # zero labels: no few-shot, the stacked switch without labels (nothing to plan), cal
     lines.append(f"| 0 | {fmt(rows['s1']['acc'])} | {fmt(rows['s3']['acc'])} | | "
-                 f"{fmt(rows.get('stack', {}).get('acc'))} | "
+                 f"{fmt(rows.get('stack', {}).get('acc'))} | | "
                  f"{fmt(rows.get('cal', {}).get('acc'))} (cal) | | "
                  f"{data['predictor_accuracy']:.3f} |")
     for entry in data["alpha_sweep"]:

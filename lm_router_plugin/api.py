@@ -185,8 +185,8 @@ def _stack_with_labels(router: Any, rec: Recommendation, Q: np.ndarray, allowed:
                        lab_docs: np.ndarray, lab_y: np.ndarray,
                        weights: np.ndarray | None = None) -> None:
     """Decide ``rec`` with the stacked switch fitted for this many labels (stacking.py): the
-    labelled docs' accuracy is a feature (weighted by 1 / inclusion probability when a plan
-    chose the docs); the zero-label scores come from the other docs."""
+    labelled docs' accuracy (weighted by 1 / inclusion probability when a plan chose the
+    docs) updates the zero-label prediction, which comes from the other docs."""
     from .decision import Decision, explain
     from .pool import rows_by_task
     from .stacking import label_accuracy, stacked_decision
@@ -208,9 +208,13 @@ def _stack_with_labels(router: Any, rec: Recommendation, Q: np.ndarray, allowed:
     dec = Decision(choice=choice, best_by_score=best, bma=bma, fallback=choice != best,
                    p_beats_bma=p)
     rec.choice, rec.fallback, rec.p_choice_beats_bma = names[choice], dec.fallback, p
-    rec.reason = explain(dec, "stack", names, router.eta, switch, gain) + (
-        f"; with {len(lab_docs)} labelled docs as a feature"
-        + (" (weighted by the plan's inclusion probabilities)" if weights is not None else ""))
+    if switch.n_labels:
+        used = (f"; with {len(lab_docs)} labelled docs" + (
+            " (weighted by the plan's inclusion probabilities)" if weights is not None else ""))
+    else:
+        used = (f"; with {len(lab_docs)} labelled docs not used: on the reference tasks, "
+                f"as many labels did not improve the choice")
+    rec.reason = explain(dec, "stack", names, router.eta, switch, gain) + used
 
 
 @dataclass
