@@ -200,7 +200,8 @@ class _HeldOut:
             sim = np.full((len(self.X), r.kappa), -np.inf, dtype=np.float32)
             g[rows] = self.predictor.predict_left_out(self.X, self.Y, self.task_of, rows,
                                                       exclude=[d], neighbors=self.neighbors)
-            sim[rows] = self.neighbors.query(rows, [d])[1][:, :r.kappa]
+            found = self.neighbors.query(rows, [d])[1][:, :r.kappa]
+            sim[rows, :found.shape[1]] = found  # a pool smaller than kappa: -inf padded
             self._calibrations[d] = calibrate(self.task_of, self.Y, g, sim, r.t, self.D,
                                               held_out=d)
         return self._calibrations[d]

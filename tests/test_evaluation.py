@@ -169,6 +169,16 @@ def test_refit_match_with_other_constants_and_missing_labels(params):
     assert_matches_refit(table, X, result, **params)
 
 
+def test_a_pool_smaller_than_kappa_matches_the_refit():
+    """15 reference inputs in all (kappa = 19): the held-out task's u is taken over the
+    neighbours there are, as in a Router fitted without it; the label rows run too."""
+    table, vectors = make_data(seed=6, n_tasks=5, n_models=3, n_per_task=3, missing=0.0)
+    X = _embeddings(build_pool(table), vectors)
+    result = evaluate(table, embeddings=X, label_counts=[2, 50], repeats=2, n_bootstrap=0)
+    assert_matches_refit(table, X, result)
+    assert {"stack@2labels", "stack_planned@50labels"} <= set(result.rows)
+
+
 def test_label_sweep_matches_recommend_with_labels(evaluated):
     """alpha rows: labels of d join a Router fitted without d (recommend(labeled=...))."""
     table, _, X, _ = evaluated
