@@ -210,6 +210,12 @@ def test_plan_run_with_lm_eval_recommend_and_plan_again(cli, ref_store, lmeval_r
     gains = [m["stack"] for m in stack["models"]]
     assert gains == sorted(gains, reverse=True) and 0.0 in gains  # BMA's gain is 0
     assert "with 8 labelled docs" in stack["reason"] and 0 <= stack["p_choice_beats_bma"] <= 1
+    # the planned docs' accuracy is weighted by 1 / inclusion probability (when used)
+    result = cli("recommend", *base, "--labeled", runs, "--plan", f"{prefix}.plan.json",
+                 "--score", "stack", "--json")
+    assert result.exit_code == 0, result.output
+    reason = json.loads(result.stdout)["reason"]
+    assert ("weighted by the plan's inclusion probabilities" in reason) != ("not used" in reason)
 
     # round 2: the labelled docs are excluded, the plan grows
     result = cli("plan-labels", *base, "--n", "6", "--labeled", runs, "--plan",
