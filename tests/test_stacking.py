@@ -129,3 +129,14 @@ def test_labels_update_the_prediction_by_their_precision():
     assert best == choice == 1  # its labels outweigh model 2's larger zero-label lead
     zero = Switch(**{**switch.__dict__, "n_labels": 0, "prior_var": 0.0, "disagreement": None})
     assert zero.decide(features[:, :3], np.ones(4, bool), 0, np.zeros(4))[1] == 2
+
+
+def test_label_weight_grows_with_the_label_count():
+    """Where only labels carry the truth, the fitted weight of the label difference rises
+    with the number of labels (the README quotes these weights)."""
+    cal, Y, rows_of = reference(s1_informative=False, n=80)
+    allowed = np.ones(4, dtype=bool)
+    weights = [fit_switch(cal, allowed, sigma=SIGMA, n_labels=n, Y=Y, rows_of=rows_of)
+               .label_weights(70)[1:] for n in (5, 10, 30)]
+    assert np.all(weights[0] < weights[1]) and np.all(weights[1] < weights[2])
+    np.testing.assert_allclose([w.max() for w in weights], [0.44, 0.60, 0.80], atol=0.01)
