@@ -352,7 +352,8 @@ _NEW_TASK_OPTIONS = [
 @click.option("--score", type=click.Choice(["s1", "s2", "s3", "stack", "post"]),
               default="stack", show_default=True,
               help="Score that picks the model (stack: the switch learned leave-one-task-out "
-                   "on the reference tasks, with the --labeled docs as a feature when given; "
+                   "on the reference tasks; with --labeled docs, their paired accuracy differences "
+                   "update its predictions, weighted by their precision; "
                    "s3: the paper's, with fallback to the best on average; "
                    "post: highest estimated accuracy from the label posterior, same fallback "
                    "test against eta).")

@@ -181,8 +181,9 @@ def _reference_rows(cal: Calibration, allowed: np.ndarray, sigma: float, n_label
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Each included reference task z seen as a new task: features (R, M, F), realised gain
     over its BMA (R, M) (nan: no labels), its BMA (R,), and its task index (R,). With labels,
-    LABEL_DRAWS rows per task, each with n_labels items drawn at random whose accuracy is the
-    label feature and the others the target."""
+    LABEL_DRAWS rows per task, each with n_labels items drawn at random: their accuracy
+    difference to BMA is the last feature (nan: a model or BMA without labels there), the
+    accuracy difference on the other items the target."""
     Z = np.flatnonzero(cal.included)
     acc = cal.accuracy[Z]  # (Z, M)
     has = ~np.isnan(acc)
