@@ -664,9 +664,11 @@ columns (averages over held-out tasks; each task is scored by a router fitted wi
   rank     rank of the chosen model on the task among the candidates (1 = best)
 rows: s1/s2/s3 = the paper's scores (s3 falls back to bma), s3_true_p = S3 with the true p,
 stack = the switch learned leave-one-task-out on the reference tasks (ours; with labels,
-their accuracy is a feature), cal/post = the label posterior (ours), moe = per-input choice,
-bma = best model on average of the other tasks, oracle = best model on the task; X@alpha and X@Nlabels = with in-task labels (mean ± std over repeats, scored on
-the unlabelled items), few_shot = best model on the labels alone."""
+their paired accuracy differences update its predictions), cal/post = the label posterior
+(ours), moe = per-input choice, bma = best model on average of the other tasks, oracle =
+best model on the task; X@alpha and X@Nlabels = with in-task labels (mean ± std over
+repeats, scored on the unlabelled items), few_shot = best model on the labels alone,
+X_planned = on as many labels drawn by the planner (weighted by 1/inclusion probability)."""
 
 
 def _print_evaluation(result: Any) -> None:
