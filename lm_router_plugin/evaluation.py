@@ -42,7 +42,7 @@ from .pool import build_pool, rows_by_task
 from .registry import unknown_name_message
 from .router import Router, model_mask
 from .scores import argmax_with_ties, quiet_nanmean, thresholded_accuracy
-from .stacking import fit_switch, label_accuracy, stacked_decision, task_features
+from .stacking import Switch, fit_switch, label_accuracy, task_features
 from .store import Store
 
 logger = logging.getLogger(__name__)
@@ -218,6 +218,30 @@ class _TaskScorer:
                  models: list[str], compare_to: int | None, n_splits: int):
         self.ev, self.allowed, self.params, self.models = ev, allowed, params, models
         self.compare_to, self.n_splits = compare_to, n_splits
+        self._switches: dict[tuple[int, int, bytes], Switch] = {}
+
+    def switch(self, d: int, n_lab: int, allowed: np.ndarray) -> Switch:
+        """The stacked switch for n_lab labels fitted without task d (cached: its simulated
+        reference draws are seeded by the label count, so every repeat fits the same one)."""
+        key = (d, n_lab, allowed.tobytes())
+        if key not in self._switches:
+            ev, r = self.ev, self.ev.router
+            self._switches[key] = fit_switch(ev.calibration_without(d), allowed, sigma=r.sigma,
+                                             n_labels=n_lab, Y=ev.Y, rows_of=ev.rows_of,
+                                             seed=r.seed)
+        return self._switches[key]
+
+    def stacked(self, d: int, n_lab: int, rest: np.ndarray, allowed: np.ndarray,
+                labels: np.ndarray) -> tuple[int, np.ndarray]:
+        """(choice, predicted gains (M,)) of the switch for n_lab labels on d's unlabelled
+        rows ``rest`` given the labelled accuracy ``labels`` (M,) (stacking.stacked_decision)."""
+        ev, r = self.ev, self.ev.router
+        cal, switch = ev.calibration_without(d), self.switch(d, n_lab, allowed)
+        features, bma = task_features(cal, ev.g_held[rest], ev.kappa_sim(rest), allowed, r.t,
+                                      r.sigma, labels if switch.n_labels else None)
+        choice, _, gain, _ = switch.decide(features, allowed, bma, cal.mean_accuracy,
+                                           n_rest=len(rest))
+        return choice, gain
 
     def _record(self, chosen: int, acc: np.ndarray, allowed: np.ndarray, bma: int,
                 score: np.ndarray | None, half: np.ndarray | None) -> dict[str, Any]:
@@ -344,9 +368,7 @@ class _TaskScorer:
         out["few_shot"] = self._record(few, acc, allowed, bma, acc_lab, None)
         # Beyond the paper (stacking.py): the switch fitted for n_lab labels, zero-label g
         zero = ev.g_held
-        choice, _, _, gain, _, switch = stacked_decision(
-            cal, zero[rest], sim, allowed, t=r.t, sigma=r.sigma, labels=acc_lab,
-            n_labels=n_lab, Y=ev.Y, rows_of=ev.rows_of, seed=r.seed)
+        choice, gain = self.stacked(d, n_lab, rest, allowed, acc_lab)
         out["stack"] = self._record(choice, acc, allowed, bma, gain, None)
         out["bma"] = self._record(bma, acc, allowed, bma, None, None)
         oracle = argmax_with_ties(np.where(allowed, acc, -np.inf), cal.mean_accuracy)
@@ -368,15 +390,9 @@ class _TaskScorer:
         choice, _, bma_p = decide_with_estimate(post_p, cal, r.eta)
         out["post_planned"] = self._record(choice, acc_p, allowed_p, bma_p, post_p.mean, None)
         # the stacked switch on the planned labels (weighted: the plan oversamples the
-        # leaders' disagreement), refitted only if a model lacks labels on the planned rest
-        acc_lab_p = label_accuracy(ev.Y[lab_p], 1.0 / pi[picked])
-        if not np.array_equal(allowed_p, allowed):
-            switch = fit_switch(cal, allowed_p, sigma=r.sigma, n_labels=n_lab, Y=ev.Y,
-                                rows_of=ev.rows_of, seed=r.seed)
-        features, bma_s = task_features(cal, zero[rest_p], ev.kappa_sim(rest_p), allowed_p,
-                                        r.t, r.sigma, acc_lab_p if switch.n_labels else None)
-        choice, _, gain_p, _ = switch.decide(features, allowed_p, bma_s, cal.mean_accuracy,
-                                             n_rest=len(rest_p))
+        # leaders' disagreement)
+        choice, gain_p = self.stacked(d, n_lab, rest_p, allowed_p,
+                                      label_accuracy(ev.Y[lab_p], 1.0 / pi[picked]))
         out["stack_planned"] = self._record(choice, acc_p, allowed_p, bma_p, gain_p, None)
         # its comparators on the same unlabelled items
         out["bma_planned"] = self._record(bma_p, acc_p, allowed_p, bma_p, None, None)

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .calibration import UNINFORMATIVE_P, Calibration, best_on_average, smoothed_p
-from .scores import argmax_with_ties, normal_cdf, s3, task_distance
+from .scores import argmax_with_ties, normal_cdf, quiet_nanmean, s3, task_distance
 
 #: switch thresholds on the predicted gain (accuracy units) the inner LOTO chooses from
 TAUS = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, math.inf)
@@ -188,10 +188,8 @@ def _reference_rows(cal: Calibration, allowed: np.ndarray, sigma: float, n_label
     acc = cal.accuracy[Z]  # (Z, M)
     has = ~np.isnan(acc)
     acc0 = np.where(has, acc, 0.0)
-    # BMA and p of each z from the other reference tasks only
-    others = has.sum(0)[None, :] - has
-    mean_acc = np.divide(acc0.sum(0)[None, :] - acc0, others, out=np.zeros(acc.shape),
-                         where=others > 0)
+    # BMA and p of each z from the other reference tasks only (0: a model on no other task)
+    mean_acc = np.nan_to_num(_mean_without(acc))
     known = allowed[None, :] & has
     bma = np.where(known, mean_acc, -np.inf).argmax(1)  # ties: lower index (= tie rule)
     s3_all = s3(cal.s2[Z], _leave_one_out_p(cal, Z, sigma))
@@ -249,14 +247,6 @@ def _disagreement(Y: np.ndarray, rows_of: list[np.ndarray], Z: np.ndarray, b: in
         differ = np.where(both, (y - y[:, [b]]) ** 2, 0.0).sum(0)
         out[i] = np.divide(differ, n, out=np.full(len(n), np.nan), where=n > 0)
     return out
-
-
-def _nan_mean_or(per_task: np.ndarray, fill: float) -> np.ndarray:
-    """(M,) nan-mean over rows of per_task (Z, M); ``fill`` where a column has none."""
-    has = ~np.isnan(per_task)
-    count = has.sum(0)
-    return np.where(count > 0, np.where(has, per_task, 0.0).sum(0) / np.maximum(count, 1),
-                    fill)
 
 
 def _mean_without(per_task: np.ndarray) -> np.ndarray:
@@ -327,7 +317,8 @@ def fit_switch(cal: Calibration, allowed: np.ndarray, *, sigma: float, n_labels:
         for b in np.unique(np.r_[B, bma]):
             per_task = _disagreement(Y, rows_of, Z, int(b))
             if b == bma:
-                disagreement = _nan_mean_or(per_task, UNKNOWN_DISAGREEMENT)
+                mean = quiet_nanmean(per_task)
+                disagreement = np.where(np.isnan(mean), UNKNOWN_DISAGREEMENT, mean)
             at = B == b
             row_dis[at] = _mean_without(per_task)[np.searchsorted(Z, G[at])]
         # as drawn in _reference_rows: min(n_labels, n - 1) labels, the rest scored

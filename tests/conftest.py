@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 
+from lm_router_plugin import Store
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 FIXTURES = SHARED / "fixtures"
@@ -193,6 +195,17 @@ def one_error(result: Any) -> str:
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1, result.output
     return errors[0]
+
+
+def assert_unreadable_parquet_is_one_error(cli: Any, root: Path, bad: Path, damage: str,
+                                           store: Path) -> None:
+    """Damage ``bad`` ("truncated": its first half; "garbage": text) and check that ingesting
+    ``root`` is one error naming it, with nothing stored."""
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"not parquet\n" * 9)
+    message = one_error(cli("ingest", "lm-eval", root, store_dir=store))
+    assert str(bad) in message and "not a readable Parquet file" in message
+    assert not Store(store).table_path.exists()
 
 
 def file_bytes(path: Path) -> bytes | None:

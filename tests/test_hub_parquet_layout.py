@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 import pytest
-from conftest import LMEvalRuns, one_error
+from conftest import LMEvalRuns, assert_unreadable_parquet_is_one_error, one_error
 from test_published_layout import (
     DEFAULT_KEY, EXAMPLES, _accuracy, _ingest_table, assert_lm_evals_accuracies, published_tree,
 )
@@ -148,12 +148,7 @@ def test_one_split_per_config_newest_timestamp_without_latest(cli, tmp_path: Pat
 def test_damaged_part_is_one_error(cli, tmp_path: Path, damage: str, part: str) -> None:
     hub = hub_tree(EXAMPLES, tmp_path / "hub", tasks=("toy_arith", "toy_units"))
     bad = hub / "toy__geo-buff-7b__toy_arith" / "latest" / f"{part}.parquet"
-    data = bad.read_bytes()
-    bad.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"not parquet\n" * 9)
-    store = tmp_path / "store"
-    message = one_error(cli("ingest", "lm-eval", hub, store_dir=store))
-    assert str(bad) in message and "not a readable Parquet file" in message
-    assert not Store(store).table_path.exists()
+    assert_unreadable_parquet_is_one_error(cli, hub, bad, damage, tmp_path / "store")
 
 
 def test_bad_row_in_second_part_names_that_file_and_row(cli, tmp_path: Path) -> None:

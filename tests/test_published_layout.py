@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 import pytest
-from conftest import LMEvalRuns, one_error
+from conftest import LMEvalRuns, assert_unreadable_parquet_is_one_error, one_error
 
 from lm_router_plugin.adapters.published import allow_patterns, parse_hf_path
 from lm_router_plugin.errors import InputError
@@ -117,12 +117,7 @@ def test_parquet_with_json_string_columns_equals_jsonl(cli, tmp_path: Path) -> N
 def test_unreadable_parquet_is_one_error(cli, tmp_path: Path, damage: str) -> None:
     root = published_tree(EXAMPLES, tmp_path / "runs", "parquet")
     bad = sorted(root.rglob("samples_toy_arith_*.parquet"))[0]
-    data = bad.read_bytes()
-    bad.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"not parquet\n" * 9)
-    store = tmp_path / "store"
-    message = one_error(cli("ingest", "lm-eval", root, store_dir=store))
-    assert str(bad) in message and "not a readable Parquet file" in message
-    assert not Store(store).table_path.exists()
+    assert_unreadable_parquet_is_one_error(cli, root, bad, damage, tmp_path / "store")
 
 
 def test_parquet_row_without_metric_names_the_row(cli, tmp_path: Path) -> None:
