@@ -1,7 +1,7 @@
 """One table over several ``lm-router evaluate --json`` outputs: per set, each row's mean gain
 over BMA in accuracy points (and the share of the BMA -> Oracle gap it closes), at zero labels
 and at N in-task labels, plus the mean over the sets; first the Oracle's and the split-half
-Oracle's gains (the ceilings).
+Oracle's gains (the ceilings), the median per-task Oracle - BMA difference and the task sizes.
 
     python bench/summarise_results.py NAME=FILE.json [NAME=FILE.json ...] [--labels 10,30]
 """
@@ -29,9 +29,12 @@ def main() -> int:
             parser.error(f"{item!r}: give NAME=FILE.json (an `lm-router evaluate --json` output)")
         name, path = item.split("=", 1)
         try:
-            data[name] = json.loads(open(path).read())["rows"]
+            result = json.loads(open(path).read())
+            data[name] = {"rows": result["rows"], "per_task": result["per_task"]}
         except (OSError, ValueError, KeyError) as exc:
             parser.error(f"{path}: not a readable `lm-router evaluate --json` output ({exc})")
+    per_task = {n: data[n]["per_task"] for n in data}
+    data = {n: data[n]["rows"] for n in data}
     names = list(data)
     rows = [(r, r) for r in ZERO] + [(f"{r}@{n}", f"{r}@{n}labels") for n in counts
                                      for r in WITH_LABELS]
@@ -45,6 +48,14 @@ def main() -> int:
         gains = [(data[n]["oracle"][col] - data[n]["bma"][col]) * 100 for n in names]
         print(f"| {label} | " + " | ".join(f"{x:+.2f}" for x in gains)
               + f" | {np.mean(gains):+.2f} |")
+    # what a few labels must resolve: the per-task Oracle - BMA difference (median over
+    # tasks) and the tasks' sizes
+    print("| oracle - BMA, median per task | " + " | ".join(
+        f"{np.median([(t['oracle']['acc'] - t['bma']['acc']) * 100 for t in per_task[n]]):+.2f}"
+        for n in names) + " | |")
+    print("| items per task (min-max) | " + " | ".join(
+        f"{min(t['n'] for t in per_task[n])}-{max(t['n'] for t in per_task[n])}"
+        for n in names) + " | |")
     for label, key in rows:
         cells, gains = [], []
         for n in names:
