@@ -15,6 +15,7 @@ import argparse
 import numpy as np
 
 from lm_router_plugin import Store
+from lm_router_plugin.errors import LMRouterError
 from lm_router_plugin.evaluation import _HeldOut, read_side_table, regroup_tasks
 from lm_router_plugin.pool import build_pool
 from lm_router_plugin.router import Router
@@ -61,4 +62,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except LMRouterError as exc:  # one line naming what to fix, no traceback
+        raise SystemExit(f"label_targeting.py: error: {exc}") from None
