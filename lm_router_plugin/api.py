@@ -136,7 +136,7 @@ def recommend(store: Store | str | Path | None = None, *, task: str | None = Non
     ``expected_gain``), weighted by ``plan``'s inclusion probabilities when the docs were
     chosen by ``plan_labels``. ``score="post"`` decides with that posterior.
     """
-    from .labels import check_labelled, labelled_matrix, load_plan, posterior
+    from .labels import check_labelled, labelled_matrix, load_plan, posterior, verdict
     from .persistence import fit_or_load
 
     store = _store(store)
@@ -171,8 +171,12 @@ def recommend(store: Store | str | Path | None = None, *, task: str | None = Non
     rec.expected_gain = report.expected_gain
     rec.n_labelled_docs = report.n_labelled_docs
     rec.labels_verdict = report.verdict
-    if score == "stack" and len(lab_docs):
-        _stack_with_labels(router, rec, Q, allowed, lab_docs, lab_y, weights)
+    if score == "stack":
+        switch = _stack_with_labels(router, rec, Q, allowed, lab_docs, lab_y, weights) \
+            if len(lab_docs) else None
+        rec.expected_gain = stack_label_gains(router, allowed, len(lab_docs), switch)
+        rec.expected_gain_by = "stack"
+        rec.labels_verdict = verdict(rec.expected_gain, by=STACK_GAIN_SOURCE)
     if score == POSTERIOR:
         order = {row["model"]: i for i, row in enumerate(report.estimates)}
         rec.models.sort(key=lambda row: order[row.model])
@@ -181,12 +185,37 @@ def recommend(store: Store | str | Path | None = None, *, task: str | None = Non
     return rec
 
 
+STACK_GAIN_SOURCE = "stacked switch, measured leave-one-task-out on the reference tasks"
+
+
+def stack_label_gains(router: Any, allowed: np.ndarray, n_labels: int,
+                      switch: Any | None = None) -> dict[str, float]:
+    """{"10": x, "30": y}: how much more the stacked switch gains over BMA with N more
+    labels per candidate than with ``n_labels`` (accuracy units, may be < 0): the
+    difference of the switches' leave-one-task-out gains on the reference tasks
+    (``Switch.expected_gain``; measured, not modelled). ``switch``: the one already fitted
+    for ``n_labels``."""
+    from .labels import GAIN_LABELS
+    from .pool import rows_by_task
+    from .stacking import fit_switch
+
+    rows_of = rows_by_task(np.asarray(router.task_of_), len(router.task_names_))
+
+    def fit(n: int) -> Any:
+        return fit_switch(router.calibration_, allowed, sigma=router.sigma, n_labels=n,
+                          Y=router.Y_, rows_of=rows_of, seed=router.seed)
+
+    base = (switch if switch is not None else fit(n_labels)).expected_gain
+    return {str(n): float(fit(n_labels + n).expected_gain - base) for n in GAIN_LABELS}
+
+
 def _stack_with_labels(router: Any, rec: Recommendation, Q: np.ndarray, allowed: np.ndarray,
                        lab_docs: np.ndarray, lab_y: np.ndarray,
-                       weights: np.ndarray | None = None) -> None:
+                       weights: np.ndarray | None = None) -> Any:
     """Decide ``rec`` with the stacked switch fitted for this many labels (stacking.py): the
     labelled docs' accuracy (weighted by 1 / inclusion probability when a plan chose the
-    docs) updates the zero-label prediction, which comes from the other docs."""
+    docs) updates the zero-label prediction, which comes from the other docs. Returns the
+    switch."""
     from .decision import Decision, explain
     from .pool import rows_by_task
     from .stacking import label_accuracy, stacked_decision
@@ -215,6 +244,7 @@ def _stack_with_labels(router: Any, rec: Recommendation, Q: np.ndarray, allowed:
         used = (f"; with {len(lab_docs)} labelled docs not used: on the reference tasks, "
                 f"as many labels did not improve the choice")
     rec.reason = explain(dec, "stack", names, router.eta, switch, gain) + used
+    return switch
 
 
 @dataclass

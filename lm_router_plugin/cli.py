@@ -431,7 +431,10 @@ ESTIMATE_LEGEND = (
     "its bias on the reference tasks, combined with the labelled docs (weighted 1/inclusion "
     "probability with --plan); 90% = its interval; P(best) = probability it is the best "
     "candidate; labels = labelled docs of the model. Expected gain = how much the accuracy "
-    "of the final choice should rise with N more labels per candidate.")
+    "of the final choice should rise with N more labels per candidate: for the stacked "
+    "switch (the default), how much more its rule fitted for N more labels gained over BMA, "
+    "leave-one-task-out on the reference tasks (measured; can be < 0); for --score post "
+    "(and the paper's scores), the posterior's preposterior analysis.")
 
 
 def _print_estimates(rec: Any, width: int) -> None:
@@ -668,7 +671,15 @@ their paired accuracy differences update its predictions), cal/post = the label 
 (ours), moe = per-input choice, bma = best model on average of the other tasks, oracle =
 best model on the task; X@alpha and X@Nlabels = with in-task labels (mean ± std over
 repeats, scored on the unlabelled items), few_shot = best model on the labels alone,
-X_planned = on as many labels drawn by the planner (weighted by 1/inclusion probability)."""
+X_planned = on as many labels drawn by the planner (weighted by 1/inclusion probability).
+uncertainty check (per label count; random labels): in 90% int. = share of candidates whose
+accuracy on the scored items lies in the posterior's 90% interval (honest: ~0.90); P(best)
+top = the P(best) of its most probable candidate, was best = how often that one was the
+best (honest: equal); Brier = sum over candidates of (P(best) - 1[best])^2; +10: said / got
+= the posterior's expected gain of 10 more labels in points, and what 10 more labels gave
+its choice; stack P / won = the stacked switch's P(its best beats BMA) and how often it did,
+over the n (task, repeat) pairs where its best was not BMA; stack +10: said / got = the
+same expected gain for the stacked switch (recommend's verdict) and what it got."""
 
 
 def _print_evaluation(result: Any) -> None:
@@ -685,8 +696,10 @@ def _print_evaluation(result: Any) -> None:
         params_text = "-" if params is None or params != params else _format_params(int(params))
         ci = row.get("acc_ci")
         ci_text = f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else "-"
-        wtl = "-" if row.get("wins") is None else \
-            f"{row['wins']:g}/{row['ties']:g}/{row['losses']:g}"
+        # means over repeats in the label rows: one decimal
+        wtl = "-" if row.get("wins") is None else "/".join(
+            format(row[k], ".3g" if float(row[k]).is_integer() else ".1f")
+            for k in ("wins", "ties", "losses"))
         click.echo(f"{name:<18} {_fmt(row['acc'], 6)} {_fmt(row.get('acc_std'), 6)} "
                    f"{ci_text:>13} {_fmt(row.get('acc_half'), 6)} "
                    f"{_fmt(row.get('gap_closed'), 6, '.2f')} "
@@ -701,7 +714,33 @@ def _print_evaluation(result: Any) -> None:
                 else f"{entry['labels']} labels")
         click.echo(f"{what}: {entry['mean_labels']:.1f} labels per task on average, "
                    f"predictor accuracy {entry['predictor_accuracy']:.3f}")
+    _print_uncertainty(result.uncertainty)
     click.echo("\n" + EVALUATE_LEGEND)
+
+
+def _print_uncertainty(entries: list) -> None:
+    """Predicted vs realised: how honest the stated uncertainty was on the held-out tasks."""
+    if not entries:
+        return
+    click.echo("\nthe stated uncertainty against what happened (held-out tasks; label posterior "
+               "of `recommend`, and the stacked switch's P):")
+    header = (f"{'labels':<11} {'in 90% int.':>11} {'P(best) top':>11} {'was best':>8} "
+              f"{'Brier':>6} {'+10: said':>9} {'got':>6} {'stack P':>7} {'won':>5} "
+              f"{'n':>4} {'stack +10: said':>15} {'got':>6}")
+    click.echo(header)
+    click.echo("-" * len(header))
+    for e in entries:
+        what = f"alpha {e['alpha']:g}" if e.get("alpha") is not None else str(e["labels"])
+        said, got, stack_said, stack_got = (
+            None if e[k] is None or e[k] != e[k] else e[k] * 100
+            for k in ("gain_predicted", "gain_realised", "stack_gain_predicted",
+                      "stack_gain_realised"))
+        click.echo(f"{what:<11} {_fmt(e['coverage'], 11)} {_fmt(e['p_best_top'], 11)} "
+                   f"{_fmt(e['top_is_best'], 8)} {_fmt(e['brier'], 6)} "
+                   f"{_fmt(said, 9, '+.2f')} {_fmt(got, 6, '+.2f')} "
+                   f"{_fmt(e['stack_p'], 7, '.2f')} {_fmt(e['stack_won'], 5, '.2f')} "
+                   f"{e['stack_n']:>4} {_fmt(stack_said, 15, '+.2f')} "
+                   f"{_fmt(stack_got, 6, '+.2f')}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -164,9 +164,13 @@ class Recommendation:
     # Beyond the paper (estimate.py, labels.py): the posterior of each candidate's accuracy
     # from the zero-label prediction and the labelled docs, best first: {model, acc, low,
     # high (90% interval), p_best, n_labels}; the expected gain in accuracy of N more labels
-    # per candidate {"10": x, "30": y}; and the one-line verdict on more labels.
+    # per candidate {"10": x, "30": y} of the decision made (expected_gain_by: "stack", the
+    # stacked switch's gain measured leave-one-task-out on the reference tasks with that
+    # many more labels, or "posterior", estimate.py's preposterior analysis); and the
+    # one-line verdict on more labels.
     estimates: list[dict[str, Any]] = field(default_factory=list)
     expected_gain: dict[str, float] = field(default_factory=dict)
+    expected_gain_by: str = "posterior"
     n_labelled_docs: int = 0
     labels_verdict: str = ""
 

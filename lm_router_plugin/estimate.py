@@ -11,9 +11,10 @@ For each candidate m the unknown is theta_m, its accuracy on the new task.
 * **Labels**: a prediction-powered (difference) estimate, theta_hat = mean g over the task +
   weighted mean over the labelled items of (y - g), with weights 1 / inclusion probability
   (Hajek), so it is unbiased for random labels and for planned ones alike. Its covariance
-  uses the paired residuals of the labelled items (shrunk toward the reference inputs'
-  residual covariance, 5 pseudo-items), so differences between models are estimated from
-  the same items.
+  uses the reference inputs' per-item residual covariance (not the few labels' own sample
+  covariance: 10 labels a model got all right would claim a residual variance of ~0 and
+  infinite weight), with the labels' overlap, so differences between models are estimated
+  from the same items.
 * **Posterior**: the Gaussian combination of the two; the choice is the highest posterior
   mean, kept over the best model on average only if P(it is better) > eta.
 
@@ -28,39 +29,67 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .calibration import Calibration, best_on_average
+from .calibration import Calibration, best_on_average, pairwise_cov
 from .scores import argmax_with_ties, normal_cdf
 
 #: P(best) and the expected gain are drawn over the MC_LEADERS candidates of highest posterior
 #: mean only (the draws cost O(K^3)); with 1,000 models the others have P(best) ~ 0.
 MC_LEADERS = 64
-PRIOR_SHRINK = 0.5  # weight of the diagonal in the prior covariance (few reference tasks)
-RESIDUAL_PSEUDO_ITEMS = 5.0  # strength of the reference residual covariance for labels
 VARIANCE_FLOOR = 1e-4
 NO_EVIDENCE = 1e6  # variance of a model without labels (no information)
 
 
 
+def shrunk_covariance(errors: np.ndarray) -> tuple[np.ndarray, float]:
+    """(cov (M, M), lambda): covariance of the columns of ``errors`` (Z, M; nan: missing,
+    pairwise-complete) with the correlations shrunk toward 0 by the Schafer-Strimmer (2005)
+    intensity lambda = sum Var(r_ij) / sum r_ij^2 over pairs i != j, estimated from the data
+    (no tuning). The variances are kept: the shrinkage only weakens the correlations, and
+    only as much as their sampling noise warrants (errors of different models on the same
+    task are strongly correlated, so the variance of a difference is small; a fixed heavy
+    shrinkage would inflate it and overstate what a few labels can change)."""
+    errors = np.asarray(errors, dtype=float)
+    cov = pairwise_cov(errors)
+    sd = np.sqrt(np.clip(np.diag(cov), 0, None))
+    has = ~np.isnan(errors)
+    n = has.T.astype(float) @ has.astype(float)  # rows shared by each pair
+    col_n = has.sum(0)
+    mean = np.divide(np.where(has, errors, 0).sum(0), col_n, out=np.zeros(errors.shape[1]),
+                     where=col_n > 0)
+    x = np.where(has, np.divide(errors - mean, sd, out=np.zeros_like(errors), where=sd > 0), 0)
+    # r_ij = sum_k w_kij / (n - 1), w_kij = x_ki x_kj; Var(r_ij) = n / (n - 1)^3 sum (w - wbar)^2
+    w_sum, w_sq = x.T @ x, (x * x).T @ (x * x)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(n > 1, w_sum / (n - 1), 0.0)
+        var_r = np.where(n > 1, n / (n - 1) ** 3 * (w_sq - w_sum**2 / n), 0.0)
+    off = ~np.eye(len(r), dtype=bool)
+    denom = float(np.sum(r[off] ** 2))
+    lam = float(np.clip(np.sum(var_r[off]) / denom, 0.0, 1.0)) if denom > 0 else 1.0
+    shrunk = np.where(off, (1.0 - lam) * cov, cov)
+    return shrunk, lam
+
+
 def prior(cal: Calibration, s1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(mu0 (M,), Sigma0 (M, M)): bias-corrected S1 and the covariance of its errors over
-    the reference tasks of ``cal``."""
-    from .calibration import pairwise_cov
-
+    the reference tasks of ``cal`` (correlations shrunk by :func:`shrunk_covariance`)."""
     inc = cal.included
     errors = cal.accuracy[inc] - cal.s1[inc]  # (D', M), nan where a model has no labels
     has = ~np.isnan(errors)
     bias = np.divide(np.where(has, errors, 0).sum(0), has.sum(0),
                      out=np.zeros(errors.shape[1]), where=has.sum(0) > 0)
-    cov = pairwise_cov(errors - bias)
-    cov = (1 - PRIOR_SHRINK) * cov + PRIOR_SHRINK * np.diag(np.diag(cov))
+    cov, _ = shrunk_covariance(errors - bias)
     cov = cov + VARIANCE_FLOOR * np.eye(len(cov))
     return np.clip(s1 + bias, 0.0, 1.0), cov
 
 
 @dataclass
 class TaskEstimate:
-    """Posterior over the candidates' accuracies on one task. mean (M,), cov (M, M);
-    n_labels (M,) labelled items per model; residual_cov (M, M) per-item noise of a label."""
+    """Posterior over the candidates' accuracies on one task. mean (M,), cov (M, M) of the
+    accuracies' expected values; n_labels (M,) labelled items per model; residual_cov
+    (M, M) per-item noise of a label; n_items: the items the accuracy is for (those whose
+    g was given). Intervals, P(better) and P(best) are predictive: for the accuracy on those
+    n_items items, so they add the items' own sampling noise residual_cov / n_items (what
+    a small task's realised accuracy has beyond its expected value)."""
 
     mean: np.ndarray
     cov: np.ndarray
@@ -68,18 +97,26 @@ class TaskEstimate:
     n_labels: np.ndarray
     residual_cov: np.ndarray
     allowed: np.ndarray
+    n_items: int = 0
+
+    def predictive_cov(self) -> np.ndarray:
+        """(M, M) covariance of the accuracies on the n_items items (cov + their noise)."""
+        if self.n_items <= 0:
+            return self.cov
+        return self.cov + self.residual_cov / self.n_items
 
     def interval(self, level: float = 0.9) -> np.ndarray:
         """(M, 2) central normal interval of each model's accuracy, clipped to [0, 1]."""
         z = {0.8: 1.2816, 0.9: 1.6449, 0.95: 1.96}.get(level, 1.6449)
-        sd = np.sqrt(np.maximum(np.diag(self.cov), 0))
+        sd = np.sqrt(np.maximum(np.diag(self.predictive_cov()), 0))
         return np.clip(np.stack([self.mean - z * sd, self.mean + z * sd], 1), 0, 1)
 
     def p_better(self, a: int, b: int) -> float:
         """P(theta_a > theta_b) under the posterior (paired: uses their covariance)."""
         if a == b:
             return 0.5
-        var = self.cov[a, a] + self.cov[b, b] - 2 * self.cov[a, b]
+        cov = self.predictive_cov()
+        var = cov[a, a] + cov[b, b] - 2 * cov[a, b]
         return normal_cdf((self.mean[a] - self.mean[b]) / math.sqrt(max(var, 1e-12)))
 
     def leaders(self) -> np.ndarray:
@@ -93,9 +130,9 @@ class TaskEstimate:
         """(M,) P(each allowed model has the highest accuracy), Monte Carlo over the leaders
         (0 for the others and for models not allowed)."""
         idx = self.leaders()
-        draws = rng.multivariate_normal(self.mean[idx], self.cov[np.ix_(idx, idx)], n_draws,
-                                        method="cholesky" if _is_pd(self.cov[np.ix_(idx, idx)])
-                                        else "eigh")
+        cov = self.predictive_cov()[np.ix_(idx, idx)]
+        draws = rng.multivariate_normal(self.mean[idx], cov, n_draws,
+                                        method="cholesky" if _is_pd(cov) else "eigh")
         out = np.zeros(len(self.mean))
         out[idx] = np.bincount(draws.argmax(1), minlength=len(idx)) / n_draws
         return out
@@ -133,7 +170,7 @@ def label_evidence(g: np.ndarray, y: np.ndarray, weights: np.ndarray, residual_c
         g: (n, M) predicted correctness of the labelled items.
         y: (n, M) their labels (nan: model not run on the item).
         weights: (n,) 1 / inclusion probability of each item (equal for random labels).
-        residual_cov: (M, M) reference per-item residual covariance (the shrinkage target).
+        residual_cov: (M, M) reference per-item residual covariance (the per-label noise).
 
     Returns:
         (mean residual (M,), its covariance (M, M), labels per model (M,)). A model without
@@ -145,13 +182,10 @@ def label_evidence(g: np.ndarray, y: np.ndarray, weights: np.ndarray, residual_c
     w = weights[:, None] * has
     total = w.sum(0)
     mean = np.divide((w * r).sum(0), total, out=np.zeros(M), where=total > 0)
-    centred = np.where(has, r - mean, 0.0)
     n = has.sum(0).astype(float)
-    # per-item covariance on shared items, shrunk toward the reference residual covariance
-    both = has.T.astype(float) @ has.astype(float)
-    sample = (centred.T @ centred) / np.maximum(both - 1, 1)
-    per_item = (both * sample + RESIDUAL_PSEUDO_ITEMS * residual_cov) / (
-        both + RESIDUAL_PSEUDO_ITEMS)
+    # per-item covariance: the reference inputs' (a sample covariance from 10-30 0/1 labels
+    # is too noisy to set the labels' precision; measured in the README's calibration rows)
+    per_item = residual_cov
     # covariance of two weighted means over shared items: per-item covariance x
     # sum_i w_i^2 [both labelled] / (sum w)_a (sum w)_b (= 1/n for equal weights, all shared)
     ww = weights[:, None] * has
@@ -181,7 +215,7 @@ def estimate(cal: Calibration, g: np.ndarray, allowed: np.ndarray, *,
     mu0, cov0 = prior(cal, s1)
     residual = cal.residual_cov + VARIANCE_FLOOR * np.eye(len(s1))
     if lab_y is None or len(lab_y) == 0:
-        return TaskEstimate(mu0, cov0, mu0, np.zeros(len(s1)), residual, allowed)
+        return TaskEstimate(mu0, cov0, mu0, np.zeros(len(s1)), residual, allowed, len(g))
     w = np.ones(len(lab_y)) if weights is None else np.asarray(weights, dtype=float)
     r_mean, cov_l, n = label_evidence(np.asarray(lab_g, float), np.asarray(lab_y, float), w,
                                       residual)
@@ -191,7 +225,7 @@ def estimate(cal: Calibration, g: np.ndarray, allowed: np.ndarray, *,
     cov = np.linalg.inv(inv0 + inv_l)
     cov = 0.5 * (cov + cov.T)
     mean = cov @ (inv0 @ mu0 + inv_l @ theta_l)
-    return TaskEstimate(np.clip(mean, 0, 1), cov, mu0, n, residual, allowed)
+    return TaskEstimate(np.clip(mean, 0, 1), cov, mu0, n, residual, allowed, len(g))
 
 
 def decide_with_estimate(est: TaskEstimate, cal: Calibration, eta: float) -> tuple[int, float, int]:

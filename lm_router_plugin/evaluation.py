@@ -35,8 +35,8 @@ import pandas as pd
 
 from .calibration import Calibration, best_on_average, calibrate, measured_p
 from .decision import route_choices, score_and_decide
-from .estimate import decide_with_estimate, estimate, plan
 from .errors import InputError, LMRouterError, UnknownNameError
+from .estimate import TaskEstimate, decide_with_estimate, estimate, plan
 from .neighbors import GroupedNeighbors
 from .pool import build_pool, rows_by_task
 from .registry import unknown_name_message
@@ -53,6 +53,11 @@ MAX_LABELS = 50  # the paper's cap on in-task labels: min(alpha n, 50)
 N_SPLITS = 20  # split-half repetitions per task
 N_BOOTSTRAP = 1000  # bootstrap resamples of the tasks
 TIE_TOL = 1e-12
+#: the uncertainty check: the expected gain of this many more random labels is compared
+#: with what they realised; P(best) Monte Carlo draws (fewer than recommend's 4,000: only
+#: means over tasks are reported)
+GAIN_CHECK_LABELS = 10
+HONESTY_DRAWS = 1000
 
 
 @dataclass
@@ -67,11 +72,15 @@ class EvaluationResult:
     p_mae: float  # mean |p_hat - true p|
     alpha_sweep: list[dict[str, Any]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    #: per label setting (0 labels first): how the stated uncertainty fared, predicted vs
+    #: realised (see :func:`_summarise_honesty`)
+    uncertainty: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"n_tasks": self.n_tasks, "n_models": self.n_models, "rows": self.rows,
                 "per_task": self.per_task, "predictor_accuracy": self.predictor_accuracy,
-                "p_mae": self.p_mae, "alpha_sweep": self.alpha_sweep, "settings": self.settings}
+                "p_mae": self.p_mae, "alpha_sweep": self.alpha_sweep,
+                "uncertainty": self.uncertainty, "settings": self.settings}
 
 
 def regroup_tasks(table: pd.DataFrame, tasks_by: str = "task",
@@ -119,11 +128,6 @@ def read_side_table(path: str | Path) -> pd.DataFrame:
                          hint="give a CSV/TSV/Parquet file with instance_id and the column") from exc
 
 
-def _rank_of(acc: np.ndarray, chosen: int, allowed: np.ndarray) -> float:
-    """1 + number of allowed models with strictly higher true accuracy."""
-    return float(1 + np.sum(allowed & (acc > acc[chosen])))
-
-
 def _correlations(score: np.ndarray, acc: np.ndarray) -> tuple[float, float]:
     """(Pearson, Spearman) across models; nan when either side is constant.
 
@@ -168,6 +172,59 @@ def select_diverse(X: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarra
     return np.sort(np.array(chosen))
 
 
+
+
+def _posterior_honesty(est: TaskEstimate, acc: np.ndarray, allowed: np.ndarray,
+                       tie: np.ndarray, rng: np.random.Generator) -> dict[str, float]:
+    """How the label posterior's stated uncertainty fared on one task, against the true
+    accuracies ``acc`` (M,) on the items it is for: the share of candidates whose accuracy
+    lies in its 90% interval, the P(best) of its most probable candidate and whether that
+    one was the best (1/0), and the Brier score of P(best) (sum over candidates)."""
+    ok = allowed & ~np.isnan(acc)
+    interval = est.interval(0.9)
+    inside = (acc >= interval[:, 0]) & (acc <= interval[:, 1])
+    p_best = est.p_best(rng, HONESTY_DRAWS)
+    best = argmax_with_ties(np.where(ok, acc, -np.inf), tie)
+    top = argmax_with_ties(np.where(ok, p_best, -np.inf), tie)
+    is_best = (np.arange(len(acc)) == best).astype(float)
+    return {"coverage": float(np.mean(inside[ok])), "p_best_top": float(p_best[top]),
+            "top_is_best": float(acc[top] >= acc[best] - TIE_TOL),
+            "brier": float(np.sum((p_best[ok] - is_best[ok]) ** 2))}
+
+
+def _more_labels(rest: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """GAIN_CHECK_LABELS more rows drawn from ``rest`` (fewer on a small task; at least one
+    row stays unlabelled), for the expected-gain checks."""
+    n_more = min(GAIN_CHECK_LABELS, len(rest) - 1)
+    return rng.choice(rest, size=max(n_more, 0), replace=False)
+
+
+def _gain_check(ev: _HeldOut, cal: Calibration, est: TaskEstimate, lab: np.ndarray,
+                more: np.ndarray, rest: np.ndarray, allowed: np.ndarray,
+                rng: np.random.Generator) -> dict[str, float]:
+    """The posterior's expected gain of len(more) more random labels (``est``: the
+    posterior on ``rest`` given the labelled rows ``lab``) and what the labels ``more``
+    (drawn from ``rest``) realised: the accuracy on the still unlabelled rows of the new
+    highest-mean candidate minus the old one's (the preposterior quantity; no fallback)."""
+    if len(more) < 1:
+        return {"gain_predicted": math.nan, "gain_realised": math.nan}
+    lab2, rest2 = np.union1d(lab, more), np.setdiff1d(rest, more)
+    zero = ev.g_held
+    acc2 = quiet_nanmean(ev.Y[rest2])
+    ok = allowed & ~np.isnan(acc2)
+    est2 = estimate(cal, zero[rest2], ok, lab_g=zero[lab2], lab_y=ev.Y[lab2])
+    before = argmax_with_ties(np.where(ok, est.mean, -np.inf), cal.mean_accuracy)
+    after = argmax_with_ties(np.where(ok, est2.mean, -np.inf), cal.mean_accuracy)
+    predicted = est.expected_gain(len(more), rng, HONESTY_DRAWS)
+    return {"gain_predicted": float(predicted), "gain_realised": float(acc2[after] - acc2[before])}
+
+
+def _stack_honesty(best: int, bma: int, p: float, acc: np.ndarray) -> dict[str, float]:
+    """The stacked switch's P(its best beats BMA) and whether it did (only where its best
+    by predicted gain is not BMA)."""
+    if best == bma or np.isnan(acc[best]) or np.isnan(acc[bma]):
+        return {}
+    return {"stack_p": float(p), "stack_won": float(acc[best] > acc[bma] + TIE_TOL)}
 
 
 def _rank_of(acc: np.ndarray, chosen: int, allowed: np.ndarray) -> float:
@@ -232,16 +289,37 @@ class _TaskScorer:
         return self._switches[key]
 
     def stacked(self, d: int, n_lab: int, rest: np.ndarray, allowed: np.ndarray,
-                labels: np.ndarray) -> tuple[int, np.ndarray]:
-        """(choice, predicted gains (M,)) of the switch for n_lab labels on d's unlabelled
-        rows ``rest`` given the labelled accuracy ``labels`` (M,) (stacking.stacked_decision)."""
+                labels: np.ndarray) -> tuple[int, np.ndarray, int, float]:
+        """(choice, predicted gains (M,), best by predicted gain, P(it beats BMA)) of the
+        switch for n_lab labels on d's unlabelled rows ``rest`` given the labelled accuracy
+        ``labels`` (M,) (stacking.stacked_decision)."""
         ev, r = self.ev, self.ev.router
         cal, switch = ev.calibration_without(d), self.switch(d, n_lab, allowed)
         features, bma = task_features(cal, ev.g_held[rest], ev.kappa_sim(rest), allowed, r.t,
                                       r.sigma, labels if switch.n_labels else None)
-        choice, _, gain, _ = switch.decide(features, allowed, bma, cal.mean_accuracy,
-                                           n_rest=len(rest))
-        return choice, gain
+        choice, best, gain, p = switch.decide(features, allowed, bma, cal.mean_accuracy,
+                                              n_rest=len(rest))
+        return choice, gain, best, p
+
+    def stack_gain_check(self, d: int, n_lab: int, choice: int, lab: np.ndarray,
+                         more: np.ndarray, rest: np.ndarray) -> dict[str, float]:
+        """The stacked switch's expected gain of len(more) more labels (the difference of
+        the leave-one-task-out gains of its fits for n_lab + len(more) and n_lab labels,
+        both without d) and what the labels ``more`` realised: the accuracy on the still
+        unlabelled rows of its choice with them minus that of ``choice``, its choice with
+        the n_lab labels ``lab``."""
+        if len(more) < 1:
+            return {}
+        ev = self.ev
+        lab2, rest2 = np.union1d(lab, more), np.setdiff1d(rest, more)
+        acc2 = quiet_nanmean(ev.Y[rest2])
+        allowed = self.allowed & ~np.isnan(acc2)
+        n2 = n_lab + len(more)
+        after = self.stacked(d, n2, rest2, allowed, quiet_nanmean(ev.Y[lab2]))[0]
+        predicted = (self.switch(d, n2, allowed).expected_gain
+                     - self.switch(d, n_lab, allowed).expected_gain)
+        return {"stack_gain_predicted": float(predicted),
+                "stack_gain_realised": float(acc2[after] - acc2[choice])}
 
     def _record(self, chosen: int, acc: np.ndarray, allowed: np.ndarray, bma: int,
                 score: np.ndarray | None, half: np.ndarray | None) -> dict[str, Any]:
@@ -298,12 +376,21 @@ class _TaskScorer:
             out[name] = self._record(dec.choice, acc, allowed, bma, scores.get(score_name),
                                      half_acc)
             out[name]["fallback"] = bool(dec.fallback)
+            if name == "stack":
+                stack_dec = dec
         out["u"] = float(est.u)
         # Beyond the paper: the bias-corrected S1 with its calibrated uncertainty (estimate.py)
         posterior = estimate(cal, g, allowed)
         choice, p_better, _ = decide_with_estimate(posterior, cal, r.eta)
         out["cal"] = self._record(choice, acc, allowed, bma, posterior.mean, half_acc)
         out["cal"]["p_beats_bma"] = float(p_better)
+        rng = np.random.default_rng([r.seed, 271828, d])
+        honesty = _posterior_honesty(posterior, acc, allowed, tie, rng)
+        more = _more_labels(rows, rng)
+        out["uncertainty"] = {
+            **honesty, **_gain_check(ev, cal, posterior, rows[:0], more, rows, allowed, rng),
+            **_stack_honesty(stack_dec.best_by_score, bma, stack_dec.p_beats_bma, acc),
+            **self.stack_gain_check(d, 0, stack_dec.choice, rows[:0], more, rows)}
         # MoE: a per-input choice, scored per input.
         per_input = route_choices(g, cal, allowed)
         picked = y[np.arange(len(rows)), per_input]
@@ -335,10 +422,11 @@ class _TaskScorer:
         return out
 
     def labelled(self, d: int, n_lab: int, rng: np.random.Generator, selection: str,
-                 plan_rng: np.random.Generator) -> dict[str, Any] | None:
+                 plan_rng: np.random.Generator, check_rng: np.random.Generator
+                 ) -> dict[str, Any] | None:
         """One repeat of the in-task-label protocol on task d: ``n_lab`` labelled inputs join
         the predictor's pool (not u, not the calibration); everything is scored on the other
-        inputs of d."""
+        inputs of d. ``check_rng`` draws the uncertainty check's own labels and P(best)."""
         ev, r = self.ev, self.ev.router
         rows = ev.rows_of[d]
         n_lab = min(n_lab, len(rows) - 1)
@@ -368,8 +456,9 @@ class _TaskScorer:
         out["few_shot"] = self._record(few, acc, allowed, bma, acc_lab, None)
         # Beyond the paper (stacking.py): the switch fitted for n_lab labels, zero-label g
         zero = ev.g_held
-        choice, gain = self.stacked(d, n_lab, rest, allowed, acc_lab)
+        choice, gain, stack_best, stack_p = self.stacked(d, n_lab, rest, allowed, acc_lab)
         out["stack"] = self._record(choice, acc, allowed, bma, gain, None)
+        out_stack_choice = choice
         out["bma"] = self._record(bma, acc, allowed, bma, None, None)
         oracle = argmax_with_ties(np.where(allowed, acc, -np.inf), cal.mean_accuracy)
         out["oracle"] = self._record(oracle, acc, allowed, bma, None, None)
@@ -379,6 +468,12 @@ class _TaskScorer:
         post = estimate(cal, zero[rest], allowed, lab_g=zero[lab], lab_y=ev.Y[lab])
         choice, _, _ = decide_with_estimate(post, cal, r.eta)
         out["post"] = self._record(choice, acc, allowed, bma, post.mean, None)
+        honesty = _posterior_honesty(post, acc, allowed, cal.mean_accuracy, check_rng)
+        more = _more_labels(rest, check_rng)
+        out["uncertainty"] = {
+            **honesty, **_gain_check(ev, cal, post, lab, more, rest, allowed, check_rng),
+            **_stack_honesty(stack_best, bma, stack_p, acc),
+            **self.stack_gain_check(d, n_lab, out_stack_choice, lab, more, rest)}
         # ... and as many labels planned on the leaders' disagreement (weighted).
         known = self.allowed & ~np.isnan(quiet_nanmean(ev.Y[rows]))
         picked, pi = plan(zero[rows], estimate(cal, zero[rows], known), n_lab, plan_rng)
@@ -391,8 +486,8 @@ class _TaskScorer:
         out["post_planned"] = self._record(choice, acc_p, allowed_p, bma_p, post_p.mean, None)
         # the stacked switch on the planned labels (weighted: the plan oversamples the
         # leaders' disagreement)
-        choice, gain_p = self.stacked(d, n_lab, rest_p, allowed_p,
-                                      label_accuracy(ev.Y[lab_p], 1.0 / pi[picked]))
+        choice, gain_p, _, _ = self.stacked(d, n_lab, rest_p, allowed_p,
+                                            label_accuracy(ev.Y[lab_p], 1.0 / pi[picked]))
         out["stack_planned"] = self._record(choice, acc_p, allowed_p, bma_p, gain_p, None)
         # its comparators on the same unlabelled items
         out["bma_planned"] = self._record(bma_p, acc_p, allowed_p, bma_p, None, None)
@@ -449,6 +544,21 @@ def _summarise(records: list[dict[str, Any]], bma: list[dict[str, Any]],
             values = values[~np.isnan(values)]
             out[f"{key}_ci"] = ([float(np.percentile(values, 2.5)),
                                  float(np.percentile(values, 97.5))] if values.size else None)
+    return out
+
+
+def _summarise_honesty(records: list[dict[str, float]]) -> dict[str, Any]:
+    """Means over (task, repeat) records of :func:`_posterior_honesty`, :func:`_gain_check`
+    and :func:`_stack_honesty`: what the uncertainty said (coverage 0.9, P(best) of the top
+    candidate, the expected gain, the stack's P) next to what happened."""
+    keys = ("coverage", "p_best_top", "top_is_best", "brier", "gain_predicted",
+            "gain_realised", "stack_gain_predicted", "stack_gain_realised")
+    out: dict[str, Any] = {k: _mean([r.get(k) for r in records]) for k in keys}
+    out["n"] = len(records)
+    switched = [r for r in records if "stack_p" in r]
+    out["stack_p"] = _mean([r["stack_p"] for r in switched])
+    out["stack_won"] = _mean([r["stack_won"] for r in switched])
+    out["stack_n"] = len(switched)
     return out
 
 
@@ -518,16 +628,20 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
                   for a in alphas if a > 0]
     settings_n += [("labels", c, lambda n, c=c: int(c)) for c in label_counts if c > 0]
     sweep = []
+    uncertainty = [{"labels": 0, **_summarise_honesty([t["uncertainty"] for t in per_task])}]
     for kind, value, count in settings_n:
         per_repeat: dict[str, list[dict[str, Any]]] = {name: [] for name in SWEEP_ROWS}
+        honesty: list[dict[str, float]] = []
         pred_acc, n_labels = [], []
         for rep in range(repeats):
             tag = int(round(value * 1e6)) if kind == "alpha" else 10**9 + int(value)
             rng = np.random.default_rng([router.seed, rep, tag])
             plan_rng = np.random.default_rng([router.seed, rep, tag, 1])
+            check_rng = np.random.default_rng([router.seed, rep, tag, 2])
             recs = [scorer.labelled(d, count(len(ev.rows_of[d])), rng, label_selection,
-                                    plan_rng) for d in range(D)]
+                                    plan_rng, check_rng) for d in range(D)]
             recs = [x for x in recs if x is not None]
+            honesty.extend(x["uncertainty"] for x in recs)
             for name in SWEEP_ROWS:
                 suffix = "_planned" if name.endswith("_planned") else ""
                 per_repeat[name].append(_summarise(
@@ -550,10 +664,12 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
             rows[f"{name}{suffix}"] = summary
             entry[name] = summary
         sweep.append(entry)
+        uncertainty.append({kind: value, **_summarise_honesty(honesty)})
     return EvaluationResult(
         n_tasks=D, n_models=int(allowed.sum()), rows=rows, per_task=per_task,
         predictor_accuracy=_mean([t["predictor_accuracy"] for t in per_task]),
         p_mae=_mean([t["p_mae"] for t in per_task]), alpha_sweep=sweep,
+        uncertainty=uncertainty,
         settings={**router.get_params(), "alphas": list(alphas),
                   "label_counts": list(label_counts), "repeats": repeats,
                   "candidates": list(candidates) if candidates else None,

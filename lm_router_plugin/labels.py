@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shlex
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -385,12 +386,16 @@ def posterior(cal: Any, g: np.ndarray, models: list[str], allowed: np.ndarray, *
         reason=reason)
 
 
-def verdict(gains: dict[str, float]) -> str:
+def verdict(gains: dict[str, float], by: str = "") -> str:
     """One line: are more labels worth it? (rule: 10 more per candidate are expected to
-    raise the accuracy of the final choice by >= 0.5 points)."""
+    raise the accuracy of the final choice by >= 0.5 points). ``by``: whose expectation."""
     g10, g30 = gains[str(GAIN_LABELS[0])], gains[str(GAIN_LABELS[1])]
+    source = f" ({by})" if by else ""
+    if math.isnan(g10) or math.isnan(g30):
+        return (f"expected gain of more labels: not measurable{source} (it needs at least 2 "
+                "reference tasks)")
     text = (f"expected gain of 10 more labels per candidate: {100 * g10:+.2f} points, of 30: "
-            f"{100 * g30:+.2f} points -> ")
+            f"{100 * g30:+.2f} points{source} -> ")
     if g10 >= WORTH_IT:
         return text + "worth it (10 more add >= 0.5 points)"
     if g30 >= WORTH_IT:

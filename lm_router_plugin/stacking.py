@@ -69,7 +69,9 @@ class Switch:
     predicted gain of the switched-to model over the reference tasks (selection-aware:
     measured at the argmax); n_tasks. With labels: prior_var = c s^2 (accuracy^2) and
     disagreement (M,), each model's share of reference items on which it and the new task's
-    BMA differ."""
+    BMA differ. expected_gain: the rule's gain over BMA estimated by a leave-one-task-out
+    around the choice of (c, tau) itself (accuracy units; what the rule, fitted for this
+    many labels, realised on reference tasks it was not tuned on)."""
 
     beta: np.ndarray
     tau: float
@@ -81,6 +83,7 @@ class Switch:
     features: tuple[str, ...]
     prior_var: float = 0.0
     disagreement: np.ndarray | None = None
+    expected_gain: float = math.nan
 
     def label_weights(self, n_rest: int | None) -> np.ndarray | None:
         """(M,) weight w_m of the paired label difference (None without labels); n_rest:
@@ -258,13 +261,32 @@ def _mean_without(per_task: np.ndarray) -> np.ndarray:
                      out=np.full(per_task.shape, np.nan), where=rest_n > 0)
 
 
-def _choose_tau(realised: np.ndarray, group: np.ndarray, n_tasks: int) -> tuple[np.ndarray, int]:
-    """Per-tau mean over tasks of the realised gains (R, len(TAUS)) (each task's rows
-    averaged first), and the chosen tau's index (ties: the larger tau)."""
-    per_task = np.zeros((n_tasks, len(TAUS)))
+def _per_task_gain(realised: np.ndarray, group: np.ndarray, n_tasks: int) -> np.ndarray:
+    """(n_tasks, len(TAUS)) mean realised gain per reference task and tau, from the rows'
+    realised gains (R, len(TAUS)) (each task's label draws averaged)."""
+    per_task = np.zeros((n_tasks, realised.shape[1]))
     np.add.at(per_task, group, realised / np.bincount(group)[group][:, None])
+    return per_task
+
+
+def _choose_tau(per_task: np.ndarray) -> tuple[np.ndarray, int]:
+    """Per-tau mean over tasks of the realised gains (n_tasks, len(TAUS)), and the chosen
+    tau's index (ties: the larger tau)."""
     mean_gain = per_task.mean(0)
     return mean_gain, max(np.flatnonzero(mean_gain >= mean_gain.max() - 1e-12))
+
+
+def _nested_gain(per_config: np.ndarray) -> float:
+    """Leave-one-task-out estimate of the gain of the fitted rule: for each reference task,
+    the (c, tau) that gained most on the other tasks (ties as in the fit: smaller c, larger
+    tau), scored on that task; the mean over tasks (accuracy units; nan with one task).
+    per_config (n_tasks, n_configs) with configs in order of preference."""
+    n_tasks = len(per_config)
+    if n_tasks < 2:
+        return math.nan
+    others = (per_config.sum(0)[None, :] - per_config) / (n_tasks - 1)
+    picked = np.argmax(others >= others.max(1, keepdims=True) - 1e-12, axis=1)
+    return float(per_config[np.arange(n_tasks), picked].mean())
 
 
 def fit_switch(cal: Calibration, allowed: np.ndarray, *, sigma: float, n_labels: int = 0, Y: np.ndarray | None = None,
@@ -330,6 +352,7 @@ def fit_switch(cal: Calibration, allowed: np.ndarray, *, sigma: float, n_labels:
         # a prior that was exact on every reference task leaves nothing for labels to fix
         scales = PRIOR_SCALES if prior_var > 0 else (0.0,)
     best_fit = None
+    per_config = []  # (n_tasks, len(TAUS)) per c, taus from the largest: preference order
     for c in scales:  # ties keep the smaller c (0: the labels are not used)
         gain = prior
         if c > 0:
@@ -340,7 +363,9 @@ def fit_switch(cal: Calibration, allowed: np.ndarray, *, sigma: float, n_labels:
         top = gain[rows, best]
         realised = np.nan_to_num(np.array([np.where(top > tau, T[rows, best], T[rows, B])
                                            for tau in TAUS]).T)
-        mean_gain, chosen = _choose_tau(realised, group, len(tasks))
+        per_task = _per_task_gain(realised, group, len(tasks))
+        per_config.append(per_task[:, ::-1])
+        mean_gain, chosen = _choose_tau(per_task)
         if best_fit is not None and mean_gain[chosen] <= best_fit[0][best_fit[1]] + 1e-12:
             continue
         switched = (best != B) & np.isfinite(top)
@@ -352,7 +377,8 @@ def fit_switch(cal: Calibration, allowed: np.ndarray, *, sigma: float, n_labels:
                   sd=float(np.sqrt(np.nanmean(errors ** 2))), n_tasks=len(tasks),
                   features=FEATURES + ((LABEL_FEATURE,) if c > 0 else ()),
                   prior_var=c * prior_var if c > 0 else 0.0,
-                  disagreement=disagreement if c > 0 else None)
+                  disagreement=disagreement if c > 0 else None,
+                  expected_gain=_nested_gain(np.concatenate(per_config, axis=1)))
 
 
 def stacked_decision(cal: Calibration, g: np.ndarray, kappa_sim: np.ndarray,

@@ -46,10 +46,78 @@ def test_label_evidence_equal_weights_is_the_mean_residual():
     assert n.tolist() == [4, 3]
     assert mean[0] == pytest.approx(np.mean(y[:, 0] - g[:, 0]))
     assert mean[1] == pytest.approx(np.mean([-0.5, 0.1, 0.6]))
-    # variance of a mean: (shrunk per-item variance) / n
-    r = y[:, 0] - g[:, 0]
-    per_item = (4 * np.var(r, ddof=1) + 5 * 0.2) / (4 + 5)
-    assert cov[0, 0] == pytest.approx(per_item / 4 + 1e-5, rel=1e-6)  # + a tiny ridge
+    # variance of a mean: the reference per-item variance / n (+ a tiny ridge)
+    assert cov[0, 0] == pytest.approx(0.2 / 4 + 1e-5, rel=1e-6)
+    assert cov[1, 1] == pytest.approx(0.2 / 3 + 1e-5, rel=1e-6)
+
+
+def test_a_few_labels_do_not_set_their_own_precision():
+    """10 labels all right: their sample variance is 0, but their weight comes from the
+    reference per-item noise (else a lucky streak would get infinite weight)."""
+    g = np.full((10, 2), 0.6)
+    y = np.column_stack([np.ones(10), np.tile([0.0, 1.0], 5)])
+    _, cov, _ = label_evidence(g, y, np.ones(10), np.array([[0.2, 0.05], [0.05, 0.25]]))
+    assert cov[0, 0] == pytest.approx(0.02 + 1e-5)
+    assert cov[0, 1] == pytest.approx(0.005)
+
+
+def _schafer_strimmer_by_hand(E):
+    """The Schafer-Strimmer (2005) shrinkage intensity toward a diagonal target, written
+    from the paper's formulas with loops (complete data)."""
+    Z, M = E.shape
+    x = (E - E.mean(0)) / E.std(0, ddof=1)
+    num = den = 0.0
+    for i in range(M):
+        for j in range(M):
+            if i == j:
+                continue
+            w = x[:, i] * x[:, j]
+            r = w.sum() / (Z - 1)
+            num += Z / (Z - 1) ** 3 * np.sum((w - w.mean()) ** 2)
+            den += r**2
+    return min(1.0, max(0.0, num / den))
+
+
+def test_shrunk_covariance_matches_the_paper_and_keeps_the_variances():
+    from lm_router_plugin.estimate import shrunk_covariance
+
+    rng = np.random.default_rng(4)
+    common = rng.normal(0, 0.1, (12, 1))  # a task-level effect shared by all models
+    E = common + rng.normal(0, 0.03, (12, 5))
+    cov, lam = shrunk_covariance(E)
+    assert lam == pytest.approx(_schafer_strimmer_by_hand(E))
+    sample = np.cov(E, rowvar=False)
+    assert np.diag(cov) == pytest.approx(np.diag(sample))
+    assert cov[0, 1] == pytest.approx((1 - lam) * sample[0, 1])
+    # strongly correlated errors: little shrinkage, so the difference of two models stays
+    # near what the data say (the fixed 50% shrinkage toward the diagonal used before
+    # inflated its variance 7x here)
+    assert lam < 0.25
+    diff = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
+    half = 0.5 * sample + 0.5 * np.diag(np.diag(sample))
+    assert diff < 0.5 * (half[0, 0] + half[1, 1] - 2 * half[0, 1])
+    # independent errors: the correlations are noise, shrunk (almost) away
+    _, lam_noise = shrunk_covariance(rng.normal(0, 0.1, (200, 5)))
+    assert lam_noise > 0.5
+    # missing entries: pairwise-complete, still a valid covariance
+    E[rng.random(E.shape) < 0.2] = np.nan
+    cov, lam = shrunk_covariance(E)
+    assert 0 <= lam <= 1 and np.all(np.linalg.eigvalsh(cov + 1e-4 * np.eye(5)) > 0)
+
+
+def test_intervals_are_predictive_for_the_items_scored():
+    """The interval is for the accuracy on the n items the estimate is for: their own
+    sampling noise (residual_cov / n) widens it, most on a small task."""
+    rng = np.random.default_rng(2)
+    cal = make_cal(rng.uniform(0.4, 0.8, (8, 2)), rng.uniform(0.4, 0.8, (8, 2)))
+    small = estimate(cal, np.full((5, 2), 0.6), np.ones(2, bool))
+    large = estimate(cal, np.full((5000, 2), 0.6), np.ones(2, bool))
+    assert small.cov == pytest.approx(large.cov)  # the expected accuracy: same uncertainty
+    sd = np.sqrt(np.diag(small.cov) + (0.2 + 1e-4) / 5)  # reference noise + its floor
+    assert small.interval(0.9)[0] == pytest.approx(
+        np.clip([small.mean[0] - 1.6449 * sd[0], small.mean[0] + 1.6449 * sd[0]], 0, 1))
+    width = lambda e: np.diff(e.interval(0.9), axis=1)  # noqa: E731
+    assert np.all(width(small) > width(large))
 
 
 def test_posterior_moves_from_prior_to_labels():

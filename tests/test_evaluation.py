@@ -430,3 +430,70 @@ def test_correlations_match_scipy():
         assert pearson == pytest.approx(stats.pearsonr(x, y)[0])
         assert spearman == pytest.approx(stats.spearmanr(x, y)[0])
     assert np.isnan(_correlations(np.ones(4), rng.random(4))[0])
+
+
+def test_uncertainty_check_matches_a_router_refitted_without_the_task(evaluated):
+    """The zero-label uncertainty check of each held-out task is what the posterior of a
+    Router refitted without it says and gets: coverage of its 90% intervals, P(best) of its
+    top candidate, the expected gain of 10 more labels against 10 more drawn with
+    evaluate's seeding; the stacked switch's P is recommend's."""
+    from lm_router_plugin.api import stack_label_gains
+    from lm_router_plugin.estimate import estimate
+    from lm_router_plugin.scores import argmax_with_ties
+    from lm_router_plugin.stacking import stacked_decision
+
+    table, _, X, result = evaluated
+    pool = build_pool(table)
+    assert result.uncertainty[0]["labels"] == 0
+    assert result.uncertainty[0]["n"] == len(pool.task_names)
+    checked_stack = 0
+    for d, task in enumerate(pool.task_names):
+        rows = np.flatnonzero(pool.task_of == d)
+        keep = pool.task_of != d
+        router = Router().fit(table[table["task"] != task], embeddings=X[keep])
+        acc = np.nanmean(pool.Y[rows], 0)
+        allowed = ~np.isnan(acc)
+        est = estimate(router.calibration_, router.predict_correctness(X[rows]), allowed)
+        low, high = est.interval(0.9).T
+        got = result.per_task[d]["uncertainty"]
+        assert got["coverage"] == pytest.approx(np.mean(((acc >= low) & (acc <= high))[allowed]))
+        rng = np.random.default_rng([0, 271828, d])
+        p_best = est.p_best(rng, 1000)
+        top = int(np.argmax(np.where(allowed, p_best, -1)))
+        assert got["p_best_top"] == pytest.approx(p_best[top])
+        assert got["top_is_best"] == float(acc[top] >= np.nanmax(acc) - 1e-12)
+        more = np.sort(rng.choice(rows, size=10, replace=False))
+        rest = np.setdiff1d(rows, more)
+        acc2 = np.nanmean(pool.Y[rest], 0)
+        later = estimate(router.calibration_, router.predict_correctness(X[rest]), allowed,
+                         lab_g=router.predict_correctness(X[more]), lab_y=pool.Y[more])
+        # ties (means clipped at 1) go to the higher mean reference accuracy, as everywhere
+        tie = router.calibration_.mean_accuracy
+        before = argmax_with_ties(np.where(allowed, est.mean, -np.inf), tie)
+        after = argmax_with_ties(np.where(allowed, later.mean, -np.inf), tie)
+        assert got["gain_realised"] == pytest.approx(acc2[after] - acc2[before])
+        assert got["gain_predicted"] == pytest.approx(est.expected_gain(10, rng, 1000))
+        # the stacked switch's expected gain of those 10 labels and what they gave it
+        allowed2 = ~np.isnan(acc2)
+        assert got["stack_gain_predicted"] == pytest.approx(
+            stack_label_gains(router, allowed2, 0)["10"])
+        rows_of = [np.flatnonzero(router.task_of_ == z) for z in range(len(router.task_names_))]
+        after = stacked_decision(
+            router.calibration_, router.predict_correctness(X[rest]),
+            topk_cosine(X[rest], router.X_, router.kappa)[1], allowed2, t=router.t,
+            sigma=router.sigma, labels=np.nanmean(pool.Y[more], 0), n_labels=10, Y=router.Y_,
+            rows_of=rows_of, seed=router.seed)[0]
+        before = pool.models.index(result.per_task[d]["stack"]["model"])
+        assert got["stack_gain_realised"] == pytest.approx(acc2[after] - acc2[before])
+        if "stack_p" in got:
+            checked_stack += 1
+            rec = router.recommend(embeddings=X[rows], score="stack",
+                                   candidates=[m for m, a in zip(pool.models, allowed) if a])
+            assert got["stack_p"] == pytest.approx(rec.p_choice_beats_bma)
+    summary = result.uncertainty[0]
+    assert summary["coverage"] == pytest.approx(
+        np.mean([t["uncertainty"]["coverage"] for t in result.per_task]))
+    assert summary["stack_n"] == checked_stack
+    # one entry per label setting of the sweep, pooled over repeats
+    assert [e.get("alpha") for e in result.uncertainty[1:]] == [0.1, 0.3]
+    assert all(e["n"] == 3 * len(pool.task_names) for e in result.uncertainty[1:])

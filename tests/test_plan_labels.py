@@ -16,7 +16,11 @@ import pandas as pd
 import pytest
 
 from conftest import TESTS, offline_env, one_error
+from lm_router_plugin import Store
 from lm_router_plugin.errors import InputError
+from lm_router_plugin.persistence import fit_or_load
+from lm_router_plugin.pool import rows_by_task
+from lm_router_plugin.stacking import fit_switch
 from lm_router_plugin.labels import (
     TaskDocs, check_labelled, labelled_matrix, load_plan, new_plan, verdict,
 )
@@ -96,6 +100,9 @@ def test_verdict_rule():
     assert verdict({"10": 0.006, "30": 0.01}).endswith("worth it (10 more add >= 0.5 points)")
     assert "only with 30 more" in verdict({"10": 0.001, "30": 0.02})
     assert "not worth it" in verdict({"10": 0.0, "30": 0.004})
+    assert "not worth it" in verdict({"10": -0.01, "30": -0.002})  # measured: may be < 0
+    line = verdict({"10": float("nan"), "30": float("nan")}, by="stacked switch")
+    assert "not measurable (stacked switch)" in line
 
 
 # -- real lm-eval runs -------------------------------------------------------------------
@@ -191,9 +198,23 @@ def test_plan_run_with_lm_eval_recommend_and_plan_again(cli, ref_store, lmeval_r
         m: 8 if m in RUN_MODELS else 0 for m in REPLAY_MODELS}
     assert set(rec["expected_gain"]) == {"10", "30"} and rec["n_labelled_docs"] == 8
     assert rec["score"] == "stack"
+    # the expected gain of the default decision: its switch for 8 + N labels against the
+    # one for 8, each as it gained leave-one-task-out on the reference tasks
+    assert rec["expected_gain_by"] == "stack"
+    router = fit_or_load(Store(ref_store))
+    rows_of = rows_by_task(np.asarray(router.task_of_), len(router.task_names_))
+
+    def measured(n):
+        return fit_switch(router.calibration_, np.ones(len(router.models_), bool),
+                          sigma=router.sigma, n_labels=n, Y=router.Y_, rows_of=rows_of,
+                          seed=router.seed).expected_gain
+
+    for more in (10, 30):
+        assert rec["expected_gain"][str(more)] == pytest.approx(measured(8 + more) - measured(8))
     # human output: the estimate table and the verdict with its rule
     result = cli("recommend", *base, "--labeled", runs, "--plan", f"{prefix}.plan.json")
     assert "P(best)" in result.stdout and "expected gain of 10 more labels" in result.stdout
+    assert "(stacked switch, measured leave-one-task-out" in result.stdout
     # --score post decides with the posterior; the models are listed best estimate first
     result = cli("recommend", *base, "--labeled", runs, "--plan", f"{prefix}.plan.json",
                  "--score", "post", "--json")
@@ -201,6 +222,7 @@ def test_plan_run_with_lm_eval_recommend_and_plan_again(cli, ref_store, lmeval_r
     assert post["score"] == "post" and post["choice"] in est
     assert [m["model"] for m in post["models"]] == [e["model"] for e in post["estimates"]]
     assert post["estimates"] == rec["estimates"]  # same seed, same numbers
+    assert post["expected_gain_by"] == "posterior"
     # --score stack: the stacked switch fitted for 8 labels (or without them, if the inner
     # leave-one-task-out finds they do not pay); models listed by predicted gain
     result = cli("recommend", *base, "--labeled", runs, "--score", "stack", "--json")

@@ -140,3 +140,32 @@ def test_label_weight_grows_with_the_label_count():
                .label_weights(70)[1:] for n in (5, 10, 30)]
     assert np.all(weights[0] < weights[1]) and np.all(weights[1] < weights[2])
     np.testing.assert_allclose([w.max() for w in weights], [0.44, 0.60, 0.80], atol=0.01)
+
+
+def test_nested_gain_by_hand():
+    """Each task is scored with the (c, tau) that gained most on the other tasks (ties: the
+    earlier config, i.e. the smaller c and the larger tau)."""
+    from lm_router_plugin.stacking import _nested_gain
+
+    per_config = np.array([[0.0, 0.10, 0.02],
+                           [0.0, -0.05, 0.04],
+                           [0.0, 0.03, 0.03]])
+    # task 0: others' means (0, -0.01, 0.035) -> config 2 -> 0.02
+    # task 1: others (0, 0.065, 0.025) -> config 1 -> -0.05
+    # task 2: others (0, 0.025, 0.03) -> config 2 -> 0.03
+    assert _nested_gain(per_config) == pytest.approx((0.02 - 0.05 + 0.03) / 3)
+    assert _nested_gain(np.zeros((3, 2))) == 0.0  # ties: the first config
+    assert np.isnan(_nested_gain(per_config[:1]))
+
+
+def test_expected_gain_is_what_the_rule_realised_on_tasks_it_was_not_tuned_on():
+    """Where labels carry the truth, the rule for 30 labels is expected to gain more than
+    the zero-label rule; where switching never pays, neither gains (both stay near 0)."""
+    cal, Y, rows_of = reference(s1_informative=False, n=80)
+    allowed = np.ones(4, dtype=bool)
+    zero = fit_switch(cal, allowed, sigma=SIGMA)
+    many = fit_switch(cal, allowed, sigma=SIGMA, n_labels=30, Y=Y, rows_of=rows_of)
+    assert many.expected_gain > zero.expected_gain + 0.02
+    # never above what the fitted (c, tau) itself gained on all tasks (no tuning on them)
+    assert many.expected_gain <= many.inner_gain.max() + 1e-12
+    assert abs(zero.expected_gain) < 0.02
