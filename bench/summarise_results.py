@@ -4,6 +4,11 @@ and at N in-task labels, plus the mean over the sets; first the Oracle's and the
 Oracle's gains (the ceilings), the median per-task Oracle - BMA difference and the task sizes.
 
     python bench/summarise_results.py NAME=FILE.json [NAME=FILE.json ...] [--labels 10,30]
+
+With ``--uncertainty``, a second table: per set and label count (0 and --labels), how the
+stated uncertainty fared (evaluate's ``uncertainty`` entries): 90% interval coverage, P(best)
+of the top candidate against how often it was best, the expected gain of 10 more labels
+(posterior and stacked switch) against what they gave, and the stacked switch's P.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sets", nargs="+", help="NAME=evaluate.json")
     parser.add_argument("--labels", default="10,30")
+    parser.add_argument("--uncertainty", action="store_true",
+                        help="also print the stated-uncertainty table")
     args = parser.parse_args()
     counts = [int(c) for c in args.labels.split(",") if c]
     data = {}
@@ -30,10 +37,12 @@ def main() -> int:
         name, path = item.split("=", 1)
         try:
             result = json.loads(open(path).read())
-            data[name] = {"rows": result["rows"], "per_task": result["per_task"]}
+            data[name] = {"rows": result["rows"], "per_task": result["per_task"],
+                          "uncertainty": result.get("uncertainty", [])}
         except (OSError, ValueError, KeyError) as exc:
             parser.error(f"{path}: not a readable `lm-router evaluate --json` output ({exc})")
     per_task = {n: data[n]["per_task"] for n in data}
+    uncertainty = {n: data[n]["uncertainty"] for n in data}
     data = {n: data[n]["rows"] for n in data}
     names = list(data)
     rows = [(r, r) for r in ZERO] + [(f"{r}@{n}", f"{r}@{n}labels") for n in counts
@@ -71,7 +80,45 @@ def main() -> int:
                                            else "") + wl)
         mean = f"{np.mean(gains):+.2f}" if gains else ""
         print(f"| {label} | " + " | ".join(cells) + f" | {mean} |")
+    if args.uncertainty:
+        print_uncertainty(uncertainty, [0] + counts)
     return 0
+
+
+def print_uncertainty(entries: dict[str, list[dict]], counts: list[int]) -> None:
+    """The stated uncertainty against what happened, per set and label count, and the mean
+    over the sets (gains in points)."""
+    print("\n| set | labels | in 90% interval | P(best) of top / was best | +10 labels, "
+          "posterior: said / got | +10 labels, stacked switch: said / got | stack P / won (n) |")
+    print("|---" * 7 + "|")
+    keys = ("coverage", "p_best_top", "top_is_best", "gain_predicted", "gain_realised",
+            "stack_gain_predicted", "stack_gain_realised", "stack_p", "stack_won")
+
+    def line(name: str, count: int, e: dict) -> None:
+        stack = (f"{e['stack_p']:.2f} / {e['stack_won']:.2f} ({e['stack_n']})"
+                 if e.get("stack_n") else "-")
+        print(f"| {name} | {count} | {e['coverage']:.2f} | {e['p_best_top']:.2f} / "
+              f"{e['top_is_best']:.2f} | {100 * e['gain_predicted']:+.2f} / "
+              f"{100 * e['gain_realised']:+.2f} | {100 * e['stack_gain_predicted']:+.2f} / "
+              f"{100 * e['stack_gain_realised']:+.2f} | {stack} |")
+
+    means: dict[int, list[dict]] = {c: [] for c in counts}
+    for name, sets in entries.items():
+        by_count = {e.get("labels"): e for e in sets if e.get("labels") is not None}
+        for count in counts:
+            if count in by_count:
+                line(name, count, by_count[count])
+                means[count].append(by_count[count])
+    for count, found in means.items():
+        if found:
+            mean = {k: float(np.nanmean([e[k] for e in found])) for k in keys}
+            mean["stack_n"] = int(sum(e["stack_n"] for e in found))
+            # the stack's P and wins: pooled over the sets' switched pairs
+            n = [e["stack_n"] for e in found]
+            if sum(n):
+                for k in ("stack_p", "stack_won"):
+                    mean[k] = float(np.nansum([e[k] * m for e, m in zip(found, n)]) / sum(n))
+            line("mean of the sets", count, mean)
 
 
 if __name__ == "__main__":
