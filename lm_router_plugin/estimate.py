@@ -6,8 +6,9 @@ For each candidate m the unknown is theta_m, its accuracy on the new task.
 * **Prior (no labels)**: S1_m (mean predicted correctness) corrected by the model's bias on
   the reference tasks, mu0_m = S1_m + mean_z(acc(m, z) - S1(m, z)), with the covariance of
   the remaining errors across reference tasks (both from leave-task-out predictions, so the
-  prior's strength is calibrated, not chosen). The decision that uses it alone is the
-  zero-label method ``cal``.
+  prior's strength is calibrated, not chosen; the correlations shrunk by the Schafer-Strimmer
+  intensity, :func:`shrunk_covariance`). The decision that uses it alone is the zero-label
+  method ``cal``.
 * **Labels**: a prediction-powered (difference) estimate, theta_hat = mean g over the task +
   weighted mean over the labelled items of (y - g), with weights 1 / inclusion probability
   (Hajek), so it is unbiased for random labels and for planned ones alike. Its covariance
@@ -16,9 +17,12 @@ For each candidate m the unknown is theta_m, its accuracy on the new task.
   infinite weight), with the labels' overlap, so differences between models are estimated
   from the same items.
 * **Posterior**: the Gaussian combination of the two; the choice is the highest posterior
-  mean, kept over the best model on average only if P(it is better) > eta.
+  mean, kept over the best model on average only if P(it is better) > eta. Intervals,
+  P(better) and P(best) are predictive for the accuracy on the items given (they add the
+  items' own sampling noise). ``evaluate`` measures how honest they are (its
+  ``uncertainty`` entries).
 
-    >>> est = estimate(cal, g, y_lab, lab_rows, weights, allowed)
+    >>> est = estimate(cal, g, allowed, lab_g=g_lab, lab_y=y_lab, weights=w)
     >>> est.mean, est.interval(0.9), est.p_best(rng), est.expected_gain(10, rng)
 """
 
