@@ -654,9 +654,11 @@ def _fmt(value: Any, width: int, spec: str = ".3f") -> str:
 EVALUATE_LEGEND = """\
 columns (averages over held-out tasks; each task is scored by a router fitted without it):
   acc      true accuracy of the chosen model on the held-out task
-  95% CI   bootstrap interval of acc over tasks (1000 resamples)
-  half     acc on random half-splits of each task; for oracle: best model chosen on one
-           half, scored on the other (the noise-free ceiling)
+  95% CI   bootstrap interval of acc over tasks (1000 resamples; label rows: of each
+           task's acc averaged over the repeats)
+  half     acc on random half-splits of each task (label rows: of its unlabelled items);
+           for oracle: best model chosen on one half, scored on the other (the noise-free
+           ceiling)
   gap      share of the BMA -> Oracle gap closed: sum(row - bma) / sum(oracle - bma)
   gap½     the same on the half-splits, against the split-half Oracle
   W/T/L    tasks where the row beats / ties / loses to BMA (ties: same accuracy)
@@ -686,7 +688,7 @@ def _print_evaluation(result: Any) -> None:
     click.echo(f"strict leave-one-task-out over {result.n_tasks} tasks, {result.n_models} "
                f"models (embedder {result.settings['embedder']}, predictor "
                f"{result.settings['predictor']})")
-    header = (f"{'row':<18} {'acc':>6} {'±std':>6} {'95% CI':>13} {'half':>6} {'gap':>6} "
+    header = (f"{'row':<22} {'acc':>6} {'±std':>6} {'95% CI':>13} {'half':>6} {'gap':>6} "
               f"{'gap½':>6} {'W/T/L':>11} {'ratio':>6} {'pear':>6} {'spear':>6} {'%BMA':>5} "
               f"{'params':>7} {'rank':>5}")
     click.echo(header)
@@ -700,7 +702,7 @@ def _print_evaluation(result: Any) -> None:
         wtl = "-" if row.get("wins") is None else "/".join(
             format(row[k], ".3g" if float(row[k]).is_integer() else ".1f")
             for k in ("wins", "ties", "losses"))
-        click.echo(f"{name:<18} {_fmt(row['acc'], 6)} {_fmt(row.get('acc_std'), 6)} "
+        click.echo(f"{name:<22} {_fmt(row['acc'], 6)} {_fmt(row.get('acc_std'), 6)} "
                    f"{ci_text:>13} {_fmt(row.get('acc_half'), 6)} "
                    f"{_fmt(row.get('gap_closed'), 6, '.2f')} "
                    f"{_fmt(row.get('gap_closed_half'), 6, '.2f')} {wtl:>11} "

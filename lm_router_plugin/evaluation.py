@@ -446,28 +446,32 @@ class _TaskScorer:
         acc_lab = quiet_nanmean(ev.Y[lab])  # nan for a model without labels here
         allowed = self.allowed & ~np.isnan(acc)
         bma = best_on_average(cal, allowed)
-        out: dict[str, Any] = {"n_labels": int(n_lab)}
+        out: dict[str, Any] = {"n_labels": int(n_lab), "task_index": int(d)}
+        # every row's choice is also scored on seeded half-splits of the unlabelled items,
+        # against the Oracle chosen on the other half (the noise-free ceiling)
+        _, half, oracle_half = self.split_halves(y_rest, allowed, cal.mean_accuracy, d)
         for name in ("s1", "s3"):
             scores, dec = score_and_decide(cal, g, sim, allowed, name, ev.settings)
-            out[name] = self._record(dec.choice, acc, allowed, bma, scores.get(name), None)
+            out[name] = self._record(dec.choice, acc, allowed, bma, scores.get(name), half)
         known = allowed & ~np.isnan(acc_lab)
         few = argmax_with_ties(np.where(known, acc_lab, -np.inf), cal.mean_accuracy) \
             if known.any() else bma
-        out["few_shot"] = self._record(few, acc, allowed, bma, acc_lab, None)
+        out["few_shot"] = self._record(few, acc, allowed, bma, acc_lab, half)
         # Beyond the paper (stacking.py): the switch fitted for n_lab labels, zero-label g
         zero = ev.g_held
         choice, gain, stack_best, stack_p = self.stacked(d, n_lab, rest, allowed, acc_lab)
-        out["stack"] = self._record(choice, acc, allowed, bma, gain, None)
+        out["stack"] = self._record(choice, acc, allowed, bma, gain, half)
         out_stack_choice = choice
-        out["bma"] = self._record(bma, acc, allowed, bma, None, None)
+        out["bma"] = self._record(bma, acc, allowed, bma, None, half)
         oracle = argmax_with_ties(np.where(allowed, acc, -np.inf), cal.mean_accuracy)
         out["oracle"] = self._record(oracle, acc, allowed, bma, None, None)
+        out["oracle"]["acc_half"] = oracle_half
         out["predictor_accuracy"] = float(np.nanmean(
             thresholded_accuracy(g, y_rest, r.t)[allowed]))
         # Beyond the paper (estimate.py): zero-label posterior + the same random labels ...
         post = estimate(cal, zero[rest], allowed, lab_g=zero[lab], lab_y=ev.Y[lab])
         choice, _, _ = decide_with_estimate(post, cal, r.eta)
-        out["post"] = self._record(choice, acc, allowed, bma, post.mean, None)
+        out["post"] = self._record(choice, acc, allowed, bma, post.mean, half)
         honesty = _posterior_honesty(post, acc, allowed, cal.mean_accuracy, check_rng)
         more = _more_labels(rest, check_rng)
         out["uncertainty"] = {
@@ -480,19 +484,22 @@ class _TaskScorer:
         lab_p, rest_p = rows[picked], np.setdiff1d(rows, rows[picked])
         acc_p = quiet_nanmean(ev.Y[rest_p])
         allowed_p = self.allowed & ~np.isnan(acc_p)
+        _, half_p, oracle_half_p = self.split_halves(ev.Y[rest_p], allowed_p, cal.mean_accuracy,
+                                                     d)
         post_p = estimate(cal, zero[rest_p], allowed_p, lab_g=zero[lab_p], lab_y=ev.Y[lab_p],
                           weights=1.0 / pi[picked])
         choice, _, bma_p = decide_with_estimate(post_p, cal, r.eta)
-        out["post_planned"] = self._record(choice, acc_p, allowed_p, bma_p, post_p.mean, None)
+        out["post_planned"] = self._record(choice, acc_p, allowed_p, bma_p, post_p.mean, half_p)
         # the stacked switch on the planned labels (weighted: the plan oversamples the
         # leaders' disagreement)
         choice, gain_p, _, _ = self.stacked(d, n_lab, rest_p, allowed_p,
                                             label_accuracy(ev.Y[lab_p], 1.0 / pi[picked]))
-        out["stack_planned"] = self._record(choice, acc_p, allowed_p, bma_p, gain_p, None)
+        out["stack_planned"] = self._record(choice, acc_p, allowed_p, bma_p, gain_p, half_p)
         # its comparators on the same unlabelled items
-        out["bma_planned"] = self._record(bma_p, acc_p, allowed_p, bma_p, None, None)
+        out["bma_planned"] = self._record(bma_p, acc_p, allowed_p, bma_p, None, half_p)
         oracle_p = argmax_with_ties(np.where(allowed_p, acc_p, -np.inf), cal.mean_accuracy)
         out["oracle_planned"] = self._record(oracle_p, acc_p, allowed_p, bma_p, None, None)
+        out["oracle_planned"]["acc_half"] = oracle_half_p
         return out
 
 
@@ -545,6 +552,18 @@ def _summarise(records: list[dict[str, Any]], bma: list[dict[str, Any]],
             out[f"{key}_ci"] = ([float(np.percentile(values, 2.5)),
                                  float(np.percentile(values, 97.5))] if values.size else None)
     return out
+
+
+def _task_bootstrap(per_task: list[float], rng: np.random.Generator, n_bootstrap: int
+                    ) -> list[float] | None:
+    """95% bootstrap interval over tasks of the mean of ``per_task`` (one value per task, e.g.
+    its accuracy or gain over BMA averaged over the repeats); None without resamples or with
+    fewer than two tasks."""
+    values = np.array([v for v in per_task if v == v], dtype=float)
+    if n_bootstrap <= 0 or len(values) < 2:
+        return None
+    means = values[rng.integers(0, len(values), size=(n_bootstrap, len(values)))].mean(1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
 def _summarise_honesty(records: list[dict[str, float]]) -> dict[str, Any]:
@@ -632,6 +651,9 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
     for kind, value, count in settings_n:
         per_repeat: dict[str, list[dict[str, Any]]] = {name: [] for name in SWEEP_ROWS}
         honesty: list[dict[str, float]] = []
+        # per row and task, the accuracy and the gain over BMA of each repeat (CIs over tasks)
+        task_accs: dict[str, dict[int, list[float]]] = {name: {} for name in SWEEP_ROWS}
+        task_gains: dict[str, dict[int, list[float]]] = {name: {} for name in SWEEP_ROWS}
         pred_acc, n_labels = [], []
         for rep in range(repeats):
             tag = int(round(value * 1e6)) if kind == "alpha" else 10**9 + int(value)
@@ -644,6 +666,10 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
             honesty.extend(x["uncertainty"] for x in recs)
             for name in SWEEP_ROWS:
                 suffix = "_planned" if name.endswith("_planned") else ""
+                for x in recs:
+                    task_accs[name].setdefault(x["task_index"], []).append(x[name]["acc"])
+                    task_gains[name].setdefault(x["task_index"], []).append(
+                        x[name]["acc"] - x["bma" + suffix]["acc"])
                 per_repeat[name].append(_summarise(
                     [x[name] for x in recs], [x["bma" + suffix] for x in recs],
                     [x["oracle" + suffix] for x in recs], boot_rng, 0))
@@ -655,8 +681,12 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
         suffix = f"@{value:g}" if kind == "alpha" else f"@{int(value)}labels"
         for name, reps in per_repeat.items():
             summary = {col: _mean([rep[col] for rep in reps]) for col in
-                       ("acc", "ratio_to_best", "pearson", "spearman", "pct_bma", "params",
-                        "rank", "gain_over_bma", "gap_closed")}
+                       ("acc", "acc_half", "ratio_to_best", "pearson", "spearman", "pct_bma",
+                        "params", "rank", "gain_over_bma", "gap_closed", "gap_closed_half")}
+            for key, per_task_values in (("acc_ci", task_accs[name]),
+                                         ("gain_over_bma_ci", task_gains[name])):
+                summary[key] = _task_bootstrap([_mean(v) for v in per_task_values.values()],
+                                               boot_rng, n_bootstrap)
             summary["acc_std"] = float(np.nanstd([rep["acc"] for rep in reps]))
             summary["wins"] = _mean([rep["wins"] for rep in reps])
             summary["ties"] = _mean([rep["ties"] for rep in reps])

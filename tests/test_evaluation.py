@@ -497,3 +497,23 @@ def test_uncertainty_check_matches_a_router_refitted_without_the_task(evaluated)
     # one entry per label setting of the sweep, pooled over repeats
     assert [e.get("alpha") for e in result.uncertainty[1:]] == [0.1, 0.3]
     assert all(e["n"] == 3 * len(pool.task_names) for e in result.uncertainty[1:])
+
+
+def test_label_rows_have_split_half_gaps_and_intervals_over_tasks(evaluated):
+    """Label rows: scored on half-splits of the unlabelled items against the split-half
+    Oracle, with bootstrap intervals over tasks of each task's repeat-averaged accuracy and
+    gain over BMA (seeded: the same on a second run)."""
+    table, _, X, _ = evaluated
+    result = evaluate(table, embeddings=X, label_counts=[5], repeats=3, n_bootstrap=200)
+    again = evaluate(table, embeddings=X, label_counts=[5], repeats=3, n_bootstrap=200)
+    for name in ("s1", "s3", "few_shot", "stack", "post", "post_planned", "stack_planned"):
+        row = result.rows[f"{name}@5labels"]
+        low, high = row["gain_over_bma_ci"]
+        assert low <= row["gain_over_bma"] <= high
+        low, high = row["acc_ci"]
+        assert low <= row["acc"] <= high
+        assert 0 <= row["acc_half"] <= 1 and row["gap_closed_half"] == row["gap_closed_half"]
+        assert row["gain_over_bma_ci"] == again.rows[f"{name}@5labels"]["gain_over_bma_ci"]
+    # no resamples, no interval
+    plain = evaluate(table, embeddings=X, label_counts=[5], repeats=1, n_bootstrap=0)
+    assert plain.rows["stack@5labels"]["gain_over_bma_ci"] is None
