@@ -5,7 +5,11 @@ Oracle's gains (the ceilings), the median per-task Oracle - BMA difference and t
 
     python bench/summarise_results.py NAME=FILE.json [NAME=FILE.json ...] [--labels 10,30]
 
-With ``--uncertainty``, a second table: per set and label count (0 and --labels), how the
+With ``--intervals``, a table of each row's gain over BMA with its 95% bootstrap interval over
+tasks (label rows: of each task's gain averaged over the repeats). The split-half gap shares
+stay in the JSON (``gap_closed_half``): where the split-half Oracle gains ~0 they are noise.
+
+With ``--uncertainty``, a table: per set and label count (0 and --labels), how the
 stated uncertainty fared (evaluate's ``uncertainty`` entries): 90% interval coverage, P(best)
 of the top candidate against how often it was best, the expected gain of 10 more labels
 (posterior and stacked switch) against what they gave, and the stacked switch's P.
@@ -28,6 +32,8 @@ def main() -> int:
     parser.add_argument("--labels", default="10,30")
     parser.add_argument("--uncertainty", action="store_true",
                         help="also print the stated-uncertainty table")
+    parser.add_argument("--intervals", action="store_true",
+                        help="also print gains with 95%% intervals and split-half gap shares")
     args = parser.parse_args()
     counts = [int(c) for c in args.labels.split(",") if c]
     data = {}
@@ -80,9 +86,31 @@ def main() -> int:
                                            else "") + wl)
         mean = f"{np.mean(gains):+.2f}" if gains else ""
         print(f"| {label} | " + " | ".join(cells) + f" | {mean} |")
+    if args.intervals:
+        print_intervals(data, [(r, r) for r in ("s3", "stack")] + [
+            (f"{r}@{n}", f"{r}@{n}labels") for n in counts
+            for r in ("few_shot", "s1", "s3", "stack", "post")])
     if args.uncertainty:
         print_uncertainty(uncertainty, [0] + counts)
     return 0
+
+
+def print_intervals(data: dict[str, dict], rows: list[tuple[str, str]]) -> None:
+    """Gain over BMA in points with its 95% interval over tasks, per set."""
+    names = list(data)
+    print("\n| row | " + " | ".join(names) + " |")
+    print("|---" * (len(names) + 1) + "|")
+    for label, key in rows:
+        cells = []
+        for n in names:
+            row = data[n].get(key)
+            if row is None:
+                cells.append("")
+                continue
+            ci = row.get("gain_over_bma_ci")
+            cells.append(f"{100 * row['gain_over_bma']:+.2f}"
+                         + (f" [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]" if ci else ""))
+        print(f"| {label} | " + " | ".join(cells) + " |")
 
 
 def print_uncertainty(entries: dict[str, list[dict]], counts: list[int]) -> None:
