@@ -353,7 +353,7 @@ class _TaskScorer:
             on_b.append(acc_b)
         if not on_b:
             return halves, np.full(len(allowed), np.nan), math.nan
-        return halves, np.nanmean(np.array(on_b), axis=0), float(np.mean(oracle))
+        return halves, quiet_nanmean(np.array(on_b)), float(np.mean(oracle))
 
     def task(self, d: int) -> dict[str, Any]:
         ev, r = self.ev, self.ev.router
