@@ -24,6 +24,9 @@ import numpy as np
 
 ZERO = ("s1", "s3", "stack", "cal")
 WITH_LABELS = ("few_shot", "s1", "s3", "stack", "stack_planned", "post", "post_planned")
+UNCERTAINTY_KEYS = ("coverage", "p_best_top", "top_is_best", "gain_predicted", "gain_realised",
+                    "stack_gain_predicted", "stack_gain_realised", "stack_p", "stack_won",
+                    "stack_n")
 
 
 def main() -> int:
@@ -42,11 +45,18 @@ def main() -> int:
             parser.error(f"{item!r}: give NAME=FILE.json (an `lm-router evaluate --json` output)")
         name, path = item.split("=", 1)
         try:
-            result = json.loads(open(path).read())
+            with open(path) as f:
+                result = json.load(f)
             data[name] = {"rows": result["rows"], "per_task": result["per_task"],
                           "uncertainty": result.get("uncertainty", [])}
         except (OSError, ValueError, KeyError) as exc:
             parser.error(f"{path}: not a readable `lm-router evaluate --json` output ({exc})")
+        missing = [k for k in UNCERTAINTY_KEYS
+                   if any(k not in e for e in data[name]["uncertainty"])]
+        if args.uncertainty and (missing or not data[name]["uncertainty"]):
+            parser.error(f"{path}: no complete `uncertainty` entries (missing "
+                         f"{', '.join(missing) or 'all'}); rerun `lm-router evaluate` with "
+                         "this version for --uncertainty")
     per_task = {n: data[n]["per_task"] for n in data}
     uncertainty = {n: data[n]["uncertainty"] for n in data}
     data = {n: data[n]["rows"] for n in data}
@@ -119,8 +129,7 @@ def print_uncertainty(entries: dict[str, list[dict]], counts: list[int]) -> None
     print("\n| set | labels | in 90% interval | P(best) of top / was best | +10 labels, "
           "posterior: said / got | +10 labels, stacked switch: said / got | stack P / won (n) |")
     print("|---" * 7 + "|")
-    keys = ("coverage", "p_best_top", "top_is_best", "gain_predicted", "gain_realised",
-            "stack_gain_predicted", "stack_gain_realised", "stack_p", "stack_won")
+    keys = UNCERTAINTY_KEYS
 
     def line(name: str, count: int, e: dict) -> None:
         stack = (f"{e['stack_p']:.2f} / {e['stack_won']:.2f} ({e['stack_n']})"
@@ -139,7 +148,10 @@ def print_uncertainty(entries: dict[str, list[dict]], counts: list[int]) -> None
                 means[count].append(by_count[count])
     for count, found in means.items():
         if found:
-            mean = {k: float(np.nanmean([e[k] for e in found])) for k in keys}
+            mean = {}
+            for k in keys:  # nan where no set has a value (e.g. no switched pair)
+                values = [e[k] for e in found if e[k] == e[k]]
+                mean[k] = float(np.mean(values)) if values else float("nan")
             mean["stack_n"] = int(sum(e["stack_n"] for e in found))
             # the stack's P and wins: pooled over the sets' switched pairs
             n = [e["stack_n"] for e in found]

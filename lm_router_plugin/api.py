@@ -164,17 +164,18 @@ def recommend(store: Store | str | Path | None = None, *, task: str | None = Non
     lab_docs, lab_y = labelled_matrix(labeled_rows, docs, list(router.models_))
     weights = label_plan.weights(lab_docs) if label_plan is not None and len(lab_docs) \
         else None
+    # the stacked switch reports its own (measured) expected gain of more labels below
     _, report = posterior(router.calibration_, g, list(router.models_), allowed,
                           lab_docs=lab_docs, lab_y=lab_y, weights=weights, seed=router.seed,
-                          eta=router.eta)
+                          eta=router.eta, gains=score != "stack")
     rec.estimates = report.estimates
     rec.expected_gain = report.expected_gain
     rec.n_labelled_docs = report.n_labelled_docs
     rec.labels_verdict = report.verdict
     if score == "stack":
-        switch = _stack_with_labels(router, rec, Q, allowed, lab_docs, lab_y, weights) \
-            if len(lab_docs) else None
-        rec.expected_gain = stack_label_gains(router, allowed, len(lab_docs), switch)
+        if len(lab_docs):
+            _stack_with_labels(router, rec, Q, allowed, lab_docs, lab_y, weights)
+        rec.expected_gain = stack_label_gains(router, allowed, len(lab_docs))
         rec.expected_gain_by = "stack"
         rec.labels_verdict = verdict(rec.expected_gain, by=STACK_GAIN_SOURCE)
     if score == POSTERIOR:
@@ -188,36 +189,25 @@ def recommend(store: Store | str | Path | None = None, *, task: str | None = Non
 STACK_GAIN_SOURCE = "stacked switch, measured leave-one-task-out on the reference tasks"
 
 
-def stack_label_gains(router: Any, allowed: np.ndarray, n_labels: int,
-                      switch: Any | None = None) -> dict[str, float]:
+def stack_label_gains(router: Any, allowed: np.ndarray, n_labels: int) -> dict[str, float]:
     """{"10": x, "30": y}: how much more the stacked switch gains over BMA with N more
     labels per candidate than with ``n_labels`` (accuracy units, may be < 0): the
     difference of the switches' leave-one-task-out gains on the reference tasks
-    (``Switch.expected_gain``; measured, not modelled). ``switch``: the one already fitted
-    for ``n_labels``."""
+    (``Switch.expected_gain``; measured, not modelled)."""
     from .labels import GAIN_LABELS
-    from .pool import rows_by_task
-    from .stacking import fit_switch
 
-    rows_of = rows_by_task(np.asarray(router.task_of_), len(router.task_names_))
-
-    def fit(n: int) -> Any:
-        return fit_switch(router.calibration_, allowed, sigma=router.sigma, n_labels=n,
-                          Y=router.Y_, rows_of=rows_of, seed=router.seed)
-
-    base = (switch if switch is not None else fit(n_labels)).expected_gain
-    return {str(n): float(fit(n_labels + n).expected_gain - base) for n in GAIN_LABELS}
+    base = router.stacked_switch(allowed, n_labels).expected_gain
+    return {str(n): float(router.stacked_switch(allowed, n_labels + n).expected_gain - base)
+            for n in GAIN_LABELS}
 
 
 def _stack_with_labels(router: Any, rec: Recommendation, Q: np.ndarray, allowed: np.ndarray,
                        lab_docs: np.ndarray, lab_y: np.ndarray,
-                       weights: np.ndarray | None = None) -> Any:
+                       weights: np.ndarray | None = None) -> None:
     """Decide ``rec`` with the stacked switch fitted for this many labels (stacking.py): the
     labelled docs' accuracy (weighted by 1 / inclusion probability when a plan chose the
-    docs) updates the zero-label prediction, which comes from the other docs. Returns the
-    switch."""
+    docs) updates the zero-label prediction, which comes from the other docs."""
     from .decision import Decision, explain
-    from .pool import rows_by_task
     from .stacking import label_accuracy, stacked_decision
 
     rest = np.setdiff1d(np.arange(len(Q)), lab_docs)
@@ -225,11 +215,10 @@ def _stack_with_labels(router: Any, rec: Recommendation, Q: np.ndarray, allowed:
         rest = np.arange(len(Q))
     searched, sim = router.neighbor_index().search(Q[rest], max(router.k, router.kappa))
     g = router.predict_correctness(Q[rest], searched=searched)
-    rows_of = rows_by_task(np.asarray(router.task_of_), len(router.task_names_))
     choice, best, bma, gain, p, switch = stacked_decision(
         router.calibration_, g, sim[:, :router.kappa], allowed, t=router.t, sigma=router.sigma,
-        labels=label_accuracy(lab_y, weights), n_labels=len(lab_docs), Y=router.Y_, rows_of=rows_of,
-        seed=router.seed)
+        labels=label_accuracy(lab_y, weights), n_labels=len(lab_docs),
+        switch=router.stacked_switch(allowed, len(lab_docs)))
     names = list(router.models_)
     for row in rec.models:
         row.stack = float(gain[names.index(row.model)])
@@ -244,7 +233,6 @@ def _stack_with_labels(router: Any, rec: Recommendation, Q: np.ndarray, allowed:
         used = (f"; with {len(lab_docs)} labelled docs not used: on the reference tasks, "
                 f"as many labels did not improve the choice")
     rec.reason = explain(dec, "stack", names, router.eta, switch, gain) + used
-    return switch
 
 
 @dataclass

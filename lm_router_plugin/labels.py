@@ -338,7 +338,7 @@ class PosteriorReport:
 
 def posterior(cal: Any, g: np.ndarray, models: list[str], allowed: np.ndarray, *,
               lab_docs: np.ndarray, lab_y: np.ndarray, weights: np.ndarray | None,
-              seed: int, eta: float) -> tuple[Any, PosteriorReport]:
+              seed: int, eta: float, gains: bool = True) -> tuple[Any, PosteriorReport]:
     """The estimate.py posterior of the task's accuracy per model and its report.
 
     Args:
@@ -347,6 +347,8 @@ def posterior(cal: Any, g: np.ndarray, models: list[str], allowed: np.ndarray, *
         lab_docs, lab_y: labelled doc positions (L,) and their correctness (L, M).
         weights: (L,) 1/pi of the labelled docs (None: equal, random labels).
         seed: seeds P(best) and the expected gains (Monte Carlo).
+        gains: compute the expected gain of more labels and its verdict (False: left empty,
+            for a decision that reports its own).
     """
     from .estimate import decide_with_estimate, estimate
     from .scores import argmax_with_ties
@@ -364,8 +366,8 @@ def posterior(cal: Any, g: np.ndarray, models: list[str], allowed: np.ndarray, *
     rows.sort(key=lambda r: (-r["acc"], r["model"]))
     # The expected gain is >= 0 in theory (E max >= max E); a small negative value is Monte
     # Carlo noise of estimate.expected_gain, reported as 0.
-    gains = {str(n): max(0.0, float(est.expected_gain(n, np.random.default_rng([seed, n]))))
-             for n in GAIN_LABELS}
+    expected = {str(n): max(0.0, float(est.expected_gain(n, np.random.default_rng([seed, n]))))
+                for n in GAIN_LABELS} if gains else {}
     choice, p, bma = decide_with_estimate(est, cal, eta)
     best = argmax_with_ties(np.where(allowed, est.mean, -np.inf), cal.mean_accuracy)
     fallback = choice == bma and best != bma
@@ -380,8 +382,8 @@ def posterior(cal: Any, g: np.ndarray, models: list[str], allowed: np.ndarray, *
         reason = (f"{models[best]} has the highest estimated accuracy and P(it beats the best "
                   f"model on average, {models[bma]}) = {p:.2f} > eta = {eta}")
     return est, PosteriorReport(
-        estimates=rows, expected_gain=gains, n_labelled_docs=int(len(lab_docs)),
-        verdict=verdict(gains), choice=models[choice],
+        estimates=rows, expected_gain=expected, n_labelled_docs=int(len(lab_docs)),
+        verdict=verdict(expected) if gains else "", choice=models[choice],
         p_choice_beats_bma=float(p), fallback=bool(fallback),
         reason=reason)
 

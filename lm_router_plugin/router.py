@@ -33,7 +33,7 @@ from .neighbors import (
     AUTO_FAISS_MIN_REFS, FAISS_GROUPED_MIN_ROWS, FaissIVFIndex, GroupedNeighbors,
     NeighborIndex, build_index, check_index_kind, merge_topk, resolve_index_kind, topk_cosine,
 )
-from .pool import ReferencePool, build_pool
+from .pool import ReferencePool, build_pool, rows_by_task
 from .predictors import CorrectnessPredictor
 from .registry import predictors, unknown_name_message
 from .schema import MODEL
@@ -255,6 +255,26 @@ class Router:
             self.predictor_.use_index(index)
         return index
 
+    def stacked_switch(self, allowed: np.ndarray, n_labels: int = 0) -> Any:
+        """The stacked switch (stacking.fit_switch) fitted on this router's reference tasks
+        for the candidates ``allowed`` (M,) bool and ``n_labels`` labelled docs of the new
+        task; fitted on first use and reused (recommend needs the zero-label one, the one for
+        its labels and those for 10 and 30 more, for the expected gain of more labels)."""
+        from .stacking import fit_switch
+
+        self._check_fitted()
+        cache = getattr(self, "_switches", None)
+        if cache is None or cache[0] is not self.calibration_:  # refitted: start afresh
+            cache = self._switches = (self.calibration_, {})
+        key = (np.asarray(allowed, dtype=bool).tobytes(), int(n_labels), self.sigma, self.seed)
+        if key not in cache[1]:
+            rows_of = (rows_by_task(np.asarray(self.task_of_), len(self.task_names_))
+                       if n_labels > 0 else None)
+            cache[1][key] = fit_switch(self.calibration_, allowed, sigma=self.sigma,
+                                       n_labels=n_labels, Y=self.Y_ if n_labels > 0 else None,
+                                       rows_of=rows_of, seed=self.seed)
+        return cache[1][key]
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "calibration_"):
             raise NotFittedError("This Router is not fitted yet. Call 'fit' with a correctness "
@@ -364,7 +384,7 @@ class Router:
         idx, sim = searched[:, :self.kappa], sim[:, :self.kappa]
         settings = self.decision_settings()
         scores, dec = score_and_decide(self.calibration_, g, sim, allowed, score, settings,
-                                       g_stack=g_zero)
+                                       switch=self.stacked_switch(allowed), g_stack=g_zero)
         info = model_info or {}
         rows = [ModelScore(model=m, s1=float(scores.s1[i]), s2=float(scores.s2[i]),
                            s3=float(scores.s3[i]), p=float(scores.p[i]),

@@ -385,12 +385,15 @@ def stacked_decision(cal: Calibration, g: np.ndarray, kappa_sim: np.ndarray,
                      allowed: np.ndarray, *, t: float, sigma: float,
                      labels: np.ndarray | None = None, n_labels: int = 0,
                      Y: np.ndarray | None = None, rows_of: list[np.ndarray] | None = None,
-                     seed: int = 0) -> tuple[int, int, int, np.ndarray, float, Switch]:
+                     seed: int = 0, switch: Switch | None = None
+                     ) -> tuple[int, int, int, np.ndarray, float, Switch]:
     """Fit the switch and decide one task: (choice, best by predicted gain, BMA, predicted
     gains (M,), P(best beats BMA), the switch). See :func:`fit_switch` for the arguments;
-    ``labels`` (M,) is the accuracy on the task's ``n_labels`` labelled items."""
-    switch = fit_switch(cal, allowed, sigma=sigma, n_labels=n_labels if labels is not None
-                        else 0, Y=Y, rows_of=rows_of, seed=seed)
+    ``labels`` (M,) is the accuracy on the task's ``n_labels`` labelled items; ``switch``:
+    the one already fitted for them (e.g. ``Router.stacked_switch``; fitted here if None)."""
+    if switch is None:
+        switch = fit_switch(cal, allowed, sigma=sigma, n_labels=n_labels if labels is not None
+                            else 0, Y=Y, rows_of=rows_of, seed=seed)
     features, bma = task_features(cal, g, kappa_sim, allowed, t, sigma,
                                   labels if switch.n_labels > 0 else None)
     choice, best, gain, p = switch.decide(features, allowed, bma, cal.mean_accuracy,
