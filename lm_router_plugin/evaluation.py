@@ -371,7 +371,10 @@ class _TaskScorer:
         est = None
         for name, score_name, p in (("s1", "s1", None), ("s2", "s2", None), ("s3", "s3", None),
                                     ("s3_true_p", "s3", p_true), ("stack", "stack", None)):
-            scores, dec = score_and_decide(cal, g, sim, allowed, score_name, ev.settings, p=p)
+            # the zero-label switch comes from the cache its label-count checks use too
+            switch = self.switch(d, 0, allowed) if score_name == "stack" else None
+            scores, dec = score_and_decide(cal, g, sim, allowed, score_name, ev.settings, p=p,
+                                           switch=switch)
             est = scores if name == "s1" else est
             out[name] = self._record(dec.choice, acc, allowed, bma, scores.get(score_name),
                                      half_acc)
