@@ -62,6 +62,9 @@ def main() -> None:
                         help="sd of the task-specific skill (logit scale)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.items < 8 or args.specialty < 0:
+        parser.error("--items must be >= 8 (each task gets items/4 to items) and "
+                     "--specialty >= 0")
     table, X = make_set(args.items, args.specialty, args.seed)
     print(f"{N_MODELS} models x {N_TASKS} tasks, {len(X)} items, {len(table)} rows (synthetic)")
     t0 = time.perf_counter()
