@@ -74,15 +74,23 @@ def shrunk_covariance(errors: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def prior(cal: Calibration, s1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(mu0 (M,), Sigma0 (M, M)): bias-corrected S1 and the covariance of its errors over
-    the reference tasks of ``cal`` (correlations shrunk by :func:`shrunk_covariance`)."""
+    """(mu0 (M,), Sigma0 (M, M)): bias-corrected S1 and the predictive covariance of its
+    error on a new task: the covariance of the errors over the reference tasks of ``cal``
+    (correlations shrunk by :func:`shrunk_covariance`) times (1 + 1/D'), since the bias is
+    itself a mean over the D' reference tasks (the textbook predictive variance of a new
+    draw; pairwise: Cov(bias_i, bias_j) = Sigma_ij n_ij / (n_i n_j) with n the tasks that
+    have labels). It matters on small sets: with 10 tasks the variance is 11% larger."""
     inc = cal.included
     errors = cal.accuracy[inc] - cal.s1[inc]  # (D', M), nan where a model has no labels
     has = ~np.isnan(errors)
     bias = np.divide(np.where(has, errors, 0).sum(0), has.sum(0),
                      out=np.zeros(errors.shape[1]), where=has.sum(0) > 0)
     cov, _ = shrunk_covariance(errors - bias)
-    cov = cov + VARIANCE_FLOOR * np.eye(len(cov))
+    n_pair = has.T.astype(float) @ has.astype(float)  # tasks shared by each pair of models
+    n_model = np.diag(n_pair)
+    bias_share = np.divide(n_pair, np.outer(n_model, n_model), out=np.zeros_like(n_pair),
+                           where=np.outer(n_model, n_model) > 0)
+    cov = cov * (1.0 + bias_share) + VARIANCE_FLOOR * np.eye(len(cov))
     return np.clip(s1 + bias, 0.0, 1.0), cov
 
 

@@ -9,7 +9,7 @@ import pytest
 from lm_router_plugin.calibration import Calibration
 from lm_router_plugin.estimate import (
     decide_with_estimate, estimate, inclusion_probabilities, label_evidence, plan,
-    planning_scores, prior, systematic_sample,
+    planning_scores, prior, shrunk_covariance, systematic_sample,
 )
 
 
@@ -218,3 +218,35 @@ def test_p_best_and_gain_draw_over_the_leaders_only():
     p = est.p_best(np.random.default_rng(1), n_draws=500)
     assert p.sum() == pytest.approx(1.0) and np.all(np.delete(p, leaders) == 0)
     assert est.expected_gain(10, np.random.default_rng(2), n_draws=200) >= 0
+
+
+def test_prior_variance_is_the_predictive_variance_of_a_new_task():
+    """The bias is a mean over D reference tasks, so a new task's error has variance
+    s^2 (1 + 1/D), not s^2: simulated over many draws of D = 5 reference tasks, the mean
+    prior variance matches the mean squared error of the bias-corrected prediction on a
+    new task (without the 1/D term it falls 17% short)."""
+    rng = np.random.default_rng(0)
+    D, s, sims = 5, 0.05, 4000
+    stated, realised = [], []
+    for _ in range(sims):
+        errors = rng.normal(0.02, s, (D + 1, 2))  # task x model; the last task is new
+        s1 = np.full((D, 2), 0.5)
+        mu, cov = prior(make_cal(s1[:D] + errors[:D], s1), np.array([0.5, 0.5]))
+        stated.append(cov[0, 0] - 1e-4)  # without the variance floor
+        realised.append((0.5 + errors[D, 0] - mu[0]) ** 2)
+    assert np.mean(stated) == pytest.approx(s**2 * (1 + 1 / D), rel=0.05)
+    assert np.mean(realised) == pytest.approx(np.mean(stated), rel=0.06)
+
+
+def test_prior_bias_uncertainty_counts_the_tasks_each_model_has():
+    """With missing results the bias term is pairwise: Sigma_ij n_ij / (n_i n_j)."""
+    acc = np.array([[0.6, 0.5], [0.7, np.nan], [0.5, 0.6], [0.65, 0.45]])
+    s1 = np.full((4, 2), 0.55)
+    cal = make_cal(acc, s1)
+    _, cov = prior(cal, np.array([0.5, 0.5]))
+    errors = acc - s1
+    raw, _ = shrunk_covariance(errors - np.nanmean(errors, 0))
+    n_i, n_j, n_ij = 4, 3, 3
+    assert cov[0, 0] == pytest.approx(raw[0, 0] * (1 + 1 / n_i) + 1e-4)
+    assert cov[1, 1] == pytest.approx(raw[1, 1] * (1 + 1 / n_j) + 1e-4)
+    assert cov[0, 1] == pytest.approx(raw[0, 1] * (1 + n_ij / (n_i * n_j)))
