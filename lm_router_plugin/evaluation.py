@@ -272,8 +272,10 @@ class _TaskScorer:
     """Records of one held-out task: the routers' choices and their accuracies."""
 
     def __init__(self, ev: _HeldOut, allowed: np.ndarray, params: np.ndarray,
-                 models: list[str], compare_to: int | None, n_splits: int):
+                 models: list[str], compare_to: int | None, n_splits: int,
+                 instance_ids: Sequence[str] = ()):
         self.ev, self.allowed, self.params, self.models = ev, allowed, params, models
+        self.instance_ids = np.asarray(instance_ids, dtype=object)
         self.compare_to, self.n_splits = compare_to, n_splits
         self._switches: dict[tuple[int, int, bytes], Switch] = {}
 
@@ -503,7 +505,21 @@ class _TaskScorer:
         oracle_p = argmax_with_ties(np.where(allowed_p, acc_p, -np.inf), cal.mean_accuracy)
         out["oracle_planned"] = self._record(oracle_p, acc_p, allowed_p, bma_p, None, None)
         out["oracle_planned"]["acc_half"] = oracle_half_p
+        # which items were labelled, so that any implementation can redo this repeat on the
+        # same items (the JSON's per_task[...]["label_draws"])
+        out["draw"] = {"labelled": self.instance_ids[lab].tolist(),
+                       "planned": self.instance_ids[lab_p].tolist()}
         return out
+
+
+def _draw_record(kind: str, value: float, repeat: int, rec: dict[str, Any]) -> dict[str, Any]:
+    """One repeat of one label setting on one task, as ``per_task[d]["label_draws"]`` keeps
+    it: the labelled instance ids (random draw; ``planned``: the planner's, used by the
+    ``*_planned`` rows), every row's chosen model and its accuracy on the unlabelled items."""
+    names = SWEEP_ROWS + ("bma", "oracle", "bma_planned", "oracle_planned")
+    return {kind: value, "repeat": repeat, "n_labels": rec["n_labels"], **rec["draw"],
+            "choice": {name: rec[name]["model"] for name in names},
+            "acc": {name: rec[name]["acc"] for name in names}}
 
 
 # -- summaries ---------------------------------------------------------------------------
@@ -627,7 +643,8 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
     params = np.array([np.nan if (info.get(m) or {}).get("params") is None
                        else float(info[m]["params"]) for m in pool.models])
     ev = _HeldOut(router, X, pool.Y, pool.task_of, D)
-    scorer = _TaskScorer(ev, allowed, params, pool.models, compare_index, n_splits)
+    scorer = _TaskScorer(ev, allowed, params, pool.models, compare_index, n_splits,
+                         pool.instance_ids)
     per_task = []
     for d in range(D):
         record = scorer.task(d)
@@ -667,6 +684,9 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
                                     plan_rng, check_rng) for d in range(D)]
             recs = [x for x in recs if x is not None]
             honesty.extend(x["uncertainty"] for x in recs)
+            for x in recs:
+                per_task[x["task_index"]].setdefault("label_draws", []).append(
+                    _draw_record(kind, value, rep, x))
             for name in SWEEP_ROWS:
                 suffix = "_planned" if name.endswith("_planned") else ""
                 for x in recs:

@@ -517,3 +517,64 @@ def test_label_rows_have_split_half_gaps_and_intervals_over_tasks(evaluated):
     # no resamples, no interval
     plain = evaluate(table, embeddings=X, label_counts=[5], repeats=1, n_bootstrap=0)
     assert plain.rows["stack@5labels"]["gain_over_bma_ci"] is None
+
+
+def test_label_draws_let_another_implementation_redo_every_repeat(evaluated):
+    """per_task[d]["label_draws"] names the labelled instances of every repeat and every
+    row's choice: from the table alone (pandas, none of the package's code) the few-shot
+    baseline, BMA and the Oracle come out the same on the unlabelled items, and a Router
+    refitted without the task and given those labels (recommend(labeled=...)) makes the
+    same S1 and S3 choices. The rows' accuracies are the means of the recorded ones."""
+    table, _, X, _ = evaluated
+    result = evaluate(table, embeddings=X, label_counts=[5], alphas=[0.2], repeats=2,
+                      n_bootstrap=0)
+    pool = build_pool(table)
+    task_acc = table.groupby(["task", "model"])["correct"].mean().unstack()
+    for record in result.per_task:
+        task = record["task"]
+        draws = record["label_draws"]
+        assert sorted(str((d.get("labels"), d.get("alpha"), d["repeat"])) for d in draws) == \
+            sorted(str(s) for s in [(5, None, r) for r in range(2)] + [(None, 0.2, r)
+                                                                      for r in range(2)])
+        sub = table[table["task"] == task]
+        mean_other = task_acc.drop(index=task).mean()  # BMA's ranking without the task
+        for draw in draws:
+            labelled = set(draw["labelled"])
+            assert len(labelled) == draw["n_labels"] == len(draw["labelled"])
+            assert labelled <= set(sub["instance_id"]) and len(draw["planned"]) == len(labelled)
+            lab = sub[sub["instance_id"].isin(labelled)].groupby("model")["correct"].mean()
+            rest = sub[~sub["instance_id"].isin(labelled)].groupby("model")["correct"].mean()
+            few = max(lab.index, key=lambda m: (lab[m], mean_other[m]))
+            bma = max(rest.index, key=lambda m: mean_other[m])
+            assert draw["choice"]["few_shot"] == few, (task, draw)
+            assert draw["choice"]["bma"] == bma
+            assert draw["acc"]["oracle"] == pytest.approx(rest.max())
+            for name, model in draw["choice"].items():
+                if not name.endswith("_planned"):
+                    assert draw["acc"][name] == pytest.approx(rest[model]), (task, name)
+    for setting, row in ((("labels", 5), "@5labels"), (("alpha", 0.2), "@0.2")):
+        for name in ("few_shot", "s1", "stack", "post"):
+            per_repeat = [np.mean([d["acc"][name] for t in result.per_task
+                                   for d in t["label_draws"]
+                                   if d.get(setting[0]) == setting[1] and d["repeat"] == r])
+                          for r in range(2)]
+            assert result.rows[name + row]["acc"] == pytest.approx(np.mean(per_repeat))
+    # S1 and S3 with the drawn labels in the pool, on two tasks, by a refitted Router
+    for record in result.per_task[:2]:
+        task = record["task"]
+        d = pool.task_names.index(task)
+        keep = pool.task_of != d
+        router = Router().fit(table[table["task"] != task], embeddings=X[keep])
+        rows = np.flatnonzero(~keep)
+        ids = [pool.instance_ids[r] for r in rows]
+        for draw in record["label_draws"]:
+            lab_rows = table[(table["task"] == task) & table["instance_id"].isin(draw["labelled"])]
+            lab_pool = build_pool(lab_rows, models=pool.models)
+            X_lab = X[[rows[ids.index(i)] for i in lab_pool.instance_ids]]
+            rest = rows[[i not in set(draw["labelled"]) for i in ids]]
+            acc = np.nanmean(pool.Y[rest], axis=0)
+            cands = [m for j, m in enumerate(pool.models) if not np.isnan(acc[j])]
+            for score in ("s1", "s3"):
+                rec = router.recommend(embeddings=X[rest], score=score, candidates=cands,
+                                       labeled=lab_rows, labeled_embeddings=X_lab)
+                assert draw["choice"][score] == rec.choice, (task, draw["repeat"], score)
