@@ -7,8 +7,9 @@ For each candidate m the unknown is theta_m, its accuracy on the new task.
   the reference tasks, mu0_m = S1_m + mean_z(acc(m, z) - S1(m, z)), with the covariance of
   the remaining errors across reference tasks (both from leave-task-out predictions, so the
   prior's strength is calibrated, not chosen; the correlations shrunk by the Schafer-Strimmer
-  intensity, :func:`shrunk_covariance`). The decision that uses it alone is the zero-label
-  method ``cal``.
+  intensity, :func:`shrunk_covariance`), times (1 + 1/D') for the bias's own estimation
+  error over D' reference tasks. The decision that uses it alone is the zero-label method
+  ``cal``.
 * **Labels**: a prediction-powered (difference) estimate, theta_hat = mean g over the task +
   weighted mean over the labelled items of (y - g), with weights 1 / inclusion probability
   (Hajek), so it is unbiased for random labels and for planned ones alike. Its covariance
@@ -79,7 +80,7 @@ def prior(cal: Calibration, s1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     (correlations shrunk by :func:`shrunk_covariance`) times (1 + 1/D'), since the bias is
     itself a mean over the D' reference tasks (the textbook predictive variance of a new
     draw; pairwise: Cov(bias_i, bias_j) = Sigma_ij n_ij / (n_i n_j) with n the tasks that
-    have labels). It matters on small sets: with 10 tasks the variance is 11% larger."""
+    have labels). It matters on small sets: with 10 reference tasks, 10% more variance."""
     inc = cal.included
     errors = cal.accuracy[inc] - cal.s1[inc]  # (D', M), nan where a model has no labels
     has = ~np.isnan(errors)
