@@ -84,11 +84,11 @@ def prior(cal: Calibration, s1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     inc = cal.included
     errors = cal.accuracy[inc] - cal.s1[inc]  # (D', M), nan where a model has no labels
     has = ~np.isnan(errors)
-    bias = np.divide(np.where(has, errors, 0).sum(0), has.sum(0),
-                     out=np.zeros(errors.shape[1]), where=has.sum(0) > 0)
-    cov, _ = shrunk_covariance(errors - bias)
     n_pair = has.T.astype(float) @ has.astype(float)  # tasks shared by each pair of models
-    n_model = np.diag(n_pair)
+    n_model = np.diag(n_pair)  # tasks with results of each model
+    bias = np.divide(np.where(has, errors, 0).sum(0), n_model,
+                     out=np.zeros(errors.shape[1]), where=n_model > 0)
+    cov, _ = shrunk_covariance(errors - bias)
     bias_share = np.divide(n_pair, np.outer(n_model, n_model), out=np.zeros_like(n_pair),
                            where=np.outer(n_model, n_model) > 0)
     cov = cov * (1.0 + bias_share) + VARIANCE_FLOOR * np.eye(len(cov))

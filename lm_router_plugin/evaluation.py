@@ -192,31 +192,48 @@ def _posterior_honesty(est: TaskEstimate, acc: np.ndarray, allowed: np.ndarray,
             "brier": float(np.sum((p_best[ok] - is_best[ok]) ** 2))}
 
 
-def _more_labels(rest: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+@dataclass
+class _MoreLabels:
+    """A task after ``n_more`` more labels for the expected-gain checks: the labelled rows
+    ``lab`` and the still unlabelled ``rest``, the true accuracies there ``acc`` (M,) and the
+    candidates with results there ``allowed`` (M,)."""
+
+    n_more: int
+    lab: np.ndarray
+    rest: np.ndarray
+    acc: np.ndarray
+    allowed: np.ndarray
+
+
+def _more_labels(Y: np.ndarray, lab: np.ndarray, rest: np.ndarray, allowed: np.ndarray,
+                 rng: np.random.Generator) -> _MoreLabels | None:
     """GAIN_CHECK_LABELS more rows drawn from ``rest`` (fewer on a small task; at least one
-    row stays unlabelled), for the expected-gain checks."""
+    row stays unlabelled) added to ``lab``; None when none can be drawn."""
     n_more = min(GAIN_CHECK_LABELS, len(rest) - 1)
-    return rng.choice(rest, size=max(n_more, 0), replace=False)
-
-
-def _gain_check(ev: _HeldOut, cal: Calibration, est: TaskEstimate, lab: np.ndarray,
-                more: np.ndarray, rest: np.ndarray, allowed: np.ndarray,
-                rng: np.random.Generator) -> dict[str, float]:
-    """The posterior's expected gain of len(more) more random labels (``est``: the
-    posterior on ``rest`` given the labelled rows ``lab``) and what the labels ``more``
-    (drawn from ``rest``) realised: the accuracy on the still unlabelled rows of the new
-    highest-mean candidate minus the old one's (the preposterior quantity; no fallback)."""
+    more = rng.choice(rest, size=max(n_more, 0), replace=False)
     if len(more) < 1:
+        return None
+    rest2 = np.setdiff1d(rest, more)
+    acc2 = quiet_nanmean(Y[rest2])
+    return _MoreLabels(len(more), np.union1d(lab, more), rest2, acc2,
+                       allowed & ~np.isnan(acc2))
+
+
+def _gain_check(ev: _HeldOut, cal: Calibration, est: TaskEstimate, more: _MoreLabels | None,
+                rng: np.random.Generator) -> dict[str, float]:
+    """The posterior's expected gain of ``more.n_more`` more random labels (``est``: the
+    posterior before them) and what those labels realised: the accuracy on the still
+    unlabelled rows of the new highest-mean candidate minus the old one's (the preposterior
+    quantity; no fallback)."""
+    if more is None:
         return {"gain_predicted": math.nan, "gain_realised": math.nan}
-    lab2, rest2 = np.union1d(lab, more), np.setdiff1d(rest, more)
-    zero = ev.g_held
-    acc2 = quiet_nanmean(ev.Y[rest2])
-    ok = allowed & ~np.isnan(acc2)
-    est2 = estimate(cal, zero[rest2], ok, lab_g=zero[lab2], lab_y=ev.Y[lab2])
+    zero, ok = ev.g_held, more.allowed
+    est2 = estimate(cal, zero[more.rest], ok, lab_g=zero[more.lab], lab_y=ev.Y[more.lab])
     before = argmax_with_ties(np.where(ok, est.mean, -np.inf), cal.mean_accuracy)
     after = argmax_with_ties(np.where(ok, est2.mean, -np.inf), cal.mean_accuracy)
-    predicted = est.expected_gain(len(more), rng, HONESTY_DRAWS)
-    return {"gain_predicted": float(predicted), "gain_realised": float(acc2[after] - acc2[before])}
+    predicted = est.expected_gain(more.n_more, rng, HONESTY_DRAWS)
+    return {"gain_predicted": float(predicted),
+            "gain_realised": float(more.acc[after] - more.acc[before])}
 
 
 def _stack_honesty(best: int, bma: int, p: float, acc: np.ndarray) -> dict[str, float]:
@@ -303,25 +320,22 @@ class _TaskScorer:
                                               n_rest=len(rest))
         return choice, gain, best, p
 
-    def stack_gain_check(self, d: int, n_lab: int, choice: int, lab: np.ndarray,
-                         more: np.ndarray, rest: np.ndarray) -> dict[str, float]:
-        """The stacked switch's expected gain of len(more) more labels (the difference of
-        the leave-one-task-out gains of its fits for n_lab + len(more) and n_lab labels,
-        both without d) and what the labels ``more`` realised: the accuracy on the still
+    def stack_gain_check(self, d: int, n_lab: int, choice: int, more: _MoreLabels | None
+                         ) -> dict[str, float]:
+        """The stacked switch's expected gain of ``more.n_more`` more labels (the difference
+        of the leave-one-task-out gains of its fits for n_lab + n_more and n_lab labels,
+        both without d) and what those labels realised: the accuracy on the still
         unlabelled rows of its choice with them minus that of ``choice``, its choice with
-        the n_lab labels ``lab``."""
-        if len(more) < 1:
+        the n_lab labels."""
+        if more is None:
             return {}
-        ev = self.ev
-        lab2, rest2 = np.union1d(lab, more), np.setdiff1d(rest, more)
-        acc2 = quiet_nanmean(ev.Y[rest2])
-        allowed = self.allowed & ~np.isnan(acc2)
-        n2 = n_lab + len(more)
-        after = self.stacked(d, n2, rest2, allowed, quiet_nanmean(ev.Y[lab2]))[0]
-        predicted = (self.switch(d, n2, allowed).expected_gain
-                     - self.switch(d, n_lab, allowed).expected_gain)
+        n2 = n_lab + more.n_more
+        after = self.stacked(d, n2, more.rest, more.allowed,
+                             quiet_nanmean(self.ev.Y[more.lab]))[0]
+        predicted = (self.switch(d, n2, more.allowed).expected_gain
+                     - self.switch(d, n_lab, more.allowed).expected_gain)
         return {"stack_gain_predicted": float(predicted),
-                "stack_gain_realised": float(acc2[after] - acc2[choice])}
+                "stack_gain_realised": float(more.acc[after] - more.acc[choice])}
 
     def _record(self, chosen: int, acc: np.ndarray, allowed: np.ndarray, bma: int,
                 score: np.ndarray | None, half: np.ndarray | None) -> dict[str, Any]:
@@ -391,11 +405,11 @@ class _TaskScorer:
         out["cal"]["p_beats_bma"] = float(p_better)
         rng = np.random.default_rng([r.seed, 271828, d])
         honesty = _posterior_honesty(posterior, acc, allowed, tie, rng)
-        more = _more_labels(rows, rng)
+        more = _more_labels(ev.Y, rows[:0], rows, allowed, rng)
         out["uncertainty"] = {
-            **honesty, **_gain_check(ev, cal, posterior, rows[:0], more, rows, allowed, rng),
+            **honesty, **_gain_check(ev, cal, posterior, more, rng),
             **_stack_honesty(stack_dec.best_by_score, bma, stack_dec.p_beats_bma, acc),
-            **self.stack_gain_check(d, 0, stack_dec.choice, rows[:0], more, rows)}
+            **self.stack_gain_check(d, 0, stack_dec.choice, more)}
         # MoE: a per-input choice, scored per input.
         per_input = route_choices(g, cal, allowed)
         picked = y[np.arange(len(rows)), per_input]
@@ -464,9 +478,8 @@ class _TaskScorer:
         out["few_shot"] = self._record(few, acc, allowed, bma, acc_lab, half)
         # Beyond the paper (stacking.py): the switch fitted for n_lab labels, zero-label g
         zero = ev.g_held
-        choice, gain, stack_best, stack_p = self.stacked(d, n_lab, rest, allowed, acc_lab)
-        out["stack"] = self._record(choice, acc, allowed, bma, gain, half)
-        out_stack_choice = choice
+        stack_choice, gain, stack_best, stack_p = self.stacked(d, n_lab, rest, allowed, acc_lab)
+        out["stack"] = self._record(stack_choice, acc, allowed, bma, gain, half)
         out["bma"] = self._record(bma, acc, allowed, bma, None, half)
         oracle = argmax_with_ties(np.where(allowed, acc, -np.inf), cal.mean_accuracy)
         out["oracle"] = self._record(oracle, acc, allowed, bma, None, None)
@@ -478,11 +491,11 @@ class _TaskScorer:
         choice, _, _ = decide_with_estimate(post, cal, r.eta)
         out["post"] = self._record(choice, acc, allowed, bma, post.mean, half)
         honesty = _posterior_honesty(post, acc, allowed, cal.mean_accuracy, check_rng)
-        more = _more_labels(rest, check_rng)
+        more = _more_labels(ev.Y, lab, rest, allowed, check_rng)
         out["uncertainty"] = {
-            **honesty, **_gain_check(ev, cal, post, lab, more, rest, allowed, check_rng),
+            **honesty, **_gain_check(ev, cal, post, more, check_rng),
             **_stack_honesty(stack_best, bma, stack_p, acc),
-            **self.stack_gain_check(d, n_lab, out_stack_choice, lab, more, rest)}
+            **self.stack_gain_check(d, n_lab, stack_choice, more)}
         # ... and as many labels planned on the leaders' disagreement (weighted).
         known = self.allowed & ~np.isnan(quiet_nanmean(ev.Y[rows]))
         picked, pi = plan(zero[rows], estimate(cal, zero[rows], known), n_lab, plan_rng)
