@@ -1,7 +1,9 @@
 """lm-router-plugin: learn from per-sample benchmark results which LLM to use for a new task.
 
-    >>> from lm_router_plugin import Store, ingest
+    >>> from lm_router_plugin import Store, ingest, recommend
     >>> ingest("lm-eval", ["runs/"], Store("lm-router-store"))
+    >>> rec = recommend("lm-router-store", task="my_task", include_path="task_configs/")
+    >>> rec.choice, rec.reason, rec.estimates
 
 Heavy modules (torch, sentence-transformers, lm-eval) are imported only when used.
 """
@@ -25,7 +27,12 @@ _LAZY = {
     "validate_table": ".schema",
     "LMRouterError": ".errors",
     "Router": ".router",
-    "Recommendation": ".router",
+    "Recommendation": ".recommendation",
+    "recommend": ".api",
+    "plan_labels": ".api",
+    "route": ".api",
+    "Settings": ".settings",
+    "load_settings": ".settings",
     "evaluate": ".evaluation",
     "EvaluationResult": ".evaluation",
 }

@@ -1,16 +1,19 @@
-"""The library-level commands: what ``lm-router recommend`` and ``lm-router route`` do, as
-functions (the CLI only parses options and prints).
+"""The library's entry points: what ``lm-router recommend``, ``plan-labels`` and ``route``
+do, as functions (the CLI parses options, calls these and prints what they return).
 
     >>> rec = recommend("lm-router-store", task="my_task", include_path="task_configs/")
-    >>> rec = recommend(store, prompts=["What is 2+2?", ...], max_params="13B", k=5)
-    >>> decisions = route(store, prompts=[...])
+    >>> rec = recommend(store, prompts=["What is 2+2?", ...], max_params="13B")
     >>> plan = plan_labels(store, task="my_task", include_path="task_configs/", n=10)
     >>> rec = recommend(store, task="my_task", include_path="task_configs/",
-    ...                 labeled=["runs/"], plan=plan.plan_file)   # rec.estimates
+    ...                 labeled=["my_task-runs/"])          # rec.estimates, rec.expected_gain
+    >>> decisions = route(store, prompts=[...])
 
-Everything cheap is checked before anything slow: the router constants, the store, the
-candidate names and --max-params come before building an lm-eval task, embedding or
-fitting, so a typo costs no minutes of embedding.
+``settings``: a :class:`~lm_router_plugin.settings.Settings`, a nested dict or the path of a
+``--config`` YAML (embedder, predictor, index, decision; docs/configuration.md).
+
+Everything cheap is checked before anything slow: the settings, the store, the candidate
+names, --max-params and the labelled files come before building an lm-eval task, embedding
+or fitting, so a typo costs no minutes of embedding.
 """
 
 from __future__ import annotations
@@ -26,35 +29,35 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .decision import DEFAULT_SCORE, SCORES, Recommendation, RouteDecision
-from .errors import InputError, LMRouterError, UnknownNameError
-from .registry import unknown_name_message
-from .router import InvalidParameterError, Router, model_mask
+from .errors import InputError, LMRouterError
+from .recommendation import Recommendation, RouteDecision
+from .router import Router, model_mask
 from .schema import METRIC, MODEL, THRESHOLD
+from .settings import InvalidParameterError, Settings, load_settings
 from .store import Store, parse_params
 
 logger = logging.getLogger(__name__)
+
+SettingsLike = Settings | dict | str | Path | None
 
 
 def _store(store: Store | str | Path | None) -> Store:
     return store if isinstance(store, Store) else Store(store)
 
 
-def check_request(store: Store, router_params: dict[str, Any], *, score: str = DEFAULT_SCORE,
+def check_request(store: Store, settings: SettingsLike = None, *, score: str | None = None,
                   candidates: Sequence[str] | None = None,
                   max_params: int | str | None = None) -> tuple[Router, int | None]:
-    """Validate what needs no embedding: constants, score, store, candidates, max params.
-
-    Returns (an unfitted Router with the parameters, the parsed parameter limit).
-    """
-    router = Router(**router_params)
+    """Validate what needs no embedding: settings, decider name, store, candidates, max
+    params. Returns (an unfitted Router with the settings, the parsed parameter limit)."""
+    router = Router(**load_settings(settings).router_params())
     router.validate_params()
-    if score not in SCORES:
-        raise UnknownNameError(unknown_name_message("score", score, list(SCORES)))
+    if score is not None:
+        router.decider(score)  # unknown name: did-you-mean
     try:
         limit = parse_params(max_params)
     except ValueError as exc:
-        raise InvalidParameterError("max_params", str(exc)) from exc
+        raise InvalidParameterError("--max-params", str(exc)) from exc
     models = store.distinct(MODEL, required=True)
     model_mask(models, candidates, limit, store.read_models())  # unknown names, none left
     return router, limit
@@ -104,9 +107,6 @@ def _sample_logs(path: Path) -> list[Path]:
     return sorted(logs, key=lambda p: (p.name.rsplit("_", 1)[-1], str(p))) or [path]
 
 
-POSTERIOR = "post"  # --score post: the decision of estimate.py (label posterior)
-
-
 def _docs(task: str | None, include_path: str | Path | None, prompts: Sequence[str] | None,
           prompts_file: str | Path | None, limit: int | None) -> Any:
     from .labels import TaskDocs, task_docs
@@ -123,116 +123,35 @@ def _docs(task: str | None, include_path: str | Path | None, prompts: Sequence[s
 def recommend(store: Store | str | Path | None = None, *, task: str | None = None,
               include_path: str | Path | None = None, prompts: Sequence[str] | None = None,
               prompts_file: str | Path | None = None, limit: int | None = None,
-              labeled: Sequence[str | Path] = (), plan: str | Path | None = None,
-              thresholds: str | Path | None = None, score: str = DEFAULT_SCORE,
-              candidates: Sequence[str] | None = None, max_params: int | str | None = None,
-              **router_params: Any) -> Recommendation:
-    """Which model to use for a new task: exactly one of ``task`` (an lm-eval task, with
-    ``include_path``), ``prompts`` or ``prompts_file``. ``router_params`` are Router's
-    (k, kappa, sigma, t, eta, n_draws, seed, predictor, predictor_params, embedder, ...).
+              labeled: Sequence[str | Path] = (), thresholds: str | Path | None = None,
+              score: str = "stack", candidates: Sequence[str] | None = None,
+              max_params: int | str | None = None, settings: SettingsLike = None
+              ) -> Recommendation:
+    """Which model to use for a new task, and how sure we are: exactly one of ``task`` (an
+    lm-eval task, with ``include_path``), ``prompts`` or ``prompts_file``.
 
-    ``labeled``: lm-eval sample logs of the task's docs. They join the predictor's pool (the
-    paper's way; the S scores) and the label posterior of estimate.py (``estimates``,
-    ``expected_gain``), weighted by ``plan``'s inclusion probabilities when the docs were
-    chosen by ``plan_labels``. ``score="post"`` decides with that posterior.
+    ``labeled``: lm-eval sample logs of some of the task's docs (e.g. the runs of the docs
+    ``plan_labels`` drew). ``score``: a registered decider (stack, s3, s2, s1). The whole
+    recommendation comes from ``Router.recommend``: choice, scores, estimates, reason and
+    the expected gain of more labels.
     """
-    from .labels import check_labelled, labelled_matrix, load_plan, posterior, verdict
+    from .labels import check_labelled
     from .persistence import fit_or_load
 
     store = _store(store)
-    paper_score = "s3" if score == POSTERIOR else score
-    _, limit_params = check_request(store, router_params, score=paper_score,
-                                    candidates=candidates, max_params=max_params)
-    if plan is not None and not labeled:
-        raise InputError(plan, "--plan weights the --labeled rows, and none were given",
-                         hint="add --labeled with the lm-eval runs of the planned docs")
+    settings = load_settings(settings)
+    _, limit_params = check_request(store, settings, score=score, candidates=candidates,
+                                    max_params=max_params)
     docs = _docs(task, include_path, prompts, prompts_file, limit)
-    label_plan = load_plan(plan, docs) if plan is not None else None
     labeled_rows = read_labeled(store, labeled, thresholds)
     if labeled_rows is not None:
         check_labelled(labeled_rows, docs)  # another task's runs: an error before any fit
-    router = fit_or_load(store, **router_params)
-    name = task or (str(prompts_file) if prompts_file is not None else "prompts")
-    Q = np.asarray(router.embed(docs.texts, store), dtype=np.float32)
-    model_info = store.read_models()
-    rec = router.recommend(embeddings=Q, task=name, score=paper_score, labeled=labeled_rows,
-                           store=store, candidates=candidates, max_params=limit_params,
-                           model_info=model_info)
-    # Beyond the paper: the zero-label prediction (labels not in the pool) + the labels.
-    allowed = router.model_mask(candidates, limit_params, model_info)
-    g = router.predictor_.predict_proba(Q)
-    lab_docs, lab_y = labelled_matrix(labeled_rows, docs, list(router.models_))
-    weights = label_plan.weights(lab_docs) if label_plan is not None and len(lab_docs) \
-        else None
-    # the stacked switch reports its own (measured) expected gain of more labels below
-    _, report = posterior(router.calibration_, g, list(router.models_), allowed,
-                          lab_docs=lab_docs, lab_y=lab_y, weights=weights, seed=router.seed,
-                          eta=router.eta, gains=score != "stack")
-    rec.estimates = report.estimates
-    rec.expected_gain = report.expected_gain
-    rec.n_labelled_docs = report.n_labelled_docs
-    rec.labels_verdict = report.verdict
-    if score == "stack":
-        if len(lab_docs):
-            _stack_with_labels(router, rec, Q, allowed, lab_docs, lab_y, weights)
-        rec.expected_gain = stack_label_gains(router, allowed, len(lab_docs))
-        rec.expected_gain_by = "stack"
-        rec.labels_verdict = verdict(rec.expected_gain, by=STACK_GAIN_SOURCE)
-    if score == POSTERIOR:
-        order = {row["model"]: i for i, row in enumerate(report.estimates)}
-        rec.models.sort(key=lambda row: order[row.model])
-        rec.score, rec.choice, rec.fallback = POSTERIOR, report.choice, report.fallback
-        rec.p_choice_beats_bma, rec.reason = report.p_choice_beats_bma, report.reason
-    return rec
-
-
-STACK_GAIN_SOURCE = "stacked switch, measured leave-one-task-out on the reference tasks"
-
-
-def stack_label_gains(router: Any, allowed: np.ndarray, n_labels: int) -> dict[str, float]:
-    """{"10": x, "30": y}: how much more the stacked switch gains over BMA with N more
-    labels per candidate than with ``n_labels`` (accuracy units, may be < 0): the
-    difference of the switches' leave-one-task-out gains on the reference tasks
-    (``Switch.expected_gain``; measured, not modelled)."""
-    from .labels import GAIN_LABELS
-
-    base = router.stacked_switch(allowed, n_labels).expected_gain
-    return {str(n): float(router.stacked_switch(allowed, n_labels + n).expected_gain - base)
-            for n in GAIN_LABELS}
-
-
-def _stack_with_labels(router: Any, rec: Recommendation, Q: np.ndarray, allowed: np.ndarray,
-                       lab_docs: np.ndarray, lab_y: np.ndarray,
-                       weights: np.ndarray | None = None) -> None:
-    """Decide ``rec`` with the stacked switch fitted for this many labels (stacking.py): the
-    labelled docs' accuracy (weighted by 1 / inclusion probability when a plan chose the
-    docs) updates the zero-label prediction, which comes from the other docs."""
-    from .decision import Decision, explain
-    from .stacking import label_accuracy, stacked_decision
-
-    rest = np.setdiff1d(np.arange(len(Q)), lab_docs)
-    if len(rest) == 0:  # every doc labelled: the switch still needs the docs' g
-        rest = np.arange(len(Q))
-    searched, sim = router.neighbor_index().search(Q[rest], max(router.k, router.kappa))
-    g = router.predict_correctness(Q[rest], searched=searched)
-    choice, best, bma, gain, p, switch = stacked_decision(
-        router.calibration_, g, sim[:, :router.kappa], allowed, t=router.t, sigma=router.sigma,
-        labels=label_accuracy(lab_y, weights), n_labels=len(lab_docs),
-        switch=router.stacked_switch(allowed, len(lab_docs)))
-    names = list(router.models_)
-    for row in rec.models:
-        row.stack = float(gain[names.index(row.model)])
-    rec.models.sort(key=lambda row: -row.stack)
-    dec = Decision(choice=choice, best_by_score=best, bma=bma, fallback=choice != best,
-                   p_beats_bma=p)
-    rec.choice, rec.fallback, rec.p_choice_beats_bma = names[choice], dec.fallback, p
-    if switch.n_labels:
-        used = (f"; with {len(lab_docs)} labelled docs" + (
-            " (weighted by the plan's inclusion probabilities)" if weights is not None else ""))
-    else:
-        used = (f"; with {len(lab_docs)} labelled docs not used: on the reference tasks, "
-                f"as many labels did not improve the choice")
-    rec.reason = explain(dec, "stack", names, router.eta, switch, gain) + used
+    router = fit_or_load(store, **settings.router_params())
+    return router.recommend(docs=docs, task=task or (str(prompts_file) if prompts_file
+                                                     is not None else "prompts"),
+                            score=score, labeled=labeled_rows, store=store,
+                            candidates=candidates, max_params=limit_params,
+                            model_info=store.read_models())
 
 
 @dataclass
@@ -240,21 +159,23 @@ class PlanResult:
     """What ``plan_labels`` did: the docs to label in this round and where they were written.
 
     docs: positions in the task's doc order; samples: lm-eval ``--samples`` mapping {leaf
-    task: doc ids}; inclusion: the docs' inclusion probabilities in this round."""
+    task: doc ids}; candidates: the models to run on them; commands: one lm_eval line per
+    candidate (lm-eval tasks); next_command: the ``lm-router recommend`` line to run once
+    the labels are in (completed by the CLI with the options it was given)."""
 
     task: str
     round: int
     n_requested: int
     docs: list[int]
     samples: dict[str, list[int]]
-    inclusion: list[float]
-    leaders: list[str]
+    candidates: list[str]
     n_docs: int
     n_labelled: int
     n_planned_before: int
     samples_file: str
     plan_file: str
     output_path: str | None
+    seed: int
     commands: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -273,31 +194,31 @@ def plan_labels(store: Store | str | Path | None = None, *, n: int, task: str | 
                 include_path: str | Path | None = None, limit: int | None = None,
                 prompts_file: str | Path | None = None, labeled: Sequence[str | Path] = (),
                 plan: str | Path | None = None, out: str | Path | None = None,
-                thresholds: str | Path | None = None, candidates: Sequence[str] | None = None,
-                max_params: int | str | None = None, **router_params: Any) -> PlanResult:
-    """Choose ``n`` more docs of a new task to label (estimate.plan: drawn with probability
-    proportional to how much they tell about the leading candidates' differences) and write
-    ``PREFIX.samples.json`` (lm-eval ``--samples``) and ``PREFIX.plan.json``.
+                candidates: Sequence[str] | None = None, max_params: int | str | None = None,
+                settings: SettingsLike = None) -> PlanResult:
+    """Choose ``n`` more docs of a new task to label and write ``PREFIX.samples.json``
+    (lm-eval ``--samples``) and ``PREFIX.plan.json``.
 
-    ``labeled``: sample logs of docs labelled so far (they are excluded and inform the
-    posterior that picks the leaders); ``plan``: the earlier plan (its docs are excluded too,
-    its inclusion probabilities weight the labels; the new round is appended). The draw is
-    seeded by ``router_params["seed"]`` and the round number. ``out``: PREFIX (default: the
-    ``plan``'s, else the task name in the working directory).
+    The docs are a random sample, stratified over the task's leaf tasks, seeded by the
+    settings' ``decision.seed`` and the round number; no embedding or fit is needed.
+    ``labeled``: sample logs of docs labelled so far and ``plan``: the earlier plan (their
+    docs are excluded; the new round is appended to the plan). ``out``: PREFIX (default:
+    the ``plan``'s, else the task name in the working directory).
     """
-    from .estimate import estimate, plan as draw
     from .labels import (
-        check_labelled, labelled_matrix, lm_eval_commands, load_plan, new_plan,
+        check_labelled, lm_eval_commands, load_plan, new_plan, stratified_sample,
     )
-    from .persistence import fit_or_load
 
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise InvalidParameterError("n", f"must be an integer >= 1, got {n!r}")
+        raise InvalidParameterError("--n", f"must be an integer >= 1, got {n!r}")
     store = _store(store)
-    _, limit_params = check_request(store, router_params, candidates=candidates,
+    settings = load_settings(settings)
+    _, limit_params = check_request(store, settings, candidates=candidates,
                                     max_params=max_params)
     if (task is None) == (prompts_file is None):
         raise ValueError("give exactly one of task or prompts_file")
+    models = store.distinct(MODEL, required=True)
+    allowed = model_mask(models, candidates, limit_params, store.read_models())
     docs = _docs(task, include_path, None, prompts_file, limit)
     label_plan = load_plan(plan, docs) if plan is not None else \
         new_plan(docs, include_path, limit)
@@ -308,58 +229,47 @@ def plan_labels(store: Store | str | Path | None = None, *, n: int, task: str | 
         raise InputError(plan_file, "a plan already exists here",
                          hint=f"pass --plan {plan_file} to add a round, or --out PREFIX "
                               "for a new plan")
-    labeled_rows = read_labeled(store, labeled, thresholds)
-    if labeled_rows is not None:
-        check_labelled(labeled_rows, docs)
-    router = fit_or_load(store, **router_params)
-    models = list(router.models_)
-    allowed = router.model_mask(candidates, limit_params, store.read_models())
-    Q = np.asarray(router.embed(docs.texts, store), dtype=np.float32)
-    g = router.predictor_.predict_proba(Q)  # zero-label: the labels only enter the posterior
-    lab_docs, lab_y = labelled_matrix(labeled_rows, docs, models)
-    weights = label_plan.weights(lab_docs) if plan is not None and len(lab_docs) else None
-    est = estimate(router.calibration_, g, allowed, lab_g=g[lab_docs], lab_y=lab_y,
-                   weights=weights) if len(lab_docs) else estimate(router.calibration_, g,
-                                                                     allowed)
     exclude = np.zeros(docs.n, dtype=bool)
-    exclude[lab_docs] = True
+    labeled_rows = read_labeled(store, labeled)
+    if labeled_rows is not None:
+        exclude[check_labelled(labeled_rows, docs)] = True
+    n_labelled = int(exclude.sum())
     exclude[label_plan.docs] = True
     if exclude.all():
         raise LMRouterError(f"all {docs.n} docs of '{docs.name}' are already labelled or "
                             "planned: nothing left to plan")
     number = len(label_plan.rounds) + 1
-    chosen, pi = draw(g, est, n, np.random.default_rng([router.seed, number]),
-                      exclude=exclude)
-    # the leaders estimate.plan weighed the docs by (same rule as there)
-    ranked = np.argsort(-np.where(allowed, est.mean, -np.inf), kind="stable")
-    leaders = [models[i] for i in ranked[:max(1, min(3, int(allowed.sum())))]]
+    seed = settings.decision.seed
+    chosen = stratified_sample(docs.leaves, n, exclude, np.random.default_rng([seed, number]))
     samples = docs.samples(chosen)
     planned_before = label_plan.n
     samples_file.parent.mkdir(parents=True, exist_ok=True)
-    samples_file.write_text(json.dumps(samples) + "\n", encoding="utf-8")
+    tmp = samples_file.with_name(samples_file.name + ".tmp")
+    tmp.write_text(json.dumps(samples) + "\n", encoding="utf-8")
+    tmp.replace(samples_file)
     if docs.kind == "lm-eval" and label_plan.output_path is None:
         label_plan.output_path = f"{prefix}-runs"
     # every round writes its runs into the first round's folder: one --labeled for all
     output_path = Path(label_plan.output_path) if label_plan.output_path else None
-    label_plan.add_round(chosen, pi, seed=router.seed, requested=n, leaders=leaders,
-                         n_labelled=len(lab_docs), samples_file=str(samples_file))
+    label_plan.add_round(chosen, seed=seed, requested=n, n_labelled=n_labelled,
+                         samples_file=str(samples_file))
     label_plan.save(plan_file)
-    commands = lm_eval_commands([m for m, a in zip(models, allowed) if a], samples,
-                                samples_file, output_path, include_path) \
+    names = [m for m, a in zip(models, allowed) if a]
+    commands = lm_eval_commands(names, samples, samples_file, output_path, include_path) \
         if output_path is not None else []
     return PlanResult(task=docs.name, round=number, n_requested=n,
-                      docs=[int(i) for i in chosen], samples=samples,
-                      inclusion=[float(pi[i]) for i in chosen], leaders=leaders,
-                      n_docs=docs.n, n_labelled=int(len(lab_docs)),
+                      docs=[int(i) for i in chosen], samples=samples, candidates=names,
+                      n_docs=docs.n, n_labelled=n_labelled,
                       n_planned_before=planned_before, samples_file=str(samples_file),
                       plan_file=str(plan_file),
-                      output_path=str(output_path) if output_path else None,
+                      output_path=str(output_path) if output_path else None, seed=seed,
                       commands=commands)
 
 
 def route(store: Store | str | Path | None = None, *, prompts: Sequence[str] | None = None,
           prompts_file: str | Path | None = None, candidates: Sequence[str] | None = None,
-          max_params: int | str | None = None, **router_params: Any) -> list[RouteDecision]:
+          max_params: int | str | None = None, settings: SettingsLike = None
+          ) -> list[RouteDecision]:
     """Per-prompt choice (MoE): the model most likely to answer each prompt correctly."""
     from .persistence import fit_or_load
     from .tasks import read_prompts_file
@@ -367,9 +277,10 @@ def route(store: Store | str | Path | None = None, *, prompts: Sequence[str] | N
     if (prompts is None) == (prompts_file is None):
         raise ValueError("give exactly one of prompts or prompts_file")
     store = _store(store)
-    _, limit_params = check_request(store, router_params, candidates=candidates,
+    settings = load_settings(settings)
+    _, limit_params = check_request(store, settings, candidates=candidates,
                                     max_params=max_params)
     texts = read_prompts_file(prompts_file) if prompts_file is not None else list(prompts)
-    router = fit_or_load(store, **router_params)
+    router = fit_or_load(store, **settings.router_params())
     return router.route(texts, store=store, candidates=candidates, max_params=limit_params,
                         model_info=store.read_models())

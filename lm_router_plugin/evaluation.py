@@ -6,7 +6,8 @@
 For each held-out task d, the router is what ``Router.fit`` would learn from the table
 without d: every other task z is calibrated from a pool without d and z, the priors, the
 task accuracies and the best model on average (BMA) come from the tasks other than d, and
-d is scored through the same function as ``Router.recommend`` (``score_and_decide``).
+d is decided by the same decider objects as ``Router.recommend`` (deciders.py): every
+registered decider is a row, without labels and at each label count.
 Nothing is refitted: one :class:`~lm_router_plugin.neighbors.GroupedNeighbors` search keeps
 each input's nearest neighbours per task, so any task can be left out exactly; predictors
 without such a shortcut refit (``CorrectnessPredictor.predict_left_out``).
@@ -34,21 +35,20 @@ import numpy as np
 import pandas as pd
 
 from .calibration import Calibration, best_on_average, calibrate, measured_p
-from .decision import route_choices, score_and_decide
+from .deciders import DEFAULT_DECIDER, StackedSwitch, TaskView
 from .errors import InputError, LMRouterError, UnknownNameError
-from .estimate import TaskEstimate, decide_with_estimate, estimate, plan
+from .estimate import TaskEstimate, estimate
+from .recommendation import route_choices
 from .neighbors import GroupedNeighbors
 from .pool import build_pool, rows_by_task
 from .registry import unknown_name_message
 from .router import Router, model_mask
 from .scores import argmax_with_ties, quiet_nanmean, thresholded_accuracy
-from .stacking import Switch, fit_switch, label_accuracy, task_features
+from .stacking import Switch, fit_switch
 from .store import Store
 
 logger = logging.getLogger(__name__)
 
-ROW_NAMES = ("s1", "s2", "s3", "s3_true_p", "stack", "cal", "moe", "bma", "oracle")
-SWEEP_ROWS = ("s1", "s3", "few_shot", "stack", "post", "post_planned", "stack_planned")
 MAX_LABELS = 50  # the paper's cap on in-task labels: min(alpha n, 50)
 N_SPLITS = 20  # split-half repetitions per task
 N_BOOTSTRAP = 1000  # bootstrap resamples of the tasks
@@ -156,21 +156,6 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     a = np.asarray(a, dtype=float) - np.mean(a)
     b = np.asarray(b, dtype=float) - np.mean(b)
     return float(np.dot(a, b) / math.sqrt(np.dot(a, a) * np.dot(b, b)))
-
-
-
-def select_diverse(X: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """n row numbers of X spread over the task (greedy farthest-point, seeded start): an
-    active alternative to random in-task labels."""
-    first = int(rng.integers(len(X)))
-    chosen = [first]
-    dist = 1.0 - X @ X[first]
-    for _ in range(n - 1):
-        nxt = int(np.argmax(dist))
-        chosen.append(nxt)
-        dist = np.minimum(dist, 1.0 - X @ X[nxt])
-    return np.sort(np.array(chosen))
-
 
 
 
@@ -286,15 +271,26 @@ class _HeldOut:
 
 
 class _TaskScorer:
-    """Records of one held-out task: the routers' choices and their accuracies."""
+    """Records of one held-out task: every registered decider's choice (deciders.py, the
+    objects ``recommend`` uses), the baselines, and their accuracies."""
 
     def __init__(self, ev: _HeldOut, allowed: np.ndarray, params: np.ndarray,
                  models: list[str], compare_to: int | None, n_splits: int,
                  instance_ids: Sequence[str] = ()):
+        from .registry import deciders
+
         self.ev, self.allowed, self.params, self.models = ev, allowed, params, models
         self.instance_ids = np.asarray(instance_ids, dtype=object)
         self.compare_to, self.n_splits = compare_to, n_splits
         self._switches: dict[tuple[int, int, bytes], Switch] = {}
+        self.deciders = {name: deciders.get(name)() for name in deciders.names()}
+
+    def row_names(self) -> list[str]:
+        """The zero-label rows: every decider, and the paper's S3 with the true p."""
+        names = []
+        for name in self.deciders:
+            names += [name, "s3_true_p"] if name == "s3" else [name]
+        return names
 
     def switch(self, d: int, n_lab: int, allowed: np.ndarray) -> Switch:
         """The stacked switch for n_lab labels fitted without task d (cached: its simulated
@@ -307,18 +303,17 @@ class _TaskScorer:
                                              seed=r.seed)
         return self._switches[key]
 
-    def stacked(self, d: int, n_lab: int, rest: np.ndarray, allowed: np.ndarray,
-                labels: np.ndarray) -> tuple[int, np.ndarray, int, float]:
-        """(choice, predicted gains (M,), best by predicted gain, P(it beats BMA)) of the
-        switch for n_lab labels on d's unlabelled rows ``rest`` given the labelled accuracy
-        ``labels`` (M,) (stacking.stacked_decision)."""
-        ev, r = self.ev, self.ev.router
-        cal, switch = ev.calibration_without(d), self.switch(d, n_lab, allowed)
-        features, bma = task_features(cal, ev.g_held[rest], ev.kappa_sim(rest), allowed, r.t,
-                                      r.sigma, labels if switch.n_labels else None)
-        choice, best, gain, p = switch.decide(features, allowed, bma, cal.mean_accuracy,
-                                              n_rest=len(rest))
-        return choice, gain, best, p
+    def view(self, d: int, rows: np.ndarray, allowed: np.ndarray,
+             lab: np.ndarray | None = None, g_labelled: np.ndarray | None = None,
+             p: np.ndarray | None = None) -> TaskView:
+        """What a decider sees of held-out task d: its unlabelled ``rows`` (zero-label g
+        from the fit without d), the calibration without d, and the labelled rows ``lab``
+        (their correctness; ``g_labelled``: g with them in the pool)."""
+        ev = self.ev
+        return TaskView(cal=ev.calibration_without(d), models=self.models, allowed=allowed,
+                        g=ev.g_held[rows], kappa_sim=ev.kappa_sim(rows), settings=ev.settings,
+                        lab_y=None if lab is None else ev.Y[lab], g_labelled=g_labelled, p=p,
+                        switches=lambda n: self.switch(d, n, allowed))
 
     def stack_gain_check(self, d: int, n_lab: int, choice: int, more: _MoreLabels | None
                          ) -> dict[str, float]:
@@ -330,8 +325,7 @@ class _TaskScorer:
         if more is None:
             return {}
         n2 = n_lab + more.n_more
-        after = self.stacked(d, n2, more.rest, more.allowed,
-                             quiet_nanmean(self.ev.Y[more.lab]))[0]
+        after = StackedSwitch().decide(self.view(d, more.rest, more.allowed, more.lab)).choice
         predicted = (self.switch(d, n2, more.allowed).expected_gain
                      - self.switch(d, n_lab, more.allowed).expected_gain)
         return {"stack_gain_predicted": float(predicted),
@@ -372,40 +366,39 @@ class _TaskScorer:
         return halves, quiet_nanmean(np.array(on_b)), float(np.mean(oracle))
 
     def task(self, d: int) -> dict[str, Any]:
+        """Every decider's zero-label choice for held-out task d and the baselines."""
         ev, r = self.ev, self.ev.router
         rows = ev.rows_of[d]
         y = ev.Y[rows]
         acc = quiet_nanmean(y)
         allowed = self.allowed & ~np.isnan(acc)
         cal = ev.calibration_without(d)
-        g, sim = ev.g_held[rows], ev.kappa_sim(rows)
+        g = ev.g_held[rows]
         tie = cal.mean_accuracy
-        bma = best_on_average(cal, allowed)
+        view = self.view(d, rows, allowed)
+        bma = view.bma
         halves, half_acc, oracle_half = self.split_halves(y, allowed, tie, d)
         p_true = measured_p(g, y, r.t)
         out: dict[str, Any] = {"task": None, "n": int(len(rows))}
-        est = None
-        for name, score_name, p in (("s1", "s1", None), ("s2", "s2", None), ("s3", "s3", None),
-                                    ("s3_true_p", "s3", p_true), ("stack", "stack", None)):
-            # the zero-label switch comes from the cache its label-count checks use too
-            switch = self.switch(d, 0, allowed) if score_name == "stack" else None
-            scores, dec = score_and_decide(cal, g, sim, allowed, score_name, ev.settings, p=p,
-                                           switch=switch)
-            est = scores if name == "s1" else est
-            out[name] = self._record(dec.choice, acc, allowed, bma, scores.get(score_name),
-                                     half_acc)
+        decisions = {}
+        for name, decider in self.deciders.items():
+            decisions[name] = dec = decider.decide(view)
+            out[name] = self._record(dec.choice, acc, allowed, bma, dec.scores, half_acc)
             out[name]["fallback"] = bool(dec.fallback)
-            if name == "stack":
-                stack_dec = dec
+            if name == "s3":  # the paper's S3 with the true p: how much a perfect p adds
+                dec = decider.decide(self.view(d, rows, allowed, p=p_true))
+                out["s3_true_p"] = self._record(dec.choice, acc, allowed, bma, dec.scores,
+                                                half_acc)
+                out["s3_true_p"]["fallback"] = bool(dec.fallback)
+        est = view.scores
         out["u"] = float(est.u)
-        # Beyond the paper: the bias-corrected S1 with its calibrated uncertainty (estimate.py)
+        # how honest the stated uncertainty is: the label posterior (recommend's report)
+        # and the stacked switch's P and expected gain, against what happened
         posterior = estimate(cal, g, allowed)
-        choice, p_better, _ = decide_with_estimate(posterior, cal, r.eta)
-        out["cal"] = self._record(choice, acc, allowed, bma, posterior.mean, half_acc)
-        out["cal"]["p_beats_bma"] = float(p_better)
         rng = np.random.default_rng([r.seed, 271828, d])
         honesty = _posterior_honesty(posterior, acc, allowed, tie, rng)
         more = _more_labels(ev.Y, rows[:0], rows, allowed, rng)
+        stack_dec = decisions.get("stack") or StackedSwitch().decide(view)
         out["uncertainty"] = {
             **honesty, **_gain_check(ev, cal, posterior, more, rng),
             **_stack_honesty(stack_dec.best_by_score, bma, stack_dec.p_beats_bma, acc),
@@ -440,96 +433,69 @@ class _TaskScorer:
                          for i, m in enumerate(self.models)}
         return out
 
-    def labelled(self, d: int, n_lab: int, rng: np.random.Generator, selection: str,
-                 plan_rng: np.random.Generator, check_rng: np.random.Generator
-                 ) -> dict[str, Any] | None:
-        """One repeat of the in-task-label protocol on task d: ``n_lab`` labelled inputs join
-        the predictor's pool (not u, not the calibration); everything is scored on the other
-        inputs of d. ``check_rng`` draws the uncertainty check's own labels and P(best)."""
+    def labelled(self, d: int, n_lab: int, rng: np.random.Generator,
+                 check_rng: np.random.Generator) -> dict[str, Any] | None:
+        """One repeat of the in-task-label protocol on task d: ``n_lab`` random labelled
+        inputs join the predictor's pool (not u, not the calibration) and feed every
+        decider; everything is scored on the other inputs of d. ``check_rng`` draws the
+        uncertainty check's own labels and P(best)."""
         ev, r = self.ev, self.ev.router
         rows = ev.rows_of[d]
         n_lab = min(n_lab, len(rows) - 1)
         if n_lab < 1:
             return None
-        if selection == "random":
-            lab = np.sort(rng.choice(rows, size=n_lab, replace=False))
-        else:
-            lab = rows[select_diverse(ev.X[rows], n_lab, rng)]
+        lab = np.sort(rng.choice(rows, size=n_lab, replace=False))
         rest = np.setdiff1d(rows, lab)
         cal = ev.calibration_without(d)
         g = ev.predictor.predict_left_out(ev.X, ev.Y, ev.task_of, rest, extra=lab,
                                           neighbors=ev.neighbors)
-        sim = ev.kappa_sim(rest)
         y_rest = ev.Y[rest]
         acc = quiet_nanmean(y_rest)
         acc_lab = quiet_nanmean(ev.Y[lab])  # nan for a model without labels here
         allowed = self.allowed & ~np.isnan(acc)
-        bma = best_on_average(cal, allowed)
+        view = self.view(d, rest, allowed, lab, g_labelled=g)
+        bma = view.bma
         out: dict[str, Any] = {"n_labels": int(n_lab), "task_index": int(d)}
         # every row's choice is also scored on seeded half-splits of the unlabelled items,
         # against the Oracle chosen on the other half (the noise-free ceiling)
         _, half, oracle_half = self.split_halves(y_rest, allowed, cal.mean_accuracy, d)
-        for name in ("s1", "s3"):
-            scores, dec = score_and_decide(cal, g, sim, allowed, name, ev.settings)
-            out[name] = self._record(dec.choice, acc, allowed, bma, scores.get(name), half)
+        decisions = {}
+        for name, decider in self.deciders.items():
+            decisions[name] = dec = decider.decide(view)
+            out[name] = self._record(dec.choice, acc, allowed, bma, dec.scores, half)
         known = allowed & ~np.isnan(acc_lab)
         few = argmax_with_ties(np.where(known, acc_lab, -np.inf), cal.mean_accuracy) \
             if known.any() else bma
         out["few_shot"] = self._record(few, acc, allowed, bma, acc_lab, half)
-        # Beyond the paper (stacking.py): the switch fitted for n_lab labels, zero-label g
-        zero = ev.g_held
-        stack_choice, gain, stack_best, stack_p = self.stacked(d, n_lab, rest, allowed, acc_lab)
-        out["stack"] = self._record(stack_choice, acc, allowed, bma, gain, half)
         out["bma"] = self._record(bma, acc, allowed, bma, None, half)
         oracle = argmax_with_ties(np.where(allowed, acc, -np.inf), cal.mean_accuracy)
         out["oracle"] = self._record(oracle, acc, allowed, bma, None, None)
         out["oracle"]["acc_half"] = oracle_half
         out["predictor_accuracy"] = float(np.nanmean(
             thresholded_accuracy(g, y_rest, r.t)[allowed]))
-        # Beyond the paper (estimate.py): zero-label posterior + the same random labels ...
+        # how honest the stated uncertainty is with these labels (the label posterior of
+        # recommend's report, the stacked switch's P and expected gain)
+        zero = ev.g_held
         post = estimate(cal, zero[rest], allowed, lab_g=zero[lab], lab_y=ev.Y[lab])
-        choice, _, _ = decide_with_estimate(post, cal, r.eta)
-        out["post"] = self._record(choice, acc, allowed, bma, post.mean, half)
         honesty = _posterior_honesty(post, acc, allowed, cal.mean_accuracy, check_rng)
         more = _more_labels(ev.Y, lab, rest, allowed, check_rng)
+        stack_dec = decisions.get("stack") or StackedSwitch().decide(view)
         out["uncertainty"] = {
             **honesty, **_gain_check(ev, cal, post, more, check_rng),
-            **_stack_honesty(stack_best, bma, stack_p, acc),
-            **self.stack_gain_check(d, n_lab, stack_choice, more)}
-        # ... and as many labels planned on the leaders' disagreement (weighted).
-        known = self.allowed & ~np.isnan(quiet_nanmean(ev.Y[rows]))
-        picked, pi = plan(zero[rows], estimate(cal, zero[rows], known), n_lab, plan_rng)
-        lab_p, rest_p = rows[picked], np.setdiff1d(rows, rows[picked])
-        acc_p = quiet_nanmean(ev.Y[rest_p])
-        allowed_p = self.allowed & ~np.isnan(acc_p)
-        _, half_p, oracle_half_p = self.split_halves(ev.Y[rest_p], allowed_p, cal.mean_accuracy,
-                                                     d)
-        post_p = estimate(cal, zero[rest_p], allowed_p, lab_g=zero[lab_p], lab_y=ev.Y[lab_p],
-                          weights=1.0 / pi[picked])
-        choice, _, bma_p = decide_with_estimate(post_p, cal, r.eta)
-        out["post_planned"] = self._record(choice, acc_p, allowed_p, bma_p, post_p.mean, half_p)
-        # the stacked switch on the planned labels (weighted: the plan oversamples the
-        # leaders' disagreement)
-        choice, gain_p, _, _ = self.stacked(d, n_lab, rest_p, allowed_p,
-                                            label_accuracy(ev.Y[lab_p], 1.0 / pi[picked]))
-        out["stack_planned"] = self._record(choice, acc_p, allowed_p, bma_p, gain_p, half_p)
-        # its comparators on the same unlabelled items
-        out["bma_planned"] = self._record(bma_p, acc_p, allowed_p, bma_p, None, half_p)
-        oracle_p = argmax_with_ties(np.where(allowed_p, acc_p, -np.inf), cal.mean_accuracy)
-        out["oracle_planned"] = self._record(oracle_p, acc_p, allowed_p, bma_p, None, None)
-        out["oracle_planned"]["acc_half"] = oracle_half_p
+            **_stack_honesty(stack_dec.best_by_score, bma, stack_dec.p_beats_bma, acc),
+            **self.stack_gain_check(d, n_lab, stack_dec.choice, more)}
         # which items were labelled, so that any implementation can redo this repeat on the
         # same items (the JSON's per_task[...]["label_draws"])
-        out["draw"] = {"labelled": self.instance_ids[lab].tolist(),
-                       "planned": self.instance_ids[lab_p].tolist()}
+        out["draw"] = {"labelled": self.instance_ids[lab].tolist()}
         return out
 
 
-def _draw_record(kind: str, value: float, repeat: int, rec: dict[str, Any]) -> dict[str, Any]:
+def _draw_record(kind: str, value: float, repeat: int, rec: dict[str, Any],
+                 names: Sequence[str]) -> dict[str, Any]:
     """One repeat of one label setting on one task, as ``per_task[d]["label_draws"]`` keeps
-    it: the labelled instance ids (random draw; ``planned``: the planner's, used by the
-    ``*_planned`` rows), every row's chosen model and its accuracy on the unlabelled items."""
-    names = SWEEP_ROWS + ("bma", "oracle", "bma_planned", "oracle_planned")
+    it: the labelled instance ids, every row's chosen model and its accuracy on the
+    unlabelled items."""
+    names = list(names) + ["bma", "oracle"]
     return {kind: value, "repeat": repeat, "n_labels": rec["n_labels"], **rec["draw"],
             "choice": {name: rec[name]["model"] for name in names},
             "acc": {name: rec[name]["acc"] for name in names}}
@@ -619,7 +585,7 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
              label_counts: Sequence[int] = (),
              candidates: Sequence[str] | None = None, max_params: int | None = None,
              compare_to: str | None = None, model_info: dict[str, dict] | None = None,
-             label_selection: str = "random", n_splits: int = N_SPLITS,
+             n_splits: int = N_SPLITS,
              n_bootstrap: int = N_BOOTSTRAP) -> EvaluationResult:
     """Strict leave-one-task-out evaluation of S1, S2, S3, S3 with true p, MoE, BMA, Oracle.
 
@@ -632,14 +598,10 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
         repeats: seeded repetitions per alpha / label count.
         candidates, max_params: route among a subset (thesis §4.3); ``compare_to`` names a
             model (e.g. the large one) reported beside it.
-        label_selection: "random" (the paper) or "diverse" (farthest-point selection).
         n_splits: split-half repetitions per task; n_bootstrap: resamples of the tasks.
     """
     router = router or Router()
     router.validate_params()
-    if label_selection not in ("random", "diverse"):
-        raise UnknownNameError(unknown_name_message("label selection", label_selection,
-                                                    ["random", "diverse"]))
     pool = build_pool(table)
     D = len(pool.task_names)
     if D < 3:
@@ -663,13 +625,14 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
         record = scorer.task(d)
         record["task"] = pool.task_names[d]
         per_task.append(record)
-    names = list(ROW_NAMES) + (["compare_to"] if compare_index is not None else [])
-    boot_rng = np.random.default_rng([router.seed, 7919])
+    names = (scorer.row_names() + ["moe", "bma", "oracle"]
+             + (["compare_to"] if compare_index is not None else []))
     rows = {}
     for name in names:
         kept = [t for t in per_task if name in t]
         rows[name] = _summarise([t[name] for t in kept], [t["bma"] for t in kept],
-                                [t["oracle"] for t in kept], boot_rng, n_bootstrap)
+                                [t["oracle"] for t in kept], _boot_rng(router.seed),
+                                n_bootstrap)
     for name in ("moe", "bma", "oracle", "compare_to"):
         if name in rows:
             rows[name]["pearson"] = rows[name]["spearman"] = None
@@ -681,34 +644,33 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
     settings_n += [("labels", c, lambda n, c=c: int(c)) for c in label_counts if c > 0]
     sweep = []
     uncertainty = [{"labels": 0, **_summarise_honesty([t["uncertainty"] for t in per_task])}]
+    label_rows = list(scorer.deciders) + ["few_shot"]
     for kind, value, count in settings_n:
-        per_repeat: dict[str, list[dict[str, Any]]] = {name: [] for name in SWEEP_ROWS}
+        per_repeat: dict[str, list[dict[str, Any]]] = {name: [] for name in label_rows}
         honesty: list[dict[str, float]] = []
         # per row and task, the accuracy and the gain over BMA of each repeat (CIs over tasks)
-        task_accs: dict[str, dict[int, list[float]]] = {name: {} for name in SWEEP_ROWS}
-        task_gains: dict[str, dict[int, list[float]]] = {name: {} for name in SWEEP_ROWS}
+        task_accs: dict[str, dict[int, list[float]]] = {name: {} for name in label_rows}
+        task_gains: dict[str, dict[int, list[float]]] = {name: {} for name in label_rows}
         pred_acc, n_labels = [], []
         for rep in range(repeats):
             tag = int(round(value * 1e6)) if kind == "alpha" else 10**9 + int(value)
             rng = np.random.default_rng([router.seed, rep, tag])
-            plan_rng = np.random.default_rng([router.seed, rep, tag, 1])
             check_rng = np.random.default_rng([router.seed, rep, tag, 2])
-            recs = [scorer.labelled(d, count(len(ev.rows_of[d])), rng, label_selection,
-                                    plan_rng, check_rng) for d in range(D)]
+            recs = [scorer.labelled(d, count(len(ev.rows_of[d])), rng, check_rng)
+                    for d in range(D)]
             recs = [x for x in recs if x is not None]
             honesty.extend(x["uncertainty"] for x in recs)
             for x in recs:
                 per_task[x["task_index"]].setdefault("label_draws", []).append(
-                    _draw_record(kind, value, rep, x))
-            for name in SWEEP_ROWS:
-                suffix = "_planned" if name.endswith("_planned") else ""
+                    _draw_record(kind, value, rep, x, label_rows))
+            for name in label_rows:
                 for x in recs:
                     task_accs[name].setdefault(x["task_index"], []).append(x[name]["acc"])
                     task_gains[name].setdefault(x["task_index"], []).append(
-                        x[name]["acc"] - x["bma" + suffix]["acc"])
+                        x[name]["acc"] - x["bma"]["acc"])
                 per_repeat[name].append(_summarise(
-                    [x[name] for x in recs], [x["bma" + suffix] for x in recs],
-                    [x["oracle" + suffix] for x in recs], boot_rng, 0))
+                    [x[name] for x in recs], [x["bma"] for x in recs],
+                    [x["oracle"] for x in recs], None, 0))
             pred_acc.append(_mean([x["predictor_accuracy"] for x in recs]))
             n_labels.append(_mean([x["n_labels"] for x in recs]))
         entry: dict[str, Any] = {kind: value, "alpha": value if kind == "alpha" else None,
@@ -722,7 +684,7 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
             for key, per_task_values in (("acc_ci", task_accs[name]),
                                          ("gain_over_bma_ci", task_gains[name])):
                 summary[key] = _task_bootstrap([_mean(v) for v in per_task_values.values()],
-                                               boot_rng, n_bootstrap)
+                                               _boot_rng(router.seed), n_bootstrap)
             summary["acc_std"] = float(np.nanstd([rep["acc"] for rep in reps]))
             summary["wins"] = _mean([rep["wins"] for rep in reps])
             summary["ties"] = _mean([rep["ties"] for rep in reps])
@@ -740,8 +702,15 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
                   "label_counts": list(label_counts), "repeats": repeats,
                   "candidates": list(candidates) if candidates else None,
                   "max_params": max_params, "compare_to": compare_to,
-                  "label_selection": label_selection, "embedder": embedder_id,
+                  "embedder": embedder_id, "deciders": list(scorer.deciders),
+                  "default": DEFAULT_DECIDER,
                   "n_splits": n_splits, "n_bootstrap": n_bootstrap, "protocol": "strict"})
 
 
-__all__ = ["EvaluationResult", "evaluate", "read_side_table", "regroup_tasks", "select_diverse"]
+def _boot_rng(seed: int) -> np.random.Generator:
+    """The bootstrap's generator: the same for every row, so each row's interval is drawn
+    on the same resampled tasks (paired) and adding a decider changes no other row."""
+    return np.random.default_rng([seed, 7919])
+
+
+__all__ = ["EvaluationResult", "evaluate", "read_side_table", "regroup_tasks"]

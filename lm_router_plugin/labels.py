@@ -1,20 +1,17 @@
-"""A few labels of a new task, chosen well and used well (the user-facing side of estimate.py).
+"""A few labels of a new task: which docs to label, and reading the labels back.
 
 * :func:`task_docs`: the docs of a new task in the order ``recommend`` scores them (lm-eval
   task: its leaf tasks sorted by name, each in doc order; a prompts file: its prompts), with
   the map from (leaf task, lm-eval ``doc_id``) to that order.
+* :func:`stratified_sample`: the docs ``plan-labels`` asks to label: a seeded random
+  sample, stratified over the leaf tasks (planning labels on the leading models'
+  predicted disagreement was measured no better than random, docs/results.md).
 * :class:`LabelPlan` files (``PREFIX.plan.json``): which docs were planned in which round,
-  with each round's inclusion probabilities (so later estimates can weight the labels 1/pi),
   and lm-eval's ``--samples`` file (``PREFIX.samples.json``, ``{"task": [doc indices]}``).
 * :func:`labelled_matrix`: the labelled rows of ``--labeled`` sample logs as a (docs, models)
-  correctness matrix on that order, with the 1/pi weights of a plan.
+  correctness matrix on that order.
 * :func:`posterior`: the posterior of estimate.py for a task, with the report ``recommend``
   prints (estimated accuracy, 90% interval, P(best), labels per model, expected gain).
-
-Sequential labelling: a doc drawn in round r keeps the inclusion probability it had in
-round r. Strictly, its probability of being labelled over all rounds depends on the earlier
-rounds' outcomes; weighting by the round's own probability is the usual approximation (each
-round is an unbiased design on the docs still available), and it is exact for one round.
 """
 
 from __future__ import annotations
@@ -37,7 +34,7 @@ from .schema import CORRECT, INSTANCE_ID, MODEL, ORIGIN, TASK
 logger = logging.getLogger(__name__)
 
 PLAN_FORMAT = "lm-router-plan"
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: no inclusion probabilities (random stratified draws)
 GAIN_LABELS = (10, 30)  # "expected gain of N more labels" is reported for these N
 WORTH_IT = 0.005  # more labels are worth it when 10 more are expected to add >= 0.5 points
 INTERVAL = 0.9
@@ -132,10 +129,8 @@ def _now() -> str:
 class LabelPlan:
     """The content of ``PREFIX.plan.json`` (every round so far).
 
-    docs: planned doc positions over all rounds; inclusion (N,): per doc the probability it
-    had of being drawn in the round that drew it (docs not drawn yet: in the latest round;
-    0 where it was excluded). rounds: one dict per round (its docs, seed, leaders, and its
-    full inclusion vector).
+    docs: planned doc positions over all rounds; rounds: one dict per round (its docs, seed,
+    how many were asked for, how many docs were labelled before it, its samples file).
     """
 
     task: str
@@ -145,7 +140,6 @@ class LabelPlan:
     leaves: list[tuple[str, int]]
     n_docs: int
     docs: list[int] = field(default_factory=list)
-    inclusion: list[float] = field(default_factory=list)
     rounds: list[dict[str, Any]] = field(default_factory=list)
     created: str = ""
     lm_router_version: str = ""
@@ -155,49 +149,48 @@ class LabelPlan:
     def n(self) -> int:
         return len(self.docs)
 
-    @property
-    def seed(self) -> int | None:
-        return self.rounds[-1]["seed"] if self.rounds else None
-
-    @property
-    def leaders(self) -> list[str]:
-        return self.rounds[-1]["leaders"] if self.rounds else []
-
     def to_dict(self) -> dict[str, Any]:
         out = {"format": PLAN_FORMAT, "version": PLAN_VERSION}
         out.update(asdict(self))
         out["leaves"] = [{"task": leaf, "n_docs": size} for leaf, size in self.leaves]
-        out.update(n=self.n, seed=self.seed, leaders=self.leaders)
+        out["n"] = self.n
         return out
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+        """Write atomically (a temporary file renamed into place): an interrupted save
+        leaves the previous plan intact."""
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+        tmp.replace(path)
 
-    def weights(self, docs: np.ndarray) -> np.ndarray:
-        """(len(docs),) 1/pi of labelled docs. A labelled doc outside the plan counts as if
-        drawn at the plan's average rate (n planned / N) -- a warning says how many."""
-        pi = np.asarray(self.inclusion, dtype=float)[docs]
-        planned = np.isin(docs, self.docs)
-        outside = ~planned | (pi <= 0)
-        if outside.any():
-            logger.warning("%d labelled docs are not in the plan; weighted as if drawn at "
-                           "random at the plan's rate", int(outside.sum()))
-            pi = np.where(outside, max(self.n, 1) / self.n_docs, pi)
-        return 1.0 / pi
-
-    def add_round(self, docs: np.ndarray, pi: np.ndarray, *, seed: int, requested: int,
-                  leaders: list[str], n_labelled: int, samples_file: str) -> None:
-        drawn = np.zeros(self.n_docs, dtype=bool)
-        drawn[self.docs] = True
-        inclusion = np.asarray(pi, dtype=float).copy()
-        if self.inclusion:  # earlier rounds' docs keep the probability of their round
-            inclusion[drawn] = np.asarray(self.inclusion, dtype=float)[drawn]
-        self.inclusion = [float(x) for x in inclusion]
+    def add_round(self, docs: np.ndarray, *, seed: int, requested: int, n_labelled: int,
+                  samples_file: str) -> None:
         self.docs = sorted(set(self.docs) | {int(i) for i in docs})
         self.rounds.append({"round": len(self.rounds) + 1, "created": _now(), "seed": seed,
                             "n": int(requested), "docs": [int(i) for i in docs],
-                            "inclusion": [float(x) for x in pi], "leaders": leaders,
                             "labelled_before": int(n_labelled), "samples_file": samples_file})
+
+
+def stratified_sample(leaves: list[tuple[str, int]], n: int, exclude: np.ndarray,
+                      rng: np.random.Generator) -> np.ndarray:
+    """Sorted positions of ``n`` docs drawn at random without replacement from those not
+    ``exclude``d (N,) bool, stratified over the leaf tasks ``leaves`` [(name, size)]: each
+    leaf gets its share of n in proportion to its available docs (largest remainders, ties
+    broken at random), so a group task's subtasks are all represented."""
+    bounds = np.cumsum([0] + [size for _, size in leaves])
+    free = [np.flatnonzero(~exclude[lo:hi]) + lo for lo, hi in zip(bounds[:-1], bounds[1:])]
+    sizes = np.array([len(f) for f in free], dtype=float)
+    n = int(min(n, sizes.sum()))
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    quota = n * sizes / sizes.sum()
+    take = np.floor(quota).astype(int)
+    left = n - int(take.sum())
+    if left:
+        order = np.lexsort((rng.random(len(sizes)), -(quota - take)))
+        take[order[:left]] += 1
+    picked = [rng.choice(f, size=k, replace=False) for f, k in zip(free, take) if k > 0]
+    return np.sort(np.concatenate(picked)).astype(np.int64)
 
 
 def load_plan(path: str | Path, docs: TaskDocs) -> LabelPlan:
@@ -219,7 +212,7 @@ def load_plan(path: str | Path, docs: TaskDocs) -> LabelPlan:
             limit=data["limit"], leaves=[(str(x["task"]), int(x["n_docs"]))
                                          for x in data["leaves"]],
             n_docs=int(data["n_docs"]), docs=[int(i) for i in data["docs"]],
-            inclusion=[float(x) for x in data["inclusion"]], rounds=list(data["rounds"]),
+            rounds=list(data["rounds"]),
             created=str(data.get("created", "")),
             lm_router_version=str(data.get("lm_router_version", "")),
             output_path=data.get("output_path"))
@@ -228,7 +221,7 @@ def load_plan(path: str | Path, docs: TaskDocs) -> LabelPlan:
     if plan.task != docs.name:
         raise InputError(path, f"the plan is for task '{plan.task}', not '{docs.name}'",
                          hint="pass the plan made for this task, or none")
-    if plan.leaves != docs.leaves or len(plan.inclusion) != plan.n_docs:
+    if plan.leaves != docs.leaves or plan.n_docs != docs.n:
         raise InputError(path, f"the plan was made for {plan.n_docs} docs "
                          f"({_leaves_text(plan.leaves)}), the task now has {docs.n} "
                          f"({_leaves_text(docs.leaves)})",
@@ -324,37 +317,32 @@ def check_labelled(rows: pd.DataFrame, docs: TaskDocs) -> np.ndarray:
 # -- the posterior report ----------------------------------------------------------------
 @dataclass
 class PosteriorReport:
-    """What ``recommend`` reports beyond the paper's scores (accuracy units in [0, 1])."""
+    """What ``recommend`` reports beside its decision (accuracy units in [0, 1])."""
 
     estimates: list[dict[str, Any]]  # {model, acc, low, high, p_best, n_labels}, best first
     expected_gain: dict[str, float]  # {"10": gain, "30": gain}
     n_labelled_docs: int
     verdict: str
-    choice: str
-    p_choice_beats_bma: float
-    fallback: bool
-    reason: str
 
 
 def posterior(cal: Any, g: np.ndarray, models: list[str], allowed: np.ndarray, *,
-              lab_docs: np.ndarray, lab_y: np.ndarray, weights: np.ndarray | None,
-              seed: int, eta: float, gains: bool = True) -> tuple[Any, PosteriorReport]:
-    """The estimate.py posterior of the task's accuracy per model and its report.
+              lab_docs: np.ndarray, lab_y: np.ndarray, seed: int, gains: bool = True
+              ) -> tuple[Any, PosteriorReport]:
+    """The estimate.py posterior of the task's accuracy per model and its report (a
+    report only: the decision is a decider's).
 
     Args:
         cal: the router's calibration.
         g: (N, M) zero-label predicted correctness of every doc of the task.
         lab_docs, lab_y: labelled doc positions (L,) and their correctness (L, M).
-        weights: (L,) 1/pi of the labelled docs (None: equal, random labels).
         seed: seeds P(best) and the expected gains (Monte Carlo).
         gains: compute the expected gain of more labels and its verdict (False: left empty,
             for a decision that reports its own).
     """
-    from .estimate import decide_with_estimate, estimate
-    from .scores import argmax_with_ties
+    from .estimate import estimate
 
     if len(lab_docs):
-        est = estimate(cal, g, allowed, lab_g=g[lab_docs], lab_y=lab_y, weights=weights)
+        est = estimate(cal, g, allowed, lab_g=g[lab_docs], lab_y=lab_y)
     else:
         est = estimate(cal, g, allowed)
     p_best = est.p_best(np.random.default_rng(seed))
@@ -368,24 +356,24 @@ def posterior(cal: Any, g: np.ndarray, models: list[str], allowed: np.ndarray, *
     # Carlo noise of estimate.expected_gain, reported as 0.
     expected = {str(n): max(0.0, float(est.expected_gain(n, np.random.default_rng([seed, n]))))
                 for n in GAIN_LABELS} if gains else {}
-    choice, p, bma = decide_with_estimate(est, cal, eta)
-    best = argmax_with_ties(np.where(allowed, est.mean, -np.inf), cal.mean_accuracy)
-    fallback = choice == bma and best != bma
-    if best == bma:
-        reason = (f"{models[best]} has the highest estimated accuracy and is also the best "
-                  "model on average")
-    elif fallback:
-        reason = (f"{models[best]} has the highest estimated accuracy, but P(it beats "
-                  f"{models[bma]}) = {p:.2f} is not above eta = {eta}: fell back to the best "
-                  "model on average")
-    else:
-        reason = (f"{models[best]} has the highest estimated accuracy and P(it beats the best "
-                  f"model on average, {models[bma]}) = {p:.2f} > eta = {eta}")
     return est, PosteriorReport(
         estimates=rows, expected_gain=expected, n_labelled_docs=int(len(lab_docs)),
-        verdict=verdict(expected) if gains else "", choice=models[choice],
-        p_choice_beats_bma=float(p), fallback=bool(fallback),
-        reason=reason)
+        verdict=verdict(expected, by="label posterior") if gains else "")
+
+
+STACK_GAIN_SOURCE = "stacked switch, measured leave-one-task-out on the reference tasks"
+
+
+def stack_gain_verdict(router: Any, allowed: np.ndarray, n_labels: int
+                       ) -> tuple[dict[str, float], str]:
+    """({"10": x, "30": y}, verdict): how much more the stacked switch gains over BMA with
+    N more labels per candidate than with ``n_labels`` (accuracy units, may be < 0): the
+    difference of the switches' leave-one-task-out gains on the reference tasks
+    (``Switch.expected_gain``; measured, not modelled)."""
+    base = router.stacked_switch(allowed, n_labels).expected_gain
+    gains = {str(n): float(router.stacked_switch(allowed, n_labels + n).expected_gain - base)
+             for n in GAIN_LABELS}
+    return gains, verdict(gains, by=STACK_GAIN_SOURCE)
 
 
 def verdict(gains: dict[str, float], by: str = "") -> str:

@@ -34,11 +34,16 @@ def write_plots(result: EvaluationResult, folder: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6, 4))
     alphas = [0.0] + [entry["alpha"] for entry in result.alpha_sweep
                       if entry.get("alpha") is not None]  # --labels entries have none
-    for name, label in (("s1", "S1"), ("s3", "S3"), ("few_shot", "Few-shot"),
-                        ("stack", "stacked switch (ours)"), ("post", "posterior (ours)")):
+    from .registry import deciders
+
+    lines = [(name, getattr(deciders.get(name), "title", "") or name)
+             for name in result.settings.get("deciders", [])] + [("few_shot", "Few-shot")]
+    for name, label in lines:
+        if name == result.settings.get("default"):
+            label += " (default)"
         means, stds = [], []
         for alpha in alphas:
-            key = (name if name != "post" else "cal") if alpha == 0 else f"{name}@{alpha:g}"
+            key = name if alpha == 0 else f"{name}@{alpha:g}"
             if key not in rows:
                 means.append(float("nan"))
                 stds.append(0.0)

@@ -1,7 +1,8 @@
 """Name -> class registries filled lazily from entry points.
 
-Built-in adapters and predictors are registered through the same entry-point groups as
-third-party plugins (``lm_router.adapters``, ``lm_router.predictors``)::
+Built-in adapters, predictors and deciders are registered through the same entry-point
+groups as third-party plugins (``lm_router.adapters``, ``lm_router.predictors``,
+``lm_router.deciders``)::
 
     from lm_router_plugin.registry import adapters
     AdapterClass = adapters.get("lm-eval")    # imports the module on first use
@@ -94,3 +95,4 @@ class Registry(Generic[T]):
 
 adapters: Registry = Registry("adapter", "lm_router.adapters")
 predictors: Registry = Registry("predictor", "lm_router.predictors")
+deciders: Registry = Registry("decider", "lm_router.deciders")

@@ -22,21 +22,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .calibration import Calibration, calibrate
-from .decision import (
-    DEFAULT_SCORE, SCORES, DecisionSettings, ModelScore, Recommendation, RouteDecision, explain,
-    nearest_tasks, route_choices, score_and_decide, u_note,
-)
+from .calibration import calibrate
+from .deciders import DEFAULT_DECIDER, Decider, DecisionSettings, StackedSwitch, TaskView
 from .embedding import Embedder, embed_texts, make_embedder
-from .errors import LMRouterError, NotFittedError, UnknownNameError
+from .errors import LMRouterError, NotFittedError
 from .neighbors import (
     AUTO_FAISS_MIN_REFS, FAISS_GROUPED_MIN_ROWS, FaissIVFIndex, GroupedNeighbors,
-    NeighborIndex, build_index, check_index_kind, merge_topk, resolve_index_kind, topk_cosine,
+    NeighborIndex, build_index, merge_topk, resolve_index_kind, topk_cosine,
 )
 from .pool import ReferencePool, build_pool, rows_by_task
 from .predictors import CorrectnessPredictor
-from .registry import predictors, unknown_name_message
+from .recommendation import (
+    ModelScore, Recommendation, RouteDecision, nearest_tasks, route_choices, u_note,
+)
+from .registry import deciders, predictors, unknown_name_message
 from .schema import MODEL
+from .settings import InvalidParameterError, validate_params
 from .store import Store
 
 logger = logging.getLogger(__name__)
@@ -47,14 +48,6 @@ DECISION_PARAMS = ("sigma", "eta", "n_draws", "seed")
 # How the reference pool is searched (neighbors.py). Applied when a saved router is loaded,
 # like DECISION_PARAMS; only an approximate index enters the cache key (``fit_params``).
 SEARCH_PARAMS = ("index", "index_threshold", "nlist", "nprobe")
-
-
-class InvalidParameterError(LMRouterError, ValueError):
-    """A router constant is out of range (the CLI reports it as bad usage, exit 2)."""
-
-    def __init__(self, name: str, message: str):
-        super().__init__(f"--{name.replace('_', '-')}: {message}")
-        self.param = name
 
 
 class Router:
@@ -129,42 +122,10 @@ class Router:
                                 seed=self.seed, t=self.t)
 
     def validate_params(self) -> None:
-        """Range-check every constant; raises InvalidParameterError naming the first bad one.
-        Cheap: call it before any embedding or fitting."""
-        def integer(name: str, low: int) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise InvalidParameterError(name, f"must be an integer >= {low}, got {value!r}")
-
-        def number(name: str, low: float, high: float, low_open: bool = False) -> None:
-            value = getattr(self, name)
-            ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool) \
-                and math.isfinite(value) and (value > low if low_open else value >= low) \
-                and value <= high
-            if not ok:
-                bound = f"{'(' if low_open else '['}{low}, {high}]"
-                raise InvalidParameterError(name, f"must be a number in {bound}, got {value!r}")
-
-        integer("k", 1)
-        integer("kappa", 1)
-        integer("n_draws", 1)
-        integer("seed", 0)
-        integer("index_threshold", 0)
-        for name in ("nlist", "nprobe"):
-            if getattr(self, name) is not None:
-                integer(name, 1)
-        check_index_kind(self.index)  # unknown kind; faiss kind without faiss: install hint
-        number("sigma", 0.0, math.inf, low_open=True)
-        number("t", 0.0, 1.0)
-        number("eta", 0.0, 1.0)
-        if self.max_seq_length is not None:
-            integer("max_seq_length", 1)
-        cls = predictors.get(self.predictor)  # unknown name: did-you-mean
-        unknown = set(self.predictor_params) - set(cls.param_names())
-        if unknown:
-            raise InvalidParameterError(
-                "predictor_param", f"{self.predictor} has no parameter(s) {sorted(unknown)}; "
-                f"it takes {cls.param_names()}")
+        """Range-check every constant (settings.validate_params); raises
+        InvalidParameterError naming the first bad one. Cheap: call it before any embedding
+        or fitting."""
+        validate_params({**self.get_params(), "device": self.device})
 
     # building blocks (public: the evaluation uses them too) -----------------------------------
     def make_predictor(self) -> CorrectnessPredictor:
@@ -280,23 +241,6 @@ class Router:
             raise NotFittedError("This Router is not fitted yet. Call 'fit' with a correctness "
                                  "table first.")
 
-    # read-only views of the calibration (names kept from earlier versions) -----------------
-    @property
-    def u_ref_(self) -> np.ndarray:
-        return self.calibration_.u
-
-    @property
-    def p_ref_(self) -> np.ndarray:
-        return self.calibration_.p
-
-    @property
-    def task_accuracy_(self) -> np.ndarray:
-        return self.calibration_.accuracy
-
-    @property
-    def model_mean_accuracy_(self) -> np.ndarray:
-        return self.calibration_.mean_accuracy
-
     # scoring ---------------------------------------------------------------------------
     def model_mask(self, candidates: Sequence[str] | None = None, max_params: int | None = None,
                    model_info: dict[str, dict[str, Any]] | None = None) -> np.ndarray:
@@ -327,79 +271,106 @@ class Router:
             return refit.predict_searched(Q, np.where(np.isfinite(sim), idx, -1))
         return refit.predict_proba(Q)
 
-    def _labelled_pool(self, labeled: pd.DataFrame | None, store: Store | None,
-                       embeddings: np.ndarray | None = None
-                       ) -> tuple[np.ndarray, np.ndarray] | None:
-        """(embeddings, labels) of in-task labelled samples, or None. ``embeddings``: the
-        rows' embeddings in ``build_pool`` order instead of embedding their texts."""
-        if labeled is None or labeled.empty:
-            return None
-        extra_models = sorted(set(labeled[MODEL]) - set(self.models_))
-        if extra_models:
-            logger.warning("--labeled: ignoring models the router does not know: %s",
-                           ", ".join(extra_models))
-        known = labeled[labeled[MODEL].isin(self.models_)]
-        if known.empty:
-            raise LMRouterError("--labeled: none of its models is in the store; the labelled "
-                                "samples must come from the same models")
-        pool = build_pool(known, models=self.models_)
-        X_lab = np.asarray(self.embed(pool.texts, store) if embeddings is None else embeddings,
-                           dtype=np.float32)
-        logger.info("added %d labelled in-task inputs to the reference pool", len(X_lab))
-        return X_lab, pool.Y
+    def decider(self, score: str = DEFAULT_DECIDER) -> Decider:
+        """The registered decider ``score`` (unknown name: did-you-mean)."""
+        return deciders.get(score)()
 
-    def recommend(self, prompts: Sequence[str] | None = None, *,
-                  embeddings: np.ndarray | None = None, task: str = "prompts",
-                  candidates: Sequence[str] | None = None, max_params: int | None = None,
-                  score: str = DEFAULT_SCORE, labeled: pd.DataFrame | None = None,
-                  labeled_embeddings: np.ndarray | None = None,
-                  model_info: dict[str, dict[str, Any]] | None = None,
-                  store: Store | None = None) -> Recommendation:
-        """Which model to use for a new task given its prompts (or their embeddings).
+    def task_view(self, Q: np.ndarray, allowed: np.ndarray, lab_docs: np.ndarray | None = None,
+                  lab_y: np.ndarray | None = None) -> tuple[TaskView, np.ndarray, np.ndarray]:
+        """The view deciders read for a new task: (view, zero-label g of every doc (N, M),
+        the docs' kappa nearest reference rows (N, kappa)).
 
-        Args:
-            prompts: (n,) prompt texts of the new task.
-            embeddings: (n, dim) instead of ``prompts``.
-            candidates, max_params: restrict the choice (``model_info`` gives params).
-            score: "s1", "s2", "s3" (the paper's method: S3 with fallback) or "stack"
-                (stacking.py: the switch learned on the reference tasks).
-            labeled: correctness rows of the new task (few in-task labels) added to the
-                predictor's pool before scoring (not to u, which stays the distance to the
-                reference tasks).
-            labeled_embeddings: embeddings of ``labeled``'s instances (build_pool order).
+        Q (N, dim): embeddings of the task's docs. lab_docs (L,) positions of its labelled
+        docs and lab_y (L, M) their correctness: they join the predictor's pool for the S
+        scores (the paper's way) and feed the stacked switch fitted for L labels; the
+        choice is for the other docs (all of them when every doc is labelled).
         """
         self._check_fitted()
-        if score not in SCORES:
-            raise UnknownNameError(unknown_name_message("score", score, list(SCORES)))
-        allowed = self.model_mask(candidates, max_params, model_info)  # cheap checks first
-        Q = embeddings if embeddings is not None else self.embed(prompts or [], store)
-        if len(Q) == 0:
-            raise LMRouterError(f"task '{task}' has no inputs to score")
-        Q = np.asarray(Q, dtype=np.float32)
+        lab_docs = np.empty(0, np.int64) if lab_docs is None else np.asarray(lab_docs)
         searched, sim = self.neighbor_index().search(Q, max(self.k, self.kappa))
-        pool = self._labelled_pool(labeled, store, labeled_embeddings)
-        g = self.predict_correctness(Q, pool, searched=searched)
-        # the stacked switch is fitted on zero-label scores: it reads g without the labels
-        g_zero = g if pool is None else self.predict_correctness(Q, searched=searched)
-        idx, sim = searched[:, :self.kappa], sim[:, :self.kappa]
-        settings = self.decision_settings()
-        scores, dec = score_and_decide(self.calibration_, g, sim, allowed, score, settings,
-                                       switch=self.stacked_switch(allowed), g_stack=g_zero)
-        info = model_info or {}
+        g_all = self.predict_correctness(Q, searched=searched)  # one search: g and u
+        rest = np.setdiff1d(np.arange(len(Q)), lab_docs)
+        if len(rest) == 0:  # every doc labelled: the choice is still for the task's docs
+            rest = np.arange(len(Q))
+        g_labelled = None
+        if len(lab_docs):
+            g_labelled = self.predict_correctness(Q[rest], labeled=(Q[lab_docs], lab_y))
+        view = TaskView(cal=self.calibration_, models=list(self.models_), allowed=allowed,
+                        g=g_all[rest], kappa_sim=sim[rest, :self.kappa],
+                        settings=self.decision_settings(),
+                        lab_y=lab_y if len(lab_docs) else None, g_labelled=g_labelled,
+                        switches=lambda n: self.stacked_switch(allowed, n))
+        return view, g_all, searched[:, :self.kappa]
+
+    def recommend(self, prompts: Sequence[str] | None = None, *,
+                  embeddings: np.ndarray | None = None, docs: Any = None,
+                  task: str | None = None, candidates: Sequence[str] | None = None,
+                  max_params: int | None = None, score: str = DEFAULT_DECIDER,
+                  labeled: pd.DataFrame | None = None,
+                  model_info: dict[str, dict[str, Any]] | None = None,
+                  store: Store | None = None) -> Recommendation:
+        """Which model to use for a new task, and how sure we are: the one recommendation
+        path (``lm_router_plugin.recommend`` and ``lm-router recommend`` call it).
+
+        Args:
+            prompts: (N,) texts of the task's docs, or ``embeddings`` (N, dim), or ``docs``
+                (labels.TaskDocs: an lm-eval task's docs, which maps ``labeled`` rows of its
+                leaf tasks to doc positions).
+            candidates, max_params: restrict the choice (``model_info`` gives params).
+            score: a registered decider (s1, s2, s3, stack; deciders.py).
+            labeled: correctness rows of some of the task's docs (lm-eval sample logs read
+                with api.read_labeled; with prompts, ``instance_id`` is the prompt index).
+        """
+        from .labels import TaskDocs, labelled_matrix, posterior
+
+        self._check_fitted()
+        decider = self.decider(score)
+        allowed = self.model_mask(candidates, max_params, model_info)  # cheap checks first
+        if docs is None:
+            texts = list(prompts or []) if embeddings is None else [""] * len(embeddings)
+            docs = TaskDocs(task or "prompts", "prompts", [(task or "prompts", len(texts))],
+                            texts)
+        task = task or docs.name
+        if docs.n == 0:
+            raise LMRouterError(f"task '{task}' has no inputs to score")
+        Q = np.asarray(embeddings if embeddings is not None else self.embed(docs.texts, store),
+                       dtype=np.float32)
+        models = list(self.models_)
+        _warn_unknown_models(labeled, models)
+        lab_docs, lab_y = labelled_matrix(labeled, docs, models)
+        view, g_all, neighbours = self.task_view(Q, allowed, lab_docs, lab_y)
+        decision = decider.decide(view)
+        stack = decision if decider.name == "stack" else StackedSwitch().decide(view)
+        scores, info = view.scores, model_info or {}
         rows = [ModelScore(model=m, s1=float(scores.s1[i]), s2=float(scores.s2[i]),
                            s3=float(scores.s3[i]), p=float(scores.p[i]),
                            params=(info.get(m) or {}).get("params"),
-                           stack=float(scores.stack[i]))
-                for i, m in enumerate(self.models_) if allowed[i]]
-        rows.sort(key=lambda r: -getattr(r, score))
+                           stack=_finite_or_none(stack.scores[i]),
+                           score=_finite_or_none(decision.scores[i]))
+                for i, m in enumerate(models) if allowed[i]]
+        # the choice first, then by the deciding score: the table never contradicts it
+        rows.sort(key=lambda r: (r.model != models[decision.choice],
+                                 -(r.score if r.score is not None else -np.inf)))
+        by_stack = decision.decided_by == "stack"
+        _, report = posterior(self.calibration_, g_all, models, allowed, lab_docs=lab_docs,
+                              lab_y=lab_y, seed=self.seed, gains=not by_stack)
+        gains, verdict = report.expected_gain, report.verdict
+        if by_stack:
+            from .labels import stack_gain_verdict
+
+            gains, verdict = stack_gain_verdict(self, allowed, len(lab_docs))
         return Recommendation(
-            task=task, n_inputs=len(Q), u=scores.u, choice=self.models_[dec.choice],
-            bma=self.models_[dec.bma], fallback=dec.fallback,
-            p_choice_beats_bma=dec.p_beats_bma, score=score, models=rows,
-            reason=explain(dec, score, self.models_, self.eta, scores.switch, scores.stack),
-            nearest_tasks=nearest_tasks(idx, self.task_of_, self.task_names_, self.calibration_),
+            task=task, n_inputs=len(view.g), u=view.u, choice=models[decision.choice],
+            bma=models[decision.bma], fallback=decision.fallback,
+            p_choice_beats_bma=decision.p_beats_bma, score=decider.name,
+            decided_by=decision.decided_by, models=rows, reason=decision.reason,
+            nearest_tasks=nearest_tasks(neighbours, self.task_of_, self.task_names_,
+                                        self.calibration_),
             u_reference_range=self.calibration_.u_range(),
-            u_note=u_note(scores.u, self.calibration_, self.sigma))
+            u_note=u_note(view.u, self.calibration_, self.sigma),
+            n_reference_tasks=view.n_reference_tasks, estimates=report.estimates,
+            expected_gain=gains, expected_gain_by="stack" if by_stack else "posterior",
+            n_labelled_docs=int(len(lab_docs)), labels_verdict=verdict)
 
     def route(self, prompts: Sequence[str] | None = None, *,
               embeddings: np.ndarray | None = None, candidates: Sequence[str] | None = None,
@@ -419,24 +390,6 @@ class Router:
                               g={m: float(g[i, j]) for j, m in enumerate(self.models_)
                                  if allowed[j]})
                 for i, c in enumerate(choice)]
-
-    # persistence (persistence.py) -------------------------------------------------------
-    def save(self, folder, card: dict[str, Any] | None = None, *, replace: bool = True) -> bool:
-        """See :func:`lm_router_plugin.persistence.save_router`."""
-        from .persistence import save_router
-
-        return save_router(self, folder, card, replace=replace)
-
-    @classmethod
-    def load(cls, folder) -> Router:
-        from .persistence import load_router
-
-        return load_router(folder)
-
-    def card(self) -> dict[str, Any]:
-        from .persistence import router_card
-
-        return router_card(self)
 
 
 def model_mask(models: Sequence[str], candidates: Sequence[str] | None = None,
@@ -464,12 +417,21 @@ def model_mask(models: Sequence[str], candidates: Sequence[str] | None = None,
     return allowed
 
 
-def fit_or_load(store: Store, **params: Any) -> Router:
-    """See :func:`lm_router_plugin.persistence.fit_or_load` (kept importable from here)."""
-    from .persistence import fit_or_load as _fit_or_load
-
-    return _fit_or_load(store, **params)
+def _finite_or_none(x: float) -> float | None:
+    """JSON has no inf/nan: a model a decider did not score is None."""
+    return float(x) if np.isfinite(x) else None
 
 
-__all__ = ["Calibration", "InvalidParameterError", "Recommendation", "Router", "build_pool",
-           "fit_or_load", "model_mask"]
+def _warn_unknown_models(labeled: pd.DataFrame | None, models: list[str]) -> None:
+    if labeled is None or labeled.empty:
+        return
+    extra = sorted(set(labeled[MODEL]) - set(models))
+    if extra:
+        logger.warning("--labeled: ignoring models the router does not know: %s",
+                       ", ".join(extra))
+    if len(extra) == labeled[MODEL].nunique():
+        raise LMRouterError("--labeled: none of its models is in the store; the labelled "
+                            "samples must come from the same models")
+
+
+__all__ = ["InvalidParameterError", "Router", "model_mask"]

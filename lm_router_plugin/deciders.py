@@ -1,0 +1,295 @@
+"""Decisions as objects: every rule that picks a model for a task implements one interface.
+
+    >>> from lm_router_plugin.registry import deciders
+    >>> decider = deciders.get("stack")()      # s1, s2, s3 (the paper's), stack (default)
+    >>> decision = decider.decide(view)        # view: the TaskView of one task
+    >>> decision.choice, decision.fallback, decision.reason
+
+``Router.recommend`` (a new task) and ``evaluate`` (each held-out task, with the calibration
+of a fit without it) build a :class:`TaskView` and call the same ``decide``: no rule is
+written twice. A decider from another package registers under the entry-point group
+``lm_router.deciders`` and then runs through ``recommend --score NAME``, ``evaluate`` (a row
+of its name, with and without labels) and the plots with no edit of this package.
+
+A decider reads only its view: the calibration of the fit (reference tasks only), the
+task's predicted correctness, its distance to the reference inputs and, with labels, the
+labelled docs' correctness. In an evaluation nothing in the view comes from the held-out
+task's labels except the labelled docs given to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from .calibration import Calibration, best_on_average, smoothed_p
+from .scores import argmax_with_ties, prob_beats, quiet_nanmean, s1, s2, s3, task_distance
+from .stacking import Switch, fit_switch, task_features
+
+#: The default decision: the stacked switch (measured above S3 on average over the real
+#: sets, docs/results.md); "s3" is the paper's.
+DEFAULT_DECIDER = "stack"
+#: Reference tasks the stacked switch needs: with fewer, its leave-one-task-out fit of the
+#: weights and threshold has too few tasks and the paper's S3 rule decides instead
+#: (measured with bench/min_reference_tasks.py, docs/method.md).
+MIN_STACK_TASKS = 5
+
+
+@dataclass
+class DecisionSettings:
+    """The constants that act at scoring time (changing them needs no refit)."""
+
+    sigma: float = 0.09  # kernel bandwidth of the confidence p
+    eta: float = 0.6  # S3 keeps its choice only if P(it beats BMA) > eta
+    n_draws: int = 1000  # Monte Carlo draws of that test
+    seed: int = 0
+    t: float = 0.5  # threshold on g for S2/S3
+
+
+@dataclass
+class TaskScores:
+    """The paper's per-model scores of one task, arrays of shape (M,); n inputs; u the
+    task's distance to the reference inputs; n_pos the inputs predicted correct."""
+
+    n: int
+    u: float
+    s1: np.ndarray
+    s2: np.ndarray
+    s3: np.ndarray
+    p: np.ndarray
+    n_pos: np.ndarray
+
+    def get(self, name: str) -> np.ndarray:
+        return getattr(self, name)
+
+
+def score_task(g: np.ndarray, u: float, p: np.ndarray, t: float) -> TaskScores:
+    """S1, S2, S3 (METHOD.md eq. 3.3-3.6) from g (n, M), the task distance u and p (M,)."""
+    score2 = s2(g, t)
+    return TaskScores(n=len(g), u=u, s1=s1(g), s2=score2, s3=s3(score2, p), p=p,
+                      n_pos=(g > t).sum(axis=0))
+
+
+@dataclass
+class TaskView:
+    """Everything a decider may read about one task.
+
+    cal: the calibration of the fit (its reference tasks only). models (M,) names. allowed
+    (M,) bool candidates. g (n, M): zero-label predicted correctness of the n docs the
+    choice is for (the unlabelled ones). kappa_sim (n, kappa): their similarities to the
+    nearest reference inputs (the task distance u). lab_y (L, M): correctness of the task's
+    L labelled docs (nan: a model without a label there; L = 0 without labels). g_labelled
+    (n, M): g with the labelled docs added to the predictor's pool (the paper's way of using
+    labels; None: g). p (M,): a p to use instead of the kernel-smoothed one (the
+    evaluation's true-p row). switches(n_labels): the stacked switch fitted on the
+    reference tasks for ``allowed`` and that many labels (cached by the caller).
+    """
+
+    cal: Calibration
+    models: list[str]
+    allowed: np.ndarray
+    g: np.ndarray
+    kappa_sim: np.ndarray
+    settings: DecisionSettings
+    lab_y: np.ndarray | None = None
+    g_labelled: np.ndarray | None = None
+    p: np.ndarray | None = None
+    switches: Callable[[int], Switch] | None = None
+
+    @property
+    def n_labels(self) -> int:
+        return 0 if self.lab_y is None else len(self.lab_y)
+
+    @property
+    def label_accuracy(self) -> np.ndarray:
+        """(M,) accuracy on the labelled docs (nan: no label; all nan without labels)."""
+        if not self.n_labels:
+            return np.full(len(self.models), np.nan)
+        return quiet_nanmean(np.asarray(self.lab_y, dtype=float))
+
+    @property
+    def n_reference_tasks(self) -> int:
+        return int(np.sum(self.cal.included))
+
+    @cached_property
+    def bma(self) -> int:
+        """The best model on average over the reference tasks, among ``allowed``."""
+        return best_on_average(self.cal, self.allowed)
+
+    @cached_property
+    def u(self) -> float:
+        return task_distance(self.kappa_sim)
+
+    @cached_property
+    def scores(self) -> TaskScores:
+        """The paper's scores from g with the labels in the pool (shared by S1/S2/S3)."""
+        g = self.g if self.g_labelled is None else self.g_labelled
+        p = smoothed_p(self.cal, self.u, self.settings.sigma) if self.p is None else self.p
+        return score_task(g, self.u, p, self.settings.t)
+
+    def switch(self, n_labels: int = 0) -> Switch:
+        if self.switches is not None:
+            return self.switches(n_labels)
+        if n_labels:
+            raise ValueError("a TaskView with labels needs `switches` (the reference "
+                             "correctness is not in the view)")
+        return fit_switch(self.cal, self.allowed, sigma=self.settings.sigma,
+                          seed=self.settings.seed)
+
+
+@dataclass
+class Decision:
+    """What a decider chose. choice, best_by_score, bma: model indices (best_by_score: the
+    argmax of the decider's score before any fallback). scores (M,): the values it ranked
+    by (-inf or nan for models not allowed; shown in recommend's table). p_beats_bma: its
+    probability that best_by_score beats BMA (0.5 when they are the same model). reason:
+    one sentence for users. decided_by: the rule that actually decided (a decider may hand
+    over, e.g. the stacked switch to S3 with too few reference tasks). labels_used: whether
+    the labelled docs changed the decision's inputs."""
+
+    choice: int
+    best_by_score: int
+    bma: int
+    fallback: bool
+    p_beats_bma: float
+    scores: np.ndarray
+    reason: str = ""
+    decided_by: str = ""
+    labels_used: bool = False
+    details: dict = field(default_factory=dict)
+
+
+class Decider:
+    """One decision rule. Subclasses set ``name`` (the registered name), ``title`` (for
+    tables and plots) and ``score_label`` (what ``Decision.scores`` holds), and implement
+    :meth:`decide`. Deciders hold no fitted state: everything comes from the view."""
+
+    name = ""
+    title = ""
+    score_label = "score"
+
+    def decide(self, view: TaskView) -> Decision:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class PaperScore(Decider):
+    """The paper's rule for one of S1, S2, S3: the allowed model of highest score (ties:
+    higher mean reference accuracy); for S3 kept only if P(its true accuracy > BMA's) >
+    eta (eq. 3.8, a seeded Monte Carlo), else BMA. With labels, g comes from a predictor
+    whose pool holds the labelled docs (the paper's few-shot variant)."""
+
+    score = "s3"
+
+    def decide(self, view: TaskView) -> Decision:
+        scores, bma, settings = view.scores, view.bma, view.settings
+        values = np.where(view.allowed, scores.get(self.score), -np.inf)
+        best = argmax_with_ties(values, view.cal.mean_accuracy)
+        if best == bma:
+            p_beats = 0.5
+        else:
+            rng = np.random.default_rng(settings.seed)
+            p_beats = prob_beats(scores.n, int(scores.n_pos[best]), float(scores.p[best]),
+                                 int(scores.n_pos[bma]), float(scores.p[bma]),
+                                 n_draws=settings.n_draws, rng=rng)
+        fallback = self.score == "s3" and best != bma and not p_beats > settings.eta
+        return Decision(choice=bma if fallback else best, best_by_score=best, bma=bma,
+                        fallback=fallback, p_beats_bma=p_beats, scores=values,
+                        reason=self._reason(view, best, bma, fallback, p_beats),
+                        decided_by=self.score, labels_used=view.g_labelled is not None)
+
+    def _reason(self, view: TaskView, best: int, bma: int, fallback: bool, p: float) -> str:
+        name, top, avg = self.score.upper(), view.models[best], view.models[bma]
+        eta = view.settings.eta
+        if best == bma:
+            return f"{top} has the highest {name} and is also the best model on average"
+        if fallback:
+            return (f"{top} has the highest S3, but P(it beats {avg}) = {p:.2f} is not above "
+                    f"eta = {eta}: fell back to the best model on average")
+        if self.score == "s3":
+            return (f"{top} has the highest S3 and P(it beats the best model on average, "
+                    f"{avg}) = {p:.2f} > eta = {eta}")
+        return f"{top} has the highest {name} (no fallback test for {name})"
+
+
+class S1(PaperScore):
+    name = score = "s1"
+    title, score_label = "S1 (paper)", "S1"
+
+
+class S2(PaperScore):
+    name = score = "s2"
+    title, score_label = "S2 (paper)", "S2"
+
+
+class S3(PaperScore):
+    name = score = "s3"
+    title, score_label = "S3 (paper)", "S3"
+
+
+class StackedSwitch(Decider):
+    """The stacked switch (stacking.py; ours): a linear rule fitted leave-one-task-out on
+    the reference tasks predicts each model's accuracy gain over BMA from its S1, S3 and
+    mean accuracy differences; the best model is chosen when its predicted gain clears a
+    threshold learned there, else BMA. With labels, the switch fitted for that many labels
+    updates the prediction by the paired label differences (weighted by their precision).
+    With fewer than MIN_STACK_TASKS reference tasks the paper's S3 rule decides instead."""
+
+    name = "stack"
+    title = "stacked switch"
+    score_label = "gain"
+
+    def decide(self, view: TaskView) -> Decision:
+        if view.n_reference_tasks < MIN_STACK_TASKS:
+            dec = S3().decide(view)
+            dec.scores = np.full(len(view.models), np.nan)
+            dec.reason = (f"only {view.n_reference_tasks} reference tasks, the stacked switch "
+                          f"needs {MIN_STACK_TASKS} to learn its rule: decided with the "
+                          f"paper's S3 rule instead; {dec.reason}")
+            return dec
+        switch = view.switch(view.n_labels)
+        labels = view.label_accuracy if switch.n_labels else None
+        s = view.settings
+        features, bma = task_features(view.cal, view.g, view.kappa_sim, view.allowed, s.t,
+                                      s.sigma, labels)
+        choice, best, gain, p = switch.decide(features, view.allowed, bma,
+                                              view.cal.mean_accuracy, n_rest=len(view.g))
+        fallback = choice != best
+        return Decision(choice=choice, best_by_score=best, bma=bma, fallback=fallback,
+                        p_beats_bma=p, scores=gain, decided_by=self.name,
+                        labels_used=bool(switch.n_labels),
+                        reason=self._reason(view, switch, gain, best, bma, fallback, p),
+                        details={"switch": switch})
+
+    @staticmethod
+    def _reason(view: TaskView, switch: Switch, gain: np.ndarray, best: int, bma: int,
+                fallback: bool, p: float) -> str:
+        top, avg = view.models[best], view.models[bma]
+        if best == bma:
+            text = (f"{avg}, the best model on average, has the highest predicted accuracy "
+                    f"(stacked switch: {switch.describe()})")
+        else:
+            verb = ("above the threshold: switched to it" if not fallback else
+                    "not above the threshold: kept the best model on average")
+            text = (f"{top} is predicted {float(gain[best]):+.3f} above {avg} (P(it is "
+                    f"better) = {p:.2f}), {verb} (stacked switch: {switch.describe()})")
+        if view.n_labels and switch.n_labels:
+            text += f"; with {view.n_labels} labelled docs"
+        elif view.n_labels:
+            text += (f"; the {view.n_labels} labelled docs were not used: on the reference "
+                     "tasks, as many labels did not improve the choice")
+        return text
+
+
+def describe_deciders(names: list[str]) -> str:
+    """One line per registered decider for legends: 'name = title'."""
+    from .registry import deciders
+
+    return "; ".join(f"{n} = {getattr(deciders.get(n), 'title', '') or n}" for n in names)
+
+
+__all__ = ["DEFAULT_DECIDER", "Decider", "Decision", "DecisionSettings", "MIN_STACK_TASKS",
+           "PaperScore", "S1", "S2", "S3", "StackedSwitch", "TaskScores", "TaskView",
+           "score_task"]
