@@ -123,6 +123,28 @@ def test_embed_texts_caches_static_vectors(static_cache, tmp_path):
 
 
 @pytest.mark.slow
+def test_static_embedder_warns_once_about_texts_it_cuts(static_cache, tmp_path, caplog):
+    """model2vec truncates at max_length tokens (and max_length x median token length
+    characters): the warning counts both, and the cut text embeds as its first tokens."""
+    import logging
+
+    root, _ = static_cache
+    embedder = StaticEmbedder(cache_dir=root, max_seq_length=8)
+    words = "one two three four five six seven eight nine ten"
+    texts = ["short", words, "x" * 200, "one two three four five six seven eight"]
+    assert embedder.count_truncated(texts) == (2, 8)
+    tokenizer = embedder.model.tokenizer
+    truncation = tokenizer.truncation
+    with caplog.at_level(logging.INFO, logger="lm_router_plugin"):
+        X = embed_texts(texts, embedder, Store(tmp_path))
+    assert tokenizer.truncation == truncation  # the count leaves the tokenizer as it was
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["2 of 4 texts are longer than the embedder's limit of 8 tokens and "
+                        "were cut to it (set embedder.max_seq_length in --config to change it)"]
+    np.testing.assert_allclose(X[1], X[3], atol=1e-6)  # ten words embed as their first eight
+
+
+@pytest.mark.slow
 def test_make_embedder_and_cache_env(static_cache, monkeypatch):
     root, embedder = static_cache
     monkeypatch.setenv(CACHE_ENV, str(root))
