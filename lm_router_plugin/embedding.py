@@ -9,7 +9,7 @@ when installed (no network needed), else to the hub name. torch and sentence-tra
 are imported only when a text actually has to be embedded.
 
 ``embed_texts`` caches every chunk of CACHE_CHUNK texts as soon as it is embedded (so Ctrl-C
-loses at most the chunk in progress) and warns once when the embedder cuts texts at its
+loses at most the chunk in progress) and warns once when the embedder cut texts at its
 token limit. Model names are resolved in static_embedding.py, which this module imports (and
 never the other way round).
 """
@@ -145,10 +145,13 @@ class SentenceTransformerEmbedder:
 
     def count_truncated(self, texts: Sequence[str]) -> tuple[int, int]:
         """(how many ``texts`` are longer than the model's token limit and get cut, the
-        limit), counted with the model's own tokenizer, in batches. Only texts that could
+        limit), counted with the loaded model's own tokenizer, in batches (``embed_texts``
+        calls it after ``encode``; (0, 0) before the model is loaded). Only texts that could
         exceed the limit are tokenized: a token covers at least half a UTF-8 byte in any
         WordPiece, BPE or SentencePiece vocabulary, so shorter texts are skipped."""
-        model = self.model
+        if self._model is None:  # encode never ran (e.g. replaced in a test): nothing cut
+            return 0, 0
+        model = self._model
         limit = getattr(model, "max_seq_length", None)
         tokenizer = getattr(model, "tokenizer", None)
         if not limit or tokenizer is None:
@@ -255,23 +258,18 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(fh, array)
 
 
-def warn_truncated(embedder: Embedder, texts: Sequence[str]) -> int:
-    """Log one warning if the embedder cuts some of ``texts`` at its token limit (embedders
-    with a ``count_truncated(texts) -> (n_cut, limit)`` method); the number cut."""
+def _count_cut(embedder: Embedder, texts: Sequence[str]) -> tuple[int, int]:
+    """(how many ``texts`` the embedder cut at its token limit, the limit) for embedders with
+    a ``count_truncated`` method; (0, 0) for others, or when the count fails."""
     count = getattr(embedder, "count_truncated", None)
     if count is None or not len(texts):
-        return 0
+        return 0, 0
     try:
         n_cut, limit = count(texts)
-    except EmbedderNotFoundError:
-        raise
-    except Exception as exc:  # a tokenizer without the usual API: embed without the count
+    except Exception as exc:  # a tokenizer without the usual API: no count, no warning
         logger.debug("cannot count texts over the token limit: %s", exc)
-        return 0
-    if n_cut:
-        logger.warning("%d of %d texts are longer than the embedder's limit of %d tokens and "
-                       "were cut to it (%s)", n_cut, len(texts), limit, TRUNCATION_HINT)
-    return n_cut
+        return 0, 0
+    return int(n_cut), int(limit)
 
 
 def embed_texts(texts: Sequence[str], embedder: Embedder,
@@ -296,15 +294,22 @@ def embed_texts(texts: Sequence[str], embedder: Embedder,
     if missing:
         logger.info("embedding %d new texts with %s (%d cached)", len(missing), embedder.id,
                     int(found.sum()))
-        warn_truncated(embedder, [texts[unique[k]] for k in missing])
         parts = []
+        n_cut = limit = 0
         # Cache every chunk as soon as it is embedded (one atomic shard per chunk): a run
         # interrupted by Ctrl-C keeps its finished chunks, and the next run embeds the rest.
         for start in range(0, len(missing), CACHE_CHUNK):
             chunk = missing[start:start + CACHE_CHUNK]
-            parts.append(l2_normalise(embedder.encode([texts[unique[k]] for k in chunk])))
+            chunk_texts = [texts[unique[k]] for k in chunk]
+            parts.append(l2_normalise(embedder.encode(chunk_texts)))
             if cache is not None:
                 cache.add(chunk, parts[-1])
+            cut, limit = _count_cut(embedder, chunk_texts)  # after encode: model loaded
+            n_cut += cut
+        if n_cut:  # one warning, on the texts embedded now (cache hits were counted before)
+            logger.warning("%d of %d texts are longer than the embedder's limit of %d tokens "
+                           "and were cut to it (%s)", n_cut, len(missing), limit,
+                           TRUNCATION_HINT)
         new = np.vstack(parts)
     else:
         new = None
@@ -320,4 +325,4 @@ def embed_texts(texts: Sequence[str], embedder: Embedder,
 
 __all__ = ["DEFAULT_EMBEDDER", "DEFAULT_ROUTER_EMBEDDER", "Embedder", "EmbeddingCache",
            "SentenceTransformerEmbedder", "embed_texts", "make_embedder", "packaged_minilm_path",
-           "parse_devices", "resolve_embedder", "warn_truncated"]
+           "parse_devices", "resolve_embedder"]

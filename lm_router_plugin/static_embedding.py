@@ -257,13 +257,16 @@ class StaticEmbedder:
         logger.info("distilled in %.1f s", seconds)
 
     def count_truncated(self, texts: Sequence[str]) -> tuple[int, int]:
-        """(how many ``texts`` model2vec cuts, the token limit ``max_seq_length``).
+        """(how many ``texts`` model2vec cuts, the token limit ``max_seq_length``); (0, 0)
+        before the model is loaded (``embed_texts`` calls it after ``encode``).
 
         model2vec's ``encode`` cuts a text twice: to ``max_length * median_token_length``
         characters, then to ``max_length`` tokens (its tokenizer's truncation). A text counts
         as cut if either applies; only texts that could exceed the limit are tokenized
         (batched, with the model's own tokenizer, its truncation restored afterwards)."""
-        model = self.model
+        if self._model is None:  # encode never ran: nothing was cut (and no distilling)
+            return 0, 0
+        model = self._model
         limit = self.max_seq_length
         max_chars = limit * int(getattr(model, "median_token_length", 1) or 1)
         n_cut = sum(len(t) > max_chars for t in texts)

@@ -132,12 +132,12 @@ def test_static_embedder_warns_once_about_texts_it_cuts(static_cache, tmp_path, 
     embedder = StaticEmbedder(cache_dir=root, max_seq_length=8)
     words = "one two three four five six seven eight nine ten"
     texts = ["short", words, "x" * 200, "one two three four five six seven eight"]
-    assert embedder.count_truncated(texts) == (2, 8)
     tokenizer = embedder.model.tokenizer
     truncation = tokenizer.truncation
     with caplog.at_level(logging.INFO, logger="lm_router_plugin"):
         X = embed_texts(texts, embedder, Store(tmp_path))
     assert tokenizer.truncation == truncation  # the count leaves the tokenizer as it was
+    assert embedder.count_truncated(texts) == (2, 8)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == ["2 of 4 texts are longer than the embedder's limit of 8 tokens and "
                         "were cut to it (set embedder.max_seq_length in --config to change it)"]
