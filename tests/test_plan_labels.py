@@ -1,6 +1,7 @@
-"""plan-labels and recommend --labeled --plan (labels.py), on runs made by lm-eval itself:
-the samples file plan-labels writes is fed to lm-eval's own CLI (``--samples``), and its
-sample logs come back as the labels of the next recommend / plan-labels call."""
+"""plan-labels and recommend --labeled (labels.py), on runs made by lm-eval itself: the
+samples file plan-labels writes (a seeded random sample, stratified over the task's leaf
+tasks) is fed to lm-eval's own CLI (``--samples``), and its sample logs come back as the
+labels of the next recommend / plan-labels call, run as plan-labels printed them."""
 
 from __future__ import annotations
 
@@ -19,10 +20,12 @@ from conftest import TESTS, offline_env, one_error
 from lm_router_plugin import Store
 from lm_router_plugin.errors import InputError
 from lm_router_plugin.persistence import fit_or_load
+from lm_router_plugin.settings import load_settings
 from lm_router_plugin.pool import rows_by_task
 from lm_router_plugin.stacking import fit_switch
 from lm_router_plugin.labels import (
-    TaskDocs, check_labelled, labelled_matrix, load_plan, new_plan, verdict,
+    PLAN_VERSION, TaskDocs, check_labelled, labelled_matrix, load_plan, new_plan,
+    stratified_sample, verdict,
 )
 
 HELD_OUT = "toy_units"
@@ -63,23 +66,78 @@ def test_labelled_rows_of_another_task_or_doc_are_errors():
         check_labelled(_rows([("quiz_a", "5", "m0", 1)]), _docs())
 
 
-def test_rounds_keep_the_inclusion_probability_of_the_round_that_drew_a_doc(tmp_path):
+def test_rounds_add_docs_and_the_plan_is_saved_atomically(tmp_path):
     docs = _docs()
     plan = new_plan(docs, None, None)
-    plan.add_round(np.array([1, 5]), np.array([.2, .6, .2, .3, .3, .6, .2]) * 1.0, seed=0,
-                   requested=2, leaders=["m0"], n_labelled=0, samples_file="x")
-    plan.add_round(np.array([0]), np.array([.5, 0, .1, .1, .1, 0, .2]), seed=0, requested=1,
-                   leaders=["m0"], n_labelled=2, samples_file="x")
-    assert plan.docs == [0, 1, 5] and len(plan.rounds) == 2
-    assert plan.inclusion[1] == pytest.approx(.6) and plan.inclusion[5] == pytest.approx(.6)
-    assert plan.inclusion[0] == pytest.approx(.5)
-    # a labelled doc outside the plan: weighted at the plan's average rate (3 of 7 docs)
-    assert plan.weights(np.array([1, 0, 3])) == pytest.approx([1 / .6, 1 / .5, 7 / 3])
+    plan.add_round(np.array([1, 5]), seed=3, requested=2, n_labelled=0, samples_file="x")
+    plan.add_round(np.array([0]), seed=3, requested=1, n_labelled=2, samples_file="x")
+    assert plan.docs == [0, 1, 5] and plan.n == 3 and len(plan.rounds) == 2
+    assert [r["docs"] for r in plan.rounds] == [[1, 5], [0]]
+    assert [r["labelled_before"] for r in plan.rounds] == [0, 2]
     path = tmp_path / "p.plan.json"
     plan.save(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["p.plan.json"]  # no .tmp left
+    data = json.loads(path.read_text())
+    assert data["version"] == PLAN_VERSION == 2 and data["n"] == 3
+    assert not {"inclusion", "leaders", "weights"} & set(data)  # retired with version 2
     again = load_plan(path, docs)
-    assert again.docs == plan.docs and again.inclusion == plan.inclusion
-    assert json.loads(path.read_text())["leaders"] == ["m0"]
+    assert again.docs == plan.docs and again.rounds == plan.rounds
+
+
+# -- the draw: a seeded random sample, stratified over the leaf tasks ----------------------
+LEAVES = [("a", 10), ("b", 30), ("c", 20)]
+
+
+def _leaf_counts(drawn: np.ndarray, leaves=LEAVES) -> list[int]:
+    bounds = np.cumsum([0] + [size for _, size in leaves])
+    return [int(((drawn >= lo) & (drawn < hi)).sum()) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def test_each_leaf_gets_its_proportional_share():
+    none = np.zeros(60, dtype=bool)
+    drawn = stratified_sample(LEAVES, 12, none, np.random.default_rng(0))
+    assert len(drawn) == 12 and len(set(drawn.tolist())) == 12
+    assert drawn.tolist() == sorted(drawn.tolist()) and drawn.dtype == np.int64
+    assert _leaf_counts(drawn) == [2, 6, 4]  # 12 x 10/60, 30/60, 20/60
+    # shares that are not whole: floors plus the largest remainders (7 x 1/6, 1/2, 1/3)
+    for seed in range(20):
+        counts = _leaf_counts(stratified_sample(LEAVES, 7, none, np.random.default_rng(seed)))
+        assert counts == [1, 4, 2]  # remainders .17, .5, .33: b gets the extra doc
+    # equal remainders: the extra doc goes to either leaf, at random
+    seen = {tuple(_leaf_counts(stratified_sample([("x", 5), ("y", 5)], 3, np.zeros(10, bool),
+                                                 np.random.default_rng(s)),
+                               [("x", 5), ("y", 5)])) for s in range(30)}
+    assert seen == {(1, 2), (2, 1)}
+
+
+def test_excluded_docs_are_never_drawn_and_shares_follow_the_available_docs():
+    exclude = np.zeros(60, dtype=bool)
+    exclude[10:35] = True  # 25 of b's 30 docs labelled or planned before
+    exclude[[0, 2, 4]] = True
+    for seed in range(10):
+        drawn = stratified_sample(LEAVES, 8, exclude, np.random.default_rng(seed))
+        assert not exclude[drawn].any() and len(drawn) == 8
+        assert _leaf_counts(drawn) == [2, 1, 5]  # available 7, 5, 20 of 32
+    # a whole leaf excluded: none from it
+    exclude = np.zeros(60, dtype=bool)
+    exclude[:10] = True
+    drawn = stratified_sample(LEAVES, 10, exclude, np.random.default_rng(1))
+    assert _leaf_counts(drawn) == [0, 6, 4]
+
+
+def test_the_draw_is_seeded_and_never_more_than_available():
+    exclude = np.zeros(60, dtype=bool)
+    exclude[::3] = True
+    one = stratified_sample(LEAVES, 9, exclude, np.random.default_rng([3, 1]))
+    assert one.tolist() == stratified_sample(LEAVES, 9, exclude,
+                                             np.random.default_rng([3, 1])).tolist()
+    others = {tuple(stratified_sample(LEAVES, 9, exclude, np.random.default_rng([s, 1])))
+              for s in range(5)}
+    assert len(others) > 1  # another seed, another draw
+    # n larger than what is left: every available doc, once
+    every = stratified_sample(LEAVES, 1000, exclude, np.random.default_rng(0))
+    assert every.tolist() == np.flatnonzero(~exclude).tolist()
+    assert stratified_sample(LEAVES, 5, np.ones(60, bool), np.random.default_rng(0)).size == 0
 
 
 def test_a_plan_of_another_task_or_size_is_an_error(tmp_path):
@@ -151,44 +209,92 @@ def _logged_doc_ids(runs: Path, model: str) -> list[int]:
     return sorted(ids)
 
 
+def seed_config(folder: Path, seed: int = 3) -> Path:
+    """A --config YAML that sets the research constant ``decision.seed``."""
+    path = folder / f"seed{seed}.yaml"
+    path.write_text(f"decision: {{seed: {seed}}}\n")
+    return path
+
+
+def printed_command(stdout: str, key: str) -> list[str]:
+    """The words of the ``key: lm-router ...`` line plan-labels printed, without
+    "lm-router" (shell words, as a shell would split them)."""
+    (line,) = [x for x in stdout.splitlines() if x.startswith(f"{key}: ")]
+    words = shlex.split(line[len(key) + 2:])
+    assert words[0] == "lm-router", line
+    return words[1:]
+
+
+def printed_lm_eval(stdout: str) -> list[str]:
+    return [x.strip() for x in stdout.splitlines() if x.strip().startswith("lm_eval ")]
+
+
+def run_printed(words: list[str]):
+    """Run an ``lm-router`` line as printed (in this process, in the current directory)."""
+    from click.testing import CliRunner
+
+    from lm_router_plugin.cli import main
+
+    return CliRunner().invoke(main, words, catch_exceptions=False)
+
+
 @pytest.mark.slow
-def test_plan_run_with_lm_eval_recommend_and_plan_again(cli, ref_store, lmeval_runs, tmp_path):
+def test_plan_run_with_lm_eval_recommend_and_plan_again(cli, ref_store, lmeval_runs, tmp_path,
+                                                         monkeypatch):
+    """The whole loop with relative paths, every next step run exactly as printed."""
+    monkeypatch.chdir(tmp_path)
     tasks = lmeval_runs.tasks_dir
-    prefix = tmp_path / "units"
-    base = ["--task", HELD_OUT, "--include-path", tasks, "--store", ref_store, "--seed", "3"]
-    result = cli("plan-labels", *base, "--n", "8", "--out", prefix)
+    config = seed_config(Path("."))
+    base = ["--task", HELD_OUT, "--include-path", tasks, "--store", ref_store]
+    result = cli("plan-labels", *base, "--config", config, "--n", "8", "--out", "units")
     assert result.exit_code == 0, result.output
+    assert "a random sample, stratified over the task's subtasks; seed 3" in result.stdout
     assert "lm_eval --model hf --model_args pretrained=toy/math-whiz-7b" in result.stdout
-    assert f"then: lm-router recommend --task {HELD_OUT}" in result.stdout
-    samples = json.loads(Path(f"{prefix}.samples.json").read_text())
+    samples = json.loads(Path("units.samples.json").read_text())
     assert list(samples) == [HELD_OUT] and len(samples[HELD_OUT]) == 8
     assert samples[HELD_OUT] == sorted(set(samples[HELD_OUT]))
-    plan = json.loads(Path(f"{prefix}.plan.json").read_text())
-    assert plan["task"] == HELD_OUT and plan["n_docs"] == 30 and plan["seed"] == 3
-    assert plan["docs"] == samples[HELD_OUT] and len(plan["inclusion"]) == 30
-    assert sum(plan["inclusion"]) == pytest.approx(8)
-    assert len(plan["leaders"]) == 3 and plan["lm_router_version"]
+    plan = json.loads(Path("units.plan.json").read_text())
+    assert plan["task"] == HELD_OUT and plan["n_docs"] == 30 and plan["version"] == 2
+    assert plan["docs"] == samples[HELD_OUT] and plan["lm_router_version"]
+    assert [r["seed"] for r in plan["rounds"]] == [3] and plan["output_path"] == "units-runs"
+    assert not {"inclusion", "leaders", "weights"} & set(plan)
+    assert not list(tmp_path.rglob("*.tmp"))  # both files written atomically
 
-    # the same call again: same docs (seeded); refuses to overwrite the plan without --plan
-    error = one_error(cli("plan-labels", *base, "--n", "8", "--out", prefix))
+    # the same call again: refuses to overwrite the plan; with another --out the same docs
+    # (seeded); another seed, another draw
+    error = one_error(cli("plan-labels", *base, "--config", config, "--n", "8",
+                          "--out", "units"))
     assert "a plan already exists here" in error and "--plan" in error
-    result = cli("plan-labels", *base, "--n", "8", "--out", tmp_path / "again", "--json")
-    assert json.loads(result.stdout)["samples"] == samples
+    again = cli("plan-labels", *base, "--config", config, "--n", "8", "--out", "again",
+                "--json")
+    assert json.loads(again.stdout)["samples"] == samples
+    other = cli("plan-labels", *base, "--config", seed_config(Path("."), 4), "--n", "8",
+                "--out", "other", "--json")
+    assert json.loads(other.stdout)["seed"] == 4
+    assert json.loads(other.stdout)["samples"] != samples
 
     # lm-eval itself runs the printed commands (replay model for hf) on exactly those docs
-    commands = json.loads(result.stdout)["commands"]
-    commands = [c.replace(str(tmp_path / "again"), str(prefix)) for c in commands]
+    commands = printed_lm_eval(result.stdout)
     assert len(commands) == len(REPLAY_MODELS)
     _run_printed_commands(commands, RUN_MODELS, tmp_path)
-    runs = Path(f"{prefix}-runs")
+    runs = Path("units-runs")
     for model in RUN_MODELS:
         assert _logged_doc_ids(runs, model) == samples[HELD_OUT]
 
-    # recommend with the labels, weighted by the plan: estimates, P(best), expected gain
-    result = cli("recommend", *base, "--labeled", runs, "--plan", f"{prefix}.plan.json",
-                 "--json")
-    assert result.exit_code == 0, result.output
-    rec = json.loads(result.stdout)
+    # the printed `then:` line runs as printed: the labels are read, 8 docs
+    then = printed_command(result.stdout, "then")
+    assert then[:3] == ["recommend", "--task", HELD_OUT]
+    assert then[then.index("--labeled") + 1] == "units-runs"
+    assert then[then.index("--config") + 1] == str(config)
+    shown = run_printed(then)
+    assert shown.exit_code == 0, shown.output
+    assert "label posterior: zero-label prediction + 8 labelled docs" in shown.stdout
+    assert "P(best)" in shown.stdout and "expected gain of 10 more labels" in shown.stdout
+    assert "(stacked switch, measured leave-one-task-out" in shown.stdout
+    result_json = run_printed(then + ["--json"])
+    assert result_json.exit_code == 0, result_json.output
+    rec = json.loads(result_json.stdout)
+    assert rec["n_labelled_docs"] == 8 and rec["score"] == "stack"
     assert {"choice", "bma", "fallback", "models", "estimates", "expected_gain"} <= set(rec)
     est = {e["model"]: e for e in rec["estimates"]}
     assert set(est) == set(REPLAY_MODELS)
@@ -196,12 +302,18 @@ def test_plan_run_with_lm_eval_recommend_and_plan_again(cli, ref_store, lmeval_r
     assert all(e["low"] <= e["acc"] <= e["high"] for e in est.values())
     assert {m: est[m]["n_labels"] for m in est} == {
         m: 8 if m in RUN_MODELS else 0 for m in REPLAY_MODELS}
-    assert set(rec["expected_gain"]) == {"10", "30"} and rec["n_labelled_docs"] == 8
-    assert rec["score"] == "stack"
+    # the stacked switch fitted for 8 labels decides (or finds on the reference tasks that
+    # 8 labels do not pay); the models: its choice first, then by predicted gain
+    assert "8 labelled docs" in rec["reason"] and 0 <= rec["p_choice_beats_bma"] <= 1
+    assert rec["models"][0]["model"] == rec["choice"]
+    gains = [m["stack"] for m in rec["models"]]
+    assert gains[1:] == sorted(gains[1:], reverse=True) and 0.0 in gains  # BMA's gain is 0
+    assert [m["score"] for m in rec["models"]] == gains
     # the expected gain of the default decision: its switch for 8 + N labels against the
-    # one for 8, each as it gained leave-one-task-out on the reference tasks
-    assert rec["expected_gain_by"] == "stack"
-    router = fit_or_load(Store(ref_store))
+    # one for 8, each as it gained leave-one-task-out on the reference tasks (seed 3)
+    assert rec["expected_gain_by"] == "stack" and set(rec["expected_gain"]) == {"10", "30"}
+    router = fit_or_load(Store(ref_store), **load_settings(config).router_params())
+    assert router.seed == 3
     rows_of = rows_by_task(np.asarray(router.task_of_), len(router.task_names_))
 
     def measured(n):
@@ -211,54 +323,68 @@ def test_plan_run_with_lm_eval_recommend_and_plan_again(cli, ref_store, lmeval_r
 
     for more in (10, 30):
         assert rec["expected_gain"][str(more)] == pytest.approx(measured(8 + more) - measured(8))
-    # human output: the estimate table and the verdict with its rule
-    result = cli("recommend", *base, "--labeled", runs, "--plan", f"{prefix}.plan.json")
-    assert "P(best)" in result.stdout and "expected gain of 10 more labels" in result.stdout
-    assert "(stacked switch, measured leave-one-task-out" in result.stdout
-    # --score post decides with the posterior; the models are listed best estimate first
-    result = cli("recommend", *base, "--labeled", runs, "--plan", f"{prefix}.plan.json",
-                 "--score", "post", "--json")
-    post = json.loads(result.stdout)
-    assert post["score"] == "post" and post["choice"] in est
-    assert [m["model"] for m in post["models"]] == [e["model"] for e in post["estimates"]]
-    assert post["estimates"] == rec["estimates"]  # same seed, same numbers
-    assert post["expected_gain_by"] == "posterior"
-    # --score stack: the stacked switch fitted for 8 labels (or without them, if the inner
-    # leave-one-task-out finds they do not pay); models listed by predicted gain
-    result = cli("recommend", *base, "--labeled", runs, "--score", "stack", "--json")
-    assert result.exit_code == 0, result.output
-    stack = json.loads(result.stdout)
-    assert stack["score"] == "stack" and stack["choice"] in est
-    gains = [m["stack"] for m in stack["models"]]
-    assert gains == sorted(gains, reverse=True) and 0.0 in gains  # BMA's gain is 0
-    assert "with 8 labelled docs" in stack["reason"] and 0 <= stack["p_choice_beats_bma"] <= 1
-    # the planned docs' accuracy is weighted by 1 / inclusion probability (when used)
-    result = cli("recommend", *base, "--labeled", runs, "--plan", f"{prefix}.plan.json",
-                 "--score", "stack", "--json")
-    assert result.exit_code == 0, result.output
-    reason = json.loads(result.stdout)["reason"]
-    assert ("weighted by the plan's inclusion probabilities" in reason) != ("not used" in reason)
+    # the paper's S3 with the same labels: the same posterior report, its own gain source
+    s3 = json.loads(run_printed(then + ["--score", "s3", "--json"]).stdout)
+    assert s3["score"] == s3["decided_by"] == "s3" and s3["choice"] in est
+    assert s3["estimates"] == rec["estimates"] and s3["expected_gain_by"] == "posterior"
+    assert s3["n_labelled_docs"] == 8
 
-    # round 2: the labelled docs are excluded, the plan grows
-    result = cli("plan-labels", *base, "--n", "6", "--labeled", runs, "--plan",
-                 f"{prefix}.plan.json", "--json")
-    assert result.exit_code == 0, result.output
-    second = json.loads(result.stdout)
-    assert second["round"] == 2 and second["n_labelled"] == 8 and len(second["docs"]) == 6
-    assert not set(second["docs"]) & set(samples[HELD_OUT])
-    plan2 = json.loads(Path(f"{prefix}.plan.json").read_text())
-    assert len(plan2["rounds"]) == 2 and plan2["docs"] == sorted(plan["docs"] + second["docs"])
-    assert plan2["output_path"] == second["output_path"] == str(runs)
-    for doc in plan["docs"]:  # the first round's docs keep their round's probability
-        assert plan2["inclusion"][doc] == pytest.approx(plan["inclusion"][doc])
-    assert json.loads(Path(f"{prefix}.samples.json").read_text()) == {HELD_OUT: second["docs"]}
+    # round 2: the printed `more:` line (N = 6): the labelled docs are excluded, the plan grows
+    more = printed_command(result.stdout, "more")
+    assert more[:1] == ["plan-labels"] and more[more.index("--n") + 1] == "N"
+    assert more[more.index("--plan") + 1] == "units.plan.json"
+    assert more[more.index("--labeled") + 1] == "units-runs"
+    more[more.index("--n") + 1] = "6"
+    second = run_printed(more)
+    assert second.exit_code == 0, second.output
+    assert "round 2 for toy_units: 6 of 30 docs" in second.stdout
+    assert "8 labelled and 8 planned before" in second.stdout
+    plan2 = json.loads(Path("units.plan.json").read_text())
+    docs2 = plan2["rounds"][1]["docs"]
+    assert len(plan2["rounds"]) == 2 and len(docs2) == 6
+    assert not set(docs2) & set(samples[HELD_OUT])
+    assert plan2["docs"] == sorted(plan["docs"] + docs2)
+    assert [r["seed"] for r in plan2["rounds"]] == [3, 3]
+    assert plan2["output_path"] == "units-runs"
+    assert json.loads(Path("units.samples.json").read_text()) == {HELD_OUT: sorted(docs2)}
+    assert not list(tmp_path.rglob("*.tmp"))
+    assert printed_command(second.stdout, "then") == then
 
     # round 2 run into the same output folder: every run counts (not only the newest)
-    _run_printed_commands(second["commands"], RUN_MODELS[:1], tmp_path)
-    result = cli("recommend", *base, "--labeled", runs, "--plan", f"{prefix}.plan.json",
-                 "--json")
-    est = {e["model"]: e for e in json.loads(result.stdout)["estimates"]}
+    _run_printed_commands(printed_lm_eval(second.stdout), RUN_MODELS[:1], tmp_path)
+    rec2 = json.loads(run_printed(printed_command(second.stdout, "then") + ["--json"]).stdout)
+    est = {e["model"]: e for e in rec2["estimates"]}
     assert est[RUN_MODELS[0]]["n_labels"] == 14 and est[RUN_MODELS[1]]["n_labels"] == 8
+    assert rec2["n_labelled_docs"] == 14
+
+
+@pytest.mark.slow
+def test_a_group_task_is_drawn_per_subtask(cli, ref_store, lmeval_runs, tmp_path):
+    """toy_quiz (conftest's group of toy_history and toy_science, 30 docs each): each
+    subtask gets its share; a labelled subtask is left out."""
+    base = ["--task", "toy_quiz", "--include-path", lmeval_runs.tasks_dir, "--store",
+            ref_store]
+    result = cli("plan-labels", *base, "--n", "10", "--out", tmp_path / "quiz", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert {leaf: len(ids) for leaf, ids in out["samples"].items()} == {
+        "toy_history": 5, "toy_science": 5}
+    assert all(0 <= i < 30 for ids in out["samples"].values() for i in ids)
+    assert all("--tasks toy_history,toy_science" in c for c in out["commands"])
+    plan = json.loads((tmp_path / "quiz.plan.json").read_text())
+    assert plan["leaves"] == [{"task": "toy_history", "n_docs": 30},
+                              {"task": "toy_science", "n_docs": 30}]
+    odd = json.loads(cli("plan-labels", *base, "--n", "7", "--out", tmp_path / "odd",
+                         "--json").stdout)
+    assert sorted(len(ids) for ids in odd["samples"].values()) == [3, 4]
+    # every toy_science doc labelled already: all 7 come from toy_history
+    science = lmeval_runs.samples_file(REPLAY_MODELS[0], "toy_science")
+    result = cli("plan-labels", *base, "--n", "7", "--labeled", science, "--out",
+                 tmp_path / "rest", "--json")
+    assert result.exit_code == 0, result.output
+    rest = json.loads(result.stdout)
+    assert list(rest["samples"]) == ["toy_history"] and len(rest["samples"]["toy_history"]) == 7
+    assert rest["n_labelled"] == 30
 
 
 @pytest.mark.slow
@@ -267,6 +393,16 @@ def test_bad_inputs_give_one_clear_error(cli, ref_store, lmeval_runs, tmp_path):
     base = ["--task", HELD_OUT, "--include-path", tasks, "--store", ref_store]
     result = cli("plan-labels", *base, "--n", "0")
     assert result.exit_code == 2 and "--n" in result.output and "Traceback" not in result.output
+    # retired options and names are usage errors (exit 2)
+    assert cli("plan-labels", *base, "--n", "3", "--seed", "3").exit_code == 2
+    assert cli("recommend", *base, "--plan", tmp_path).exit_code == 2
+    result = cli("recommend", *base, "--score", "post")
+    assert result.exit_code == 2 and "Unknown decider 'post'" in result.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("decision: {seed: -1}\n")
+    result = cli("plan-labels", *base, "--n", "3", "--config", bad, "--out", tmp_path / "b")
+    assert result.exit_code == 2 and "seed" in result.output
+    assert not (tmp_path / "b.plan.json").exists()
     # a plan of another task
     prefix = tmp_path / "pct"
     result = cli("plan-labels", "--task", "toy_percent", "--include-path", tasks, "--store",
@@ -274,11 +410,8 @@ def test_bad_inputs_give_one_clear_error(cli, ref_store, lmeval_runs, tmp_path):
     assert result.exit_code == 0, result.output
     error = one_error(cli("plan-labels", *base, "--n", "3", "--plan", f"{prefix}.plan.json"))
     assert "the plan is for task 'toy_percent', not 'toy_units'" in error
-    other = lmeval_runs.samples_file(REPLAY_MODELS[0], "toy_arith")
-    error = one_error(cli("recommend", *base, "--labeled", other,
-                          "--plan", f"{prefix}.plan.json"))
-    assert "the plan is for task 'toy_percent'" in error
     # a labelled run of another task, in recommend and in plan-labels
+    other = lmeval_runs.samples_file(REPLAY_MODELS[0], "toy_arith")
     error = one_error(cli("recommend", *base, "--labeled", other))
     assert "holds task 'toy_arith', not 'toy_units'" in error and other.name in error
     error = one_error(cli("plan-labels", *base, "--n", "3", "--labeled", other,
