@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import InputError, LMRouterError
+from .errors import InputError, InvalidParameterError, LMRouterError
 from .recommendation import Recommendation, RouteDecision
 from .router import Router, model_mask
 from .schema import METRIC, MODEL, THRESHOLD
-from .settings import InvalidParameterError, Settings, load_settings
+from .settings import Settings, load_settings
 from .store import Store, parse_params
 
 logger = logging.getLogger(__name__)
@@ -283,4 +283,59 @@ def route(store: Store | str | Path | None = None, *, prompts: Sequence[str] | N
     texts = read_prompts_file(prompts_file) if prompts_file is not None else list(prompts)
     router = fit_or_load(store, **settings.router_params())
     return router.route(texts, store=store, candidates=candidates, max_params=limit_params,
+                        model_info=store.read_models())
+
+
+def info(store: Store | str | Path | None = None) -> dict[str, Any]:
+    """What ``lm-router info --json`` prints: models, tasks, counts, per-(task, model)
+    accuracy, metric, threshold and the harness's mean score, and model metadata."""
+    from .ingest import accuracy_table, score_summary
+
+    store = _store(store)
+    # only the columns info reads, as categoricals: no string per row (10M rows: ~1 GB)
+    table = store.read_table(columns=["task", "model", "metric", "score", "threshold",
+                                      "correct"], required=True, categorical=True)
+    accuracy, counts = accuracy_table(table)
+    summary = score_summary(table)
+    nested: dict[str, dict[str, dict[str, Any]]] = {"metric": {}, "threshold": {},
+                                                    "mean_score": {}}
+    for row in summary.itertuples(index=False):
+        eta = row.threshold
+        nested["metric"].setdefault(row.task, {})[row.model] = row.metric
+        nested["threshold"].setdefault(row.task, {})[row.model] = (
+            None if isinstance(eta, float) and eta != eta else eta)
+        nested["mean_score"].setdefault(row.task, {})[row.model] = (
+            None if row.mean_score != row.mean_score else float(row.mean_score))
+    return {"store": str(store.root), "n_rows": len(table),
+            "models": sorted(summary["model"].unique()),
+            "tasks": sorted(summary["task"].unique()), "accuracy": accuracy,
+            "counts": counts, "model_metadata": store.read_models(), **nested,
+            "summary": summary}
+
+
+def evaluate(store: Store | str | Path | None = None, *, tasks_by: str = "task",
+             tasks_file: str | Path | None = None, alphas: Sequence[float] = (0.0,),
+             label_counts: Sequence[int] = (), repeats: int = 10,
+             candidates: Sequence[str] | None = None, max_params: int | str | None = None,
+             compare_to: str | None = None, settings: SettingsLike = None) -> Any:
+    """What ``lm-router evaluate`` does: the strict leave-one-task-out evaluation of every
+    registered decider (and the baselines) on the store's table, tasks grouped by
+    ``tasks_by`` (a column of the table or of the side table ``tasks_file``)."""
+    from .evaluation import evaluate as run_evaluate, read_side_table, regroup_tasks
+
+    if any(a < 0 or a >= 1 for a in alphas) or any(c < 1 for c in label_counts):
+        raise InvalidParameterError("--alpha/--labels", "alpha values must be in [0, 1) "
+                                    "and label counts >= 1")
+    if repeats < 1:
+        raise InvalidParameterError("--repeats", f"must be >= 1, got {repeats}")
+    store = _store(store)
+    router, limit = check_request(store, settings, candidates=candidates,
+                                  max_params=max_params)
+    # categorical columns: at leaderboard scale (10M rows) strings per row would take GBs
+    table = store.read_table(required=True, categorical=True)
+    side = read_side_table(tasks_file) if tasks_file else None
+    table = regroup_tasks(table, tasks_by, side)
+    return run_evaluate(table, store=store, router=router, alphas=list(alphas) or [0.0],
+                        label_counts=list(label_counts), repeats=repeats,
+                        candidates=candidates, max_params=limit, compare_to=compare_to,
                         model_info=store.read_models())

@@ -1,7 +1,11 @@
 """Exceptions of lm-router-plugin.
 
 Every error a user can cause derives from :class:`LMRouterError`; the CLI prints its message
-(one line naming the file, line or key, and what to do) and exits with code 1.
+(one line naming the file, line or key, and what to do). One exit-code rule: a
+:class:`UsageError` (an option's value is wrong: an unknown adapter, predictor, decider or
+model name, an out-of-range constant, a bad config file) exits with 2, like click's own
+usage errors; every other error (the data: a malformed file, an empty store, a conflict)
+exits with 1.
 """
 
 from __future__ import annotations
@@ -34,6 +38,22 @@ def _restore_input_error(cls: type, message: str, path: object, line: int | None
     return err
 
 
+class UsageError(LMRouterError):
+    """The command was asked for something that cannot be (exit code 2)."""
+
+
+class InvalidParameterError(UsageError, ValueError):
+    """A setting is out of range; names it by its config key (e.g. ``decision.sigma``)."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(f"{name}: {message}")
+        self.param = name
+
+
+class ConfigError(UsageError, InputError):
+    """A ``--config`` file is malformed or has an unknown key (names the file and key)."""
+
+
 class SchemaError(LMRouterError, ValueError):
     """A table does not have the columns or values the correctness table needs."""
 
@@ -42,7 +62,7 @@ class ConflictError(LMRouterError, ValueError):
     """Two sources give different values for the same (task, instance, model) key."""
 
 
-class UnknownNameError(LMRouterError, KeyError):
+class UnknownNameError(UsageError, KeyError):
     """An adapter, predictor, task or model name is not known (message has did-you-mean)."""
 
     def __str__(self) -> str:  # KeyError would add quotes around the message

@@ -8,22 +8,21 @@ For each candidate m the unknown is theta_m, its accuracy on the new task.
   the remaining errors across reference tasks (both from leave-task-out predictions, so the
   prior's strength is calibrated, not chosen; the correlations shrunk by the Schafer-Strimmer
   intensity, :func:`shrunk_covariance`), times (1 + 1/D') for the bias's own estimation
-  error over D' reference tasks. The decision that uses it alone is the zero-label method
-  ``cal``.
+  error over D' reference tasks.
 * **Labels**: a prediction-powered (difference) estimate, theta_hat = mean g over the task +
-  weighted mean over the labelled items of (y - g), with weights 1 / inclusion probability
-  (Hajek), so it is unbiased for random labels and for planned ones alike. Its covariance
+  mean over the (randomly drawn) labelled items of (y - g). Its covariance
   uses the reference inputs' per-item residual covariance (not the few labels' own sample
   covariance: 10 labels a model got all right would claim a residual variance of ~0 and
   infinite weight), with the labels' overlap, so differences between models are estimated
   from the same items.
-* **Posterior**: the Gaussian combination of the two; the choice is the highest posterior
-  mean, kept over the best model on average only if P(it is better) > eta. Intervals,
-  P(better) and P(best) are predictive for the accuracy on the items given (they add the
-  items' own sampling noise). ``evaluate`` measures how honest they are (its
-  ``uncertainty`` entries).
+* **Posterior**: the Gaussian combination of the two: a report beside the decision
+  (``recommend``'s estimated accuracy, 90% interval, P(best) and expected gain of more
+  labels), not a decision (as a decision it lost to the stacked switch on every set,
+  docs/results.md). Intervals, P(better) and P(best) are predictive for the accuracy on the
+  items given (they add the items' own sampling noise). ``evaluate`` measures how honest
+  they are (its ``uncertainty`` entries).
 
-    >>> est = estimate(cal, g, allowed, lab_g=g_lab, lab_y=y_lab, weights=w)
+    >>> est = estimate(cal, g, allowed, lab_g=g_lab, lab_y=y_lab)
     >>> est.mean, est.interval(0.9), est.p_best(rng), est.expected_gain(10, rng)
 """
 
@@ -34,8 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .calibration import Calibration, best_on_average, pairwise_cov
-from .scores import argmax_with_ties, normal_cdf
+from .calibration import Calibration, pairwise_cov
+from .scores import normal_cdf
 
 #: P(best) and the expected gain are drawn over the MC_LEADERS candidates of highest posterior
 #: mean only (the draws cost O(K^3)); with 1,000 models the others have P(best) ~ 0.
@@ -175,14 +174,13 @@ def _is_pd(a: np.ndarray) -> bool:
         return False
 
 
-def label_evidence(g: np.ndarray, y: np.ndarray, weights: np.ndarray, residual_cov: np.ndarray
+def label_evidence(g: np.ndarray, y: np.ndarray, residual_cov: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Difference estimate of the mean residual (y - g) from labelled items.
+    """Difference estimate of the mean residual (y - g) from randomly drawn labelled items.
 
     Args:
         g: (n, M) predicted correctness of the labelled items.
         y: (n, M) their labels (nan: model not run on the item).
-        weights: (n,) 1 / inclusion probability of each item (equal for random labels).
         residual_cov: (M, M) reference per-item residual covariance (the per-label noise).
 
     Returns:
@@ -192,18 +190,17 @@ def label_evidence(g: np.ndarray, y: np.ndarray, weights: np.ndarray, residual_c
     M = g.shape[1]
     has = ~np.isnan(y)
     r = np.where(has, y - g, 0.0)
-    w = weights[:, None] * has
+    w = has.astype(float)
     total = w.sum(0)
     mean = np.divide((w * r).sum(0), total, out=np.zeros(M), where=total > 0)
     n = has.sum(0).astype(float)
     # per-item covariance: the reference inputs' (a sample covariance from 10-30 0/1 labels
     # is too noisy to set the labels' precision; measured in the README's calibration rows)
     per_item = residual_cov
-    # covariance of two weighted means over shared items: per-item covariance x
-    # sum_i w_i^2 [both labelled] / (sum w)_a (sum w)_b (= 1/n for equal weights, all shared)
-    ww = weights[:, None] * has
+    # covariance of two means over shared items: per-item covariance x
+    # n_ab (items labelled for both) / (n_a n_b) (= 1/n when every item is shared)
     denom = np.outer(total, total)
-    shared = np.divide(ww.T @ ww, denom, out=np.zeros((M, M)), where=denom > 0)
+    shared = np.divide(w.T @ w, denom, out=np.zeros((M, M)), where=denom > 0)
     cov = per_item * shared
     none = n == 0
     cov[none, :] = 0
@@ -213,8 +210,8 @@ def label_evidence(g: np.ndarray, y: np.ndarray, weights: np.ndarray, residual_c
 
 
 def estimate(cal: Calibration, g: np.ndarray, allowed: np.ndarray, *,
-             lab_g: np.ndarray | None = None, lab_y: np.ndarray | None = None,
-             weights: np.ndarray | None = None) -> TaskEstimate:
+             lab_g: np.ndarray | None = None, lab_y: np.ndarray | None = None
+             ) -> TaskEstimate:
     """Posterior of each model's accuracy on a task.
 
     Args:
@@ -222,15 +219,13 @@ def estimate(cal: Calibration, g: np.ndarray, allowed: np.ndarray, *,
         g: (n, M) zero-label predicted correctness of the items whose accuracy is wanted.
         allowed: (M,) bool candidates.
         lab_g, lab_y: (n_lab, M) zero-label predictions and labels of the labelled items.
-        weights: (n_lab,) 1 / inclusion probability (default equal).
     """
     s1 = np.asarray(g, dtype=float).mean(0)
     mu0, cov0 = prior(cal, s1)
     residual = cal.residual_cov + VARIANCE_FLOOR * np.eye(len(s1))
     if lab_y is None or len(lab_y) == 0:
         return TaskEstimate(mu0, cov0, mu0, np.zeros(len(s1)), residual, allowed, len(g))
-    w = np.ones(len(lab_y)) if weights is None else np.asarray(weights, dtype=float)
-    r_mean, cov_l, n = label_evidence(np.asarray(lab_g, float), np.asarray(lab_y, float), w,
+    r_mean, cov_l, n = label_evidence(np.asarray(lab_g, float), np.asarray(lab_y, float),
                                       residual)
     theta_l = s1 + r_mean
     inv0 = np.linalg.inv(cov0)
@@ -241,70 +236,4 @@ def estimate(cal: Calibration, g: np.ndarray, allowed: np.ndarray, *,
     return TaskEstimate(np.clip(mean, 0, 1), cov, mu0, n, residual, allowed, len(g))
 
 
-def decide_with_estimate(est: TaskEstimate, cal: Calibration, eta: float) -> tuple[int, float, int]:
-    """(choice, P(it beats BMA), BMA): highest posterior mean, kept over the best model on
-    average only if P(better) > eta."""
-    bma = best_on_average(cal, est.allowed)
-    best = argmax_with_ties(np.where(est.allowed, est.mean, -np.inf), cal.mean_accuracy)
-    p = est.p_better(best, bma)
-    return (best if best == bma or p > eta else bma), p, bma
-
-
-def planning_scores(g: np.ndarray, leaders: np.ndarray) -> np.ndarray:
-    """(n,) how much labelling each item tells about the leaders' differences: the root mean
-    predicted variance of y_a - y_b over pairs of leaders (one leader: of y_a)."""
-    g = np.clip(np.asarray(g, float)[:, leaders], 0, 1)
-    var = g * (1 - g)
-    if len(leaders) == 1:
-        return np.sqrt(var[:, 0])
-    pairs = [(a, b) for a in range(len(leaders)) for b in range(a + 1, len(leaders))]
-    return np.sqrt(np.mean([var[:, a] + var[:, b] for a, b in pairs], axis=0))
-
-
-def inclusion_probabilities(scores: np.ndarray, n: int, floor: float = 0.2) -> np.ndarray:
-    """(N,) inclusion probabilities proportional to ``scores`` (floored at ``floor`` x their
-    mean, so every item can be drawn and weights stay bounded), summing to n, each <= 1."""
-    s = np.maximum(np.asarray(scores, float), floor * max(float(np.mean(scores)), 1e-9))
-    pi = np.zeros(len(s))
-    fixed = np.zeros(len(s), dtype=bool)
-    for _ in range(len(s)):
-        rest = n - fixed.sum()
-        pi[~fixed] = rest * s[~fixed] / s[~fixed].sum()
-        over = ~fixed & (pi >= 1)
-        if not over.any():
-            break
-        fixed |= over
-        pi[fixed] = 1.0
-    return np.clip(pi, 0, 1)
-
-
-def systematic_sample(pi: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Exactly round(sum(pi)) distinct items, item i drawn with probability pi[i]
-    (systematic PPS over a random order)."""
-    order = rng.permutation(len(pi))
-    cum = np.cumsum(pi[order])
-    n = int(round(cum[-1]))
-    points = rng.random() + np.arange(n)
-    chosen = order[np.searchsorted(cum, points, side="right")]
-    return np.sort(np.unique(chosen))
-
-
-def plan(g: np.ndarray, est: TaskEstimate, n: int, rng: np.random.Generator,
-         exclude: np.ndarray | None = None, n_leaders: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Which n items to label next: (item indices, their inclusion probabilities).
-
-    Items are drawn with probability proportional to how much they tell about the
-    differences between the ``n_leaders`` models of highest posterior mean (and never from
-    ``exclude``, items already labelled); the probabilities are returned so the estimate can
-    weight the labels (unbiased)."""
-    order = np.argsort(-np.where(est.allowed, est.mean, -np.inf), kind="stable")
-    leaders = order[:max(1, min(n_leaders, int(est.allowed.sum())))]
-    scores = planning_scores(g, leaders)
-    available = np.ones(len(g), dtype=bool) if exclude is None else ~exclude
-    n = min(n, int(available.sum()))
-    pi = np.zeros(len(g))
-    if n == 0:
-        return np.empty(0, dtype=np.int64), pi
-    pi[available] = inclusion_probabilities(scores[available], n)
-    chosen = systematic_sample(pi, rng)
-    return chosen, pi
+__all__ = ["TaskEstimate", "estimate", "label_evidence", "prior", "shrunk_covariance"]

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .calibration import Calibration, best_on_average, calibrate, measured_p
+from .calibration import Calibration, calibrate, measured_p
 from .deciders import DEFAULT_DECIDER, StackedSwitch, TaskView
 from .errors import InputError, LMRouterError, UnknownNameError
 from .estimate import TaskEstimate, estimate

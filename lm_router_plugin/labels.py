@@ -285,6 +285,8 @@ def check_labelled(rows: pd.DataFrame, docs: TaskDocs) -> np.ndarray:
     file) for a row of another task or a doc outside the task's docs. Cheap: run it before
     fitting or embedding."""
     sizes = dict(docs.leaves)
+    if ORIGIN not in rows.columns:  # rows made in Python, not read from sample logs
+        rows = rows.assign(**{ORIGIN: "--labeled"})
     tasks = sorted(set(rows[TASK]))
     if docs.kind == "prompts":
         if len(tasks) > 1:

@@ -266,8 +266,8 @@ def import_faiss(kind: str | None = None):
         if kind is None:
             return None
         raise FaissNotInstalledError(
-            f"--index {kind} needs faiss-cpu, which is not installed: {FAISS_INSTALL} "
-            "(or use --index exact)") from None
+            f"index.kind {kind} needs faiss-cpu, which is not installed: {FAISS_INSTALL} "
+            "(or set index.kind: exact in --config)") from None
     return faiss
 
 

@@ -15,7 +15,6 @@ policy in ``persistence.py``. This class ties them together and holds the parame
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +24,7 @@ import pandas as pd
 from .calibration import calibrate
 from .deciders import DEFAULT_DECIDER, Decider, DecisionSettings, StackedSwitch, TaskView
 from .embedding import Embedder, embed_texts, make_embedder
-from .errors import LMRouterError, NotFittedError
+from .errors import InvalidParameterError, LMRouterError, NotFittedError, UnknownNameError
 from .neighbors import (
     AUTO_FAISS_MIN_REFS, FAISS_GROUPED_MIN_ROWS, FaissIVFIndex, GroupedNeighbors,
     NeighborIndex, build_index, merge_topk, resolve_index_kind, topk_cosine,
@@ -37,7 +36,7 @@ from .recommendation import (
 )
 from .registry import deciders, predictors, unknown_name_message
 from .schema import MODEL
-from .settings import InvalidParameterError, validate_params
+from .settings import validate_params
 from .store import Store
 
 logger = logging.getLogger(__name__)

@@ -24,16 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, LMRouterError
+from .errors import ConfigError, InvalidParameterError
 from .neighbors import AUTO_FAISS_MIN_REFS, check_index_kind
-
-
-class InvalidParameterError(LMRouterError, ValueError):
-    """A router constant is out of range (the CLI reports it as bad usage, exit 2)."""
-
-    def __init__(self, name: str, message: str):
-        super().__init__(f"{name}: {message}")
-        self.param = name
 
 
 @dataclass
@@ -114,26 +106,26 @@ class Settings:
         if data is None:
             return out
         if not isinstance(data, dict):
-            raise InputError(source, "expected a mapping of embedder / predictor / index / "
+            raise ConfigError(source, "expected a mapping of embedder / predictor / index / "
                              f"decision settings, got {type(data).__name__}")
         kinds = [f.name for f in fields(cls)]
         for kind, values in data.items():
             if kind not in kinds:
-                raise InputError(source, _did_you_mean("section", str(kind), kinds))
+                raise ConfigError(source, _did_you_mean("section", str(kind), kinds))
             if values is None:
                 continue
             group = getattr(out, kind)
             keys = [f.name for f in fields(group)]
             if not isinstance(values, dict):
-                raise InputError(source, f"'{kind}' must be a mapping of {', '.join(keys)}")
+                raise ConfigError(source, f"'{kind}' must be a mapping of {', '.join(keys)}")
             for key, value in values.items():
                 if key not in keys:
-                    raise InputError(source, _did_you_mean(f"key in '{kind}'", str(key), keys))
+                    raise ConfigError(source, _did_you_mean(f"key in '{kind}'", str(key), keys))
                 setattr(group, key, value)
         if out.predictor.params is None:
             out.predictor.params = {}
         if not isinstance(out.predictor.params, dict):
-            raise InputError(source, "'predictor.params' must be a mapping KEY: VALUE")
+            raise ConfigError(source, "'predictor.params' must be a mapping KEY: VALUE")
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,14 +159,14 @@ def load_settings(source: Settings | dict | str | Path | None) -> Settings:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise InputError(path, f"cannot read the config file: {exc.strerror}") from exc
+        raise ConfigError(path, f"cannot read the config file: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
-        raise InputError(path, "not a UTF-8 text file", hint="give a YAML config") from exc
+        raise ConfigError(path, "not a UTF-8 text file", hint="give a YAML config") from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise InputError(path, f"not valid YAML: {getattr(exc, 'problem', exc)}",
+        raise ConfigError(path, f"not valid YAML: {getattr(exc, 'problem', exc)}",
                          line=mark.line + 1 if mark else None) from exc
     return Settings.from_dict(data, source=path)
 

@@ -126,20 +126,12 @@ class Switch:
         if self.n_labels > 0:
             labels = (f"; {self.n_labels} labels update it with prior sd "
                       f"{math.sqrt(self.prior_var):.3f}")
+        if not math.isfinite(self.tau):
+            return (f"switching away from the best model on average gained nothing "
+                    f"leave-one-task-out over {self.n_tasks} reference tasks, so it never "
+                    f"switches{labels}")
         return (f"threshold {self.tau:g} learned leave-one-task-out over {self.n_tasks} "
                 f"reference tasks; weights {names}{labels}")
-
-
-def label_accuracy(lab_y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """(M,) accuracy of each model on the labelled items lab_y (L, M) (nan: no label); with
-    ``weights`` (L,) = 1 / inclusion probability of planned items, the weighted (Hajek) mean,
-    so items drawn for the leaders' disagreement do not bias it (nan: a model without labels)."""
-    lab_y = np.asarray(lab_y, dtype=float)
-    w = np.ones(len(lab_y)) if weights is None else np.asarray(weights, dtype=float)
-    has = ~np.isnan(lab_y)
-    total = w @ has
-    return np.divide(w @ np.where(has, lab_y, 0.0), total,
-                     out=np.full(lab_y.shape[1], np.nan), where=total > 0)
 
 
 def _features(s1: np.ndarray, s3_: np.ndarray, mean_acc: np.ndarray, b: int,
@@ -381,24 +373,4 @@ def fit_switch(cal: Calibration, allowed: np.ndarray, *, sigma: float, n_labels:
                   expected_gain=_nested_gain(np.concatenate(per_config, axis=1)))
 
 
-def stacked_decision(cal: Calibration, g: np.ndarray, kappa_sim: np.ndarray,
-                     allowed: np.ndarray, *, t: float, sigma: float,
-                     labels: np.ndarray | None = None, n_labels: int = 0,
-                     Y: np.ndarray | None = None, rows_of: list[np.ndarray] | None = None,
-                     seed: int = 0, switch: Switch | None = None
-                     ) -> tuple[int, int, int, np.ndarray, float, Switch]:
-    """Fit the switch and decide one task: (choice, best by predicted gain, BMA, predicted
-    gains (M,), P(best beats BMA), the switch). See :func:`fit_switch` for the arguments;
-    ``labels`` (M,) is the accuracy on the task's ``n_labels`` labelled items; ``switch``:
-    the one already fitted for them (e.g. ``Router.stacked_switch``; fitted here if None)."""
-    if switch is None:
-        switch = fit_switch(cal, allowed, sigma=sigma, n_labels=n_labels if labels is not None
-                            else 0, Y=Y, rows_of=rows_of, seed=seed)
-    features, bma = task_features(cal, g, kappa_sim, allowed, t, sigma,
-                                  labels if switch.n_labels > 0 else None)
-    choice, best, gain, p = switch.decide(features, allowed, bma, cal.mean_accuracy,
-                                          n_rest=len(g))
-    return choice, best, bma, gain, p, switch
-
-
-__all__ = ["Switch", "fit_switch", "label_accuracy", "stacked_decision", "task_features"]
+__all__ = ["Switch", "fit_switch", "task_features"]

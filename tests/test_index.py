@@ -18,7 +18,7 @@ from lm_router_plugin.neighbors import (
     FaissNotInstalledError, GroupedNeighbors, build_index, faiss_topk, faiss_topk_grouped,
     ivf_nlist, ivf_nprobe, resolve_index_kind, topk_cosine,
 )
-from lm_router_plugin.persistence import fit_or_load, router_key
+from lm_router_plugin.persistence import fit_or_load, router_key, load_router, save_router
 from lm_router_plugin.router import Router
 from lm_router_plugin.schema import validate_table
 from lm_router_plugin.store import Store
@@ -163,10 +163,12 @@ def test_explicit_faiss_without_faiss_is_one_clear_error(no_faiss, kind, tmp_pat
     with pytest.raises(FaissNotInstalledError, match=r"pip install 'lm-router-plugin\[faiss\]'"):
         Router(index=kind).validate_params()
     (tmp_path / "p.txt").write_text("What is 2+2?\n")
+    (tmp_path / "c.yaml").write_text(f"index: {{kind: {kind}}}\n")
     result = CliRunner().invoke(main, ["route", "--prompts", str(tmp_path / "p.txt"),
-                                       "--index", kind, "--store", str(tmp_path / "s")])
+                                       "--config", str(tmp_path / "c.yaml"),
+                                       "--store", str(tmp_path / "s")])
     assert result.exit_code == 1
-    assert f"--index {kind} needs faiss-cpu" in result.output
+    assert f"index.kind {kind} needs faiss-cpu" in result.output
     assert "lm-router-plugin[faiss]" in result.output and "Traceback" not in result.output
 
 
@@ -178,9 +180,12 @@ def test_bad_index_parameters(params):
 
 
 def test_cli_unknown_index_is_usage_error(tmp_path):
+    (tmp_path / "p.txt").write_text("What is 2+2?\n")
+    (tmp_path / "c.yaml").write_text("index: {kind: hnsw}\n")
     result = CliRunner().invoke(main, ["route", "--prompts", str(tmp_path / "p.txt"),
-                                       "--index", "hnsw"])
-    assert result.exit_code == 2 and "hnsw" in result.output
+                                       "--config", str(tmp_path / "c.yaml"),
+                                       "--store", str(tmp_path / "s")])
+    assert result.exit_code == 2 and "Unknown index 'hnsw'" in result.output
 
 
 # -- the router --------------------------------------------------------------------------------
@@ -225,14 +230,17 @@ def test_router_faiss_flat_gives_the_exact_routers_results(pool):
     assert flat.neighbor_index().kind == "faiss-flat"
     assert exact.neighbor_index().kind == "exact"
     np.testing.assert_array_equal(flat.loo_g_, exact.loo_g_)  # fit: same calibration
-    np.testing.assert_allclose(flat.u_ref_, exact.u_ref_, atol=1e-6)
+    np.testing.assert_allclose(flat.calibration_.u, exact.calibration_.u, atol=1e-6)
     _same_recommendation(flat.recommend(embeddings=Q), exact.recommend(embeddings=Q))
     assert flat.route(embeddings=Q) == exact.route(embeddings=Q)
     # in-task labels: pool through faiss + labels by brute force == refit on pool + labels
-    lab = table[table["instance_id"].isin(["0003", "0150"])].assign(task="new")
-    with_lab = flat.recommend(embeddings=Q, labeled=lab, labeled_embeddings=X[[3, 150]])
-    _same_recommendation(with_lab, exact.recommend(embeddings=Q, labeled=lab,
-                                                   labeled_embeddings=X[[3, 150]]))
+    rng = np.random.default_rng(1)
+    lab = pd.DataFrame([{"task": "new", "instance_id": str(doc), "model": m,
+                         "correct": int(rng.random() < 0.5)}
+                        for doc in (3, 10) for m in flat.models_])
+    with_lab = flat.recommend(embeddings=Q, labeled=lab)
+    assert with_lab.n_labelled_docs == 2
+    _same_recommendation(with_lab, exact.recommend(embeddings=Q, labeled=lab))
 
 
 @needs_faiss
@@ -241,14 +249,14 @@ def test_router_ivf_saved_and_loaded_not_retrained(pool, tmp_path, monkeypatch):
     router = Router(index="faiss-ivf", nlist=8).fit(table, embeddings=X)
     index = router.neighbor_index()
     assert (index.kind, index.nlist, index.nprobe) == ("faiss-ivf", 8, 1)
-    router.save(tmp_path / "r")
+    save_router(router, tmp_path / "r")
     assert (tmp_path / "r" / "index.faiss").exists()
 
     def no_training(*args, **kwargs):
         raise AssertionError("the saved IVF index must be read, not trained again")
 
     monkeypatch.setattr(neighbors.FaissIVFIndex, "_build", no_training)
-    loaded = Router.load(tmp_path / "r")
+    loaded = load_router(tmp_path / "r")
     assert loaded.neighbor_index().nlist == 8
     assert loaded.route(embeddings=Q) == router.route(embeddings=Q)
     assert loaded.recommend(embeddings=Q).to_dict() == router.recommend(embeddings=Q).to_dict()

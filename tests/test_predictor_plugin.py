@@ -79,7 +79,8 @@ def test_entry_point_predictor_through_the_cli(tmp_path):
         return out.stdout
 
     run("ingest", "lm-eval", root / "examples" / "runs", "--store", store)
-    plugin = ["--predictor", "logistic", "--predictor-param", "C=2"]
+    (tmp_path / "c.yaml").write_text("predictor: {params: {C: 2}}\n")
+    plugin = ["--predictor", "logistic", "--config", tmp_path / "c.yaml"]
     rec = json.loads(run("recommend", "--prompts", root / "examples" / "prompts.txt", *plugin,
                          "--json"))
     assert rec["choice"] and len(rec["models"]) == 4

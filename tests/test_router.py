@@ -19,9 +19,12 @@ from lm_router_plugin.embedding import SentenceTransformerEmbedder
 from lm_router_plugin.errors import LMRouterError, NotFittedError, UnknownNameError
 from lm_router_plugin.predictors import CorrectnessPredictor
 from lm_router_plugin.registry import predictors
-from lm_router_plugin.decision import TaskScores, decide
+from lm_router_plugin.calibration import Calibration
+from lm_router_plugin.deciders import DecisionSettings, TaskScores, TaskView
+from lm_router_plugin.persistence import fit_or_load, load_router, save_router
+from lm_router_plugin.registry import deciders
 from lm_router_plugin.pool import build_pool
-from lm_router_plugin.router import Router, fit_or_load
+from lm_router_plugin.router import Router
 from lm_router_plugin.schema import validate_table
 from lm_router_plugin.store import Store
 
@@ -175,10 +178,10 @@ def test_fit_calibration_matches_brute_force(data, k, kappa):
     assert router.models_ == MODELS
     assert router.task_names_ == ["alpha", "beta", "gamma"]
     np.testing.assert_allclose(router.loo_g_, loo_g, rtol=1e-6)
-    np.testing.assert_allclose(router.u_ref_, u, rtol=1e-5)
-    np.testing.assert_allclose(router.p_ref_, p, rtol=1e-6)
-    np.testing.assert_allclose(router.task_accuracy_, acc, rtol=1e-6)
-    np.testing.assert_allclose(router.model_mean_accuracy_, mean_acc, rtol=1e-6)
+    np.testing.assert_allclose(router.calibration_.u, u, rtol=1e-5)
+    np.testing.assert_allclose(router.calibration_.p, p, rtol=1e-6)
+    np.testing.assert_allclose(router.calibration_.accuracy, acc, rtol=1e-6)
+    np.testing.assert_allclose(router.calibration_.mean_accuracy, mean_acc, rtol=1e-6)
     assert len(set(np.round(u, 6))) == 3  # the tasks really have different distances
 
 
@@ -199,7 +202,7 @@ def test_u_hand_case_leaves_own_task_out():
     u_a = ((0 + 0.5) / 2 + ((1 - r3) + 1) / 2) / 2
     # B at 0: A distances 0, 1;  B at 60: 0.5, 1 - r3;  B at 180: 2, 1
     u_b = ((0 + 1) / 2 + (0.5 + (1 - r3)) / 2 + (2 + 1) / 2) / 3
-    np.testing.assert_allclose(router.u_ref_, [u_a, u_b], rtol=1e-6)
+    np.testing.assert_allclose(router.calibration_.u, [u_a, u_b], rtol=1e-6)
     # a new task uses the whole reference set: at 90 degrees the 2 nearest are A's 90 (0)
     # and B's 60 (1 - r3)
     rec = router.recommend(embeddings=np.array([at(90)], dtype=np.float32))
@@ -239,14 +242,33 @@ def test_recommend_scores_match_brute_force(data, k, kappa):
 
 
 @pytest.mark.parametrize("score", ["s1", "s2", "s3", "stack"])
-def test_models_sorted_by_chosen_score(fitted, data, score):
+def test_models_list_the_choice_first_then_by_the_deciding_score(fitted, data, score):
     rec = fitted.recommend(embeddings=data["Q"], score=score)
-    values = [getattr(r, score) for r in rec.models]
+    assert rec.models[0].model == rec.choice
+    values = [-np.inf if r.score is None else r.score for r in rec.models[1:]]
     assert values == sorted(values, reverse=True)
+    if score != "stack":  # the paper's deciders rank by their own score
+        assert [r.score for r in rec.models] == [getattr(r, score) for r in rec.models]
     assert set(rec.to_dict()) >= {"task", "n_inputs", "u", "choice", "bma", "fallback",
                                   "p_choice_beats_bma", "models"}
     if score not in ("s3", "stack"):
         assert not rec.fallback
+
+
+def test_stack_with_too_few_reference_tasks_says_so_and_uses_s3(fitted, data):
+    """3 reference tasks: the stacked switch cannot learn its rule; recommend decides with
+    the paper's S3, says so, and prints no gain it did not compute."""
+    from lm_router_plugin.deciders import MIN_STACK_TASKS
+
+    assert len(fitted.task_names_) < MIN_STACK_TASKS
+    rec = fitted.recommend(embeddings=data["Q"], score="stack")
+    s3 = fitted.recommend(embeddings=data["Q"], score="s3")
+    assert rec.score == "stack" and rec.decided_by == "s3"
+    assert rec.choice == s3.choice and rec.fallback == s3.fallback
+    assert rec.reason.startswith(f"only {len(fitted.task_names_)} reference tasks, the "
+                                 f"stacked switch needs {MIN_STACK_TASKS}")
+    assert all(r.stack is None for r in rec.models) and "inf" not in rec.reason
+    assert rec.expected_gain_by == "posterior"
 
 
 def test_recommend_is_reproducible(fitted, data):
@@ -256,6 +278,18 @@ def test_recommend_is_reproducible(fitted, data):
 
 
 # -- the fallback decision (eq. 3.8) -----------------------------------------------------
+def decide(scores, score, *, bma, tie_break, allowed, eta, n_draws, seed):
+    """The registered decider ``score`` on a view whose scores and BMA are given."""
+    M = len(tie_break)
+    cal = Calibration(u=np.zeros(3), p=np.full((3, M), 0.5), accuracy=np.full((3, M), 0.5),
+                      included=np.ones(3, bool), mean_accuracy=np.asarray(tie_break, float))
+    view = TaskView(cal=cal, models=[f"m{i}" for i in range(M)], allowed=np.asarray(allowed),
+                    g=np.zeros((scores.n, M)), kappa_sim=np.ones((scores.n, 1)),
+                    settings=DecisionSettings(eta=eta, n_draws=n_draws, seed=seed))
+    view.__dict__.update(scores=scores, bma=bma)  # the cached properties, given
+    return deciders.get(score)().decide(view)
+
+
 def _scores(n, n_pos, p):
     n_pos, p = np.asarray(n_pos), np.asarray(p, dtype=float)
     s2 = n_pos / n
@@ -297,7 +331,8 @@ def test_fallback_near_eta_uses_seeded_draws():
     assert 0.69 < exact < 0.74
     decs = [decide(scores, "s3", bma=0, tie_break=np.zeros(2), allowed=np.ones(2, bool),
                    eta=0.6, n_draws=1000, seed=3) for _ in range(2)]
-    assert decs[0] == decs[1]
+    assert [(d.choice, d.p_beats_bma, d.fallback) for d in decs] == \
+        [(decs[1].choice, decs[1].p_beats_bma, decs[1].fallback)] * 2
     assert decs[0].p_beats_bma == pytest.approx(exact, abs=0.05)
     assert not decs[0].fallback and decs[0].choice == 1
 
@@ -326,7 +361,7 @@ def _route_table():
 def test_route_tie_rule_hand_case():
     table, X = _route_table()
     router = Router(k=1).fit(table, embeddings=X)
-    np.testing.assert_allclose(router.model_mean_accuracy_, [0.5, 0.75])
+    np.testing.assert_allclose(router.calibration_.mean_accuracy, [0.5, 0.75])
     Q = np.eye(4, dtype=np.float32)[:3]
     decisions = router.route(embeddings=Q)
     # e0: both g = 1 -> tie -> b_strong (higher mean accuracy, although a_weak comes first)
@@ -385,7 +420,7 @@ def test_max_params(fitted, data, caplog):
 def test_not_fitted(data, tmp_path):
     for call in (lambda r: r.recommend(embeddings=data["Q"]),
                  lambda r: r.route(embeddings=data["Q"]),
-                 lambda r: r.save(tmp_path / "r")):
+                 lambda r: save_router(r, tmp_path / "r")):
         with pytest.raises(NotFittedError, match="Router is not fitted yet"):
             call(Router())
 
@@ -401,7 +436,7 @@ def test_empty_prompt_list(fitted):
 
 
 def test_unknown_score(fitted, data):
-    with pytest.raises(UnknownNameError, match="Unknown score 's4'. Did you mean: s"):
+    with pytest.raises(UnknownNameError, match="Unknown decider 's4'. Did you mean: s"):
         fitted.recommend(embeddings=data["Q"], score="s4")
 
 
@@ -411,24 +446,24 @@ def test_fit_errors(data):
     one_task = data["table"][data["table"]["task"] == "alpha"]
     with pytest.raises(LMRouterError, match="at least 2 tasks"):
         Router().fit(one_task, embeddings=data["X"][:4])
-    with pytest.raises(ValueError, match="--kappa: must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="decision.kappa: must be an integer >= 1, got 0"):
         Router(kappa=0).fit(data["table"], embeddings=data["X"])
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"k": 0}, "--k: must be an integer >= 1, got 0"),
-    ({"k": 2.5}, "--k: must be an integer >= 1"),
-    ({"sigma": 0}, r"--sigma: must be a number in \(0.0, inf\]"),
-    ({"sigma": float("nan")}, "--sigma"),
-    ({"eta": 1.5}, r"--eta: must be a number in \[0.0, 1.0\], got 1.5"),
-    ({"t": -0.1}, "--t: must be a number"),
-    ({"n_draws": 0}, "--n-draws: must be an integer >= 1"),
-    ({"seed": -1}, "--seed: must be an integer >= 0"),
-    ({"max_seq_length": 0}, "--max-seq-length"),
+    ({"k": 0}, "predictor.k: must be an integer >= 1, got 0"),
+    ({"k": 2.5}, "predictor.k: must be an integer >= 1"),
+    ({"sigma": 0}, r"decision.sigma: must be a number in \(0.0, inf\]"),
+    ({"sigma": float("nan")}, "decision.sigma"),
+    ({"eta": 1.5}, r"decision.eta: must be a number in \[0.0, 1.0\], got 1.5"),
+    ({"t": -0.1}, "decision.t: must be a number"),
+    ({"n_draws": 0}, "decision.n_draws: must be an integer >= 1"),
+    ({"seed": -1}, "decision.seed: must be an integer >= 0"),
+    ({"max_seq_length": 0}, "embedder.max_seq_length"),
     ({"predictor_params": {"n_neighbours": 3}}, "knn has no parameter"),
 ])
 def test_every_constant_is_range_checked(params, message):
-    from lm_router_plugin.router import InvalidParameterError
+    from lm_router_plugin.errors import InvalidParameterError
 
     with pytest.raises(InvalidParameterError, match=message):
         Router(**params).validate_params()
@@ -447,14 +482,16 @@ def test_fit_rejects_an_invalid_table(data):
 # -- persistence -----------------------------------------------------------------------------
 def test_save_load_round_trip(fitted, data, tmp_path):
     folder = tmp_path / "routers" / "r1"
-    fitted.save(folder)
-    fitted.save(folder)  # overwriting an existing router works
+    save_router(fitted, folder)
+    save_router(fitted, folder)  # overwriting an existing router works
     assert sorted(p.name for p in folder.iterdir()) == ["arrays.npz", "card.json", "state.json"]
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no temp left
-    loaded = Router.load(folder)
-    for name in ("X_", "Y_", "task_of_", "loo_g_", "u_ref_", "p_ref_", "task_accuracy_",
-                 "model_mean_accuracy_"):
+    loaded = load_router(folder)
+    for name in ("X_", "Y_", "task_of_", "loo_g_"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(fitted, name))
+    for name in ("u", "p", "accuracy", "mean_accuracy"):
+        np.testing.assert_array_equal(getattr(loaded.calibration_, name),
+                                      getattr(fitted.calibration_, name))
     assert loaded.get_params() == fitted.get_params()
     assert loaded.models_ == fitted.models_ and loaded.task_names_ == fitted.task_names_
     assert loaded.recommend(embeddings=data["Q"]).to_dict() == \
@@ -526,18 +563,18 @@ def fake_encode(monkeypatch):
 
 
 def test_labeled_samples_join_the_pool(data, fitted, fake_encode):
-    # two labelled samples of the new task, placed exactly at two of its prompts
-    FAKE_VECTORS.update({"new 0": data["Q"][0], "new 1": data["Q"][1]})
+    """Two of the new task's docs labelled (instance_id = their position): their embeddings
+    and labels join the predictor's pool, and the S scores are for the other docs."""
     labeled = validate_table(pd.DataFrame([
         {"task": "new", "instance_id": str(i), "model": m, "input_text": f"new {i}",
          "correct": int(m == "m_small")} for i in range(2) for m in MODELS]))
     rec = fitted.recommend(embeddings=data["Q"], labeled=labeled)
-    assert fake_encode == [["new 0", "new 1"]]
+    assert fake_encode == []  # the docs' own embeddings, nothing embedded again
+    assert rec.n_labelled_docs == 2 and rec.n_inputs == len(data["Q"]) - 2
     X = np.vstack([data["X"], data["Q"][:2]])
     Y = np.vstack([data["Y"], [[0, 0, 1], [0, 0, 1]]])
-    _, u_ref, p_ref, _, _ = brute_force_calibration(data["X"], data["Y"], data["tasks"], 5, 19)
     prior = np.nan_to_num(np.nanmean(data["Y"], axis=0))  # the fitted prior: reference pool
-    g = np.array([knn_g(q, X, Y, 5, prior) for q in data["Q"]])
+    g = np.array([knn_g(q, X, Y, 5, prior) for q in data["Q"][2:]])
     s1 = {r.model: r.s1 for r in rec.models}
     np.testing.assert_allclose([s1[m] for m in MODELS], g.mean(0), rtol=1e-6)
 
@@ -560,7 +597,7 @@ def test_fit_or_load_embeds_and_fits_once(tmp_path, data, fake_encode):
     assert len(current) == 1
     second = fit_or_load(store, embedder="minilm")
     assert sum(len(c) for c in fake_encode) == 12  # loaded: nothing embedded again
-    np.testing.assert_array_equal(first.p_ref_, second.p_ref_)
+    np.testing.assert_array_equal(first.calibration_.p, second.calibration_.p)
     # decision-only settings: the same fitted router, neither refitted nor deleted
     mtime = (store.routers_dir() / current[0] / "arrays.npz").stat().st_mtime_ns
     decided = fit_or_load(store, embedder="minilm", eta=0.9, sigma=0.2, n_draws=50, seed=3)
@@ -616,6 +653,8 @@ def test_cli_recommend_empty_store(cli, tmp_path):
 
 @pytest.mark.parametrize("args", [[], ["--task", "x", "--prompts", "p.txt"]])
 def test_cli_recommend_needs_exactly_one_of_task_and_prompts(cli, tmp_path, args):
+    (tmp_path / "p.txt").write_text("What is 2+2?\n")
+    args = [tmp_path / "p.txt" if a == "p.txt" else a for a in args]
     result = cli("recommend", *args, "--store", tmp_path / "s")
     assert result.exit_code == 2
     assert "exactly one of --task NAME or --prompts FILE" in result.output
@@ -624,9 +663,8 @@ def test_cli_recommend_needs_exactly_one_of_task_and_prompts(cli, tmp_path, args
 def test_cli_prompts_file_missing(cli, cli_store, tmp_path, fake_encode):
     missing = tmp_path / "nope.jsonl"
     result = cli("-q", "recommend", "--prompts", missing, "--store", cli_store.root)
-    assert result.exit_code == 1
-    line = one_error(result)
-    assert str(missing) in line and "cannot read prompts" in line
+    assert result.exit_code == 2  # click's usage error, before anything is read
+    assert f"'{missing}' does not exist" in result.output and "Traceback" not in result.output
 
 
 def test_cli_prompts_file_garbled(cli, cli_store, tmp_path, fake_encode):
@@ -638,7 +676,7 @@ def test_cli_prompts_file_garbled(cli, cli_store, tmp_path, fake_encode):
     bad.write_text('{"prompt": "a"}\n\n{"text": "b"}\n')
     result = cli("-q", "route", "--prompts", bad, "--store", cli_store.root)
     assert result.exit_code == 1
-    assert f"{bad} line 3: missing string key 'prompt'" in one_error(result)
+    assert f"{bad} line 3: no 'prompt' key" in one_error(result)
 
 
 def test_cli_unknown_candidate(cli, cli_store, tmp_path, fake_encode):
@@ -646,8 +684,8 @@ def test_cli_unknown_candidate(cli, cli_store, tmp_path, fake_encode):
     prompts.write_text("alpha input 0\nsomething new\n")
     result = cli("-q", "recommend", "--prompts", prompts, "--store", cli_store.root,
                  "--candidates", "m_big,m_smal")
-    assert result.exit_code == 1
-    assert "Unknown model 'm_smal'. Did you mean: m_small" in one_error(result)
+    assert result.exit_code == 2
+    assert "Unknown model 'm_smal'. Did you mean: m_small" in result.output
 
 
 def test_cli_max_params_and_bad_value(cli, cli_store, tmp_path, fake_encode):
@@ -744,9 +782,10 @@ def test_cli_end_to_end_with_minilm(cli, e2e_store, tmp_path, count_real_encode,
                         "p_choice_beats_bma", "models"}
     assert out["task"] == str(prompts) and out["n_inputs"] == 4
     assert isinstance(out["fallback"], bool) and 0 <= out["p_choice_beats_bma"] <= 1
-    assert [set(m) for m in out["models"]] == [{"model", "s1", "s2", "s3", "p", "params", "stack"}] * 3
-    gains = [m["stack"] for m in out["models"]]  # the default score: the stacked switch
-    assert out["score"] == "stack" and gains == sorted(gains, reverse=True)
+    assert [set(m) for m in out["models"]] == \
+        [{"model", "s1", "s2", "s3", "p", "params", "stack", "score"}] * 3
+    # the default decision (the stacked switch, or S3 below its reference-task minimum)
+    assert out["score"] == "stack" and out["models"][0]["model"] == out["choice"]
     s1 = {m["model"]: m["s1"] for m in out["models"]}
     # arithmetic prompts sit next to the arithmetic references, where only calc-llm is right
     assert s1["calc-llm"] == 1.0 and max(s1["polyglot-llm"], s1["atlas-llm"]) < 0.5
@@ -773,28 +812,52 @@ def test_cli_end_to_end_with_minilm(cli, e2e_store, tmp_path, count_real_encode,
 
 
 # -- validation before any work (exit 2 bad usage, 1 bad data; nothing embedded or fitted) --
-@pytest.mark.parametrize("args, message", [
-    (["--k", "0"], "--k: must be an integer >= 1, got 0"),
-    (["--sigma", "0"], "--sigma: must be a number in (0.0, inf]"),
-    (["--eta", "1.5"], "--eta: must be a number in [0.0, 1.0], got 1.5"),
-    (["--n-draws", "0"], "--n-draws: must be an integer >= 1"),
-    (["--max-params", "abc"], "--max-params: cannot read a parameter count from 'abc'"),
-    (["--predictor-param", "n_neighbours=3"], "knn has no parameter"),
-    (["--predictor-param", "oops"], "expected KEY=VALUE"),
+@pytest.mark.parametrize("config, message", [
+    ("predictor: {k: 0}", "predictor.k: must be an integer >= 1, got 0"),
+    ("decision: {sigma: 0}", "decision.sigma: must be a number in (0.0, inf]"),
+    ("decision: {eta: 1.5}", "decision.eta: must be a number in [0.0, 1.0], got 1.5"),
+    ("decision: {n_draws: 0}", "decision.n_draws: must be an integer >= 1"),
+    ("predictor: {params: {n_neighbours: 3}}", "knn has no parameter"),
+    ("decision: {etta: 0.5}", "unknown key in 'decision' 'etta'. Did you mean 'eta'?"),
+    ("decisions: {eta: 0.5}", "unknown section 'decisions'. Did you mean 'decision'?"),
+    ("decision: [1, 2]", "'decision' must be a mapping"),
+    ("decision: {eta: [", "not valid YAML"),
+    (None, "--max-params: cannot read a parameter count from 'abc'"),
 ])
 @pytest.mark.parametrize("command", ["recommend", "route", "evaluate"])
-def test_cli_bad_constants_are_usage_errors(cli, cli_store, tmp_path, fake_encode, args,
-                                            message, command):
+def test_cli_bad_settings_are_usage_errors(cli, cli_store, tmp_path, fake_encode, config,
+                                           message, command):
     (tmp_path / "p.txt").write_text("What is 2+2?\n")
     prompts = [] if command == "evaluate" else ["--prompts", tmp_path / "p.txt"]
+    if config is None:
+        args = ["--max-params", "abc"]
+    else:
+        (tmp_path / "c.yaml").write_text(config + "\n")
+        args = ["--config", tmp_path / "c.yaml"]
     result = cli(command, *prompts, *args, "--store", cli_store.root)
     assert result.exit_code == 2, result.output
-    if command == "route" and args[0] in ("--sigma", "--eta", "--n-draws"):
-        message = f"No such option '{args[0]}'"  # they do not affect per-prompt routing
     assert message in result.output
+    if config is not None and "YAML" not in message:
+        assert str(tmp_path / "c.yaml") in result.output or "decision." in message \
+            or "predictor." in message or "knn" in message
     assert "Traceback" not in result.output
     assert fake_encode == []  # nothing embedded
     assert not cli_store.routers_dir().exists() or not any(cli_store.routers_dir().iterdir())
+
+
+def test_cli_unknown_decider_and_predictor_are_usage_errors(cli, cli_store, tmp_path,
+                                                            fake_encode):
+    (tmp_path / "p.txt").write_text("What is 2+2?\n")
+    base = ["recommend", "--prompts", tmp_path / "p.txt", "--store", cli_store.root]
+    result = cli(*base, "--score", "stak")
+    assert result.exit_code == 2 and "Unknown decider 'stak'. Did you mean: stack" in \
+        result.output
+    result = cli(*base, "--predictor", "knnn")
+    assert result.exit_code == 2 and "Unknown predictor 'knnn'. Did you mean: knn" in \
+        result.output
+    result = cli("ingest", "lm-evl", tmp_path, "--store", cli_store.root)
+    assert result.exit_code == 2 and "Unknown adapter 'lm-evl'" in result.output
+    assert fake_encode == []
 
 
 def test_cli_candidate_typo_is_reported_before_the_task_is_built(cli, cli_store, fake_encode,
@@ -807,8 +870,8 @@ def test_cli_candidate_typo_is_reported_before_the_task_is_built(cli, cli_store,
     monkeypatch.setattr(tasks, "task_prompts", boom)
     result = cli("recommend", "--task", "anything", "--candidates", "m_bigg",
                  "--store", cli_store.root)
-    assert result.exit_code == 1
-    assert "Unknown model 'm_bigg'. Did you mean: m_big" in one_error(result)
+    assert result.exit_code == 2
+    assert "Unknown model 'm_bigg'. Did you mean: m_big" in result.output
     assert fake_encode == []
     result = cli("recommend", "--task", "anything", "--max-params", "1M",
                  "--store", cli_store.root)
@@ -819,9 +882,13 @@ def test_library_recommend_matches_the_cli(cli, cli_store, tmp_path, fake_encode
     from lm_router_plugin.api import recommend
 
     (tmp_path / "p.txt").write_text("alpha input 0\nbeta input 1\n")
-    rec = recommend(cli_store.root, prompts_file=tmp_path / "p.txt", k=3)
-    result = cli("recommend", "--prompts", tmp_path / "p.txt", "--k", "3", "--json",
-                 "--store", cli_store.root)
+    (tmp_path / "c.yaml").write_text("predictor: {k: 3}\n")
+    rec = recommend(cli_store.root, prompts_file=tmp_path / "p.txt",
+                    settings={"predictor": {"k": 3}})
+    assert recommend(cli_store.root, prompts_file=tmp_path / "p.txt",
+                     settings=tmp_path / "c.yaml").to_dict() == rec.to_dict()
+    result = cli("recommend", "--prompts", tmp_path / "p.txt", "--config", tmp_path / "c.yaml",
+                 "--json", "--store", cli_store.root)
     assert json.loads(result.stdout) == json.loads(json.dumps(rec.to_dict()))
 
 
