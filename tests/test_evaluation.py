@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 
 from lm_router_plugin.evaluation import evaluate, regroup_tasks
-from lm_router_plugin.neighbors import topk_cosine
 from lm_router_plugin.pool import build_pool
 from lm_router_plugin.router import Router
 from lm_router_plugin.schema import validate_table
@@ -124,6 +123,20 @@ def _embeddings(pool, vectors):
                     dtype=np.float32)
 
 
+def recommend_with_labels(router, pool, X, d, lab, score, candidates):
+    """A Router's recommend for held-out task d given its rows ``lab`` (pool row numbers)
+    as labelled docs: the task's docs are its rows in pool order, a label's instance_id is
+    its doc position (as for a prompts file)."""
+    rows = np.flatnonzero(pool.task_of == d)
+    position = {r: i for i, r in enumerate(rows)}
+    labeled = pd.DataFrame([{"task": pool.task_names[d], "instance_id": str(position[r]),
+                             "model": m, "correct": pool.Y[r, j]}
+                            for r in lab for j, m in enumerate(pool.models)
+                            if not np.isnan(pool.Y[r, j])])
+    return router.recommend(embeddings=X[rows], score=score, candidates=candidates,
+                            labeled=labeled)
+
+
 @pytest.fixture(scope="module")
 def evaluated():
     table, vectors = make_data()
@@ -176,41 +189,47 @@ def test_a_pool_smaller_than_kappa_matches_the_refit():
     X = _embeddings(build_pool(table), vectors)
     result = evaluate(table, embeddings=X, label_counts=[2, 50], repeats=2, n_bootstrap=0)
     assert_matches_refit(table, X, result)
-    assert {"stack@2labels", "stack_planned@50labels"} <= set(result.rows)
+    assert {"stack@2labels", "stack@50labels", "s2@2labels"} <= set(result.rows)
 
 
-def test_label_sweep_matches_recommend_with_labels(evaluated):
-    """alpha rows: labels of d join a Router fitted without d (recommend(labeled=...))."""
+@pytest.mark.parametrize("setting", [("alpha", 0.2), ("labels", 12)])
+def test_label_rows_match_recommend_with_labels(evaluated, setting):
+    """X@alpha / X@Nlabels rows of every decider: the same random labels of d given to a
+    Router fitted without d (recommend(labeled=...), the user's path) make the same choice,
+    repeat by repeat."""
     table, _, X, _ = evaluated
-    result = evaluate(table, embeddings=X, alphas=[0.2], repeats=2, n_bootstrap=0)
+    kind, value = setting
+    result = evaluate(table, embeddings=X, repeats=2, n_bootstrap=0,
+                      alphas=[value] if kind == "alpha" else [0.0],
+                      label_counts=[value] if kind == "labels" else [])
     pool = build_pool(table)
-    accs = {"s1": [], "s3": []}
+    scores = ("s1", "s2", "s3", "stack")
+    accs = {s: [] for s in scores}
+    routers = {}
     for rep in range(2):
-        rng = np.random.default_rng([0, rep, int(round(0.2 * 1e6))])  # evaluate's seeding
-        per_score = {"s1": [], "s3": []}
+        tag = int(round(value * 1e6)) if kind == "alpha" else 10**9 + value
+        rng = np.random.default_rng([0, rep, tag])  # evaluate's seeding
+        per_score = {s: [] for s in scores}
         for d, task in enumerate(pool.task_names):
             rows = np.flatnonzero(pool.task_of == d)
-            lab = np.sort(rng.choice(rows, size=min(max(1, int(0.2 * len(rows))), 50),
-                                     replace=False))
+            n_lab = min(max(1, int(value * len(rows))), 50) if kind == "alpha" else value
+            lab = np.sort(rng.choice(rows, size=n_lab, replace=False))
             rest = np.setdiff1d(rows, lab)
-            keep = pool.task_of != d
-            router = Router().fit(table[table["task"] != task], embeddings=X[keep])
-            lab_ids = {pool.instance_ids[i] for i in lab}
-            lab_rows = table[(table["task"] == task) & table["instance_id"].isin(lab_ids)]
-            lab_pool = build_pool(lab_rows, models=pool.models)
-            ids_d = [pool.instance_ids[r] for r in rows]
-            X_lab = X[[rows[ids_d.index(i)] for i in lab_pool.instance_ids]]
-            y_rest = pool.Y[rest]
-            acc = np.nanmean(y_rest, axis=0)
+            if task not in routers:
+                keep = pool.task_of != d
+                routers[task] = Router().fit(table[table["task"] != task], embeddings=X[keep])
+            acc = np.nanmean(pool.Y[rest], axis=0)
             cands = [m for j, m in enumerate(pool.models) if not np.isnan(acc[j])]
-            for score in ("s1", "s3"):
-                rec = router.recommend(embeddings=X[rest], score=score, candidates=cands,
-                                       labeled=lab_rows, labeled_embeddings=X_lab)
+            for score in scores:
+                rec = recommend_with_labels(routers[task], pool, X, d, lab, score, cands)
+                assert rec.n_labelled_docs == n_lab and rec.n_inputs == len(rest)
                 per_score[score].append(acc[pool.models.index(rec.choice)])
         for score in accs:
             accs[score].append(np.mean(per_score[score]))
+    suffix = f"@{value:g}" if kind == "alpha" else f"@{value}labels"
     for score in accs:
-        assert result.rows[f"{score}@0.2"]["acc"] == pytest.approx(np.mean(accs[score]))
+        assert result.rows[f"{score}{suffix}"]["acc"] == pytest.approx(np.mean(accs[score])), \
+            score
 
 
 def test_scores_match_plain_loop_brute_force(evaluated):
@@ -243,60 +262,8 @@ def test_held_out_labels_do_not_reach_the_other_tasks(evaluated):
     for model, got in after["scores"].items():
         for key in ("s1", "s2", "s3", "p"):
             assert got[key] == pytest.approx(before["scores"][model][key])
-    for row in ("s1", "s2", "s3", "stack", "cal"):
+    for row in ("s1", "s2", "s3", "stack"):
         assert after[row]["model"] == before[row]["model"], row
-
-
-def test_stacked_label_rows_match_a_router_refitted_without_the_task(evaluated):
-    """stack@N labels: the switch fitted on a Router refitted without d (its calibration,
-    its reference correctness), fed the zero-label g of d's unlabelled inputs and the
-    accuracy on the N labelled ones, chooses what evaluate chose, repeat by repeat; and
-    stack_planned@N likewise for the docs plan() draws from that Router's posterior, their
-    accuracy weighted by 1 / inclusion probability."""
-    from lm_router_plugin.estimate import estimate, plan
-    from lm_router_plugin.stacking import label_accuracy, stacked_decision
-
-    table, _, X, _ = evaluated
-    n_lab = 12  # enough labels that the switches keep the label feature on these tasks
-    result = evaluate(table, embeddings=X, label_counts=[n_lab], repeats=2, n_bootstrap=0)
-    pool = build_pool(table)
-    routers = {}
-    accs = {"random": [], "planned": []}
-
-    def stacked_accuracy(router, lab, rest, labels):
-        acc = np.nanmean(pool.Y[rest], axis=0)
-        _, sim = topk_cosine(X[rest], router.X_, router.kappa)
-        rows_of = [np.flatnonzero(router.task_of_ == z) for z in range(len(router.task_names_))]
-        choice = stacked_decision(router.calibration_, router.predict_correctness(X[rest]), sim,
-                                  ~np.isnan(acc), t=router.t, sigma=router.sigma, labels=labels,
-                                  n_labels=len(lab), Y=router.Y_, rows_of=rows_of,
-                                  seed=router.seed)[0]
-        return acc[choice]
-
-    for rep in range(2):
-        rng = np.random.default_rng([0, rep, 10**9 + n_lab])  # evaluate's seeding
-        plan_rng = np.random.default_rng([0, rep, 10**9 + n_lab, 1])
-        per_task = {"random": [], "planned": []}
-        for d, task in enumerate(pool.task_names):
-            rows = np.flatnonzero(pool.task_of == d)
-            if task not in routers:
-                keep = pool.task_of != d
-                routers[task] = Router().fit(table[table["task"] != task], embeddings=X[keep])
-            router = routers[task]
-            lab = np.sort(rng.choice(rows, size=n_lab, replace=False))
-            per_task["random"].append(stacked_accuracy(
-                router, lab, np.setdiff1d(rows, lab), np.nanmean(pool.Y[lab], 0)))
-            g = router.predict_correctness(X[rows])
-            known = ~np.isnan(np.nanmean(pool.Y[rows], 0))
-            picked, pi = plan(g, estimate(router.calibration_, g, known), n_lab, plan_rng)
-            per_task["planned"].append(stacked_accuracy(
-                router, rows[picked], np.setdiff1d(rows, rows[picked]),
-                label_accuracy(pool.Y[rows[picked]], 1.0 / pi[picked])))
-        for kind in accs:
-            accs[kind].append(np.mean(per_task[kind]))
-    assert result.rows[f"stack@{n_lab}labels"]["acc"] == pytest.approx(np.mean(accs["random"]))
-    assert result.rows[f"stack_planned@{n_lab}labels"]["acc"] == pytest.approx(
-        np.mean(accs["planned"]))
 
 
 def test_rows_are_task_averages_with_gaps_and_intervals(evaluated):
@@ -437,10 +404,9 @@ def test_uncertainty_check_matches_a_router_refitted_without_the_task(evaluated)
     Router refitted without it says and gets: coverage of its 90% intervals, P(best) of its
     top candidate, the expected gain of 10 more labels against 10 more drawn with
     evaluate's seeding; the stacked switch's P is recommend's."""
-    from lm_router_plugin.api import stack_label_gains
     from lm_router_plugin.estimate import estimate
+    from lm_router_plugin.labels import stack_gain_verdict
     from lm_router_plugin.scores import argmax_with_ties
-    from lm_router_plugin.stacking import stacked_decision
 
     table, _, X, result = evaluated
     pool = build_pool(table)
@@ -476,13 +442,10 @@ def test_uncertainty_check_matches_a_router_refitted_without_the_task(evaluated)
         # the stacked switch's expected gain of those 10 labels and what they gave it
         allowed2 = ~np.isnan(acc2)
         assert got["stack_gain_predicted"] == pytest.approx(
-            stack_label_gains(router, allowed2, 0)["10"])
-        rows_of = [np.flatnonzero(router.task_of_ == z) for z in range(len(router.task_names_))]
-        after = stacked_decision(
-            router.calibration_, router.predict_correctness(X[rest]),
-            topk_cosine(X[rest], router.X_, router.kappa)[1], allowed2, t=router.t,
-            sigma=router.sigma, labels=np.nanmean(pool.Y[more], 0), n_labels=10, Y=router.Y_,
-            rows_of=rows_of, seed=router.seed)[0]
+            stack_gain_verdict(router, allowed2, 0)[0]["10"])
+        cands2 = [m for m, a in zip(pool.models, allowed2) if a]
+        after = pool.models.index(
+            recommend_with_labels(router, pool, X, d, more, "stack", cands2).choice)
         before = pool.models.index(result.per_task[d]["stack"]["model"])
         assert got["stack_gain_realised"] == pytest.approx(acc2[after] - acc2[before])
         if "stack_p" in got:
@@ -506,7 +469,7 @@ def test_label_rows_have_split_half_gaps_and_intervals_over_tasks(evaluated):
     table, _, X, _ = evaluated
     result = evaluate(table, embeddings=X, label_counts=[5], repeats=3, n_bootstrap=200)
     again = evaluate(table, embeddings=X, label_counts=[5], repeats=3, n_bootstrap=200)
-    for name in ("s1", "s3", "few_shot", "stack", "post", "post_planned", "stack_planned"):
+    for name in ("s1", "s2", "s3", "few_shot", "stack"):
         row = result.rows[f"{name}@5labels"]
         low, high = row["gain_over_bma_ci"]
         assert low <= row["gain_over_bma"] <= high
@@ -541,7 +504,7 @@ def test_label_draws_let_another_implementation_redo_every_repeat(evaluated):
         for draw in draws:
             labelled = set(draw["labelled"])
             assert len(labelled) == draw["n_labels"] == len(draw["labelled"])
-            assert labelled <= set(sub["instance_id"]) and len(draw["planned"]) == len(labelled)
+            assert labelled <= set(sub["instance_id"])
             lab = sub[sub["instance_id"].isin(labelled)].groupby("model")["correct"].mean()
             rest = sub[~sub["instance_id"].isin(labelled)].groupby("model")["correct"].mean()
             few = max(lab.index, key=lambda m: (lab[m], mean_other[m]))
@@ -550,10 +513,9 @@ def test_label_draws_let_another_implementation_redo_every_repeat(evaluated):
             assert draw["choice"]["bma"] == bma
             assert draw["acc"]["oracle"] == pytest.approx(rest.max())
             for name, model in draw["choice"].items():
-                if not name.endswith("_planned"):
-                    assert draw["acc"][name] == pytest.approx(rest[model]), (task, name)
+                assert draw["acc"][name] == pytest.approx(rest[model]), (task, name)
     for setting, row in ((("labels", 5), "@5labels"), (("alpha", 0.2), "@0.2")):
-        for name in ("few_shot", "s1", "stack", "post"):
+        for name in ("few_shot", "s1", "s2", "stack"):
             per_repeat = [np.mean([d["acc"][name] for t in result.per_task
                                    for d in t["label_draws"]
                                    if d.get(setting[0]) == setting[1] and d["repeat"] == r])
@@ -568,13 +530,10 @@ def test_label_draws_let_another_implementation_redo_every_repeat(evaluated):
         rows = np.flatnonzero(~keep)
         ids = [pool.instance_ids[r] for r in rows]
         for draw in record["label_draws"]:
-            lab_rows = table[(table["task"] == task) & table["instance_id"].isin(draw["labelled"])]
-            lab_pool = build_pool(lab_rows, models=pool.models)
-            X_lab = X[[rows[ids.index(i)] for i in lab_pool.instance_ids]]
+            lab = rows[[i in set(draw["labelled"]) for i in ids]]
             rest = rows[[i not in set(draw["labelled"]) for i in ids]]
             acc = np.nanmean(pool.Y[rest], axis=0)
             cands = [m for j, m in enumerate(pool.models) if not np.isnan(acc[j])]
-            for score in ("s1", "s3"):
-                rec = router.recommend(embeddings=X[rest], score=score, candidates=cands,
-                                       labeled=lab_rows, labeled_embeddings=X_lab)
+            for score in ("s1", "s3", "stack"):
+                rec = recommend_with_labels(router, pool, X, d, lab, score, cands)
                 assert draw["choice"][score] == rec.choice, (task, draw["repeat"], score)

@@ -8,9 +8,27 @@ import numpy as np
 import pytest
 
 from lm_router_plugin.calibration import Calibration
-from lm_router_plugin.stacking import TAUS, Switch, fit_switch, label_accuracy, stacked_decision
+from lm_router_plugin.deciders import DecisionSettings, StackedSwitch, TaskView
+from lm_router_plugin.stacking import TAUS, Switch, fit_switch
 
 T, SIGMA = 0.5, 0.09
+
+
+def stacked_decision(cal, g, sim, allowed, *, t, sigma, labels=None, n_labels=0, Y=None,
+                     rows_of=None, seed=0):
+    """The stacked-switch decider on one task: (choice, best by predicted gain, BMA,
+    predicted gains (M,), P(best beats BMA), the switch). ``labels`` (M,): the accuracy on
+    ``n_labels`` labelled items (given as that many rows of those accuracies)."""
+    lab_y = None if labels is None else np.tile(np.asarray(labels, float), (n_labels, 1))
+    view = TaskView(cal=cal, models=[f"m{i}" for i in range(len(allowed))], allowed=allowed,
+                    g=g, kappa_sim=sim, settings=DecisionSettings(sigma=sigma, t=t, seed=seed),
+                    lab_y=lab_y,
+                    switches=lambda n: fit_switch(cal, allowed, sigma=sigma, n_labels=n,
+                                                  Y=Y if n else None,
+                                                  rows_of=rows_of if n else None, seed=seed))
+    dec = StackedSwitch().decide(view)
+    return (dec.choice, dec.best_by_score, dec.bma, dec.scores, dec.p_beats_bma,
+            dec.details["switch"])
 
 
 def reference(s1_informative: bool, *, D: int = 30, M: int = 4, n: int = 60, seed: int = 0):
@@ -94,18 +112,6 @@ def test_label_simulation_is_seeded():
     assert np.array_equal(a.beta, b.beta) and a.tau == b.tau and a.prior_var == b.prior_var
     with pytest.raises(ValueError, match="reference correctness"):
         fit_switch(cal, allowed, sigma=SIGMA, n_labels=10)
-
-
-def test_label_accuracy_weights_planned_items():
-    """Planned docs carry 1 / inclusion-probability weights (Hajek mean); random ones none;
-    a model without labels is nan."""
-    lab_y = np.array([[1.0, 0.0, np.nan], [0.0, 0.0, np.nan], [1.0, 1.0, np.nan]])
-    np.testing.assert_allclose(label_accuracy(lab_y)[:2], [2 / 3, 1 / 3])
-    w = np.array([1.0, 3.0, 1.0])  # the second item was 3x less likely to be drawn
-    np.testing.assert_allclose(label_accuracy(lab_y, w)[:2], [2 / 5, 1 / 5])
-    assert np.isnan(label_accuracy(lab_y, w)[2])
-    partial = np.array([[1.0], [np.nan], [0.0]])  # weights renormalise over labelled items
-    np.testing.assert_allclose(label_accuracy(partial, w), [0.5])
 
 
 def test_labels_update_the_prediction_by_their_precision():
