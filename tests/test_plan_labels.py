@@ -20,8 +20,8 @@ from conftest import TESTS, offline_env, one_error
 from lm_router_plugin import Store
 from lm_router_plugin.errors import InputError
 from lm_router_plugin.persistence import fit_or_load
-from lm_router_plugin.settings import load_settings
 from lm_router_plugin.pool import rows_by_task
+from lm_router_plugin.settings import load_settings
 from lm_router_plugin.stacking import fit_switch
 from lm_router_plugin.labels import (
     PLAN_VERSION, TaskDocs, check_labelled, labelled_matrix, load_plan, new_plan,
