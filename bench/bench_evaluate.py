@@ -5,7 +5,8 @@ per-task output is checked equal, and both are timed on the same tasks (nothing
 extrapolated).
 
 Also times the full sweep: alphas 0,0.02,0.05,0.1,0.2,0.3 and --labels 5,10,20,30 with 10
-repeats each, every row (s1, s3, few-shot, the stacked switch, the posterior, planned labels)
+repeats each, every row (every registered decider - s1, s2, s3, the stacked switch - and
+few-shot, with and without labels)
 (targets: >= 10x faster than the refit loop; sweep < 300 s).
 
 Reproduce (the store must already hold the table and the MiniLM embeddings, e.g. after

@@ -4,7 +4,7 @@ What it measures (every figure from this run; nothing extrapolated):
 
 1. Crossover (``--crossover``, default 1k..300k reference rows, float32 in memory as a
    fitted router holds them): time of one search of 1,000 queries (k = 19; also 10 queries)
-   with ``--index exact`` (numpy ``topk_cosine``) and ``faiss-flat`` (``faiss_topk``), median
+   with index kind ``exact`` (numpy ``topk_cosine``) and ``faiss-flat`` (``faiss_topk``), median
    of ``--repeats``; where faiss-flat becomes faster is the default ``AUTO_FAISS_MIN_REFS``.
 2. Large pools (``--sizes``, default 1M and 5M rows): each method in a fresh subprocess over
    the same data, stored as a float16 ``.npy`` memmap (5M x 384 float16 = 3.8 GB; a float32
@@ -223,7 +223,7 @@ def crossover(args) -> None:
             first_faster = None
     print(f"smallest size from which faiss-flat was faster for both {args.n_query} and 10 "
           f"queries at every larger size measured: {first_faster or 'none'} (the default "
-          f"--index-threshold is {AUTO_FAISS_MIN_REFS:,})")
+          f"index.threshold (--config) is {AUTO_FAISS_MIN_REFS:,})")
 
 
 def real(folder: str, nprobes: list[int]) -> None:

@@ -18,9 +18,9 @@
    2 cores (the calibration searches every reference against all others), so the largest
    real fit is the one of part 1 (its peak RSS is measured). For 1M, a router folder with
    every array at the shape and dtype a real fit gives (values synthetic, not calibrated) is
-   written with ``Router.save``; a fresh subprocess then runs ``Router.load`` (everything it
-   loads and rebuilds) + ``recommend`` + ``route`` on 1,000 prompts; its peak RSS (VmHWM)
-   is reported.
+   written with ``persistence.save_router``; a fresh subprocess then runs ``load_router``
+   (everything it loads and rebuilds) + ``recommend`` + ``route`` on 1,000 prompts; its
+   peak RSS (VmHWM) is reported.
 
 Synthetic data: unit vectors clustered by task, labels Bernoulli(skill of model on task);
 all seeds fixed. Run from the repository root:
@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 
 from lm_router_plugin.calibration import Calibration
-from lm_router_plugin.persistence import _CALIBRATION
+from lm_router_plugin.persistence import _CALIBRATION, load_router, save_router
 from lm_router_plugin.router import Router
 
 GIB = 1024 ** 3
@@ -198,7 +198,7 @@ def reset_peak_rss() -> bool:
 
 
 def child_save(args) -> None:
-    """Fresh process 1: write a 1M-reference router folder with Router.save. Every array
+    """Fresh process 1: write a 1M-reference router folder with save_router. Every array
     has the shape and dtype of a real fit (checked against a small real fit); the values
     of the calibration arrays are synthetic (a real fit at 1M takes hours)."""
     X, Y, task_of = synthetic(args.n_big, args.n_tasks, args.n_models, args.dim, args.seed)
@@ -222,19 +222,19 @@ def child_save(args) -> None:
     for name in ("X_", "Y_", "task_of_", "loo_g_"):  # same layout as a real fit, only bigger
         real, ours = getattr(small, name), getattr(router, name)
         assert real.dtype == ours.dtype and real.shape[1:] == ours.shape[1:], name
-    for name in _CALIBRATION:  # every field Router.save writes
+    for name in _CALIBRATION:  # every field save_router writes
         real, ours = getattr(small.calibration_, name), getattr(router.calibration_, name)
         assert real.dtype == ours.dtype and real.ndim == ours.ndim, name
-    router.save(Path(args.state_dir) / "router")
+    save_router(router, Path(args.state_dir) / "router")
     np.save(Path(args.state_dir) / "Q.npy", queries(X, task_of, args.n_query, args.seed))
 
 
 def child_load(args) -> None:
-    """Fresh process 2: Router.load (arrays, state, the rebuilt predictor) + recommend +
+    """Fresh process 2: load_router (arrays, state, the rebuilt predictor) + recommend +
     route; the process peak RSS is loading + scoring only."""
     Q = np.load(Path(args.state_dir) / "Q.npy")
     t0 = time.perf_counter()
-    router = Router.load(Path(args.state_dir) / "router")
+    router = load_router(Path(args.state_dir) / "router")
     t_load = time.perf_counter() - t0
     rss_loaded, peak_loaded = rss_now(), peak_rss()
     t0 = time.perf_counter()
@@ -257,7 +257,7 @@ def main() -> None:
     parser.add_argument("--n-query", type=int, default=1_000)
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--n-big", type=int, default=1_000_000,
-                        help="references of the Router.load memory run (0: skip it)")
+                        help="references of the load_router memory run (0: skip it)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--index", default="auto",
@@ -335,9 +335,9 @@ def main() -> None:
                                  text=True)
         mem = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"\n{args.n_big:,} references x {args.dim}, {args.n_models} models: a router "
-              f"folder of {size / GIB:.2f} GiB (Router.save; arrays {mem['arrays_bytes'] / GIB:.2f}"
+              f"folder of {size / GIB:.2f} GiB (save_router; arrays {mem['arrays_bytes'] / GIB:.2f}"
               f" GiB, shapes of a real fit, calibration values synthetic), fresh subprocess:")
-        print(f"  Router.load: {mem['load_s']:.1f} s, RSS after it {mem['rss_loaded'] / GIB:.2f} "
+        print(f"  load_router: {mem['load_s']:.1f} s, RSS after it {mem['rss_loaded'] / GIB:.2f} "
               f"GiB (peak while loading {mem['peak_loaded'] / GIB:.2f} GiB)")
         print(f"  recommend {mem['recommend_s']:.1f} s, route {mem['route_s']:.1f} s on "
               f"{args.n_query} prompts")

@@ -211,7 +211,7 @@ def phase_recommend(args: argparse.Namespace) -> dict:
 
     store = Store(args.store)
     start = time.perf_counter()
-    rec = recommend(store, prompts_file=args.prompts, embedder="static")
+    rec = recommend(store, prompts_file=args.prompts, settings={"embedder": {"name": "static"}})
     wall = time.perf_counter() - start
     # the numpy baseline on the same embeddings: Q @ X.T, top-k, g, S1/S2, argmax
     router = fit_or_load(store, embedder="static")

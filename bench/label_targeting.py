@@ -3,7 +3,10 @@ each held-out task, the best model on average (BMA, from the other tasks) and th
 of highest S1 (from a predictor fitted without the task); items ranked by their predicted
 disagreement g_b (1 - g_c) + g_c (1 - g_b). Prints, per task set, how often the two models
 really differ on the top 20% of items by that rank against all items: the headroom of a
-planned label design (labels on items where the pair agrees tell nothing about it).
+planned label design (labels on items where the pair agrees tell nothing about it). The
+planner this measured is retired (plan-labels now draws a stratified random sample); the
+script needs only the evaluation's leave-one-task-out state and is kept for the figure
+docs/results.md cites.
 
     python bench/label_targeting.py --store STORE [--tasks-by src --tasks-file F] [--embedder E]
 """

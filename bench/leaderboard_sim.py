@@ -74,11 +74,13 @@ def main() -> None:
           f"{time.perf_counter() - t0:.1f} s")
     bma = result.rows["bma"]["acc"]
     print("gain over BMA in points [share of the BMA -> Oracle gap]:")
-    names = ["s1", "s3", "stack", "cal", "oracle"] + [
-        f"{r}@{n}labels" for n in (10, 20, 30)
-        for r in ("few_shot", "s1", "s3", "stack", "stack_planned", "post")]
+    deciders = result.settings["deciders"]  # s1, s2, s3, stack and any plugin's
+    names = deciders + ["oracle"] + [
+        f"{r}@{n}labels" for n in (10, 20, 30) for r in ["few_shot"] + deciders]
     for name in names:
-        row = result.rows[name]
+        row = result.rows.get(name)
+        if row is None:
+            continue
         print(f"  {name:<22} {100 * (row['acc'] - bma):+6.2f} [{row['gap_closed']:.0%}]")
     print("the stated uncertainty against what happened (gains in points):")
     for e in result.uncertainty:

@@ -2,6 +2,10 @@
 
     python bench/render_results.py bench/out/mmlu_pro    # reads cat14.json, src91.json, ...
     python bench/render_results.py FILE.json [FILE.json ...]
+
+Rows: one per decider the JSON lists (``settings["deciders"]``: s1, s2, s3, stack and any
+plugin's), s3_true_p, moe, bma, oracle, compare_to; with labels, few_shot and every decider.
+A row absent from the JSON (e.g. an older one) is left blank or out.
 """
 
 from __future__ import annotations
@@ -10,8 +14,24 @@ import json
 import sys
 from pathlib import Path
 
-MAIN_ROWS = ("s1", "s2", "s3", "s3_true_p", "stack", "cal", "moe", "bma", "oracle", "compare_to")
-SWEEP_ROWS = ("s1", "s3", "few_shot", "stack", "stack_planned", "post", "post_planned")
+#: the deciders of a JSON written before ``settings["deciders"]`` existed
+OLD_DECIDERS = ("s1", "s2", "s3", "stack")
+
+
+def deciders(data: dict) -> list[str]:
+    """The JSON's deciders (one row each, with and without labels; plugins included)."""
+    return list(data.get("settings", {}).get("deciders") or OLD_DECIDERS)
+
+
+def main_rows(data: dict) -> list[str]:
+    names = []
+    for name in deciders(data):
+        names += [name, "s3_true_p"] if name == "s3" else [name]
+    return names + ["moe", "bma", "oracle", "compare_to"]
+
+
+def sweep_rows(data: dict) -> list[str]:
+    return ["few_shot"] + deciders(data)
 
 
 def fmt(value, spec=".3f"):
@@ -31,7 +51,7 @@ def main_table(data: dict) -> str:
     lines = ["| row | Acc. [95% CI] | half-split Acc. | gap closed | gap closed, split-half | "
              "W/T/L vs BMA | Ratio to Best | Pearson | Spearman | % BMA | # Params | Rank |",
              "|---" * 12 + "|"]
-    for name in MAIN_ROWS:
+    for name in main_rows(data):
         row = data["rows"].get(name)
         if row is None:
             continue
@@ -50,19 +70,19 @@ def main_table(data: dict) -> str:
 
 
 def sweep_table(data: dict) -> str:
-    lines = ["| in-task labels | " + " | ".join(SWEEP_ROWS) + " | predictor acc. |",
-             "|---" * (len(SWEEP_ROWS) + 2) + "|"]
+    names = sweep_rows(data)
+    lines = ["| in-task labels | " + " | ".join(names) + " | predictor acc. |",
+             "|---" * (len(names) + 2) + "|"]
     rows = data["rows"]
-    # zero labels: no few-shot, the stacked switch without labels (nothing to plan), cal
-    lines.append(f"| 0 | {fmt(rows['s1']['acc'])} | {fmt(rows['s3']['acc'])} | | "
-                 f"{fmt(rows.get('stack', {}).get('acc'))} | | "
-                 f"{fmt(rows.get('cal', {}).get('acc'))} (cal) | | "
-                 f"{data['predictor_accuracy']:.3f} |")
+    # zero labels: no few-shot; every decider's zero-label row (blank where absent)
+    lines.append("| 0 | " + " | ".join(
+        "" if name == "few_shot" else fmt(rows.get(name, {}).get("acc")) for name in names)
+        + f" | {data['predictor_accuracy']:.3f} |")
     for entry in data["alpha_sweep"]:
         what = (f"alpha {entry['alpha']:g} ({entry['mean_labels']:.1f})"
                 if entry.get("alpha") is not None else f"{entry['labels']}")
         cells = []
-        for name in SWEEP_ROWS:
+        for name in names:
             row = entry.get(name)
             cells.append("" if row is None else
                          f"{row['acc']:.3f} ± {row['acc_std']:.3f} "

@@ -13,6 +13,9 @@ With ``--uncertainty``, a table: per set and label count (0 and --labels), how t
 stated uncertainty fared (evaluate's ``uncertainty`` entries): 90% interval coverage, P(best)
 of the top candidate against how often it was best, the expected gain of 10 more labels
 (posterior and stacked switch) against what they gave, and the stacked switch's P.
+
+Rows: every decider the JSONs list (``settings["deciders"]``), without labels and at each
+--labels count, and few_shot; a row a JSON lacks (e.g. an older one) is a blank cell.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ import json
 
 import numpy as np
 
-ZERO = ("s1", "s3", "stack", "cal")
-WITH_LABELS = ("few_shot", "s1", "s3", "stack", "stack_planned", "post", "post_planned")
+#: the deciders of a JSON written before ``settings["deciders"]`` existed
+OLD_DECIDERS = ("s1", "s2", "s3", "stack")
 UNCERTAINTY_KEYS = ("coverage", "p_best_top", "top_is_best", "gain_predicted", "gain_realised",
                     "stack_gain_predicted", "stack_gain_realised", "stack_p", "stack_won",
                     "stack_n")
@@ -48,7 +51,9 @@ def main() -> int:
             with open(path) as f:
                 result = json.load(f)
             data[name] = {"rows": result["rows"], "per_task": result["per_task"],
-                          "uncertainty": result.get("uncertainty", [])}
+                          "uncertainty": result.get("uncertainty", []),
+                          "deciders": (result.get("settings", {}).get("deciders")
+                                       or list(OLD_DECIDERS))}
         except (OSError, ValueError, KeyError) as exc:
             parser.error(f"{path}: not a readable `lm-router evaluate --json` output ({exc})")
         missing = [k for k in UNCERTAINTY_KEYS
@@ -57,12 +62,16 @@ def main() -> int:
             parser.error(f"{path}: no complete `uncertainty` entries (missing "
                          f"{', '.join(missing) or 'all'}); rerun `lm-router evaluate` with "
                          "this version for --uncertainty")
+    # the rows: every decider any of the sets lists (one without labels, one per label
+    # count), in their order; a row a set lacks is a blank cell
+    deciders = list(dict.fromkeys(d for n in data for d in data[n]["deciders"]))
+    zero, with_labels = deciders, ["few_shot"] + deciders
     per_task = {n: data[n]["per_task"] for n in data}
     uncertainty = {n: data[n]["uncertainty"] for n in data}
     data = {n: data[n]["rows"] for n in data}
     names = list(data)
-    rows = [(r, r) for r in ZERO] + [(f"{r}@{n}", f"{r}@{n}labels") for n in counts
-                                     for r in WITH_LABELS]
+    rows = [(r, r) for r in zero] + [(f"{r}@{n}", f"{r}@{n}labels") for n in counts
+                                     for r in with_labels]
     print("| row | " + " | ".join(names) + " | mean |")
     print("|---" * (len(names) + 2) + "|")
     print("| BMA / Oracle acc. | " + " | ".join(
@@ -97,9 +106,8 @@ def main() -> int:
         mean = f"{np.mean(gains):+.2f}" if gains else ""
         print(f"| {label} | " + " | ".join(cells) + f" | {mean} |")
     if args.intervals:
-        print_intervals(data, [(r, r) for r in ("s3", "stack")] + [
-            (f"{r}@{n}", f"{r}@{n}labels") for n in counts
-            for r in ("few_shot", "s1", "s3", "stack", "post")])
+        print_intervals(data, [(r, r) for r in zero] + [
+            (f"{r}@{n}", f"{r}@{n}labels") for n in counts for r in with_labels])
     if args.uncertainty:
         print_uncertainty(uncertainty, [0] + counts)
     return 0
