@@ -209,7 +209,10 @@ def ingest(adapter: str, paths: tuple[str, ...], store_dir: str | None, threshol
 
     import yaml
 
-    adapters.get(adapter)  # a typo is bad usage (exit 2), before any reading
+    try:
+        adapters.get(adapter)  # a typo is bad usage (exit 2), before any reading
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), param_hint="ADAPTER") from exc
     options: dict[str, Any] = {}
     for item in adapter_options:
         key, sep, value = item.partition("=")
@@ -356,7 +359,8 @@ def plan_labels(task: str | None, include_path: str | None, prompts_file: str | 
     display.print_plan(result, {
         "then": display.command_line(["lm-router", "recommend", *where, "--labeled", runs,
                                       *common]),
-        "more": display.command_line(["lm-router", "plan-labels", *where, "--n", "N",
+        "more": display.command_line(["lm-router", "plan-labels", *where, "--n",
+                                      str(result.n_requested),
                                       "--labeled", runs, "--plan", result.plan_file,
                                       *common])})
 

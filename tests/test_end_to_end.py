@@ -120,8 +120,9 @@ def test_unknown_and_empty_tasks(cli, held_out_runs, tmp_path):
     error = one_error(cli("recommend", "--task", "toy_percnt", "--include-path", task_configs))
     assert "holds no results yet" in error
     assert cli("ingest", "lm-eval", held_out_runs).exit_code == 0
-    error = one_error(cli("recommend", "--task", "toy_percnt", "--include-path", task_configs))
-    assert "Unknown lm-eval task 'toy_percnt'. Did you mean: toy_percent" in error
+    result = cli("recommend", "--task", "toy_percnt", "--include-path", task_configs)
+    assert result.exit_code == 2 and "Traceback" not in result.output  # a usage error
+    assert "Unknown lm-eval task 'toy_percnt'. Did you mean: toy_percent" in result.output
     folder = tmp_path / "tasks"
     folder.mkdir()
     shutil.copy(task_configs / "router_toy" / "utils.py", folder)

@@ -21,7 +21,7 @@ from lm_router_plugin.schema import validate_table
 K, KAPPA, SIGMA, T = 5, 19, 0.09, 0.5
 
 
-def make_data(seed: int = 0, n_tasks: int = 6, n_models: int = 4, n_per_task: int = 40,
+def make_data(seed: int = 0, n_tasks: int = 7, n_models: int = 4, n_per_task: int = 40,
               missing: float = 0.05):
     """Clustered synthetic embeddings (one cluster per task) and per-task model skills."""
     rng = np.random.default_rng(seed)
@@ -537,3 +537,18 @@ def test_label_draws_let_another_implementation_redo_every_repeat(evaluated):
             for score in ("s1", "s3", "stack"):
                 rec = recommend_with_labels(router, pool, X, d, lab, score, cands)
                 assert draw["choice"][score] == rec.choice, (task, draw["repeat"], score)
+
+
+def test_stack_rows_are_s3_below_the_reference_task_minimum():
+    """With 5 tasks each held-out task has 4 reference tasks, fewer than the stacked switch
+    needs (MIN_STACK_TASKS): its rows are the paper's S3, as recommend does."""
+    from lm_router_plugin.deciders import MIN_STACK_TASKS
+
+    table, vectors = make_data(seed=5, n_tasks=5)
+    assert 5 - 1 < MIN_STACK_TASKS
+    X = _embeddings(build_pool(table), vectors)
+    result = evaluate(table, embeddings=X, label_counts=[5], repeats=1, n_bootstrap=0)
+    for record in result.per_task:
+        assert record["stack"]["model"] == record["s3"]["model"]
+        for draw in record["label_draws"]:
+            assert draw["choice"]["stack"] == draw["choice"]["s3"]
