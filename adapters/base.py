@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..thresholds import Thresholds
+from ..store.thresholds import Thresholds
 
 
 class Row(NamedTuple):

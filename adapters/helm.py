@@ -28,7 +28,7 @@ import orjson
 import yaml
 
 from ..errors import InputError
-from ..thresholds import Thresholds
+from ..store.thresholds import Thresholds
 from .base import Adapter, Row
 from .instance_text import RULE_HELM_INPUT, RULE_HELM_PROMPT, prompt_hash
 

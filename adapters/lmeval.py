@@ -40,10 +40,20 @@ from typing import Any
 from ..errors import InputError
 from .base import Adapter, Row
 from .instance_text import (
-    RULE_STRUCTURE, RULE_TAIL, LMEvalDocText, Unrenderable, prompt_hash, structural_texts,
+    RULE_STRUCTURE,
+    RULE_TAIL,
+    LMEvalDocText,
+    Unrenderable,
+    prompt_hash,
+    structural_texts,
 )
 from .published import (
-    HUB_PART, HubConfig, download_dataset, hub_configs, is_hf_path, parquet_records,
+    HUB_PART,
+    HubConfig,
+    download_dataset,
+    hub_configs,
+    is_hf_path,
+    parquet_records,
 )
 
 try:

@@ -269,8 +269,12 @@ def download_dataset(path: str | Path, tasks: Sequence[str] | None = None,
     repo, revision = parse_hf_path(path)
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
-        GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled,
-        RepositoryNotFoundError, RevisionNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
     )
 
     where = f"hf://datasets/{repo}" + (f"@{revision}" if revision else "")

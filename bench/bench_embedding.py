@@ -29,8 +29,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
-from lm_router_plugin.embedding import SentenceTransformerEmbedder, embed_texts  # noqa: E402
-from lm_router_plugin.store import Store  # noqa: E402
+from lm_router_plugin.embedding.embedders import SentenceTransformerEmbedder, embed_texts  # noqa: E402
+from lm_router_plugin.store.store import Store  # noqa: E402
 
 WORDS = ("the model river history energy market policy cell protein theorem city network "
          "student teacher language climate ocean budget contract court patient symptom "

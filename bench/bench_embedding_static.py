@@ -35,9 +35,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
-from lm_router_plugin.embedding import SentenceTransformerEmbedder, embed_texts  # noqa: E402
-from lm_router_plugin.static_embedding import StaticEmbedder  # noqa: E402
-from lm_router_plugin.store import Store  # noqa: E402
+from lm_router_plugin.embedding.embedders import SentenceTransformerEmbedder, embed_texts  # noqa: E402
+from lm_router_plugin.embedding.static import StaticEmbedder  # noqa: E402
+from lm_router_plugin.store.store import Store  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mmlu_pro" / "table.tsv.gz"
 

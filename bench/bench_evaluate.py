@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lm_router_plugin.embedding import SentenceTransformerEmbedder, embed_texts
-from lm_router_plugin.evaluation import evaluate, read_side_table, regroup_tasks
-from lm_router_plugin.pool import build_pool
-from lm_router_plugin.router import Router
-from lm_router_plugin.store import Store
+from lm_router_plugin.embedding.embedders import SentenceTransformerEmbedder, embed_texts
+from lm_router_plugin.evaluation.protocol import evaluate, read_side_table, regroup_tasks
+from lm_router_plugin.router.pool import build_pool
+from lm_router_plugin.router.router import Router
+from lm_router_plugin.store.store import Store
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mmlu_pro"
 

@@ -43,8 +43,13 @@ from pathlib import Path
 
 import numpy as np
 
-from lm_router_plugin.neighbors import (
-    AUTO_FAISS_MIN_REFS, FaissIVFIndex, faiss_topk, import_faiss, ivf_nlist, ivf_nprobe,
+from lm_router_plugin.router.neighbors import (
+    AUTO_FAISS_MIN_REFS,
+    FaissIVFIndex,
+    faiss_topk,
+    import_faiss,
+    ivf_nlist,
+    ivf_nprobe,
     topk_cosine,
 )
 

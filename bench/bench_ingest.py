@@ -169,8 +169,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile (b); print top 25")
     args = parser.parse_args()
 
-    from lm_router_plugin.ingest import ingest, read_rows
-    from lm_router_plugin.store import Store
+    from lm_router_plugin.store.ingest import ingest, read_rows
+    from lm_router_plugin.store.store import Store
 
     tmp = None if args.dir else Path(tempfile.mkdtemp(prefix="bench_ingest_"))
     root = args.dir or tmp

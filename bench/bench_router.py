@@ -53,9 +53,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lm_router_plugin.calibration import Calibration
-from lm_router_plugin.persistence import _CALIBRATION, load_router, save_router
-from lm_router_plugin.router import Router
+from lm_router_plugin.router.calibration import Calibration
+from lm_router_plugin.router.persistence import _CALIBRATION, load_router, save_router
+from lm_router_plugin.router.router import Router
 
 GIB = 1024 ** 3
 TIE = 0.01  # the router's tie rule: + 0.01 x a model's mean reference accuracy

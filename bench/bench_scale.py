@@ -53,8 +53,8 @@ def _model_dirs(data: Path, n_models: int | None) -> list[str]:
 
 # -- phases (each runs in its own process) ------------------------------------------------
 def phase_ingest(args: argparse.Namespace, fresh: bool = True) -> dict:
-    from lm_router_plugin.ingest import ingest
-    from lm_router_plugin.store import Store
+    from lm_router_plugin.store.ingest import ingest
+    from lm_router_plugin.store.store import Store
 
     if fresh:
         shutil.rmtree(args.store, ignore_errors=True)
@@ -130,10 +130,10 @@ def phase_ingest_baseline(args: argparse.Namespace) -> dict:
 def _pool_and_embeddings(store_dir: str):
     import numpy as np
 
-    from lm_router_plugin.pool import build_pool
-    from lm_router_plugin.router import Router
-    from lm_router_plugin.schema import CORRECT, INPUT_TEXT, INSTANCE_ID, MODEL, TASK
-    from lm_router_plugin.store import Store
+    from lm_router_plugin.router.pool import build_pool
+    from lm_router_plugin.router.router import Router
+    from lm_router_plugin.store.schema import CORRECT, INPUT_TEXT, INSTANCE_ID, MODEL, TASK
+    from lm_router_plugin.store.store import Store
 
     store = Store(store_dir)
     table = store.read_table(columns=[TASK, INSTANCE_ID, INPUT_TEXT, MODEL, CORRECT],
@@ -152,8 +152,8 @@ def phase_embed(args: argparse.Namespace) -> dict:
 
 
 def phase_fit(args: argparse.Namespace) -> dict:
-    from lm_router_plugin.persistence import fit_or_load
-    from lm_router_plugin.store import Store
+    from lm_router_plugin.router.persistence import fit_or_load
+    from lm_router_plugin.store.store import Store
 
     store = Store(args.store)
     shutil.rmtree(store.routers_dir(), ignore_errors=True)
@@ -206,8 +206,8 @@ def phase_recommend(args: argparse.Namespace) -> dict:
     import numpy as np
 
     from lm_router_plugin.api import recommend
-    from lm_router_plugin.persistence import fit_or_load
-    from lm_router_plugin.store import Store
+    from lm_router_plugin.router.persistence import fit_or_load
+    from lm_router_plugin.store.store import Store
 
     store = Store(args.store)
     start = time.perf_counter()

@@ -19,10 +19,10 @@ import numpy as np
 
 from lm_router_plugin import Store
 from lm_router_plugin.errors import LMRouterError
-from lm_router_plugin.evaluation import _HeldOut, read_side_table, regroup_tasks
-from lm_router_plugin.pool import build_pool
-from lm_router_plugin.router import Router
-from lm_router_plugin.scores import quiet_nanmean
+from lm_router_plugin.evaluation.protocol import _HeldOut, read_side_table, regroup_tasks
+from lm_router_plugin.router.pool import build_pool
+from lm_router_plugin.router.router import Router
+from lm_router_plugin.router.scores import quiet_nanmean
 
 
 def main() -> int:

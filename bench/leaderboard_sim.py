@@ -23,8 +23,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from lm_router_plugin.evaluation import evaluate
-from lm_router_plugin.pool import build_pool
+from lm_router_plugin.evaluation.protocol import evaluate
+from lm_router_plugin.router.pool import build_pool
 
 N_TASKS, N_MODELS, DIM = 34, 78, 64
 

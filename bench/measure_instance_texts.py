@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from lm_router_plugin.adapters.helm import HELMAdapter
-from lm_router_plugin.embedding import SentenceTransformerEmbedder
+
+from lm_router_plugin.embedding.embedders import SentenceTransformerEmbedder
 
 
 def _texts(run: Path) -> dict[str, list[str]]:

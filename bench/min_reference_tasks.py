@@ -46,8 +46,8 @@ import numpy as np
 
 import lm_router_plugin
 from lm_router_plugin import Store
-from lm_router_plugin.evaluation import evaluate, read_side_table, regroup_tasks
-from lm_router_plugin.router import Router
+from lm_router_plugin.evaluation.protocol import evaluate, read_side_table, regroup_tasks
+from lm_router_plugin.router.router import Router
 
 STORES = {"routerdc": "/work/stores/routerdc", "mmlu-cat": "/work/stores/mmlu",
           "mmlu-src": "/work/stores/mmlu"}

@@ -5,7 +5,12 @@
     >>> rec = recommend("lm-router-store", task="my_task", include_path="task_configs/")
     >>> rec.choice, rec.reason, rec.estimates
 
-Heavy modules (torch, sentence-transformers, lm-eval) are imported only when used.
+The layout follows the flow: ``store`` (the correctness table and ingest) -> ``embedding``
+-> ``router`` (pool, neighbours, predictors, calibration, the stacked switch, deciders) ->
+``api`` (recommend, plan_labels, route, info, evaluate) -> ``cli``; ``task`` holds the new
+task's docs and labels, ``evaluation`` the leave-one-task-out protocol; ``errors``,
+``registry`` and ``settings`` are shared. Heavy modules (torch, sentence-transformers,
+lm-eval) are imported only when used.
 """
 
 from __future__ import annotations
@@ -20,21 +25,21 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 _LAZY = {
-    "Store": ".store",
-    "Thresholds": ".thresholds",
-    "ingest": ".ingest",
-    "accuracy_table": ".ingest",
-    "validate_table": ".schema",
+    "Store": ".store.store",
+    "Thresholds": ".store.thresholds",
+    "ingest": ".store.ingest",
+    "accuracy_table": ".store.ingest",
+    "validate_table": ".store.schema",
     "LMRouterError": ".errors",
-    "Router": ".router",
-    "Recommendation": ".recommendation",
+    "Router": ".router.router",
+    "Recommendation": ".router.recommendation",
     "recommend": ".api",
     "plan_labels": ".api",
     "route": ".api",
     "Settings": ".settings",
     "load_settings": ".settings",
-    "evaluate": ".evaluation",
-    "EvaluationResult": ".evaluation",
+    "evaluate": ".evaluation.protocol",
+    "EvaluationResult": ".evaluation.protocol",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

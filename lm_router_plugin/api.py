@@ -30,11 +30,11 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError, InvalidParameterError, LMRouterError
-from .recommendation import Recommendation, RouteDecision
-from .router import Router, model_mask
-from .schema import METRIC, MODEL, THRESHOLD
+from .router.recommendation import Recommendation, RouteDecision
+from .router.router import Router, model_mask
 from .settings import Settings, load_settings
-from .store import Store, parse_params
+from .store.schema import METRIC, MODEL, THRESHOLD
+from .store.store import Store, parse_params
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def labelling_thresholds(store: Store, thresholds: str | Path | None = None) -> 
     """Thresholds for new labelled rows: the user's file if given, else the eta the store's
     rows were labelled with (per metric, the most common stored threshold), so ``--labeled``
     rows are labelled the way ingest labelled the reference rows."""
-    from .thresholds import Thresholds
+    from .store.thresholds import Thresholds
 
     out = Thresholds.load(thresholds)
     if thresholds is not None:
@@ -88,8 +88,8 @@ def read_labeled(store: Store, paths: Sequence[str | Path],
     model and task on different docs). A doc labelled twice keeps its newest label."""
     if not paths:
         return None
-    from .ingest import read_rows
-    from .schema import KEY
+    from .store.ingest import read_rows
+    from .store.schema import KEY
 
     rule = labelling_thresholds(store, thresholds)
     files = [f for path in paths for f in _sample_logs(Path(path))]
@@ -109,7 +109,7 @@ def _sample_logs(path: Path) -> list[Path]:
 
 def _docs(task: str | None, include_path: str | Path | None, prompts: Sequence[str] | None,
           prompts_file: str | Path | None, limit: int | None) -> Any:
-    from .labels import TaskDocs, task_docs
+    from .task.labels import TaskDocs, task_docs
 
     given = [x is not None for x in (task, prompts, prompts_file)]
     if sum(given) != 1:
@@ -135,8 +135,8 @@ def recommend(store: Store | str | Path | None = None, *, task: str | None = Non
     recommendation comes from ``Router.recommend``: choice, scores, estimates, reason and
     the expected gain of more labels.
     """
-    from .labels import check_labelled
-    from .persistence import fit_or_load
+    from .router.persistence import fit_or_load
+    from .task.labels import check_labelled
 
     store = _store(store)
     settings = load_settings(settings)
@@ -205,8 +205,12 @@ def plan_labels(store: Store | str | Path | None = None, *, n: int, task: str | 
     docs are excluded; the new round is appended to the plan). ``out``: PREFIX (default:
     the ``plan``'s, else the task name in the working directory).
     """
-    from .labels import (
-        check_labelled, lm_eval_commands, load_plan, new_plan, stratified_sample,
+    from .task.labels import (
+        check_labelled,
+        lm_eval_commands,
+        load_plan,
+        new_plan,
+        stratified_sample,
     )
 
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
@@ -271,8 +275,8 @@ def route(store: Store | str | Path | None = None, *, prompts: Sequence[str] | N
           max_params: int | str | None = None, settings: SettingsLike = None
           ) -> list[RouteDecision]:
     """Per-prompt choice (MoE): the model most likely to answer each prompt correctly."""
-    from .persistence import fit_or_load
-    from .tasks import read_prompts_file
+    from .router.persistence import fit_or_load
+    from .task.docs import read_prompts_file
 
     if (prompts is None) == (prompts_file is None):
         raise ValueError("give exactly one of prompts or prompts_file")
@@ -289,7 +293,7 @@ def route(store: Store | str | Path | None = None, *, prompts: Sequence[str] | N
 def info(store: Store | str | Path | None = None) -> dict[str, Any]:
     """What ``lm-router info --json`` prints: models, tasks, counts, per-(task, model)
     accuracy, metric, threshold and the harness's mean score, and model metadata."""
-    from .ingest import accuracy_table, score_summary
+    from .store.ingest import accuracy_table, score_summary
 
     store = _store(store)
     # only the columns info reads, as categoricals: no string per row (10M rows: ~1 GB)
@@ -321,7 +325,8 @@ def evaluate(store: Store | str | Path | None = None, *, tasks_by: str = "task",
     """What ``lm-router evaluate`` does: the strict leave-one-task-out evaluation of every
     registered decider (and the baselines) on the store's table, tasks grouped by
     ``tasks_by`` (a column of the table or of the side table ``tasks_file``)."""
-    from .evaluation import evaluate as run_evaluate, read_side_table, regroup_tasks
+    from .evaluation.protocol import evaluate as run_evaluate
+    from .evaluation.protocol import read_side_table, regroup_tasks
 
     if any(a < 0 or a >= 1 for a in alphas) or any(c < 1 for c in label_counts):
         raise InvalidParameterError("--alpha/--labels", "alpha values must be in [0, 1) "

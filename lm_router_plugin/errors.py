@@ -79,3 +79,7 @@ class NotFittedError(LMRouterError, ValueError, AttributeError):
 
 class EmbedderNotFoundError(LMRouterError, OSError):
     """The sentence-transformers model cannot be loaded offline."""
+
+
+class FaissNotInstalledError(LMRouterError, ImportError):
+    """An explicit faiss index was asked for, but faiss-cpu is not installed."""

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError, InvalidParameterError
-from .neighbors import AUTO_FAISS_MIN_REFS, check_index_kind
+from .router.neighbors import AUTO_FAISS_MIN_REFS, check_index_kind
 
 
 @dataclass

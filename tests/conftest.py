@@ -173,7 +173,7 @@ def cli(tmp_path: Path) -> Callable[..., Any]:
     """
     from click.testing import CliRunner
 
-    from lm_router_plugin.cli import main
+    from lm_router_plugin.cli.commands import main
 
     store = tmp_path / "store"
 

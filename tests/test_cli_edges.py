@@ -11,7 +11,7 @@ import sys
 import pytest
 from conftest import file_bytes, one_error
 
-from lm_router_plugin.store import Store
+from lm_router_plugin.store.store import Store
 
 LONG = "organisation-with-a-long-name/an-extremely-long-model-name-70b-instruct-v2.5"
 

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from lm_router_plugin.pool import build_pool
-from lm_router_plugin.registry import deciders
-
 from test_evaluation import _embeddings, make_data
+
+from lm_router_plugin.registry import deciders
+from lm_router_plugin.router.pool import build_pool
 
 PLUGINS = Path(__file__).parent / "plugins"
 REPO = Path(__file__).resolve().parents[1]
@@ -37,8 +36,8 @@ def margin_decider(plugin_on_path):
 
 @pytest.fixture(scope="module")
 def example_store(tmp_path_factory) -> Path:
-    from lm_router_plugin.ingest import ingest
-    from lm_router_plugin.store import Store
+    from lm_router_plugin.store.ingest import ingest
+    from lm_router_plugin.store.store import Store
 
     store = tmp_path_factory.mktemp("example") / "store"
     ingest("lm-eval", [REPO / "examples" / "runs"], Store(store),
@@ -53,7 +52,7 @@ def margin_rule(s1: dict[str, float], bma: str, margin: float) -> str:
 
 
 def test_the_entry_point_registers_the_decider(margin_decider):
-    from lm_router_plugin.deciders import Decider
+    from lm_router_plugin.router.deciders import Decider
 
     assert issubclass(margin_decider, Decider)
     assert "margin" in deciders.names() and {"s1", "s2", "s3", "stack"} <= set(deciders.names())
@@ -96,7 +95,7 @@ def test_an_unknown_score_is_a_usage_error_with_did_you_mean(cli, plugin_on_path
 
 @pytest.fixture
 def evaluated(margin_decider):
-    from lm_router_plugin.evaluation import evaluate
+    from lm_router_plugin.evaluation.protocol import evaluate
 
     table, vectors = make_data(seed=2, n_tasks=6, n_per_task=30)
     X = _embeddings(build_pool(table), vectors)
@@ -118,7 +117,7 @@ def test_the_evaluation_scores_the_plugin_decider(evaluated, margin_decider):
         assert task["margin"]["fallback"] == (task["margin"]["model"] != max(s1, key=s1.get))
         draws = task.get("label_draws", [])
         assert draws and all("margin" in d["choice"] for d in draws)
-    from lm_router_plugin.display import print_evaluation
+    from lm_router_plugin.cli.display import print_evaluation
 
     print_evaluation(result)  # prints the plugin's rows beside the built-in ones
 
@@ -127,7 +126,7 @@ def test_the_plots_show_the_plugin_decider(evaluated, margin_decider, tmp_path, 
     pytest.importorskip("matplotlib")
     from matplotlib.axes import Axes
 
-    from lm_router_plugin.plots import write_plots
+    from lm_router_plugin.evaluation.plots import write_plots
 
     labels = []
     errorbar = Axes.errorbar

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from lm_router_plugin.embedding import packaged_minilm_path, resolve_embedder
+from lm_router_plugin.embedding.embedders import packaged_minilm_path, resolve_embedder
 
 
 def make_model(folder, weights: bytes):

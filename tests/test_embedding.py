@@ -12,12 +12,17 @@ import shutil  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from lm_router_plugin.embedding import (  # noqa: E402
-    DEFAULT_EMBEDDER, EmbeddingCache, SentenceTransformerEmbedder, embed_texts,
-    packaged_minilm_path, resolve_embedder, text_key,
+from lm_router_plugin.embedding.embedders import (  # noqa: E402
+    DEFAULT_EMBEDDER,
+    EmbeddingCache,
+    SentenceTransformerEmbedder,
+    embed_texts,
+    packaged_minilm_path,
+    resolve_embedder,
+    text_key,
 )
 from lm_router_plugin.errors import EmbedderNotFoundError  # noqa: E402
-from lm_router_plugin.store import Store  # noqa: E402
+from lm_router_plugin.store.store import Store  # noqa: E402
 
 TEXTS = ["What is the capital of France?", "Translate 'chat' to English.",
          "Question: 17 + 25 = ?", "What is the capital of France?",  # a duplicate

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lm_router_plugin.embedding import EmbeddingCache, text_key
+from lm_router_plugin.embedding.embedders import EmbeddingCache, text_key
 
 
 def test_keys_with_trailing_zero_bytes_round_trip(tmp_path):
@@ -23,8 +23,8 @@ def test_keys_with_trailing_zero_bytes_round_trip(tmp_path):
 
 
 def test_max_seq_length_truncates_and_has_its_own_cache(tmp_path):
-    from lm_router_plugin.embedding import SentenceTransformerEmbedder, embed_texts
-    from lm_router_plugin.store import Store
+    from lm_router_plugin.embedding.embedders import SentenceTransformerEmbedder, embed_texts
+    from lm_router_plugin.store.store import Store
 
     store = Store(tmp_path)
     long_text = "The quick brown fox jumps over the lazy dog near the river bank. " * 4

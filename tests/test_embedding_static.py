@@ -15,15 +15,24 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from lm_router_plugin.embedding import (  # noqa: E402
-    DEFAULT_EMBEDDER, EmbeddingCache, SentenceTransformerEmbedder, embed_texts, make_embedder,
-    packaged_minilm_path, parse_devices,
+from lm_router_plugin.embedding.embedders import (  # noqa: E402
+    DEFAULT_EMBEDDER,
+    EmbeddingCache,
+    SentenceTransformerEmbedder,
+    embed_texts,
+    make_embedder,
+    packaged_minilm_path,
+    parse_devices,
+)
+from lm_router_plugin.embedding.static import (  # noqa: E402
+    CACHE_ENV,
+    StaticEmbedder,
+    default_cache_dir,
+    is_static_name,
+    model_fingerprint,
 )
 from lm_router_plugin.errors import EmbedderNotFoundError  # noqa: E402
-from lm_router_plugin.static_embedding import (  # noqa: E402
-    CACHE_ENV, StaticEmbedder, default_cache_dir, is_static_name, model_fingerprint,
-)
-from lm_router_plugin.store import Store  # noqa: E402
+from lm_router_plugin.store.store import Store  # noqa: E402
 
 TEXTS = ["What is the capital of France?", "Which city is the capital of France?",
          "Question: 17 + 25 = ?", "What is the capital of France?",  # a duplicate
@@ -242,7 +251,7 @@ def test_multi_process_pool_on_two_cpu_workers():
 
 def test_cache_shards_from_two_machines_merge(tmp_path):
     """Shards embedded elsewhere (same shard number, maybe the same pid) copy into one cache."""
-    from lm_router_plugin.embedding import text_key
+    from lm_router_plugin.embedding.embedders import text_key
 
     keys = [text_key(f"prompt {i}") for i in range(4)]
     vecs = np.eye(4, dtype=np.float32)

@@ -6,9 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lm_router_plugin.calibration import Calibration
-from lm_router_plugin.estimate import (
-    estimate, label_evidence, prior, shrunk_covariance,
+from lm_router_plugin.router.calibration import Calibration
+from lm_router_plugin.router.estimate import (
+    estimate,
+    label_evidence,
+    prior,
+    shrunk_covariance,
 )
 
 
@@ -78,7 +81,7 @@ def _schafer_strimmer_by_hand(E):
 
 
 def test_shrunk_covariance_matches_the_paper_and_keeps_the_variances():
-    from lm_router_plugin.estimate import shrunk_covariance
+    from lm_router_plugin.router.estimate import shrunk_covariance
 
     rng = np.random.default_rng(4)
     common = rng.normal(0, 0.1, (12, 1))  # a task-level effect shared by all models
@@ -150,7 +153,7 @@ def test_p_best_and_expected_gain():
 def test_p_best_and_gain_draw_over_the_leaders_only():
     """With more candidates than MC_LEADERS, only the leaders by posterior mean are drawn:
     P(best) sums to 1 over them and is 0 for the rest; the gain stays finite and >= 0."""
-    from lm_router_plugin.estimate import MC_LEADERS
+    from lm_router_plugin.router.estimate import MC_LEADERS
 
     M = MC_LEADERS + 36
     rng = np.random.default_rng(0)

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lm_router_plugin.evaluation import evaluate, regroup_tasks
-from lm_router_plugin.pool import build_pool
-from lm_router_plugin.router import Router
-from lm_router_plugin.schema import validate_table
+from lm_router_plugin.evaluation.protocol import evaluate, regroup_tasks
+from lm_router_plugin.router.pool import build_pool
+from lm_router_plugin.router.router import Router
+from lm_router_plugin.store.schema import validate_table
 
 K, KAPPA, SIGMA, T = 5, 19, 0.09, 0.5
 
@@ -291,7 +291,7 @@ def test_split_half_oracle_by_hand():
     """The split-half Oracle is chosen on one half and scored on the other: on a task where
     two models are equally good but each is right on a different half of the items, the
     per-task Oracle is optimistic and the split-half one is not."""
-    from lm_router_plugin.evaluation import _HeldOut, _TaskScorer
+    from lm_router_plugin.evaluation.protocol import _HeldOut, _TaskScorer
 
     class Stub:  # only what split_halves reads
         router = Router(seed=0)
@@ -360,8 +360,8 @@ def test_refit_match_on_real_lm_eval_runs_with_minilm(tmp_path):
     by lm-eval), embedded with the packaged all-MiniLM-L6-v2."""
     from pathlib import Path
 
-    from lm_router_plugin.ingest import read_rows
-    from lm_router_plugin.store import Store
+    from lm_router_plugin.store.ingest import read_rows
+    from lm_router_plugin.store.store import Store
 
     runs = Path(__file__).resolve().parents[1] / "examples" / "runs"
     table, _ = read_rows("lm-eval", [runs])
@@ -386,7 +386,7 @@ def test_regroup_by_side_table():
 def test_correlations_match_scipy():
     from scipy import stats
 
-    from lm_router_plugin.evaluation import _average_ranks, _correlations
+    from lm_router_plugin.evaluation.protocol import _average_ranks, _correlations
 
     rng = np.random.default_rng(0)
     for _ in range(50):
@@ -404,9 +404,9 @@ def test_uncertainty_check_matches_a_router_refitted_without_the_task(evaluated)
     Router refitted without it says and gets: coverage of its 90% intervals, P(best) of its
     top candidate, the expected gain of 10 more labels against 10 more drawn with
     evaluate's seeding; the stacked switch's P is recommend's."""
-    from lm_router_plugin.estimate import estimate
-    from lm_router_plugin.labels import stack_gain_verdict
-    from lm_router_plugin.scores import argmax_with_ties
+    from lm_router_plugin.router.estimate import estimate
+    from lm_router_plugin.router.scores import argmax_with_ties
+    from lm_router_plugin.task.labels import stack_gain_verdict
 
     table, _, X, result = evaluated
     pool = build_pool(table)
@@ -542,7 +542,7 @@ def test_label_draws_let_another_implementation_redo_every_repeat(evaluated):
 def test_stack_rows_are_s3_below_the_reference_task_minimum():
     """With 5 tasks each held-out task has 4 reference tasks, fewer than the stacked switch
     needs (MIN_STACK_TASKS): its rows are the paper's S3, as recommend does."""
-    from lm_router_plugin.deciders import MIN_STACK_TASKS
+    from lm_router_plugin.router.deciders import MIN_STACK_TASKS
 
     table, vectors = make_data(seed=5, n_tasks=5)
     assert 5 - 1 < MIN_STACK_TASKS

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import one_error
 from click.testing import CliRunner
-
+from conftest import one_error
 from lm_router_plugin.adapters.helm import HELMAdapter, task_name
-from lm_router_plugin.cli import main
+
+from lm_router_plugin.cli.commands import main
 from lm_router_plugin.errors import InputError
 from lm_router_plugin.registry import adapters
-from lm_router_plugin.thresholds import Thresholds
-from lm_router_plugin.store import Store
+from lm_router_plugin.store.store import Store
+from lm_router_plugin.store.thresholds import Thresholds
 
 SUITE = Path(__file__).parent / "data" / "helm" / "fixture-suite"
 REAL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "helm_real"
@@ -563,7 +563,7 @@ def test_cli_adapter_options(tmp_path):
     """`-o KEY=VALUE` reaches the adapter; an unknown option is a usage error (exit 2)."""
     from click.testing import CliRunner
 
-    from lm_router_plugin.cli import main
+    from lm_router_plugin.cli.commands import main
 
     suite = Path(__file__).resolve().parent / "data" / "helm" / "fixture-suite"
     runner = CliRunner()

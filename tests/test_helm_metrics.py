@@ -18,9 +18,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from lm_router_plugin.cli import main
-from lm_router_plugin.store import Store
-from lm_router_plugin.thresholds import Thresholds
+from lm_router_plugin.cli.commands import main
+from lm_router_plugin.store.store import Store
+from lm_router_plugin.store.thresholds import Thresholds
 
 SUITE = Path(__file__).parent / "data" / "helm" / "fixture-suite"
 # HELM main metrics that exist only as aggregates, never per instance (FORMATS.md 3.4):

@@ -13,13 +13,18 @@ import pyarrow.json as pj
 import pyarrow.parquet as pq
 import pytest
 from conftest import LMEvalRuns, assert_unreadable_parquet_is_one_error, one_error
-from test_published_layout import (
-    DEFAULT_KEY, EXAMPLES, _accuracy, _ingest_table, assert_lm_evals_accuracies, published_tree,
-)
-
 from lm_router_plugin.adapters.lmeval import get_file_task_name
 from lm_router_plugin.adapters.published import allow_patterns, config_model_task
-from lm_router_plugin.store import Store
+from test_published_layout import (
+    DEFAULT_KEY,
+    EXAMPLES,
+    _accuracy,
+    _ingest_table,
+    assert_lm_evals_accuracies,
+    published_tree,
+)
+
+from lm_router_plugin.store.store import Store
 
 STAMP = "2024_01_01T00_00_00.000000"
 

@@ -11,17 +11,23 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from lm_router_plugin import neighbors
-from lm_router_plugin.cli import main
-from lm_router_plugin.errors import LMRouterError
-from lm_router_plugin.neighbors import (
-    FaissNotInstalledError, GroupedNeighbors, build_index, faiss_topk, faiss_topk_grouped,
-    ivf_nlist, ivf_nprobe, resolve_index_kind, topk_cosine,
+from lm_router_plugin.cli.commands import main
+from lm_router_plugin.errors import FaissNotInstalledError, LMRouterError
+from lm_router_plugin.router import neighbors
+from lm_router_plugin.router.neighbors import (
+    GroupedNeighbors,
+    build_index,
+    faiss_topk,
+    faiss_topk_grouped,
+    ivf_nlist,
+    ivf_nprobe,
+    resolve_index_kind,
+    topk_cosine,
 )
-from lm_router_plugin.persistence import fit_or_load, router_key, load_router, save_router
-from lm_router_plugin.router import Router
-from lm_router_plugin.schema import validate_table
-from lm_router_plugin.store import Store
+from lm_router_plugin.router.persistence import fit_or_load, load_router, router_key, save_router
+from lm_router_plugin.router.router import Router
+from lm_router_plugin.store.schema import validate_table
+from lm_router_plugin.store.store import Store
 
 needs_faiss = pytest.mark.skipif(neighbors.import_faiss() is None,
                                  reason="faiss-cpu not installed (pip install -e '.[faiss]')")
@@ -150,7 +156,7 @@ def test_auto_resolves_by_pool_size():
 
 def test_auto_without_faiss_falls_back_with_a_note(no_faiss, caplog):
     X = _unit(np.random.default_rng(0), 50, 4)
-    with caplog.at_level(logging.INFO, logger="lm_router_plugin.neighbors"):
+    with caplog.at_level(logging.INFO, logger="lm_router_plugin.router.neighbors"):
         index = build_index(X, "auto", threshold=10)
     assert index.kind == "exact"
     assert "faiss-cpu is not installed" in caplog.text
@@ -279,7 +285,7 @@ def test_cache_key_only_for_an_approximate_index(pool):
 
 @needs_faiss
 def test_fit_or_load_reuses_exact_routers_and_keeps_ivf_apart(pool, tmp_path, monkeypatch):
-    import lm_router_plugin.router as router_mod
+    import lm_router_plugin.router.router as router_mod
 
     table, X, Q = pool
     store = Store(tmp_path / "store")

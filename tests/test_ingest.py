@@ -8,7 +8,7 @@ import json
 import pytest
 from conftest import file_bytes, one_error
 
-from lm_router_plugin.store import Store
+from lm_router_plugin.store.store import Store
 
 
 def write_table(path, rows, header="task,instance_id,model,input_text,score,metric"):

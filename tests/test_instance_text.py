@@ -14,13 +14,22 @@ import shutil
 
 import pytest
 from conftest import (
-    DUMMY_MODELS, FEWSHOT, read_jsonl, to_json_array_run, to_legacy_array_run, write_jsonl,
+    DUMMY_MODELS,
+    FEWSHOT,
+    read_jsonl,
+    to_json_array_run,
+    to_legacy_array_run,
+    write_jsonl,
+)
+from lm_router_plugin.adapters.instance_text import (
+    LMEvalDocText,
+    Unrenderable,
+    import_logged_function,
+    structural_texts,
+    tail_text,
 )
 
-from lm_router_plugin.adapters.instance_text import (
-    LMEvalDocText, Unrenderable, import_logged_function, structural_texts, tail_text,
-)
-from lm_router_plugin.ingest import read_rows
+from lm_router_plugin.store.ingest import read_rows
 
 REPLAY_MODELS = ("toy/math-whiz-7b", "toy/geo-buff-7b", "toy/generalist-70b", "toy/tiny-1b")
 TOY_TASKS = ("toy_arith", "toy_capitals", "toy_cooking", "toy_history", "toy_science",
@@ -32,7 +41,7 @@ HELD_OUT = "toy_percent"  # tag router_toy_new: never in the reference runs
 @pytest.fixture(scope="module")
 def lm_eval_tasks(lmeval_runs):
     """{task: (lm-eval Task, its eval docs)} loaded by lm-eval from the runs' task copy."""
-    from lm_router_plugin.tasks import _load_tasks, _task_manager
+    from lm_router_plugin.task.docs import _load_tasks, _task_manager
 
     tm = _task_manager(str(lmeval_runs.tasks_dir), include_defaults=False)
     tasks = _load_tasks(tm, "router_toy") | _load_tasks(tm, HELD_OUT)
@@ -135,9 +144,9 @@ def test_a_config_that_does_not_match_the_log_falls_back(lmeval_fewshot_runs, tm
 def test_recommend_same_choice_from_few_shot_and_zero_shot_runs(lmeval_runs, lmeval_fewshot_runs,
                                                                  tmp_path):
     """Reference runs made 0-shot or 3-shot give the same recommendation for a new task."""
-    from lm_router_plugin.router import Router
-    from lm_router_plugin.store import Store
-    from lm_router_plugin.tasks import task_texts
+    from lm_router_plugin.router.router import Router
+    from lm_router_plugin.store.store import Store
+    from lm_router_plugin.task.docs import task_texts
 
     texts = task_texts(HELD_OUT, lmeval_runs.tasks_dir)
     assert texts[0].startswith("Question: ") and texts[0].count("Question: ") == 1
@@ -218,7 +227,7 @@ def test_structural_rule():
 
 def test_held_out_texts_are_zero_shot_whatever_num_fewshot(lmeval_runs, tmp_path):
     """recommend --task embeds doc_to_text even for a task configured with num_fewshot."""
-    from lm_router_plugin.tasks import task_texts
+    from lm_router_plugin.task.docs import task_texts
 
     folder = tmp_path / "tasks"
     shutil.copytree(lmeval_runs.tasks_dir / "router_toy", folder)
@@ -235,7 +244,7 @@ def test_task_texts_respects_the_users_environment(monkeypatch, tmp_path):
     import os
 
     from lm_router_plugin.errors import LMRouterError
-    from lm_router_plugin.tasks import task_texts
+    from lm_router_plugin.task.docs import task_texts
 
     folder = tmp_path / "tasks"
     folder.mkdir()
@@ -289,7 +298,7 @@ def test_multiple_input_task_real_runs(tmp_path):
 
     from conftest import offline_env
 
-    from lm_router_plugin.tasks import task_texts
+    from lm_router_plugin.task.docs import task_texts
 
     data = write_jsonl(tmp_path / "blanks.jsonl", [
         {"option1": f"{p} {a}", "option2": f"{p} {b}", "rest": rest, "label": label}

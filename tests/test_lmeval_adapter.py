@@ -12,16 +12,27 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import (
-    DUMMY_MODELS, FIXTURES, TASK_CONFIGS, LMEvalRuns, file_bytes, offline_env, one_error,
-    read_jsonl, to_json_array_run, to_legacy_array_run, write_jsonl,
+    DUMMY_MODELS,
+    FIXTURES,
+    TASK_CONFIGS,
+    LMEvalRuns,
+    file_bytes,
+    offline_env,
+    one_error,
+    read_jsonl,
+    to_json_array_run,
+    to_legacy_array_run,
+    write_jsonl,
+)
+from lm_router_plugin.adapters.lmeval import (
+    LMEvalAdapter,
+    get_file_task_name,
+    model_from_model_args,
 )
 
-from lm_router_plugin.adapters.lmeval import (
-    LMEvalAdapter, get_file_task_name, model_from_model_args,
-)
 from lm_router_plugin.errors import InputError
 from lm_router_plugin.registry import adapters
-from lm_router_plugin.store import Store
+from lm_router_plugin.store.store import Store
 
 pytestmark = pytest.mark.slow  # the session fixture runs lm-eval (about 20 s)
 
@@ -412,7 +423,7 @@ def test_legacy_names_split_model_args_and_task(tmp_path: Path) -> None:
 
 def test_unknown_metric_in_thresholds_names_the_file(tmp_path: Path,
                                                      lmeval_runs: LMEvalRuns) -> None:
-    from lm_router_plugin.thresholds import Thresholds
+    from lm_router_plugin.store.thresholds import Thresholds
 
     config = tmp_path / "t.yaml"
     config.write_text("tasks:\n  toy_arith: {metric: bleu}\n")

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from lm_router_plugin.cli import main
-from lm_router_plugin.store import Store
+from lm_router_plugin.cli.commands import main
+from lm_router_plugin.store.store import Store
 
 TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mmlu_pro" / "table.tsv.gz"
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lm_router_plugin import neighbors
-from lm_router_plugin.neighbors import l2_normalise, merge_topk, topk_cosine
+from lm_router_plugin.embedding.vectors import l2_normalise
+from lm_router_plugin.router import neighbors
+from lm_router_plugin.router.neighbors import merge_topk, topk_cosine
 
 
 def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """What a new user meets first: --prompts files in both formats and their errors, the
 warning on prompts longer than the embedder's limit, Ctrl-C during a long embedding,
-progress bars that follow -q, and embedding.py / static_embedding.py without an import cycle.
+progress bars that follow -q (the package has no import cycle: tests/test_layout.py).
 Real files and the real packaged all-MiniLM-L6-v2 (offline)."""
 
 from __future__ import annotations
@@ -10,23 +10,24 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before huggingface_hub is imported
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-import ast  # noqa: E402
 import logging  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-import lm_router_plugin.embedding as embedding_mod  # noqa: E402
-from lm_router_plugin.embedding import (  # noqa: E402
-    EmbeddingCache, SentenceTransformerEmbedder, embed_texts, packaged_minilm_path,
+import lm_router_plugin.embedding.embedders as embedding_mod  # noqa: E402
+from lm_router_plugin.embedding.embedders import (  # noqa: E402
+    EmbeddingCache,
+    SentenceTransformerEmbedder,
+    embed_texts,
+    packaged_minilm_path,
 )
 from lm_router_plugin.errors import InputError  # noqa: E402
 from lm_router_plugin.progress import progress_bar, progress_enabled  # noqa: E402
-from lm_router_plugin.store import Store  # noqa: E402
-from lm_router_plugin.tasks import read_prompts_file  # noqa: E402
+from lm_router_plugin.store.store import Store  # noqa: E402
+from lm_router_plugin.task.docs import read_prompts_file  # noqa: E402
 
-PACKAGE = Path(embedding_mod.__file__).parent
 
 
 # ---------------------------------------------------------------- 1. prompts files
@@ -166,18 +167,3 @@ def test_ingest_shows_progress_and_q_hides_it(cli, tmp_path):
     quiet = cli("-q", "ingest", "table", table, "--store", tmp_path / "store2")
     assert quiet.exit_code == 0, quiet.output
     assert quiet.stderr == "", quiet.stderr
-
-
-# ---------------------------------------------------------------- 5. no import cycle
-
-def _imported_modules(path: Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):  # module level and inside functions
-        if isinstance(node, ast.ImportFrom) and node.level:
-            names.update([node.module] if node.module else [a.name for a in node.names])
-    return names
-
-
-def test_static_embedding_does_not_import_embedding():
-    assert "static_embedding" in _imported_modules(PACKAGE / "embedding.py")
-    assert "embedding" not in _imported_modules(PACKAGE / "static_embedding.py")

@@ -15,17 +15,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import TESTS, offline_env, one_error
+
 from lm_router_plugin import Store
 from lm_router_plugin.errors import InputError
-from lm_router_plugin.persistence import fit_or_load
-from lm_router_plugin.pool import rows_by_task
+from lm_router_plugin.router.persistence import fit_or_load
+from lm_router_plugin.router.pool import rows_by_task
+from lm_router_plugin.router.stacking import fit_switch
 from lm_router_plugin.settings import load_settings
-from lm_router_plugin.stacking import fit_switch
-from lm_router_plugin.labels import (
-    PLAN_VERSION, TaskDocs, check_labelled, labelled_matrix, load_plan, new_plan,
-    stratified_sample, verdict,
+from lm_router_plugin.task.labels import (
+    PLAN_VERSION,
+    TaskDocs,
+    check_labelled,
+    labelled_matrix,
+    load_plan,
+    new_plan,
+    stratified_sample,
+    verdict,
 )
 
 HELD_OUT = "toy_units"
@@ -169,7 +175,7 @@ def ref_store(lmeval_runs, tmp_path_factory) -> Path:
     """A store of the replay models' runs without the held-out task."""
     from click.testing import CliRunner
 
-    from lm_router_plugin.cli import main
+    from lm_router_plugin.cli.commands import main
 
     base = tmp_path_factory.mktemp("plan")
     root = base / "runs"
@@ -179,6 +185,21 @@ def ref_store(lmeval_runs, tmp_path_factory) -> Path:
         path.unlink()
     store = base / "store"
     result = CliRunner().invoke(main, ["ingest", "lm-eval", str(root), "--store", str(store)])
+    assert result.exit_code == 0, result.output
+    # 5 lm-eval tasks are fewer than the stacked switch needs (MIN_STACK_TASKS = 6): two
+    # more reference tasks of the same models from a results table, so the default decision
+    # is the stacked switch itself (a store may hold tasks from several harnesses)
+    rng = np.random.default_rng(11)
+    skill = {m: rng.uniform(0.2, 0.9, 2) for m in REPLAY_MODELS}
+    table = pd.DataFrame([
+        {"task": task, "instance_id": str(i), "model": m,
+         "input_text": f"{task.replace('_', ' ')} question {i}: which of {i} and {i + 7}?",
+         "correct": int(rng.random() < skill[m][t])}
+        for t, task in enumerate(("extra_logic", "extra_trivia")) for i in range(20)
+        for m in REPLAY_MODELS])
+    table.to_csv(base / "extra.csv", index=False)
+    result = CliRunner().invoke(main, ["ingest", "table", str(base / "extra.csv"),
+                                       "--store", str(store)])
     assert result.exit_code == 0, result.output
     return store
 
@@ -233,7 +254,7 @@ def run_printed(words: list[str]):
     """Run an ``lm-router`` line as printed (in this process, in the current directory)."""
     from click.testing import CliRunner
 
-    from lm_router_plugin.cli import main
+    from lm_router_plugin.cli.commands import main
 
     return CliRunner().invoke(main, words, catch_exceptions=False)
 

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from lm_router_plugin.pool import build_pool
-from lm_router_plugin.registry import predictors
-from lm_router_plugin.router import Router
-
 from test_evaluation import _embeddings, assert_matches_refit, make_data
+
+from lm_router_plugin.registry import predictors
+from lm_router_plugin.router.pool import build_pool
+from lm_router_plugin.router.router import Router
 
 PLUGINS = Path(__file__).parent / "plugins"
 
@@ -44,7 +43,7 @@ def test_entry_point_predictor_gets_its_parameters(plugin_on_path):
 
 
 def test_entry_point_predictor_runs_the_strict_evaluation(plugin_on_path):
-    from lm_router_plugin.evaluation import evaluate
+    from lm_router_plugin.evaluation.protocol import evaluate
 
     table, vectors = make_data(seed=2, n_tasks=5, n_per_task=30)
     X = _embeddings(build_pool(table), vectors)

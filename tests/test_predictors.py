@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lm_router_plugin.errors import NotFittedError
-from lm_router_plugin.predictors import CorrectnessPredictor, KNNPredictor
+from lm_router_plugin.router.predictors import CorrectnessPredictor, KNNPredictor
 
 NAN = np.nan
 

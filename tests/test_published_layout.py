@@ -13,10 +13,10 @@ import pyarrow.json as pj
 import pyarrow.parquet as pq
 import pytest
 from conftest import LMEvalRuns, assert_unreadable_parquet_is_one_error, one_error
-
 from lm_router_plugin.adapters.published import allow_patterns, parse_hf_path
+
 from lm_router_plugin.errors import InputError
-from lm_router_plugin.store import Store
+from lm_router_plugin.store.store import Store
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "runs"
 # metric and filter the adapter picks by default, as named in lm-eval's results[task]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lm_router_plugin.ingest import ingest
-from lm_router_plugin.store import Store
+from lm_router_plugin.store.ingest import ingest
+from lm_router_plugin.store.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ def test_quick_start_recommend_output_is_what_the_readme_shows(tmp_path):
     shipped example today: a change of the numbers or the wording fails here."""
     from click.testing import CliRunner
 
-    from lm_router_plugin.cli import main
+    from lm_router_plugin.cli.commands import main
 
     readme = (REPO / "README.md").read_text()
     shown = re.search(r"`recommend` prints .*?\n```\n(.*?)```", readme, re.S).group(1)

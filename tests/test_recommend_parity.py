@@ -14,17 +14,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import TESTS, offline_env
+from test_plan_labels import (  # noqa: F401 - ref_store is a fixture
+    HELD_OUT,
+    REPLAY_MODELS,
+    RUN_MODELS,
+    _logged_doc_ids,
+    ref_store,
+)
+
 from lm_router_plugin import Store
 from lm_router_plugin.api import plan_labels, read_labeled, recommend
-from lm_router_plugin.display import _json_default
-from lm_router_plugin.labels import lm_eval_commands, task_docs
-from lm_router_plugin.persistence import fit_or_load
-
-from test_plan_labels import (  # noqa: F401 - ref_store is a fixture
-    HELD_OUT, REPLAY_MODELS, RUN_MODELS, _logged_doc_ids, ref_store,
-)
+from lm_router_plugin.cli.display import _json_default
+from lm_router_plugin.router.persistence import fit_or_load
+from lm_router_plugin.task.labels import lm_eval_commands, task_docs
 
 N_LABELS = 6
 FIELDS = ("choice", "bma", "fallback", "p_choice_beats_bma", "reason", "models", "estimates",

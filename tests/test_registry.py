@@ -8,8 +8,8 @@ import pytest
 
 from lm_router_plugin import registry
 from lm_router_plugin.errors import UnknownNameError
-from lm_router_plugin.predictors import CorrectnessPredictor, KNNPredictor
 from lm_router_plugin.registry import Registry, adapters, predictors, unknown_name_message
+from lm_router_plugin.router.predictors import CorrectnessPredictor, KNNPredictor
 
 
 def test_unknown_name_message_exact():
@@ -76,7 +76,7 @@ def _fake_entry_points(eps):
 
 
 def test_entry_points_load_lazily(monkeypatch):
-    ep = EntryPoint("knn2", "lm_router_plugin.predictors:KNNPredictor", "test.group")
+    ep = EntryPoint("knn2", "lm_router_plugin.router.predictors:KNNPredictor", "test.group")
     broken = EntryPoint("broken", "no_such_module_xyz:Thing", "test.group")
     monkeypatch.setattr(registry, "entry_points", _fake_entry_points([ep, broken]))
     reg: Registry = Registry("predictor", "test.group")

@@ -10,23 +10,22 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import one_error
 from click.testing import CliRunner
+from conftest import one_error
 from scipy.stats import binom
 
-from lm_router_plugin.cli import main
-from lm_router_plugin.embedding import SentenceTransformerEmbedder
+from lm_router_plugin.cli.commands import main
+from lm_router_plugin.embedding.embedders import SentenceTransformerEmbedder
 from lm_router_plugin.errors import LMRouterError, NotFittedError, UnknownNameError
-from lm_router_plugin.predictors import CorrectnessPredictor
-from lm_router_plugin.registry import predictors
-from lm_router_plugin.calibration import Calibration
-from lm_router_plugin.deciders import DecisionSettings, TaskScores, TaskView
-from lm_router_plugin.persistence import fit_or_load, load_router, save_router
-from lm_router_plugin.registry import deciders
-from lm_router_plugin.pool import build_pool
-from lm_router_plugin.router import Router
-from lm_router_plugin.schema import validate_table
-from lm_router_plugin.store import Store
+from lm_router_plugin.registry import deciders, predictors
+from lm_router_plugin.router.calibration import Calibration
+from lm_router_plugin.router.deciders import DecisionSettings, TaskScores, TaskView
+from lm_router_plugin.router.persistence import fit_or_load, load_router, save_router
+from lm_router_plugin.router.pool import build_pool
+from lm_router_plugin.router.predictors import CorrectnessPredictor
+from lm_router_plugin.router.router import Router
+from lm_router_plugin.store.schema import validate_table
+from lm_router_plugin.store.store import Store
 
 NAN = np.nan
 MODELS = ["m_big", "m_mid", "m_small"]
@@ -258,7 +257,7 @@ def test_models_list_the_choice_first_then_by_the_deciding_score(fitted, data, s
 def test_stack_with_too_few_reference_tasks_says_so_and_uses_s3(fitted, data):
     """3 reference tasks: the stacked switch cannot learn its rule; recommend decides with
     the paper's S3, says so, and prints no gain it did not compute."""
-    from lm_router_plugin.deciders import MIN_STACK_TASKS
+    from lm_router_plugin.router.deciders import MIN_STACK_TASKS
 
     assert len(fitted.task_names_) < MIN_STACK_TASKS
     rec = fitted.recommend(embeddings=data["Q"], score="stack")
@@ -744,7 +743,7 @@ def e2e_store(tmp_path_factory):
     except (ImportError, LMRouterError):
         table_adapter = False
     if table_adapter:
-        from lm_router_plugin.ingest import ingest
+        from lm_router_plugin.store.ingest import ingest
         report = ingest("table", [tsv], store)
         assert report.n_added == len(rows)
     else:  # the table adapter is not there yet
@@ -862,7 +861,7 @@ def test_cli_unknown_decider_and_predictor_are_usage_errors(cli, cli_store, tmp_
 
 def test_cli_candidate_typo_is_reported_before_the_task_is_built(cli, cli_store, fake_encode,
                                                                 monkeypatch):
-    import lm_router_plugin.tasks as tasks
+    import lm_router_plugin.task.docs as tasks
 
     def boom(*args, **kwargs):
         raise AssertionError("the lm-eval task must not be built before the checks")

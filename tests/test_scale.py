@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 
 from lm_router_plugin.errors import ConflictError, InputError
-from lm_router_plugin.ingest import accuracy_table, ingest, read_arrow, to_pandas
-from lm_router_plugin.pool import build_pool
-from lm_router_plugin.schema import COLUMNS, KEY
-from lm_router_plugin.store import Store
+from lm_router_plugin.router.pool import build_pool
+from lm_router_plugin.store.ingest import accuracy_table, ingest, read_arrow, to_pandas
+from lm_router_plugin.store.schema import COLUMNS, KEY
+from lm_router_plugin.store.store import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from gen_synthetic_logs import generate  # noqa: E402

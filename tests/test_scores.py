@@ -8,9 +8,16 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from lm_router_plugin.scores import (
-    argmax_with_ties, kernel_smoothed_p, mean_neighbour_distance, prob_beats, s1, s2, s3,
-    task_distance, thresholded_accuracy,
+from lm_router_plugin.router.scores import (
+    argmax_with_ties,
+    kernel_smoothed_p,
+    mean_neighbour_distance,
+    prob_beats,
+    s1,
+    s2,
+    s3,
+    task_distance,
+    thresholded_accuracy,
 )
 
 NAN = np.nan

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lm_router_plugin.calibration import Calibration
-from lm_router_plugin.deciders import DecisionSettings, StackedSwitch, TaskView
-from lm_router_plugin.stacking import TAUS, Switch, fit_switch
+from lm_router_plugin.router.calibration import Calibration
+from lm_router_plugin.router.deciders import DecisionSettings, StackedSwitch, TaskView
+from lm_router_plugin.router.stacking import TAUS, Switch, fit_switch
 
 T, SIGMA = 0.5, 0.09
 
@@ -151,7 +151,7 @@ def test_label_weight_grows_with_the_label_count():
 def test_nested_gain_by_hand():
     """Each task is scored with the (c, tau) that gained most on the other tasks (ties: the
     earlier config, i.e. the smaller c and the larger tau)."""
-    from lm_router_plugin.stacking import _nested_gain
+    from lm_router_plugin.router.stacking import _nested_gain
 
     per_config = np.array([[0.0, 0.10, 0.02],
                            [0.0, -0.05, 0.04],

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lm_router_plugin.store import Store
+from lm_router_plugin.store.store import Store
 
 N_ROWS = 40  # rows per model file
 
@@ -163,7 +163,7 @@ def test_old_layout_store_is_read_and_migrated(tmp_path):
 def test_store_files_follow_the_umask(tmp_path, umask):
     csv, models = write_results(tmp_path, "alpha")
     script = ("import os, sys; os.umask(int(sys.argv[1], 8)); "
-              "from lm_router_plugin.cli import main; main(sys.argv[2:])")
+              "from lm_router_plugin.cli.commands import main; main(sys.argv[2:])")
     proc = subprocess.run([sys.executable, "-c", script, oct(umask), "-q", "ingest", "table",
                            str(csv), "--models", str(models), "--store",
                            str(tmp_path / "store")], capture_output=True, text=True)
@@ -175,8 +175,8 @@ def test_store_files_follow_the_umask(tmp_path, umask):
 
 
 def test_router_save_renames_into_place(tmp_path):
-    from lm_router_plugin.persistence import load_router, save_router
-    from lm_router_plugin.router import Router
+    from lm_router_plugin.router.persistence import load_router, save_router
+    from lm_router_plugin.router.router import Router
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(20, 8)).astype(np.float32)
@@ -209,7 +209,7 @@ def _umask() -> int:
 def test_damaged_current_pointer_is_one_clear_error(tmp_path, damage):
     from click.testing import CliRunner
 
-    from lm_router_plugin.cli import main
+    from lm_router_plugin.cli.commands import main
 
     csv, models = write_results(tmp_path, "alpha")
     store = tmp_path / "store"

@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import file_bytes, one_error
 
-from lm_router_plugin.schema import FORMAT_VERSION
-from lm_router_plugin.store import Store
+from lm_router_plugin.store.schema import FORMAT_VERSION
+from lm_router_plugin.store.store import Store
 
 OLD_COLUMNS = ["source", "benchmark", "task", "instance_id", "input_text", "model", "metric",
                "score", "threshold", "correct", "origin"]

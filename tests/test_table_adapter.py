@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import one_error
 from click.testing import CliRunner
-
+from conftest import one_error
 from lm_router_plugin.adapters.table import TableAdapter, table_format
-from lm_router_plugin.cli import main
+
+from lm_router_plugin.cli.commands import main
 from lm_router_plugin.errors import InputError
 from lm_router_plugin.registry import adapters
-from lm_router_plugin.store import Store
+from lm_router_plugin.store.store import Store
 
 COLUMNS = ["task", "instance_id", "model", "correct", "input_text"]
 DATA = [  # (task, instance_id, model, correct, input_text)

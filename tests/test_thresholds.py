@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lm_router_plugin.errors import InputError
-from lm_router_plugin.thresholds import Rule, Thresholds
+from lm_router_plugin.store.thresholds import Rule, Thresholds
 
 
 def test_binary_metric_uses_the_value():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from lm_router_plugin.predictors import CorrectnessPredictor
+from lm_router_plugin.router.predictors import CorrectnessPredictor
 
 
 class LogisticPredictor(CorrectnessPredictor):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lm_router_plugin.deciders import Decider, Decision, TaskView
+from lm_router_plugin.router.deciders import Decider, Decision, TaskView
 
 
 class MarginDecider(Decider):

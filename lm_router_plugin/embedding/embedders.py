@@ -28,13 +28,17 @@ from typing import Protocol
 
 import numpy as np
 
-from .errors import EmbedderNotFoundError
-from .neighbors import l2_normalise
-from .progress import library_bars, progress_enabled
-from .static_embedding import (  # one way: static_embedding never imports this module
-    DEFAULT_EMBEDDER, StaticEmbedder, is_static_name, packaged_minilm_path, resolve_embedder,
+from ..errors import EmbedderNotFoundError
+from ..progress import library_bars, progress_enabled
+from ..store.store import Store, atomic_write
+from .static import (  # one way: static_embedding never imports this module
+    DEFAULT_EMBEDDER,
+    StaticEmbedder,
+    is_static_name,
+    packaged_minilm_path,
+    resolve_embedder,
 )
-from .store import Store, atomic_write
+from .vectors import l2_normalise
 
 logger = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import InputError, LMRouterError
-from .schema import CORRECT, INSTANCE_ID, MODEL, ORIGIN, TASK
+from ..errors import InputError, LMRouterError
+from ..store.schema import CORRECT, INSTANCE_ID, MODEL, ORIGIN, TASK
 
 logger = logging.getLogger(__name__)
 
@@ -87,37 +87,18 @@ class TaskDocs:
 def task_docs(task: str | None = None, include_path: str | Path | None = None, *,
               limit: int | None = None, prompts_file: str | Path | None = None) -> TaskDocs:
     """The docs of an lm-eval task (or group) or of a prompts file, in scoring order."""
-    from .tasks import read_prompts_file, task_prompts
+    from .docs import leaf_sizes, read_prompts_file, task_prompts
 
     if prompts_file is not None:
         texts = read_prompts_file(prompts_file)
         return TaskDocs(Path(prompts_file).stem, "prompts", [(Path(prompts_file).stem,
                                                               len(texts))], texts)
     texts = task_prompts(task, include_path, limit=limit)
-    leaves = _leaf_sizes(task, include_path, limit)
+    leaves = leaf_sizes(task, include_path, limit)
     if sum(size for _, size in leaves) != len(texts):  # the two views of lm-eval disagree
         raise LMRouterError(f"task '{task}': {len(texts)} prompts but the leaf tasks have "
                             f"{sum(s for _, s in leaves)} docs; cannot map doc indices")
     return TaskDocs(task, "lm-eval", leaves, texts)
-
-
-def _leaf_sizes(task: str, include_path: str | Path | None, limit: int | None
-                ) -> list[tuple[str, int]]:
-    """[(leaf task, number of evaluation docs (at most ``limit``))], sorted by name: the
-    order in which ``task_prompts`` concatenates the leaves."""
-    from .tasks import _load_tasks, _task_manager
-
-    include = str(include_path) if include_path else None
-    tm = _task_manager(include, include_defaults=include is None)
-    if task not in tm.all_tasks and include is not None:
-        tm = _task_manager(include, include_defaults=True)
-    out = []
-    for leaf, obj in sorted(_load_tasks(tm, task).items()):
-        docs = obj.eval_docs if hasattr(obj, "eval_docs") else (
-            obj.test_docs() if obj.has_test_docs() else obj.validation_docs())
-        size = len(docs)
-        out.append((leaf, size if limit is None else min(size, limit)))
-    return out
 
 
 # -- plan files --------------------------------------------------------------------------
@@ -234,7 +215,7 @@ def _leaves_text(leaves: list[tuple[str, int]]) -> str:
 
 
 def new_plan(docs: TaskDocs, include_path: str | Path | None, limit: int | None) -> LabelPlan:
-    from . import __version__
+    from .. import __version__
 
     return LabelPlan(task=docs.name, kind=docs.kind,
                      include_path=str(include_path) if include_path else None, limit=limit,
@@ -341,7 +322,7 @@ def posterior(cal: Any, g: np.ndarray, models: list[str], allowed: np.ndarray, *
         gains: compute the expected gain of more labels and its verdict (False: left empty,
             for a decision that reports its own).
     """
-    from .estimate import estimate
+    from ..router.estimate import estimate
 
     if len(lab_docs):
         est = estimate(cal, g, allowed, lab_g=g[lab_docs], lab_y=lab_y)

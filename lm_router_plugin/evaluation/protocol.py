@@ -8,7 +8,7 @@ without d: every other task z is calibrated from a pool without d and z, the pri
 task accuracies and the best model on average (BMA) come from the tasks other than d, and
 d is decided by the same decider objects as ``Router.recommend`` (deciders.py): every
 registered decider is a row, without labels and at each label count.
-Nothing is refitted: one :class:`~lm_router_plugin.neighbors.GroupedNeighbors` search keeps
+Nothing is refitted: one :class:`~lm_router_plugin.router.neighbors.GroupedNeighbors` search keeps
 each input's nearest neighbours per task, so any task can be left out exactly; predictors
 without such a shortcut refit (``CorrectnessPredictor.predict_left_out``).
 ``tests/test_evaluation.py`` checks every per-task output against a loop that refits a
@@ -34,18 +34,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .calibration import Calibration, calibrate, measured_p
-from .deciders import DEFAULT_DECIDER, StackedSwitch, TaskView
-from .errors import InputError, LMRouterError, UnknownNameError
-from .estimate import TaskEstimate, estimate
-from .recommendation import route_choices
-from .neighbors import GroupedNeighbors
-from .pool import build_pool, rows_by_task
-from .registry import unknown_name_message
-from .router import Router, model_mask
-from .scores import argmax_with_ties, quiet_nanmean, thresholded_accuracy
-from .stacking import Switch, fit_switch
-from .store import Store
+from ..errors import InputError, LMRouterError, UnknownNameError
+from ..registry import unknown_name_message
+from ..router.calibration import Calibration, calibrate, measured_p
+from ..router.deciders import DEFAULT_DECIDER, StackedSwitch, TaskView
+from ..router.estimate import TaskEstimate, estimate
+from ..router.neighbors import GroupedNeighbors
+from ..router.pool import build_pool, rows_by_task
+from ..router.recommendation import route_choices
+from ..router.router import Router, model_mask
+from ..router.scores import argmax_with_ties, quiet_nanmean, thresholded_accuracy
+from ..router.stacking import Switch, fit_switch
+from ..store.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -277,7 +277,7 @@ class _TaskScorer:
     def __init__(self, ev: _HeldOut, allowed: np.ndarray, params: np.ndarray,
                  models: list[str], compare_to: int | None, n_splits: int,
                  instance_ids: Sequence[str] = ()):
-        from .registry import deciders
+        from ..registry import deciders
 
         self.ev, self.allowed, self.params, self.models = ev, allowed, params, models
         self.instance_ids = np.asarray(instance_ids, dtype=object)

@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import LMRouterError
+from ..errors import LMRouterError
 
 if TYPE_CHECKING:
-    from .evaluation import EvaluationResult
+    from .protocol import EvaluationResult
 
 
 def write_plots(result: EvaluationResult, folder: Path) -> list[Path]:
@@ -34,7 +34,7 @@ def write_plots(result: EvaluationResult, folder: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6, 4))
     alphas = [0.0] + [entry["alpha"] for entry in result.alpha_sweep
                       if entry.get("alpha") is not None]  # --labels entries have none
-    from .registry import deciders
+    from ..registry import deciders
 
     lines = [(name, getattr(deciders.get(name), "title", "") or name)
              for name in result.settings.get("deciders", [])] + [("few_shot", "Few-shot")]

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import EmbedderNotFoundError
-from .neighbors import l2_normalise
-from .progress import library_bars, progress_enabled
+from ..errors import EmbedderNotFoundError
+from ..progress import library_bars, progress_enabled
+from .vectors import l2_normalise
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +170,8 @@ class StaticEmbedder:
     def _resolve(self) -> None:
         if self._id is not None:
             return
-        from importlib.metadata import PackageNotFoundError, version as package_version
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as package_version
 
         try:  # the version, without importing model2vec (the id is needed before any use)
             m2v_version = package_version("model2vec")

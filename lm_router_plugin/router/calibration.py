@@ -14,8 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .scores import argmax_with_ties, kernel_smoothed_p, quiet_nanmean, task_distance
-from .scores import thresholded_accuracy
+from .scores import (
+    argmax_with_ties,
+    kernel_smoothed_p,
+    quiet_nanmean,
+    task_distance,
+    thresholded_accuracy,
+)
 
 UNINFORMATIVE_P = 0.5  # p of a model with no calibration pair: a coin flip
 

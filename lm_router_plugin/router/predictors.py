@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import NotFittedError
+from ..errors import NotFittedError
 from .neighbors import GroupedNeighbors, merge_topk, topk_cosine
 
 

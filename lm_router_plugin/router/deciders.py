@@ -287,7 +287,7 @@ class StackedSwitch(Decider):
 
 def describe_deciders(names: list[str]) -> str:
     """One line per registered decider for legends: 'name = title'."""
-    from .registry import deciders
+    from ..registry import deciders
 
     return "; ".join(f"{n} = {getattr(deciders.get(n), 'title', '') or n}" for n in names)
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LMRouterError
+from ..errors import FaissNotInstalledError, LMRouterError
 
 logger = logging.getLogger(__name__)
 
@@ -57,13 +57,6 @@ FAISS_GROUPED_MIN_ROWS = 1000
 # A (query_block x ref_block) float32 similarity block is 512 * 32768 * 4 B = 64 MiB.
 QUERY_BLOCK = 512
 REF_BLOCK = 32768
-
-
-def l2_normalise(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero); float32."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms == 0, 1, norms)
 
 
 def topk_cosine(queries: np.ndarray, refs: np.ndarray, k: int, *,
@@ -253,10 +246,6 @@ class GroupedNeighbors:
 # ---------------------------------------------------------------------------------------
 # Index layer: exact numpy, exact faiss, approximate faiss IVF.
 
-class FaissNotInstalledError(LMRouterError, ImportError):
-    """An explicit faiss index was asked for, but faiss-cpu is not installed."""
-
-
 def import_faiss(kind: str | None = None):
     """The faiss module, or None when it is not installed (``kind`` given: raise a
     FaissNotInstalledError naming the install command)."""
@@ -274,8 +263,8 @@ def import_faiss(kind: str | None = None):
 def check_index_kind(kind: str) -> None:
     """Raise for an unknown kind, or for a faiss kind without faiss (cheap; no search)."""
     if kind not in INDEX_KINDS:
-        from .registry import unknown_name_message
-        from .errors import UnknownNameError
+        from ..errors import UnknownNameError
+        from ..registry import unknown_name_message
 
         raise UnknownNameError(unknown_name_message("index", kind, list(INDEX_KINDS)))
     if kind.startswith("faiss"):

@@ -26,8 +26,8 @@ from typing import Any
 
 import yaml
 
-from .errors import InputError
-from .registry import unknown_name_message
+from ..errors import InputError
+from ..registry import unknown_name_message
 
 logger = logging.getLogger(__name__)
 

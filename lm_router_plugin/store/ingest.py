@@ -29,12 +29,27 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
 
-from .errors import ConflictError, InputError, SchemaError
-from .progress import progress_bar
-from .registry import adapters
+from ..errors import ConflictError, InputError, SchemaError
+from ..progress import progress_bar
+from ..registry import adapters
 from .schema import (
-    ARROW_DICT_SCHEMA, ARROW_SCHEMA, BENCHMARK, COLUMNS, CORRECT, INPUT_TEXT, INSTANCE_ID, KEY,
-    METRIC, MODEL, ORIGIN, PROMPT_HASH, SCORE, SOURCE, TASK, TEXT_RULE, THRESHOLD,
+    ARROW_DICT_SCHEMA,
+    ARROW_SCHEMA,
+    BENCHMARK,
+    COLUMNS,
+    CORRECT,
+    INPUT_TEXT,
+    INSTANCE_ID,
+    KEY,
+    METRIC,
+    MODEL,
+    ORIGIN,
+    PROMPT_HASH,
+    SCORE,
+    SOURCE,
+    TASK,
+    TEXT_RULE,
+    THRESHOLD,
 )
 from .store import Store, parse_params
 from .thresholds import Rule, Thresholds

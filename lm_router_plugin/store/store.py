@@ -51,9 +51,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import EmptyStoreError, InputError
-from .schema import ARROW_DICT_SCHEMA, ARROW_SCHEMA, COLUMNS, FORMAT_VERSION, STRING_COLUMNS, \
-    empty_table
+from ..errors import EmptyStoreError, InputError
+from .schema import (
+    ARROW_DICT_SCHEMA,
+    ARROW_SCHEMA,
+    COLUMNS,
+    FORMAT_VERSION,
+    STRING_COLUMNS,
+    empty_table,
+)
 
 DEFAULT_STORE = "lm-router-store"
 STORE_ENV = "LM_ROUTER_STORE"

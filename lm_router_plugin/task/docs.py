@@ -19,9 +19,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .adapters.instance_text import multiple_input_text
-from .errors import InputError, LMRouterError, UnknownNameError
-from .registry import unknown_name_message
+from ..adapters.instance_text import multiple_input_text
+from ..errors import InputError, LMRouterError, UnknownNameError
+from ..registry import unknown_name_message
 
 logger = logging.getLogger(__name__)
 
@@ -224,3 +224,20 @@ def _json_kind(value: Any) -> str:
     if isinstance(value, (int, float)):
         return "a number"
     return {str: "a string", list: "a list", dict: "an object"}.get(type(value), "a value")
+
+
+def leaf_sizes(task: str, include_path: str | Path | None, limit: int | None
+                ) -> list[tuple[str, int]]:
+    """[(leaf task, number of evaluation docs (at most ``limit``))], sorted by name: the
+    order in which ``task_prompts`` concatenates the leaves."""
+    include = str(include_path) if include_path else None
+    tm = _task_manager(include, include_defaults=include is None)
+    if task not in tm.all_tasks and include is not None:
+        tm = _task_manager(include, include_defaults=True)
+    out = []
+    for leaf, obj in sorted(_load_tasks(tm, task).items()):
+        docs = obj.eval_docs if hasattr(obj, "eval_docs") else (
+            obj.test_docs() if obj.has_test_docs() else obj.validation_docs())
+        size = len(docs)
+        out.append((leaf, size if limit is None else min(size, limit)))
+    return out

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .errors import LMRouterError, SchemaError
-from .schema import CORRECT, INPUT_TEXT, KEY
+from ..errors import LMRouterError, SchemaError
+from ..store.schema import CORRECT, INPUT_TEXT, KEY
 
 
 @dataclass

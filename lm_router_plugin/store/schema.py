@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .errors import SchemaError
+from ..errors import SchemaError
 
 SOURCE = "source"  # lm-eval | helm | table
 BENCHMARK = "benchmark"  # HELM suite / lm-eval group, may be empty

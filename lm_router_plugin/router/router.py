@@ -7,9 +7,11 @@ S1/S2/S3 with a kernel-smoothed confidence p, and the fallback to the best model
     >>> router.route(prompts)                                     # per-prompt choice (MoE)
 
 Where each job lives: the reference pool in ``pool.py``, the predictors in
-``predictors.py``, the calibration pairs and the BMA in ``calibration.py``, scoring, the
-decision and its explanation in ``decision.py``, saving/loading and the refit-or-reuse cache
-policy in ``persistence.py``. This class ties them together and holds the parameters.
+``predictors.py``, the calibration pairs and the BMA in ``calibration.py``, the decisions
+in ``deciders.py`` (``Router.recommend`` builds their TaskView; evaluate uses the same
+objects), what recommend returns in ``recommendation.py``, saving/loading and the
+refit-or-reuse cache policy in ``persistence.py``. This class ties them together and holds
+the parameters.
 """
 
 from __future__ import annotations
@@ -21,23 +23,35 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..embedding.embedders import Embedder, embed_texts, make_embedder
+from ..errors import InvalidParameterError, LMRouterError, NotFittedError, UnknownNameError
+from ..registry import deciders, predictors, unknown_name_message
+from ..settings import validate_params
+from ..store.schema import MODEL
+from ..store.store import Store
 from .calibration import calibrate
 from .deciders import DEFAULT_DECIDER, Decider, DecisionSettings, StackedSwitch, TaskView
-from .embedding import Embedder, embed_texts, make_embedder
-from .errors import InvalidParameterError, LMRouterError, NotFittedError, UnknownNameError
 from .neighbors import (
-    AUTO_FAISS_MIN_REFS, FAISS_GROUPED_MIN_ROWS, FaissIVFIndex, GroupedNeighbors,
-    NeighborIndex, build_index, merge_topk, resolve_index_kind, topk_cosine,
+    AUTO_FAISS_MIN_REFS,
+    FAISS_GROUPED_MIN_ROWS,
+    FaissIVFIndex,
+    GroupedNeighbors,
+    NeighborIndex,
+    build_index,
+    merge_topk,
+    resolve_index_kind,
+    topk_cosine,
 )
 from .pool import ReferencePool, build_pool, rows_by_task
 from .predictors import CorrectnessPredictor
 from .recommendation import (
-    ModelScore, Recommendation, RouteDecision, nearest_tasks, route_choices, u_note,
+    ModelScore,
+    Recommendation,
+    RouteDecision,
+    nearest_tasks,
+    route_choices,
+    u_note,
 )
-from .registry import deciders, predictors, unknown_name_message
-from .schema import MODEL
-from .settings import validate_params
-from .store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +236,7 @@ class Router:
         its labels and those for 10 and 30 more, for the expected gain of more labels)."""
         from .stacking import fit_switch
 
-        self._check_fitted()
+        self.check_fitted()
         cache = getattr(self, "_switches", None)
         if cache is None or cache[0] is not self.calibration_:  # refitted: start afresh
             cache = self._switches = (self.calibration_, {})
@@ -235,7 +249,17 @@ class Router:
                                        rows_of=rows_of, seed=self.seed)
         return cache[1][key]
 
-    def _check_fitted(self) -> None:
+    def use_index(self, index: NeighborIndex) -> None:
+        """Search through ``index`` (e.g. a saved faiss-ivf index) for the current index
+        parameters instead of building one."""
+        self.index_ = index
+        self._index_request = (self.index, self.index_threshold, self.nlist)
+
+    def use_embedder(self, embedder: Embedder) -> None:
+        """Embed with this (already loaded) embedder object."""
+        self._embedder_obj = embedder
+
+    def check_fitted(self) -> None:
         if not hasattr(self, "calibration_"):
             raise NotFittedError("This Router is not fitted yet. Call 'fit' with a correctness "
                                  "table first.")
@@ -244,7 +268,7 @@ class Router:
     def model_mask(self, candidates: Sequence[str] | None = None, max_params: int | None = None,
                    model_info: dict[str, dict[str, Any]] | None = None) -> np.ndarray:
         """(M,) bool of models allowed by ``candidates`` and ``max_params``."""
-        self._check_fitted()
+        self.check_fitted()
         return model_mask(self.models_, candidates, max_params, model_info)
 
     def predict_correctness(self, Q: np.ndarray, labeled: tuple[np.ndarray, np.ndarray] | None
@@ -284,7 +308,7 @@ class Router:
         scores (the paper's way) and feed the stacked switch fitted for L labels; the
         choice is for the other docs (all of them when every doc is labelled).
         """
-        self._check_fitted()
+        self.check_fitted()
         lab_docs = np.empty(0, np.int64) if lab_docs is None else np.asarray(lab_docs)
         searched, sim = self.neighbor_index().search(Q, max(self.k, self.kappa))
         g_all = self.predict_correctness(Q, searched=searched)  # one search: g and u
@@ -320,9 +344,9 @@ class Router:
             labeled: correctness rows of some of the task's docs (lm-eval sample logs read
                 with api.read_labeled; with prompts, ``instance_id`` is the prompt index).
         """
-        from .labels import TaskDocs, labelled_matrix, posterior
+        from ..task.labels import TaskDocs, labelled_matrix, posterior
 
-        self._check_fitted()
+        self.check_fitted()
         decider = self.decider(score)
         allowed = self.model_mask(candidates, max_params, model_info)  # cheap checks first
         if docs is None:
@@ -355,7 +379,7 @@ class Router:
                               lab_y=lab_y, seed=self.seed, gains=not by_stack)
         gains, verdict = report.expected_gain, report.verdict
         if by_stack:
-            from .labels import stack_gain_verdict
+            from ..task.labels import stack_gain_verdict
 
             gains, verdict = stack_gain_verdict(self, allowed, len(lab_docs))
         return Recommendation(
@@ -377,7 +401,7 @@ class Router:
               store: Store | None = None) -> list[RouteDecision]:
         """Per-prompt choice argmax_m g_m(x) (+ 0.01 x mean reference accuracy, the authors'
         tie rule) among the allowed models."""
-        self._check_fitted()
+        self.check_fitted()
         allowed = self.model_mask(candidates, max_params, model_info)
         Q = embeddings if embeddings is not None else self.embed(prompts or [], store)
         if len(Q) == 0:

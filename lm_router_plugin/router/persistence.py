@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from ..store.schema import CORRECT, INPUT_TEXT, INSTANCE_ID, MODEL, TASK
+from ..store.store import Store, dir_mode
 from .calibration import Calibration
 from .neighbors import FaissIVFIndex
 from .router import DECISION_PARAMS, SEARCH_PARAMS, Router
-from .schema import CORRECT, INPUT_TEXT, INSTANCE_ID, MODEL, TASK
 from .scores import argmax_with_ties
-from .store import Store, dir_mode
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +40,9 @@ _CALIBRATION = ("u", "p", "accuracy", "included", "mean_accuracy", "s1", "residu
 
 def router_card(router: Router) -> dict[str, Any]:
     """A small description of the fitted router (like a model card)."""
-    from . import __version__
+    from .. import __version__
 
-    router._check_fitted()
+    router.check_fitted()
     mean = router.calibration_.mean_accuracy
     return {"lm_router_plugin_version": __version__, "embedder": router.embedder_id_,
             "params": router.get_params(), "n_models": len(router.models_),
@@ -61,7 +61,7 @@ def save_router(router: Router, folder: Path, card: dict[str, Any] | None = None
     router, e.g. fitted by a concurrent command) and returns False; ``replace=True`` moves
     it aside and ours in (putting it back if that fails). Returns True when ours is in place.
     """
-    router._check_fitted()
+    router.check_fitted()
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp", dir=folder.parent))
@@ -120,14 +120,13 @@ def load_router(folder: Path, **decision_params: Any) -> Router:
     router.embedder_id_ = state["embedder_id"]
     router.predictor_ = router.make_predictor().fit(router.X_, router.Y_)
     if router.index == "faiss-ivf" and (folder / _IVF_FILE).exists():
-        router.index_ = FaissIVFIndex.load(folder / _IVF_FILE, router.X_, router.nprobe)
-        router._index_request = (router.index, router.index_threshold, router.nlist)
+        router.use_index(FaissIVFIndex.load(folder / _IVF_FILE, router.X_, router.nprobe))
     router.neighbor_index()  # exact kinds: nothing to build; attaches it to the predictor
     return router
 
 
 def router_key(fingerprint: str, embedder_id: str, router: Router) -> str:
-    from . import __version__
+    from .. import __version__
 
     key = json.dumps([fingerprint, embedder_id, router.fit_params(), __version__, ROUTER_FORMAT],
                      sort_keys=True, default=str)
@@ -152,7 +151,7 @@ def fit_or_load(store: Store, **params: Any) -> Router:
         except FileNotFoundError:  # removed as stale by a concurrent command: fit again
             pass
         else:
-            loaded._embedder_obj = router.embedder_object()
+            loaded.use_embedder(router.embedder_object())  # already loaded: no second load
             return loaded
     # only when fitting (a cached router needs no table), and only what build_pool reads,
     # as categoricals: a 10M-row table then takes ~0.2 GB instead of several GB of strings

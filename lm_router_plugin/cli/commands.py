@@ -18,8 +18,8 @@ from typing import Any
 
 import click
 
+from ..errors import LMRouterError, UsageError
 from . import display
-from .errors import LMRouterError, UsageError
 
 STORE_HELP = "Store folder (default: $LM_ROUTER_STORE or ./lm-router-store)."
 
@@ -109,7 +109,7 @@ def _options(*options: Callable) -> Callable:
 
 
 def _check_device(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    from .embedding import parse_devices
+    from ..embedding.embedders import parse_devices
 
     try:
         parse_devices(value)
@@ -160,7 +160,7 @@ def _comma_list(value: str | None) -> list[str] | None:
 
 def _settings(config: str | None, **overrides: Any) -> Any:
     """The settings of --config with the command-line options that were given on top."""
-    from .settings import load_settings
+    from ..settings import load_settings
 
     return load_settings(config).override(**overrides)
 
@@ -203,11 +203,11 @@ def ingest(adapter: str, paths: tuple[str, ...], store_dir: str | None, threshol
     lm-router ingest helm benchmark_output/runs/v1/
     lm-router ingest table results.parquet
     """
-    from .ingest import ingest as run_ingest
-    from .registry import adapters
-    from .store import Store
-
     import yaml
+
+    from ..registry import adapters
+    from ..store.ingest import ingest as run_ingest
+    from ..store.store import Store
 
     try:
         adapters.get(adapter)  # a typo is bad usage (exit 2), before any reading
@@ -248,7 +248,7 @@ def info(store_dir: str | None, as_json: bool) -> None:
     \b
     lm-router info --json
     """
-    from . import api
+    from .. import api
 
     data = api.info(store_dir)
     if as_json:
@@ -288,7 +288,7 @@ def recommend(task: str | None, include_path: str | None, prompts_file: str | No
     lm-router recommend --prompts prompts.txt --max-params 13B --json
     lm-router recommend --task my_task --include-path task_configs/ --labeled my_task-runs
     """
-    from . import api
+    from .. import api
 
     _one_task(task, prompts_file, limit)
     rec = api.recommend(store_dir, task=task, include_path=include_path,
@@ -337,8 +337,8 @@ def plan_labels(task: str | None, include_path: str | None, prompts_file: str | 
     lm-router plan-labels --task my_task --include-path task_configs/ --n 10 \\
         --labeled my_task-runs --plan my_task.plan.json
     """
-    from . import api
-    from .store import Store
+    from .. import api
+    from ..store.store import Store
 
     _one_task(task, prompts_file, limit)
     result = api.plan_labels(store_dir, n=n, task=task, include_path=include_path,
@@ -384,7 +384,7 @@ def route(prompts_file: str, candidates: str | None, max_params: str | None,
     lm-router route --prompts prompts.txt
     lm-router route --prompts prompts.jsonl --max-params 13B --json > routes.jsonl
     """
-    from . import api
+    from .. import api
 
     decisions = api.route(store_dir, prompts_file=prompts_file,
                           candidates=_comma_list(candidates), max_params=max_params,
@@ -435,7 +435,7 @@ def evaluate(store_dir: str | None, tasks_by: str, tasks_file: str | None, alpha
     """
     from pathlib import Path
 
-    from . import api
+    from .. import api
 
     result = api.evaluate(store_dir, tasks_by=tasks_by, tasks_file=tasks_file,
                           alphas=_numbers(alphas, "--alpha") or [0.0],
@@ -445,7 +445,7 @@ def evaluate(store_dir: str | None, tasks_by: str, tasks_file: str | None, alpha
                           settings=_settings(config, embedder=embedder, device=device,
                                              predictor=predictor))
     if plot_dir:
-        from .plots import write_plots
+        from ..evaluation.plots import write_plots
 
         for path in write_plots(result, Path(plot_dir)):
             click.echo(f"wrote {path}", err=True)
