@@ -350,9 +350,10 @@ def test_plan_run_with_lm_eval_recommend_and_plan_again(cli, ref_store, lmeval_r
     assert s3["estimates"] == rec["estimates"] and s3["expected_gain_by"] == "posterior"
     assert s3["n_labelled_docs"] == 8
 
-    # round 2: the printed `more:` line (N = 6): the labelled docs are excluded, the plan grows
+    # round 2: the printed `more:` line (as many docs as this round, here asked for 6 instead
+    # of 8): the labelled docs are excluded, the plan grows
     more = printed_command(result.stdout, "more")
-    assert more[:1] == ["plan-labels"] and more[more.index("--n") + 1] == "N"
+    assert more[:1] == ["plan-labels"] and more[more.index("--n") + 1] == "8"
     assert more[more.index("--plan") + 1] == "units.plan.json"
     assert more[more.index("--labeled") + 1] == "units-runs"
     more[more.index("--n") + 1] = "6"
