@@ -108,3 +108,28 @@ def test_malformed_lmeval_results_file_is_rejected(cli, tmp_path, content, messa
     error = one_error(cli("ingest", "lm-eval", tmp_path / "runs"))
     assert str(results) in error and message in error, error
     assert file_bytes(Store(cli.store).table_path) == before and not cli.store.exists()
+
+
+def test_quiet_after_the_command_silences_logs_and_progress(cli, results):
+    """-q is accepted after the subcommand too, and then nothing but warnings reaches
+    stderr (no INFO lines, no progress bars)."""
+    path, th = results
+    loud = cli("ingest", "table", path, "--thresholds", th, "--store", cli.store / "a")
+    assert loud.exit_code == 0 and "INFO" in loud.stderr
+    quiet = cli("ingest", "table", path, "--thresholds", th, "--store", cli.store / "b", "-q")
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.stderr == "" and "rows read" in quiet.stdout
+
+
+def test_binary_or_non_utf8_prompts_file_is_one_error_naming_it(cli, results, tmp_path):
+    path, th = results
+    assert cli("ingest", "table", path, "--thresholds", th).exit_code == 0
+    binary = tmp_path / "prompts.txt"
+    binary.write_bytes(bytes(range(256)) * 4)
+    for command in ("recommend", "route"):
+        error = one_error(cli(command, "--prompts", binary, "-q"))
+        assert str(binary) in error and "binary" in error
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("café au lait\n".encode("latin-1"))
+    error = one_error(cli("recommend", "--prompts", latin))
+    assert f"{latin} line 1" in error and "UTF-8" in error
