@@ -1,0 +1,154 @@
+"""The kernel S1 decider (router/task_kernel.py): the leave-out table equals explicit fits
+without each pair of tasks, the bandwidth choice never reads the held-out task, and the
+decider decides from a view carrying the reference pool (else by the paper's S1)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from lm_router_plugin.registry import deciders
+from lm_router_plugin.router.calibration import calibrate
+from lm_router_plugin.router.deciders import DecisionSettings, TaskView
+from lm_router_plugin.router.scores import quiet_nanmean
+from lm_router_plugin.router.task_kernel import (
+    KernelReference,
+    KernelS1,
+    choose_bandwidth,
+    inner_loto_accuracy,
+    kernel_accuracy,
+    kernel_weights,
+    leave_out_kernel,
+)
+
+HS = (0.02, 0.1, math.inf)
+
+
+def _data(seed=0, n_tasks=6, per_task=40, M=4, dim=16, missing=0.0):
+    """Tasks as clusters in embedding space; each model's accuracy depends on the task."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(n_tasks, dim))
+    task_of = np.repeat(np.arange(n_tasks), per_task)
+    X = centers[task_of] + 0.8 * rng.normal(size=(len(task_of), dim))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    skill = rng.uniform(0.2, 0.9, size=(n_tasks, M))
+    Y = (rng.uniform(size=(len(task_of), M)) < skill[task_of]).astype(float)
+    if missing:
+        Y[rng.uniform(size=Y.shape) < missing] = np.nan
+    return X.astype(np.float32), Y, task_of
+
+
+def _brute(X, Y, task_of, z, e, k, hs):
+    """Task z's kernel S1 from an explicit pool without z and e (None: only z)."""
+    out = set([z] if e is None else [z, e])
+    ref = ~np.isin(task_of, list(out))
+    return kernel_accuracy(X[task_of == z], X, Y, k=k, h=hs, ref_rows=ref)
+
+
+@pytest.mark.parametrize("missing, slack", [(0.0, 200), (0.1, 3)])
+def test_leave_out_table_equals_explicit_fits(missing, slack):
+    X, Y, task_of = _data(missing=missing)
+    k = 15
+    table = leave_out_kernel(X, Y, task_of, k=k, bandwidths=HS, slack=slack)
+    D = 6
+    assert table.s1k.shape == (len(HS), D, D + 1, Y.shape[1])
+    for z in range(D):
+        for e in [None] + [e for e in range(D) if e != z]:
+            want = _brute(X, Y, task_of, z, e, k, HS)
+            got = table.s1k[:, z, D if e is None else e]
+            np.testing.assert_allclose(got, want, atol=1e-6, err_msg=f"z={z} e={e}")
+        assert np.isnan(table.s1k[:, z, z]).all()
+    np.testing.assert_allclose(table.accuracy[0], quiet_nanmean(Y[task_of == 0]))
+
+
+def test_uniform_kernel_with_k_neighbours_is_the_plain_mean():
+    X, Y, task_of = _data()
+    Q = X[task_of == 0]
+    ref = task_of != 0
+    Xr, Yr = X[ref], Y[ref]
+    order = np.argsort(-(Q @ Xr.T), axis=1)[:, :5]
+    np.testing.assert_allclose(kernel_accuracy(Q, Xr, Yr, k=5, h=math.inf),
+                               Yr[order].mean(axis=1).mean(axis=0))
+    # a very narrow kernel is the nearest neighbour's label
+    np.testing.assert_allclose(kernel_accuracy(Q, Xr, Yr, k=5, h=1e-6),
+                               Yr[order[:, 0]].mean(axis=0), atol=1e-6)
+    w = kernel_weights(np.array([[0.9, 0.8, -np.inf]]), 0.1)
+    np.testing.assert_allclose(w, [[1.0, math.exp(-1.0), 0.0]])
+
+
+def test_the_bandwidth_choice_never_reads_the_held_out_task():
+    X, Y, task_of = _data(seed=3, n_tasks=7)
+    allowed = np.ones(Y.shape[1], dtype=bool)
+    d = 2
+    table = leave_out_kernel(X, Y, task_of, k=20, bandwidths=HS)
+    h, scores = choose_bandwidth(table, allowed, held_out=d)
+    # change the held-out task's labels and embeddings: the inner choice is the same
+    X2, Y2 = X.copy(), Y.copy()
+    rows = task_of == d
+    Y2[rows] = 1 - Y2[rows]
+    X2[rows] = X2[rows][::-1]
+    table2 = leave_out_kernel(X2, Y2, task_of, k=20, bandwidths=HS)
+    h2, scores2 = choose_bandwidth(table2, allowed, held_out=d)
+    assert h == h2
+    np.testing.assert_allclose(scores, scores2)
+    # the inner score of a bandwidth by hand: each other task from the rest without d
+    A = table.accuracy
+    j = HS.index(h)
+    accs = []
+    for z in range(7):
+        if z == d:
+            continue
+        s = _brute(X, Y, task_of, z, d, 20, [h])[0]
+        tie = quiet_nanmean(A[[y for y in range(7) if y not in (z, d)]])
+        best = max(range(Y.shape[1]), key=lambda m: (s[m], tie[m]))
+        accs.append(A[z, best])
+    assert scores[j] == pytest.approx(np.mean(accs))
+    assert inner_loto_accuracy(table, allowed, None).shape == (len(HS),)
+
+
+def _view(X, Y, task_of, d, *, reference=True):
+    D = int(task_of.max()) + 1
+    rows = np.flatnonzero(task_of == d)
+    g = np.full(Y.shape, 0.5)
+    cal = calibrate(task_of, Y, g, np.full((len(X), 3), 0.5, np.float32), 0.5, D, held_out=d)
+    view = TaskView(cal=cal, models=[f"m{i}" for i in range(Y.shape[1])],
+                    allowed=np.ones(Y.shape[1], dtype=bool), g=g[rows],
+                    kappa_sim=np.full((len(rows), 3), 0.5, np.float32),
+                    settings=DecisionSettings(n_draws=50))
+    if reference:
+        view.reference = KernelReference(X, Y, task_of, exclude=(d,))
+        view.embeddings = X[rows]
+    return view
+
+
+def test_the_decider_chooses_the_argmax_of_the_kernel_s1():
+    X, Y, task_of = _data(seed=5, n_tasks=6)
+    d = 1
+    view = _view(X, Y, task_of, d)
+    dec = KernelS1().decide(view)
+    assert dec.decided_by == "s1_kernel" and not dec.fallback
+    table = leave_out_kernel(X, Y, task_of, k=KernelS1.k, bandwidths=KernelS1.bandwidths)
+    h, _ = choose_bandwidth(table, view.allowed, held_out=d)
+    assert dec.details["h"] == h
+    want = table.s1k[list(table.bandwidths).index(h), d, 6]
+    np.testing.assert_allclose(dec.scores, want, atol=1e-6)
+    assert dec.choice == int(np.argmax(want)) and dec.reason
+    # the cache is shared by views of other held-out tasks
+    other = _view(X, Y, task_of, 3)
+    other.reference = dataclasses.replace(view.reference, exclude=(3,))
+    assert KernelS1().decide(other).decided_by == "s1_kernel"
+    assert len(view.reference.cache) == 1
+
+
+def test_without_a_reference_pool_the_paper_s1_decides():
+    X, Y, task_of = _data()
+    view = _view(X, Y, task_of, 0, reference=False)
+    dec = KernelS1().decide(view)
+    assert dec.decided_by == "s1" and "paper's S1" in dec.reason
+
+
+def test_the_entry_point_registers_s1_kernel():
+    assert deciders.get("s1_kernel") is KernelS1
