@@ -425,8 +425,9 @@ def test_lmeval_accuracies_equal_lm_eval_and_ingest_lm_eval(cli, lmeval_runs: LM
     lm_store = tmp_path / "lm-store"
     assert cli("ingest", "lm-eval", lmeval_runs.root, store_dir=lm_store).exit_code == 0
     lm_info = _info(cli, lm_store)
-    assert info["accuracy"] == pytest.approx(lm_info["accuracy"]) or \
-        info["accuracy"] == lm_info["accuracy"]
+    assert info["accuracy"].keys() == lm_info["accuracy"].keys()
+    for task, by_model in lm_info["accuracy"].items():
+        assert info["accuracy"][task] == pytest.approx(by_model, abs=1e-12), task
     assert info["counts"] == lm_info["counts"]
     checked = 0
     for model, results in lmeval_runs.results.items():
