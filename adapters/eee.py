@@ -104,7 +104,10 @@ def schema_problem(record: Any, schema_name: str) -> str | None:
     """One line saying where and how ``record`` breaks the schema, or None when it follows it."""
     from jsonschema.exceptions import best_match
 
-    error = best_match(_validator(schema_name).iter_errors(record))
+    validator = _validator(schema_name)
+    if validator.is_valid(record):  # the fast path; best_match walks the errors again
+        return None
+    error = best_match(validator.iter_errors(record))
     if error is None:
         return None
     message = error.message
