@@ -18,13 +18,14 @@ Data sets (stores read-only, static embedder, embeddings cached there):
   routerdc   /work/stores/routerdc, 7 models x 10 tasks
   mmlu-cat   /work/stores/mmlu, 29 models x 14 categories
   mmlu-src   the same regrouped into its 91 sources (instances.tsv.gz)
-  variants of the mmlu sets: "-le13b" (candidates with params <= 13e9) and "-nogem"
-  (every model but gemini-1.5-pro-002)
+  variants of the mmlu sets (--variants all le13b nogem): "-le13b" (candidates with params
+  <= 13e9) and "-nogem" (every model but gemini-1.5-pro-002)
 
     . .venv/bin/activate; export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
     OMP_NUM_THREADS=1 python bench/task_kernel_results.py --sets routerdc mmlu-cat \\
-        --json /tmp/tk_a.json &
-    OMP_NUM_THREADS=1 python bench/task_kernel_results.py --sets mmlu-src --json /tmp/tk_b.json
+        --variants all le13b nogem --json /tmp/tk_a.json &
+    OMP_NUM_THREADS=1 python bench/task_kernel_results.py --sets mmlu-src \\
+        --variants all le13b nogem --json /tmp/tk_b.json
     python bench/task_kernel_results.py --merge /tmp/tk_a.json /tmp/tk_b.json
 """
 
@@ -54,8 +55,8 @@ from lm_router_plugin.router.task_kernel import (
 STORES = {"routerdc": "/work/stores/routerdc", "mmlu-cat": "/work/stores/mmlu",
           "mmlu-src": "/work/stores/mmlu"}
 SIDE = "/work/shared/data/mmlu_pro/instances.tsv.gz"
-VARIANTS = {"": {}, "-le13b": {"max_params": 13_000_000_000},
-            "-nogem": {"drop": "gemini-1.5-pro-002"}}
+VARIANTS = {"all": {}, "le13b": {"max_params": 13_000_000_000},
+            "nogem": {"drop": "gemini-1.5-pro-002"}}
 ROWS = ("s1", "s3", "stack", "bma", "oracle")
 MARGINS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
 TOL = 1e-12
@@ -115,7 +116,7 @@ def run_set(name: str, k: int, variants: list[str]) -> list[dict]:
     info = store.read_models()
     out = []
     for suffix in variants:
-        if name == "routerdc" and suffix:
+        if name == "routerdc" and suffix != "all":
             continue
         spec = VARIANTS[suffix]
         candidates = ([m for m in pool.models if m != spec["drop"]] if "drop" in spec
@@ -146,7 +147,7 @@ def run_set(name: str, k: int, variants: list[str]) -> list[dict]:
                    **{r: per[task][r]["acc"] for r in ROWS},
                    "stack_model": per[task]["stack"]["model"]}
             tasks.append(rec)
-        out.append({"set": name + suffix, "k": k, "n_tasks": D,
+        out.append({"set": name + ("" if suffix == "all" else f"-{suffix}"), "k": k, "n_tasks": D,
                     "n_models": int(allowed.sum()), "tasks": tasks,
                     "rows": {r: res.rows[r]["acc"] for r in ROWS},
                     "seconds_kernel": t_kernel, "seconds_evaluate": t_eval,
@@ -218,8 +219,8 @@ def report(results: list[dict]) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", nargs="+", default=list(STORES), choices=list(STORES))
-    ap.add_argument("--variants", nargs="+", default=[""], choices=list(VARIANTS),
-                    help="'' (all models), -le13b, -nogem (mmlu sets only)")
+    ap.add_argument("--variants", nargs="+", default=["all"], choices=list(VARIANTS),
+                    help="all (every model), le13b, nogem (mmlu sets only)")
     ap.add_argument("--k", type=int, default=DEFAULT_K)
     ap.add_argument("--json", help="write the per-task records here")
     ap.add_argument("--merge", nargs="+", help="report from these --json files")
