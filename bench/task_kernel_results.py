@@ -10,9 +10,10 @@ references outside d (task_kernel.leave_out_kernel holds every such fit; tests c
 against explicit fits). The other rows (s1, s3, stack, bma, oracle) come from
 ``evaluate(table, store=store, router=Router(embedder="static"), n_bootstrap=0)``.
 
-Also reported: every fixed h of the grid (what the inner choice is worth), and
-"s1k_switch": S1k's best model only when its lead over BMA's S1k exceeds a margin tau, (h,
-tau) chosen jointly by the same inner leave-one-task-out.
+Columns: "s1k argmax" (the argmax of S1k, h by the inner LOTO) and "s1_kernel" (the
+decider's default: S1k's best model only when its lead over BMA's S1k exceeds a margin tau,
+(h, tau) chosen jointly by the same inner LOTO; JSON key s1k_switch); every fixed h of the
+grid (argmax; what the inner choice is worth).
 
 Data sets (stores read-only, static embedder, embeddings cached there):
   routerdc   /work/stores/routerdc, 7 models x 10 tasks
@@ -49,7 +50,9 @@ from lm_router_plugin.router.task_kernel import (
     DEFAULT_K,
     choice_accuracy,
     choose_bandwidth,
+    choose_switch,
     leave_out_kernel,
+    switch_choice,
 )
 
 STORES = {"routerdc": "/work/stores/routerdc", "mmlu-cat": "/work/stores/mmlu",
@@ -58,7 +61,6 @@ SIDE = "/work/shared/data/mmlu_pro/instances.tsv.gz"
 VARIANTS = {"all": {}, "le13b": {"max_params": 13_000_000_000},
             "nogem": {"drop": "gemini-1.5-pro-002"}}
 ROWS = ("s1", "s3", "stack", "bma", "oracle")
-MARGINS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
 TOL = 1e-12
 
 
@@ -74,33 +76,6 @@ def tie_of(A: np.ndarray, skip: list[int]) -> np.ndarray:
     """Mean accuracy over the tasks not in ``skip`` (the calibration's mean_accuracy)."""
     keep = [z for z in range(len(A)) if z not in skip]
     return np.nan_to_num(quiet_nanmean(A[keep]))
-
-
-def switch_choice(s: np.ndarray, allowed: np.ndarray, tie: np.ndarray, tau: float) -> int:
-    """S1k's best model if its S1k beats BMA's by more than tau, else BMA."""
-    ok = allowed & ~np.isnan(s)
-    best = argmax_with_ties(np.where(ok, s, -np.inf), tie)
-    bma = argmax_with_ties(np.where(allowed, tie, -np.inf), tie)
-    return best if s[best] - s[bma] > tau + TOL else bma
-
-
-def switch_inner(table, allowed: np.ndarray, d: int) -> tuple[int, float]:
-    """(h index, tau) of the highest inner leave-one-task-out accuracy of the switch."""
-    A, D = table.accuracy, table.n_tasks
-    best, pick = -np.inf, (len(table.bandwidths) - 1, math.inf)
-    for j in range(len(table.bandwidths)):
-        for tau in MARGINS:
-            accs = []
-            for z in range(D):
-                if z == d or np.isnan(A[z]).all():
-                    continue
-                ok = allowed & ~np.isnan(A[z])
-                c = switch_choice(table.s1k[j, z, d], ok, tie_of(A, [z, d]), tau)
-                accs.append(A[z, c])
-            score = float(np.mean(accs))
-            if score > best + TOL:
-                best, pick = score, (j, tau)
-    return pick
 
 
 def run_set(name: str, k: int, variants: list[str]) -> list[dict]:
@@ -136,8 +111,9 @@ def run_set(name: str, k: int, variants: list[str]) -> list[dict]:
             j = kt.bandwidths.index(h)
             fixed = [choice_accuracy(kt.s1k[jj, d, D], A[d], ok, tie)
                      for jj in range(len(kt.bandwidths))]
-            js, tau = switch_inner(kt, allowed, d)
-            sw = switch_choice(kt.s1k[js, d, D], ok, tie, tau)
+            hs_, tau = choose_switch(kt, allowed, held_out=d)[:2]
+            js = kt.bandwidths.index(hs_)
+            sw = switch_choice(kt.s1k[js, d, D], ok, tie, tau)[0]
             s = kt.s1k[j, d, D]
             pick = argmax_with_ties(np.where(ok, np.nan_to_num(s, nan=-np.inf), -np.inf), tie)
             rec = {"task": task, "n": int(np.sum(pool.task_of == d)), "h": h,
@@ -179,10 +155,11 @@ def summary_line(r: dict) -> str:
 
 def report(results: list[dict]) -> str:
     hs = ["inf" if math.isinf(h) else f"{h:g}" for h in BANDWIDTHS]
-    lines = ["| set | D | M | s1_kernel | s1k_switch | s1 | s3 | stack | bma | oracle | "
-             "kernel-stack [95% CI] | W/T/L vs stack | W/T/L vs bma | h chosen | "
+    lines = ["| set | D | M | s1k argmax | s1_kernel | s1 | s3 | stack | bma | oracle | "
+             "argmax-stack [95% CI] | W/T/L vs stack | s1_kernel-stack [95% CI] | W/T/L | "
+             "h chosen (argmax) | "
              + " | ".join(f"h={h}" for h in hs) + " | s |",
-             "|" + "---|" * (15 + len(hs))]
+             "|" + "---|" * (17 + len(hs))]
     details = []
     for r in results:
         t = r["tasks"]
@@ -190,7 +167,7 @@ def report(results: list[dict]) -> str:
                ("s1_kernel", "s1k_switch") + ROWS}
         fixed = np.array([x["fixed"] for x in t], dtype=float).mean(axis=0)
         vs_stack = paired(col["s1_kernel"], col["stack"])
-        vs_bma = paired(col["s1_kernel"], col["bma"])
+        sw = paired(col["s1k_switch"], col["stack"])
         chosen = {}
         for x in t:
             key = "inf" if math.isinf(x["h"]) else f"{x['h']:g}"
@@ -200,18 +177,21 @@ def report(results: list[dict]) -> str:
             + " | ".join(f"{col[c].mean():.4f}" for c in ("s1_kernel", "s1k_switch") + ROWS)
             + f" | {100 * vs_stack['diff']:+.2f} [{100 * vs_stack['ci'][0]:+.2f}, "
             f"{100 * vs_stack['ci'][1]:+.2f}] | {vs_stack['wins']}/{vs_stack['ties']}/"
-            f"{vs_stack['losses']} | {vs_bma['wins']}/{vs_bma['ties']}/{vs_bma['losses']} | "
+            f"{vs_stack['losses']} | {100 * sw['diff']:+.2f} [{100 * sw['ci'][0]:+.2f}, "
+            f"{100 * sw['ci'][1]:+.2f}] | {sw['wins']}/{sw['ties']}/{sw['losses']} | "
             + ", ".join(f"{k}: {v}" for k, v in sorted(chosen.items())) + " | "
             + " | ".join(f"{f:.4f}" for f in fixed) + f" | {r['seconds_total']:.0f} |")
         # the evaluate rows must match the per-task records (same tasks, same protocol)
         for c in ROWS:
             assert abs(col[c].mean() - r["rows"][c]) < 1e-9, (r["set"], c)
         if len(t) <= 20:
-            details.append(f"\n{r['set']} per task (h, s1_kernel vs stack):")
+            details.append(f"\n{r['set']} per task (h, s1k argmax; s1_kernel; stack):")
             for x in t:
                 hh = "inf" if math.isinf(x["h"]) else f"{x['h']:g}"
                 details.append(f"  {x['task'][:40]:40s} n={x['n']:5d} h={hh:5s} "
-                               f"kernel {x['s1_kernel']:.4f} ({x['s1_kernel_model']}) "
+                               f"argmax {x['s1_kernel']:.4f} ({x['s1_kernel_model']}) "
+                               f"s1_kernel {x['s1k_switch']:.4f} "
+                               f"(h={x['switch_h']:g}, tau={x['switch_tau']:g}) "
                                f"stack {x['stack']:.4f} ({x['stack_model']})")
     return "\n".join(lines + details)
 

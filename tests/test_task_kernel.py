@@ -18,10 +18,12 @@ from lm_router_plugin.router.task_kernel import (
     KernelReference,
     KernelS1,
     choose_bandwidth,
+    choose_switch,
     inner_loto_accuracy,
     kernel_accuracy,
     kernel_weights,
     leave_out_kernel,
+    switch_choice,
 )
 
 HS = (0.02, 0.1, math.inf)
@@ -124,9 +126,10 @@ def _view(X, Y, task_of, d, *, reference=True):
     return view
 
 
-def test_the_decider_chooses_the_argmax_of_the_kernel_s1():
+def test_the_decider_chooses_the_argmax_of_the_kernel_s1(monkeypatch):
     X, Y, task_of = _data(seed=5, n_tasks=6)
     d = 1
+    monkeypatch.setattr(KernelS1, "margins", None)  # no switch: the plain argmax
     view = _view(X, Y, task_of, d)
     dec = KernelS1().decide(view)
     assert dec.decided_by == "s1_kernel" and not dec.fallback
@@ -141,6 +144,25 @@ def test_the_decider_chooses_the_argmax_of_the_kernel_s1():
     other.reference = dataclasses.replace(view.reference, exclude=(3,))
     assert KernelS1().decide(other).decided_by == "s1_kernel"
     assert len(view.reference.cache) == 1
+
+
+@pytest.mark.parametrize("d", [0, 2, 4])
+def test_the_default_decider_switches_to_bma_below_the_inner_margin(d):
+    X, Y, task_of = _data(seed=7, n_tasks=6)
+    view = _view(X, Y, task_of, d)
+    dec = KernelS1().decide(view)
+    table = leave_out_kernel(X, Y, task_of, k=KernelS1.k, bandwidths=KernelS1.bandwidths)
+    h, tau, inner = choose_switch(table, view.allowed, held_out=d)
+    assert (dec.details["h"], dec.details["tau"]) == (h, tau)
+    s = table.s1k[list(table.bandwidths).index(h), d, 6]
+    choice, best, bma = switch_choice(s, view.allowed, view.cal.mean_accuracy, tau)
+    assert (dec.choice, dec.best_by_score, dec.bma) == (choice, best, bma)
+    assert dec.fallback == (choice != best) and dec.reason
+    # the margin rule by hand
+    assert switch_choice(np.array([0.5, 0.6]), np.ones(2, bool), np.array([0.7, 0.1]),
+                         0.05)[0] == 1
+    assert switch_choice(np.array([0.5, 0.6]), np.ones(2, bool), np.array([0.7, 0.1]),
+                         0.2)[0] == 0
 
 
 def test_without_a_reference_pool_the_paper_s1_decides():

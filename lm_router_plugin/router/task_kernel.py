@@ -13,7 +13,9 @@ neighbours). The bandwidth h is chosen from a small grid by an inner leave-one-t
 the reference tasks, for the task-level decision: each reference task z is predicted from
 the other reference tasks, and the h whose argmax choices had the highest mean accuracy
 wins. The choice is the argmax of S1k among the allowed models (ties: the higher mean
-reference accuracy).
+reference accuracy). By default it is kept only when its S1k beats that of the best model on
+average (BMA) by more than a margin tau, chosen with h by the same inner leave-one-task-out
+(measured above the plain argmax on average, bench/task_kernel_results.py).
 
     >>> ref = KernelReference(X, Y, task_of)               # the reference pool
     >>> table = ref.leave_out()                             # inner LOTO estimates, cached
@@ -49,6 +51,9 @@ BANDWIDTHS = (0.01, 0.02, 0.05, 0.1, 0.2, math.inf)
 #: Extra neighbours kept per row beyond K, so that leaving one more task out is mostly
 #: answered from the kept list (rows that lose too many are searched again, exactly).
 SLACK = 200
+#: Margins tau of the switch to BMA: S1k's best model is kept only when its S1k beats
+#: BMA's by more than tau; (h, tau) chosen together by the inner leave-one-task-out.
+MARGINS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
 #: Rows per block when the (rows, K, M) neighbour labels are gathered.
 ROW_BLOCK = 2048
 
@@ -261,6 +266,44 @@ def choose_bandwidth(table: LeaveOutKernel, allowed: np.ndarray,
     return table.bandwidths[j], scores
 
 
+def switch_choice(scores: np.ndarray, allowed: np.ndarray, tie: np.ndarray,
+                  tau: float) -> tuple[int, int, int]:
+    """(choice, best, bma): the allowed model of highest ``scores`` (ties: higher ``tie``,
+    the mean reference accuracy) if its score beats BMA's (highest ``tie``) by more than
+    ``tau``, else BMA."""
+    allowed = np.asarray(allowed, dtype=bool)
+    s = np.nan_to_num(np.asarray(scores, dtype=float), nan=-np.inf)
+    best = argmax_with_ties(np.where(allowed, s, -np.inf), tie)
+    bma = argmax_with_ties(np.where(allowed, tie, -np.inf), tie)
+    return (best if s[best] - s[bma] > tau + 1e-12 else bma), best, bma
+
+
+def choose_switch(table: LeaveOutKernel, allowed: np.ndarray, held_out: int | None = None,
+                  margins: Sequence[float] = MARGINS) -> tuple[float, float, float]:
+    """(h, tau, inner accuracy): the bandwidth and margin of the switch to BMA
+    (:func:`switch_choice`) of highest mean accuracy over the reference tasks (all but
+    ``held_out``), each decided from the other reference tasks (BMA and ties from their
+    mean accuracies). Ties go to the first in grid order of h, then the smaller tau."""
+    D = table.n_tasks
+    e = D if held_out is None else int(held_out)
+    A = table.accuracy
+    allowed = np.asarray(allowed, dtype=bool)
+    refs = [z for z in range(D) if z != held_out and not np.isnan(A[z]).all()]
+    ties = {}
+    for z in refs:
+        others = [y for y in refs if y != z]
+        ties[z] = np.nan_to_num(quiet_nanmean(A[others])) if others else np.zeros(A.shape[1])
+    best, pick = -np.inf, (table.bandwidths[-1], math.inf)
+    for j, h in enumerate(table.bandwidths):
+        for tau in margins:
+            accs = [A[z, switch_choice(table.s1k[j, z, e], allowed & ~np.isnan(A[z]),
+                                       ties[z], tau)[0]] for z in refs]
+            score = float(np.mean(accs)) if accs else -np.inf
+            if score > best + 1e-12:
+                best, pick = score, (h, tau)
+    return pick[0], pick[1], best
+
+
 @dataclass
 class KernelReference:
     """The reference pool a :class:`KernelS1` decision needs: X (n, dim) unit-norm
@@ -298,9 +341,11 @@ class KernelReference:
 
 
 class KernelS1(Decider):
-    """S1 over the K most similar reference inputs with a similarity kernel whose bandwidth
-    an inner leave-one-task-out on the reference tasks chooses (module docstring); the
-    allowed model of highest S1k (ties: higher mean reference accuracy). Needs the view's
+    """S1 over the K most similar reference inputs with a similarity kernel (module
+    docstring): the allowed model of highest S1k (ties: higher mean reference accuracy),
+    kept only when its S1k beats BMA's by more than a margin tau, else BMA; the bandwidth h
+    and tau are chosen together by an inner leave-one-task-out on the reference tasks
+    (``margins = None``: no switch, h alone chosen, the argmax decides). Needs the view's
     ``reference`` and ``embeddings``; without them the paper's S1 rule decides."""
 
     name = "s1_kernel"
@@ -308,6 +353,7 @@ class KernelS1(Decider):
     score_label = "S1k"
     k = DEFAULT_K
     bandwidths = BANDWIDTHS
+    margins: tuple[float, ...] | None = MARGINS
 
     def decide(self, view: TaskView) -> Decision:
         ref = getattr(view, "reference", None)
@@ -320,23 +366,41 @@ class KernelS1(Decider):
         if len(Q) != len(view.g):
             raise ValueError(f"view.embeddings has {len(Q)} rows for {len(view.g)} docs")
         table = ref.leave_out(self.k, self.bandwidths)
-        h, inner = choose_bandwidth(table, view.allowed, ref.held_out)
+        if self.margins is None:
+            h, inner = choose_bandwidth(table, view.allowed, ref.held_out)
+            tau, inner_acc = -math.inf, float(np.nanmax(inner))
+        else:
+            h, tau, inner_acc = choose_switch(table, view.allowed, ref.held_out, self.margins)
         score = kernel_accuracy(Q, ref.X, ref.Y, k=self.k, h=h, ref_rows=ref.rows())
         values = np.where(view.allowed, np.nan_to_num(score, nan=-np.inf), -np.inf)
-        best = argmax_with_ties(values, view.cal.mean_accuracy)
+        tie = view.cal.mean_accuracy
+        choice, best, _ = switch_choice(values, view.allowed, tie, tau)
         bma = view.bma
+        fallback = choice != best
+        return Decision(choice=choice, best_by_score=best, bma=bma, fallback=fallback,
+                        p_beats_bma=0.5 if best == bma else math.nan, scores=values,
+                        reason=self._reason(view, h, tau, values, best, bma, fallback),
+                        decided_by=self.name,
+                        details={"h": h, "tau": tau, "inner_accuracy": inner_acc,
+                                 "k": self.k})
+
+    def _reason(self, view: TaskView, h: float, tau: float, values: np.ndarray, best: int,
+                bma: int, fallback: bool) -> str:
         top, avg = view.models[best], view.models[bma]
         width = "uniform" if math.isinf(h) else f"h = {h:g}"
-        reason = (f"{top} has the highest kernel S1 ({self.k} nearest reference inputs, "
-                  f"{width}, chosen by leave-one-task-out on the reference tasks)")
+        text = (f"{top} has the highest kernel S1 ({self.k} nearest reference inputs, "
+                f"{width}")
+        text += ")" if math.isinf(-tau) else f", margin {tau:g} over the best on average)"
         if best == bma:
-            reason += " and is also the best model on average"
-        return Decision(choice=best, best_by_score=best, bma=bma, fallback=False,
-                        p_beats_bma=0.5 if best == bma else math.nan, scores=values,
-                        reason=reason, decided_by=self.name,
-                        details={"h": h, "inner_accuracy": inner.tolist(), "k": self.k})
+            return text + " and is also the best model on average"
+        lead = float(values[best] - values[bma])
+        if fallback:
+            return text + (f", but its lead over {avg} ({lead:+.3f}) is not above the "
+                           "margin: kept the best model on average")
+        return text + f", {lead:+.3f} above the best model on average, {avg}"
 
 
-__all__ = ["BANDWIDTHS", "DEFAULT_K", "KernelReference", "KernelS1", "LeaveOutKernel",
-           "choice_accuracy", "choose_bandwidth", "inner_loto_accuracy", "kernel_accuracy",
-           "kernel_estimates", "kernel_weights", "leave_out_kernel"]
+__all__ = ["BANDWIDTHS", "DEFAULT_K", "MARGINS", "KernelReference", "KernelS1",
+           "LeaveOutKernel", "choice_accuracy", "choose_bandwidth", "choose_switch",
+           "inner_loto_accuracy", "kernel_accuracy", "kernel_estimates", "kernel_weights",
+           "leave_out_kernel", "switch_choice"]
