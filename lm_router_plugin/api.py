@@ -123,33 +123,39 @@ def _docs(task: str | None, include_path: str | Path | None, prompts: Sequence[s
 def recommend(store: Store | str | Path | None = None, *, task: str | None = None,
               include_path: str | Path | None = None, prompts: Sequence[str] | None = None,
               prompts_file: str | Path | None = None, limit: int | None = None,
-              labeled: Sequence[str | Path] = (), thresholds: str | Path | None = None,
-              score: str = "stack", candidates: Sequence[str] | None = None,
-              max_params: int | str | None = None, settings: SettingsLike = None
-              ) -> Recommendation:
+              labeled: Sequence[str | Path] = (), plan: str | Path | None = None,
+              thresholds: str | Path | None = None, score: str = "stack",
+              candidates: Sequence[str] | None = None, max_params: int | str | None = None,
+              settings: SettingsLike = None) -> Recommendation:
     """Which model to use for a new task, and how sure we are: exactly one of ``task`` (an
     lm-eval task, with ``include_path``), ``prompts`` or ``prompts_file``.
 
     ``labeled``: lm-eval sample logs of some of the task's docs (e.g. the runs of the docs
-    ``plan_labels`` drew). ``score``: a registered decider (stack, s3, s2, s1). The whole
+    ``plan_labels`` drew); ``plan``: its PREFIX.plan.json, checked to be this task's and
+    reported on (how many planned docs have labels; they count as a random sample either
+    way). ``score``: a registered decider (stack, s3, s2, s1). The whole
     recommendation comes from ``Router.recommend``: choice, scores, estimates, reason and
     the expected gain of more labels.
     """
     from .router.persistence import fit_or_load
-    from .task.labels import check_labelled
+    from .task.labels import check_labelled, load_plan
 
     store = _store(store)
     settings = load_settings(settings)
     _, limit_params = check_request(store, settings, score=score, candidates=candidates,
                                     max_params=max_params)
+    if plan is not None and not labeled:
+        raise InputError(plan, "--plan reports on the --labeled runs, and none were given",
+                         hint="add --labeled with the lm-eval runs of the planned docs")
     docs = _docs(task, include_path, prompts, prompts_file, limit)
+    label_plan = load_plan(plan, docs) if plan is not None else None  # this task's plan
     labeled_rows = read_labeled(store, labeled, thresholds)
     if labeled_rows is not None:
         check_labelled(labeled_rows, docs)  # another task's runs: an error before any fit
     router = fit_or_load(store, **settings.router_params())
     return router.recommend(docs=docs, task=task or (str(prompts_file) if prompts_file
                                                      is not None else "prompts"),
-                            score=score, labeled=labeled_rows, store=store,
+                            score=score, labeled=labeled_rows, plan=label_plan, store=store,
                             candidates=candidates, max_params=limit_params,
                             model_info=store.read_models())
 

@@ -417,7 +417,7 @@ def test_bad_inputs_give_one_clear_error(cli, ref_store, lmeval_runs, tmp_path):
     assert result.exit_code == 2 and "--n" in result.output and "Traceback" not in result.output
     # retired options and names are usage errors (exit 2)
     assert cli("plan-labels", *base, "--n", "3", "--seed", "3").exit_code == 2
-    assert cli("recommend", *base, "--plan", tmp_path).exit_code == 2
+    assert cli("recommend", *base, "--plan", tmp_path).exit_code == 2  # a folder
     result = cli("recommend", *base, "--score", "post")
     assert result.exit_code == 2 and "Unknown decider 'post'" in result.output
     bad = tmp_path / "bad.yaml"
@@ -432,6 +432,12 @@ def test_bad_inputs_give_one_clear_error(cli, ref_store, lmeval_runs, tmp_path):
     assert result.exit_code == 0, result.output
     error = one_error(cli("plan-labels", *base, "--n", "3", "--plan", f"{prefix}.plan.json"))
     assert "the plan is for task 'toy_percent', not 'toy_units'" in error
+    other = lmeval_runs.samples_file(REPLAY_MODELS[0], HELD_OUT)
+    error = one_error(cli("recommend", *base, "--labeled", other, "--plan",
+                          f"{prefix}.plan.json"))
+    assert "the plan is for task 'toy_percent', not 'toy_units'" in error
+    error = one_error(cli("recommend", *base, "--plan", f"{prefix}.plan.json"))
+    assert "--plan reports on the --labeled runs, and none were given" in error
     # a labelled run of another task, in recommend and in plan-labels
     other = lmeval_runs.samples_file(REPLAY_MODELS[0], "toy_arith")
     error = one_error(cli("recommend", *base, "--labeled", other))

@@ -68,7 +68,9 @@ def label_sets(ref_store, lmeval_runs, tmp_path_factory) -> dict[str, list[Path]
     for name, folder in runs.items():
         for model in RUN_MODELS:
             assert _logged_doc_ids(folder, model) == drawn[name]
-    return {"none": [], **{name: [folder] for name, folder in runs.items()}}
+    label_sets = {"none": [], **{name: [folder] for name, folder in runs.items()}}
+    label_sets["plan"] = plan.plan_file  # the plan the "planned" docs were drawn for
+    return label_sets
 
 
 @pytest.fixture(scope="module")
@@ -92,15 +94,16 @@ def test_api_router_and_cli_give_the_same_recommendation(labels, score, label_se
                                                           ref_store, lmeval_runs, cli):
     tasks = lmeval_runs.tasks_dir
     paths = label_sets[labels]
+    plan = label_sets["plan"] if labels == "planned" else None
     store = Store(ref_store)
     by_api = _canonical(recommend(ref_store, task=HELD_OUT, include_path=tasks,
-                                  labeled=paths, score=score).to_dict())
+                                  labeled=paths, plan=plan, score=score).to_dict())
     by_router = _canonical(router.recommend(
         docs=task_docs(HELD_OUT, tasks), task=HELD_OUT, labeled=read_labeled(store, paths),
-        score=score, store=store, model_info=store.read_models()).to_dict())
+        plan=plan, score=score, store=store, model_info=store.read_models()).to_dict())
     result = cli("recommend", "--task", HELD_OUT, "--include-path", tasks, "--store",
                  ref_store, *[w for p in paths for w in ("--labeled", p)], "--score", score,
-                 "--json")
+                 *(["--plan", plan] if plan else []), "--json")
     assert result.exit_code == 0, result.output
     by_cli = json.loads(result.stdout)
 
@@ -115,6 +118,11 @@ def test_api_router_and_cli_give_the_same_recommendation(labels, score, label_se
     assert {e["model"]: e["n_labels"] for e in by_api["estimates"]} == {
         m: n if m in RUN_MODELS else 0 for m in REPLAY_MODELS}
     assert by_api["expected_gain_by"] == ("stack" if score == "stack" else "posterior")
+    if plan:  # the plan is checked and reported on; the labels count the same without it
+        assert by_api["plan_note"].startswith(f"{N_LABELS} of the plan's {N_LABELS} docs")
+        without = _canonical(recommend(ref_store, task=HELD_OUT, include_path=tasks,
+                                       labeled=paths, score=score).to_dict())
+        assert _same({**without, "plan_note": by_api["plan_note"]}, by_api)
     assert set(by_api["expected_gain"]) == {"10", "30"}
     if paths:  # the labels changed what is reported (not silently dropped)
         unlabelled = recommend(ref_store, task=HELD_OUT, include_path=tasks, score=score)

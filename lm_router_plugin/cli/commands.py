@@ -264,6 +264,9 @@ def info(store_dir: str | None, as_json: bool) -> None:
 @click.option("--labeled", "labeled", multiple=True, type=click.Path(exists=True),
               help="lm-eval sample logs of some of the task's docs (e.g. plan-labels' runs "
                    "folder), repeatable.")
+@click.option("--plan", "plan", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="PREFIX.plan.json of plan-labels: checked against the task and reported "
+                   "on (which planned docs have labels).")
 @click.option("--thresholds", type=click.Path(dir_okay=False), default=None,
               help="Thresholds YAML for --labeled rows (default: the eta the store's rows "
                    "were labelled with).")
@@ -277,7 +280,8 @@ def info(store_dir: str | None, as_json: bool) -> None:
 @_QUIET
 @_user_errors
 def recommend(task: str | None, include_path: str | None, prompts_file: str | None,
-              limit: int | None, labeled: tuple[str, ...], thresholds: str | None,
+              limit: int | None, labeled: tuple[str, ...], plan: str | None,
+              thresholds: str | None,
               score: str, candidates: str | None, max_params: str | None,
               embedder: str | None, device: str | None, predictor: str | None,
               config: str | None, store_dir: str | None, as_json: bool) -> None:
@@ -286,13 +290,14 @@ def recommend(task: str | None, include_path: str | None, prompts_file: str | No
     \b
     lm-router recommend --task my_task --include-path task_configs/
     lm-router recommend --prompts prompts.txt --max-params 13B --json
-    lm-router recommend --task my_task --include-path task_configs/ --labeled my_task-runs
+    lm-router recommend --task my_task --include-path task_configs/ --labeled my_task-runs \\
+        --plan my_task.plan.json
     """
     from .. import api
 
     _one_task(task, prompts_file, limit)
     rec = api.recommend(store_dir, task=task, include_path=include_path,
-                        prompts_file=prompts_file, limit=limit, labeled=labeled,
+                        prompts_file=prompts_file, limit=limit, labeled=labeled, plan=plan,
                         thresholds=thresholds, score=score,
                         candidates=_comma_list(candidates), max_params=max_params,
                         settings=_settings(config, embedder=embedder, device=device,
@@ -358,7 +363,7 @@ def plan_labels(task: str | None, include_path: str | None, prompts_file: str | 
               + (["--config", config] if config else []))
     display.print_plan(result, {
         "then": display.command_line(["lm-router", "recommend", *where, "--labeled", runs,
-                                      *common]),
+                                      "--plan", result.plan_file, *common]),
         "more": display.command_line(["lm-router", "plan-labels", *where, "--n",
                                       str(result.n_requested),
                                       "--labeled", runs, "--plan", result.plan_file,

@@ -126,6 +126,8 @@ def _print_estimates(rec: Any, width: int) -> None:
         click.echo(f"{row['model']:<{width}} {row['acc']:6.3f} {interval:>13} "
                    f"{row['p_best']:7.2f} {row['n_labels']:6d}")
     click.echo(rec.labels_verdict)
+    if rec.plan_note:
+        click.echo(f"plan: {rec.plan_note}")
 
 
 # -- route -------------------------------------------------------------------------------

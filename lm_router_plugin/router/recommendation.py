@@ -74,6 +74,7 @@ class Recommendation:
     expected_gain_by: str = "posterior"
     n_labelled_docs: int = 0
     labels_verdict: str = ""
+    plan_note: str = ""  # with a plan: how far the labels cover its docs
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

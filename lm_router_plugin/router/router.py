@@ -329,7 +329,7 @@ class Router:
                   embeddings: np.ndarray | None = None, docs: Any = None,
                   task: str | None = None, candidates: Sequence[str] | None = None,
                   max_params: int | None = None, score: str = DEFAULT_DECIDER,
-                  labeled: pd.DataFrame | None = None,
+                  labeled: pd.DataFrame | None = None, plan: Any = None,
                   model_info: dict[str, dict[str, Any]] | None = None,
                   store: Store | None = None) -> Recommendation:
         """Which model to use for a new task, and how sure we are: the one recommendation
@@ -343,8 +343,12 @@ class Router:
             score: a registered decider (s1, s2, s3, stack; deciders.py).
             labeled: correctness rows of some of the task's docs (lm-eval sample logs read
                 with api.read_labeled; with prompts, ``instance_id`` is the prompt index).
+            plan: the plan-labels plan (a PREFIX.plan.json path or a LabelPlan) the labels
+                were drawn for: checked to be this task's and reported on (``plan_note``);
+                the labels count the same with or without it (a random sample).
         """
-        from ..task.labels import TaskDocs, labelled_matrix, posterior
+        from ..task.labels import LabelPlan, TaskDocs, labelled_matrix, load_plan, plan_coverage
+        from ..task.labels import posterior
 
         self.check_fitted()
         decider = self.decider(score)
@@ -356,6 +360,8 @@ class Router:
         task = task or docs.name
         if docs.n == 0:
             raise LMRouterError(f"task '{task}' has no inputs to score")
+        if plan is not None and not isinstance(plan, LabelPlan):
+            plan = load_plan(plan, docs)  # another task's or size's plan: one error
         Q = np.asarray(embeddings if embeddings is not None else self.embed(docs.texts, store),
                        dtype=np.float32)
         models = list(self.models_)
@@ -393,7 +399,8 @@ class Router:
             u_note=u_note(view.u, self.calibration_, self.sigma),
             n_reference_tasks=view.n_reference_tasks, estimates=report.estimates,
             expected_gain=gains, expected_gain_by="stack" if by_stack else "posterior",
-            n_labelled_docs=int(len(lab_docs)), labels_verdict=verdict)
+            n_labelled_docs=int(len(lab_docs)), labels_verdict=verdict,
+            plan_note=plan_coverage(plan, lab_docs, lab_y, models) if plan is not None else "")
 
     def route(self, prompts: Sequence[str] | None = None, *,
               embeddings: np.ndarray | None = None, candidates: Sequence[str] | None = None,

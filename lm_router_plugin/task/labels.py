@@ -210,6 +210,25 @@ def load_plan(path: str | Path, docs: TaskDocs) -> LabelPlan:
     return plan
 
 
+def plan_coverage(plan: LabelPlan, lab_docs: np.ndarray, lab_y: np.ndarray,
+                  models: list[str]) -> str:
+    """One line on how far the labels cover the plan: how many planned docs have labels, by
+    how many candidates each, and how many labelled docs lie outside the plan."""
+    planned = np.asarray(plan.docs, dtype=np.int64)
+    has = np.isin(planned, lab_docs)
+    outside = int((~np.isin(lab_docs, planned)).sum())
+    per_doc = (~np.isnan(lab_y)).sum(1) if len(lab_y) else np.zeros(0, int)
+    runs = per_doc[np.isin(lab_docs, planned)]
+    text = (f"{int(has.sum())} of the plan's {len(planned)} docs have labels"
+            + (f" (from {int(runs.min())} to {int(runs.max())} of {len(models)} models each)"
+               if len(runs) else ""))
+    if has.sum() < len(planned):
+        text += "; run the remaining lm_eval lines of plan-labels for the others"
+    if outside:
+        text += f"; {outside} labelled docs are not in the plan (they count all the same)"
+    return text
+
+
 def _leaves_text(leaves: list[tuple[str, int]]) -> str:
     return ", ".join(f"{leaf}: {size}" for leaf, size in leaves)
 
