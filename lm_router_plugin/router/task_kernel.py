@@ -22,7 +22,12 @@ average (BMA) by more than a margin tau, chosen with h by the same inner leave-o
     >>> h, _ = choose_bandwidth(table, allowed)             # for a fit on all tasks
     >>> kernel_accuracy(Q, X, Y, k=200, h=h)                # (M,) for the new task's docs
 
-The decider ``s1_kernel`` (:class:`KernelS1`) reads the reference pool from the view's
+Not registered as a decider (an experiment of issue 19, kept with its bench): over seven
+sets (RouterDC, MMLU-Pro's 14 categories and 91 sources, each with all models, <= 13B and
+without gemini-1.5-pro) it was within noise of the stacked switch (mean accuracy 0.5954 vs
+0.5939; -0.51 [-1.52, 0] points on the 91 sources, +0.84 [-0.05, +1.75] on their <= 13B
+models), so it does not become a row every evaluation pays for.
+The class :class:`KernelS1` reads the reference pool from the view's
 optional attributes ``reference`` (a :class:`KernelReference`; its ``exclude`` names the
 tasks outside the fit, the held-out one in an evaluation) and ``embeddings`` (Q, (n, dim),
 the embeddings of the docs of ``view.g``, in that order). A view without them (neither
