@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -37,9 +38,13 @@ logger = logging.getLogger(__name__)
 
 STATIC_NAME = "static"  # --embedder static  or  --embedder static:<sentence-transformers model>
 CACHE_ENV = "LM_ROUTER_CACHE_DIR"
-# model2vec's own defaults except pca_dims (explicit), recorded in the id and the cache folder.
-DISTILL_SETTINGS = {"pca_dims": 256, "sif_coefficient": 1e-4, "quantize_to": "float16",
-                    "pooling": "mean"}
+# The recipe (see build_static_model), recorded in the id and the cache folder. "emb0ln":
+# the source's input token embeddings after its embedding LayerNorm; model2vec's defaults for
+# PCA (explicit 256), SIF and float16. Any change here must change the id (it does: all of
+# these go into it).
+DISTILL_SETTINGS = {"recipe": "emb0ln", "pca_dims": 256, "sif_coefficient": 1e-4,
+                    "quantize_to": "float16", "pooling": "mean"}
+_REMOVED_TOKENS = re.compile(r"\[unused\d+\]")  # model2vec's token_remove_pattern
 DEFAULT_MAX_LENGTH = 512  # tokens kept per text (model2vec's default); cheap for a static model
 _IGNORED_FILES = {"README.md", ".gitattributes"}
 _fingerprints: dict[tuple[str, int, int], str] = {}
@@ -142,6 +147,96 @@ def _source_folder(source: str | None) -> Path:
         ) from exc
 
 
+def _find(weights: dict, suffix: str):
+    """The tensor whose name ends with ``suffix`` (sentence-transformers and transformers
+    checkpoints prefix names differently: 'embeddings.', 'bert.embeddings.', ...)."""
+    names = sorted((k for k in weights if k == suffix or k.endswith("." + suffix)), key=len)
+    return weights[names[0]] if names else None
+
+
+def build_static_model(source: Path):
+    """A model2vec StaticModel from a BERT-like sentence-transformers folder, without running it.
+
+    Row i of the model is the source's input embedding of token i as its encoder sees it at
+    the first position after [CLS]: word + position 1 + token type 0 embeddings, through the
+    embedding LayerNorm (each part only where the checkpoint has it). Then, as model2vec's
+    ``distill`` does: [unusedN] tokens left out (zero rows), PCA to ``pca_dims`` (an
+    eigendecomposition: deterministic), SIF weights by vocabulary rank (Zipf), float16.
+    The source's tokenizer is kept as is (its padding and truncation switched off).
+
+    Why not model2vec's ``distill`` (one forward pass per vocabulary token): it took 71-224 s
+    on 2 busy cores, this takes about a second, and routed as well as the true forward-pass
+    vectors on the stores measured in docs/scaling.md ("Static embedder: first use"). (The
+    ``distill`` of model2vec 0.10 with skeletoken reshapes the embeddings after pruning an
+    added token, so each token got the forward pass of its neighbour id: see that section.)
+    """
+    from model2vec import StaticModel
+    from safetensors.numpy import load_file
+    from tokenizers import Tokenizer
+
+    files = sorted(source.rglob("*.safetensors"))
+    if not (source / "tokenizer.json").exists() or not files:
+        raise EmbedderNotFoundError(
+            f"the static embedder needs tokenizer.json and *.safetensors weights in {source}")
+    tokenizer = Tokenizer.from_file(str(source / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    weights: dict = {}
+    for file in files:
+        weights.update(load_file(str(file)))
+    word = _find(weights, "embeddings.word_embeddings.weight")
+    if word is None:
+        raise EmbedderNotFoundError(f"no embeddings.word_embeddings.weight in {source}")
+    x = word.astype(np.float64)
+    config = {}
+    if (source / "config.json").exists():
+        config = json.loads((source / "config.json").read_text())
+    position = _find(weights, "embeddings.position_embeddings.weight")
+    if position is not None:  # RoBERTa-like models count positions from padding_idx + 1
+        offset = (config.get("pad_token_id", 1) + 1) if "roberta" in str(
+            config.get("model_type", "")) else 0
+        x = x + position[offset + 1]
+    token_type = _find(weights, "embeddings.token_type_embeddings.weight")
+    if token_type is not None:
+        x = x + token_type[0]
+    gamma = _find(weights, "embeddings.LayerNorm.weight")
+    if gamma is not None:
+        beta = _find(weights, "embeddings.LayerNorm.bias")
+        eps = float(config.get("layer_norm_eps", 1e-12))
+        x = (x - x.mean(1, keepdims=True)) / np.sqrt(x.var(1, keepdims=True) + eps)
+        x = x * gamma + (beta if beta is not None else 0)
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
+    n = max(len(x), max(vocab.values()) + 1)
+    keep = np.zeros(n, dtype=bool)
+    for token, index in vocab.items():
+        keep[index] = index < len(x) and not _REMOVED_TOKENS.fullmatch(token)
+    kept = np.flatnonzero(keep)
+    s = DISTILL_SETTINGS
+    # PCA as model2vec's apply_pca: covariance eigendecomposition, components ordered by
+    # variance, each component's sign fixed by its largest-magnitude score
+    X = x[kept]
+    Xc = X - X.mean(0)
+    eigvals, eigvecs = np.linalg.eigh(Xc.T @ Xc / (len(X) - 1))
+    components = eigvecs[:, ::-1][:, :min(s["pca_dims"], X.shape[1])]
+    scores = Xc @ components
+    signs = np.sign(scores[np.argmax(np.abs(scores), axis=0), np.arange(scores.shape[1])])
+    scores *= np.where(signs == 0, 1, signs)
+    # SIF over Zipf ranks (model2vec's compute_weights): rank = position among kept tokens
+    inv_rank = 1 / np.arange(2, len(kept) + 2)
+    proba = inv_rank / inv_rank.sum()
+    sif = s["sif_coefficient"] / (s["sif_coefficient"] + proba)
+    vectors = np.zeros((n, scores.shape[1]), dtype=np.float16)
+    vectors[kept] = (scores * sif[:, None]).astype(np.float16)
+    name = source.name if source.name != "model" else source.parent.name
+    model_config = {"model_type": "model2vec", "architectures": ["StaticModel"],
+                    "tokenizer_name": name, "apply_pca": s["pca_dims"],
+                    "sif_coefficient": s["sif_coefficient"], "hidden_dim": vectors.shape[1],
+                    "seq_length": 1000000, "normalize": True, "pooling": s["pooling"],
+                    "lm_router_recipe": s["recipe"]}
+    return StaticModel(vectors=vectors, tokenizer=tokenizer, config=model_config,
+                       base_model_name=name, normalize=True)
+
+
 class StaticEmbedder:
     """Embed texts with a model2vec static model distilled from a sentence-transformers model.
 
@@ -182,7 +277,7 @@ class StaticEmbedder:
         src = _source_folder(self.source)
         version = ".".join(m2v_version.split(".")[:2])
         s = DISTILL_SETTINGS
-        settings = (f"m2v{version}-pca{s['pca_dims']}-sif{s['sif_coefficient']:g}-"
+        settings = (f"{s['recipe']}-m2v{version}-pca{s['pca_dims']}-sif{s['sif_coefficient']:g}-"
                     f"{s['quantize_to']}-{s['pooling']}")
         name = src.name if src.name != "model" else src.parent.name  # packaged: .../model
         base = f"static:{name}@{model_fingerprint(src)}:{settings}"
@@ -220,26 +315,14 @@ class StaticEmbedder:
         return self._model
 
     def _distill(self) -> None:
-        """Distil into a temp folder beside the cache folder, then rename it into place, so
-        an interrupted or concurrent distillation never leaves a half-written model."""
-        try:
-            from model2vec.distill import distill
-        except ImportError as exc:
-            raise EmbedderNotFoundError(
-                f"the static embedder needs model2vec's distillation code ({exc}): "
-                "pip install 'lm-router-plugin[static]' (model2vec, skeletoken)") from exc
-        import torch
-
-        torch.manual_seed(0)  # distillation draws no random numbers; this is a guard
+        """Build the model (:func:`build_static_model`) into a temp folder beside the cache
+        folder, then rename it into place, so an interrupted or concurrent build never leaves
+        a half-written model."""
         self.root.mkdir(parents=True, exist_ok=True)
-        logger.info("distilling a static embedder from %s into %s (once)", self._source_path,
+        logger.info("building a static embedder from %s into %s (once)", self._source_path,
                     self.folder)
         start = time.perf_counter()
-        import model2vec.distill.inference as m2v_inference
-
-        with library_bars(m2v_inference):  # its "Encoding tokens" bar: not under -q
-            model = distill(model_name=str(self._source_path), device=self.device,
-                            **DISTILL_SETTINGS)
+        model = build_static_model(self._source_path)
         seconds = time.perf_counter() - start
         tmp = Path(tempfile.mkdtemp(prefix=f".{self.folder.name}.", dir=self.root))
         try:
@@ -255,7 +338,7 @@ class StaticEmbedder:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         self.distill_seconds = seconds
-        logger.info("distilled in %.1f s", seconds)
+        logger.info("built in %.2f s", seconds)
 
     def count_truncated(self, texts: Sequence[str]) -> tuple[int, int]:
         """(how many ``texts`` model2vec cuts, the token limit ``max_seq_length``); (0, 0)
@@ -302,4 +385,4 @@ class StaticEmbedder:
 
 
 __all__ = ["DEFAULT_EMBEDDER", "STATIC_NAME", "StaticEmbedder", "default_cache_dir",
-           "is_static_name", "model_fingerprint", "packaged_minilm_path", "resolve_embedder"]
+           "build_static_model", "is_static_name", "model_fingerprint", "packaged_minilm_path", "resolve_embedder"]
