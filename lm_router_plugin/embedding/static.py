@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EmbedderNotFoundError
-from ..progress import library_bars, progress_enabled
+from ..progress import progress_enabled
 from .vectors import l2_normalise
 
 logger = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ def build_static_model(source: Path):
     # variance, each component's sign fixed by its largest-magnitude score
     X = x[kept]
     Xc = X - X.mean(0)
-    eigvals, eigvecs = np.linalg.eigh(Xc.T @ Xc / (len(X) - 1))
+    _, eigvecs = np.linalg.eigh(Xc.T @ Xc / (len(X) - 1))
     components = eigvecs[:, ::-1][:, :min(s["pca_dims"], X.shape[1])]
     scores = Xc @ components
     signs = np.sign(scores[np.argmax(np.abs(scores), axis=0), np.arange(scores.shape[1])])
@@ -384,5 +384,5 @@ class StaticEmbedder:
         return l2_normalise(np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1))
 
 
-__all__ = ["DEFAULT_EMBEDDER", "STATIC_NAME", "StaticEmbedder", "default_cache_dir",
-           "build_static_model", "is_static_name", "model_fingerprint", "packaged_minilm_path", "resolve_embedder"]
+__all__ = ["DEFAULT_EMBEDDER", "STATIC_NAME", "StaticEmbedder", "build_static_model",
+           "default_cache_dir", "is_static_name", "model_fingerprint", "packaged_minilm_path", "resolve_embedder"]
