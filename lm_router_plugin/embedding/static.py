@@ -1,10 +1,10 @@
-"""A static (model2vec) embedder distilled from a sentence-transformers model on first use.
+"""A static (model2vec) embedder built from a sentence-transformers model on first use.
 
     >>> embedder = StaticEmbedder()                 # from the installed all-MiniLM-L6-v2
     >>> X = embed_texts(["What is 2+2?"], embedder, Store("lm-router-store"))   # (1, 256)
 
-Distillation (model2vec's ``distill``: one forward pass of the source model per vocabulary
-token, PCA to 256 dimensions, SIF weighting) runs once and is cached in
+The build (:func:`build_static_model`: the source's input token embeddings, PCA to 256
+dimensions, SIF weighting; about a second, no network runs) happens once and is cached in
 ``$LM_ROUTER_CACHE_DIR/embedders/`` (default ``$XDG_CACHE_HOME/lm-router`` or
 ``~/.cache/lm-router``), shared by every store on the machine; later loads take well under a
 second. Embedding a text is then a lookup and a mean over its tokens: no neural network runs.
