@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import EmbedderNotFoundError
 from ..progress import library_bars, progress_enabled
 from ..store.store import Store, atomic_write
-from .static import (  # one way: static_embedding never imports this module
+from .static import (  # one way: static.py never imports this module
     DEFAULT_EMBEDDER,
     StaticEmbedder,
     is_static_name,
