@@ -285,13 +285,6 @@ class StackedSwitch(Decider):
         return text
 
 
-def describe_deciders(names: list[str]) -> str:
-    """One line per registered decider for legends: 'name = title'."""
-    from ..registry import deciders
-
-    return "; ".join(f"{n} = {getattr(deciders.get(n), 'title', '') or n}" for n in names)
-
-
 __all__ = ["DEFAULT_DECIDER", "Decider", "Decision", "DecisionSettings", "MIN_STACK_TASKS",
            "PaperScore", "S1", "S2", "S3", "StackedSwitch", "TaskScores", "TaskView",
            "score_task"]
