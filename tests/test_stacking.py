@@ -175,3 +175,15 @@ def test_expected_gain_is_what_the_rule_realised_on_tasks_it_was_not_tuned_on():
     # never above what the fitted (c, tau) itself gained on all tasks (no tuning on them)
     assert many.expected_gain <= many.inner_gain.max() + 1e-12
     assert abs(zero.expected_gain) < 0.02
+
+
+def test_a_switch_that_never_switches_is_described_in_words():
+    """No "threshold inf" for users: a switch whose inner leave-one-task-out found no
+    threshold that paid says it never switches."""
+    switch = Switch(beta=np.array([-8.11, 0.0, 8.27]), tau=np.inf, n_labels=0,
+                    inner_gain=np.zeros(len(TAUS)), bias=0.0, sd=0.1, n_tasks=6,
+                    features=("s1", "mean_accuracy", "s3"))
+    text = switch.describe()
+    assert "inf" not in text and "never switches" in text and "6 reference tasks" in text
+    finite = Switch(**{**switch.__dict__, "tau": 0.02})
+    assert finite.describe().startswith("threshold 0.02 learned leave-one-task-out over 6")
