@@ -149,8 +149,7 @@ class Decision:
     by (-inf or nan for models not allowed; shown in recommend's table). p_beats_bma: its
     probability that best_by_score beats BMA (0.5 when they are the same model). reason:
     one sentence for users. decided_by: the rule that actually decided (a decider may hand
-    over, e.g. the stacked switch to S3 with too few reference tasks). labels_used: whether
-    the labelled docs changed the decision's inputs."""
+    over, e.g. the stacked switch to S3 with too few reference tasks)."""
 
     choice: int
     best_by_score: int
@@ -160,18 +159,16 @@ class Decision:
     scores: np.ndarray
     reason: str = ""
     decided_by: str = ""
-    labels_used: bool = False
     details: dict = field(default_factory=dict)
 
 
 class Decider:
     """One decision rule. Subclasses set ``name`` (the registered name), ``title`` (for
-    tables and plots) and ``score_label`` (what ``Decision.scores`` holds), and implement
+    tables and plots), and implement
     :meth:`decide`. Deciders hold no fitted state: everything comes from the view."""
 
     name = ""
     title = ""
-    score_label = "score"
 
     def decide(self, view: TaskView) -> Decision:  # pragma: no cover - interface
         raise NotImplementedError
@@ -200,7 +197,7 @@ class PaperScore(Decider):
         return Decision(choice=bma if fallback else best, best_by_score=best, bma=bma,
                         fallback=fallback, p_beats_bma=p_beats, scores=values,
                         reason=self._reason(view, best, bma, fallback, p_beats),
-                        decided_by=self.score, labels_used=view.g_labelled is not None)
+                        decided_by=self.score)
 
     def _reason(self, view: TaskView, best: int, bma: int, fallback: bool, p: float) -> str:
         name, top, avg = self.score.upper(), view.models[best], view.models[bma]
@@ -218,17 +215,17 @@ class PaperScore(Decider):
 
 class S1(PaperScore):
     name = score = "s1"
-    title, score_label = "S1 (paper)", "S1"
+    title = "S1 (paper)"
 
 
 class S2(PaperScore):
     name = score = "s2"
-    title, score_label = "S2 (paper)", "S2"
+    title = "S2 (paper)"
 
 
 class S3(PaperScore):
     name = score = "s3"
-    title, score_label = "S3 (paper)", "S3"
+    title = "S3 (paper)"
 
 
 class StackedSwitch(Decider):
@@ -241,7 +238,6 @@ class StackedSwitch(Decider):
 
     name = "stack"
     title = "stacked switch"
-    score_label = "gain"
 
     def decide(self, view: TaskView) -> Decision:
         if view.n_reference_tasks < MIN_STACK_TASKS:
@@ -261,7 +257,6 @@ class StackedSwitch(Decider):
         fallback = choice != best
         return Decision(choice=choice, best_by_score=best, bma=bma, fallback=fallback,
                         p_beats_bma=p, scores=gain, decided_by=self.name,
-                        labels_used=bool(switch.n_labels),
                         reason=self._reason(view, switch, gain, best, bma, fallback, p),
                         details={"switch": switch})
 

@@ -355,7 +355,6 @@ class KernelS1(Decider):
 
     name = "s1_kernel"
     title = "S1 kernel (task-level)"
-    score_label = "S1k"
     k = DEFAULT_K
     bandwidths = BANDWIDTHS
     margins: tuple[float, ...] | None = MARGINS

@@ -12,7 +12,6 @@ from lm_router_plugin.router.deciders import Decider, Decision, TaskView
 class MarginDecider(Decider):
     name = "margin"
     title = "S1 with a margin (plugin)"
-    score_label = "S1"
     margin = 0.02  # tests change it on the class
 
     def decide(self, view: TaskView) -> Decision:
@@ -34,5 +33,4 @@ class MarginDecider(Decider):
         return Decision(choice=choice, best_by_score=best, bma=bma, fallback=not keep,
                         p_beats_bma=0.5 if best == bma else float(keep), scores=values,
                         reason=reason, decided_by=self.name,
-                        labels_used=view.g_labelled is not None,
                         details={"margin": self.margin, "lead": lead})
