@@ -224,6 +224,24 @@ def hub_configs(root: Path, parts: Sequence[Path], model: str | None = None) -> 
     return out
 
 
+def choose_split(split_dirs: Sequence[str]) -> str | None:
+    """The split folder :func:`hub_configs` reads among one config's ``split_dirs`` (names
+    as in the repository, ``partial-`` prefix kept): ``latest``, else the newest timestamp,
+    else the only one; a complete split before a partial one. None when none of these
+    applies (several splits, none ``latest`` nor a timestamp). For choosing the files to
+    download before they exist locally (lm_router_plugin.pull)."""
+    named: dict[str, str] = {}
+    for folder in sorted(split_dirs, key=lambda d: (d.startswith(_PARTIAL), d)):
+        named.setdefault(folder[len(_PARTIAL):] if folder.startswith(_PARTIAL) else folder,
+                         folder)
+    if LATEST in named:
+        return named[LATEST]
+    stamped = [(t, name) for name in named if (t := _split_time(name)) is not None]
+    if stamped:
+        return named[max(stamped)[1]]
+    return next(iter(named.values())) if len(named) == 1 else None
+
+
 def is_hf_path(path: str | Path) -> bool:
     """True for ``hf://datasets/...`` (also after pathlib collapsed it to ``hf:/datasets/``)."""
     return str(path).startswith(HF_PREFIX)
@@ -298,5 +316,5 @@ def download_dataset(path: str | Path, tasks: Sequence[str] | None = None,
     return Path(local)
 
 
-__all__ = ["HUB_PART", "HubConfig", "allow_patterns", "config_model_task", "download_dataset",
-           "hub_configs", "is_hf_path", "parquet_records", "parse_hf_path"]
+__all__ = ["HUB_PART", "HubConfig", "allow_patterns", "choose_split", "config_model_task",
+           "download_dataset", "hub_configs", "is_hf_path", "parquet_records", "parse_hf_path"]

@@ -232,6 +232,95 @@ def ingest(adapter: str, paths: tuple[str, ...], store_dir: str | None, threshol
                f"{len(report.tasks)} tasks -> {store.root}")
 
 
+@main.group(context_settings={"help_option_names": ["-h", "--help"]})
+def pull() -> None:
+    """Download public per-sample results and ingest them (docs/pull.md).
+
+    \b
+    lm-router pull open-llm-leaderboard --models Qwen/Qwen2.5-7B-Instruct \\
+        --tasks 'leaderboard_bbh_*'
+    lm-router pull helm --suite lite --release v1.9.0 --runs 'mmlu:*'
+    """
+
+
+_PULL = [
+    click.option("--jobs", type=click.IntRange(min=1), default=4, show_default=True,
+                 help="Parallel downloads."),
+    click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+                 help="Download cache (default: $LM_ROUTER_CACHE_DIR/pull, else "
+                      "~/.cache/lm-router/pull); a second run fetches only what is missing."),
+    _STORE,
+    click.option("--thresholds", type=click.Path(dir_okay=False),
+                 help="YAML of eta per metric / per task (as for ingest)."),
+    click.option("--replace", is_flag=True,
+                 help="Let the pulled rows win where they conflict with stored rows."),
+]
+
+
+@pull.command("open-llm-leaderboard")
+@click.option("--models", required=True, help="Comma-separated Hub model ids ORG/NAME.")
+@click.option("--tasks", default=None,
+              help="Comma-separated task names or patterns as in the details files, e.g. "
+                   "leaderboard_mmlu_pro,'leaderboard_bbh_*' (default: all).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default="jsonl",
+              show_default=True,
+              help="jsonl: the sample logs lm-eval wrote (main); parquet: the Hub's Parquet "
+                   "conversion (refs/convert/parquet, smaller, no task configs).")
+@click.option("--endpoint", envvar="HF_ENDPOINT", default=None,
+              help="Hub URL (default: $HF_ENDPOINT, else https://huggingface.co).")
+@_options(*_PULL)
+@_QUIET
+@_user_errors
+def pull_leaderboard(models: str, tasks: str | None, fmt: str, endpoint: str | None,
+                     jobs: int, cache_dir: str | None, store_dir: str | None,
+                     thresholds: str | None, replace: bool) -> None:
+    """The Open LLM Leaderboard's details datasets (open-llm-leaderboard/ORG__NAME-details):
+    the newest run of each task.
+
+    \b
+    lm-router pull open-llm-leaderboard --models ORG/A,ORG/B --tasks leaderboard_mmlu_pro
+    """
+    from ..pull import pull_open_llm_leaderboard
+    from ..store.store import Store
+
+    result = pull_open_llm_leaderboard(_comma_list(models) or [], _comma_list(tasks),
+                                       store=Store(store_dir), fmt=fmt, jobs=jobs,
+                                       cache_dir=cache_dir, endpoint=endpoint,
+                                       thresholds=thresholds, replace=replace)
+    display.print_pull(result)
+
+
+@pull.command("helm")
+@click.option("--suite", required=True,
+              help="HELM project: lite, classic, mmlu, safety, air-bench, ...")
+@click.option("--release", required=True, help="Its release, e.g. v1.9.0.")
+@click.option("--runs", "runs", multiple=True,
+              help="Run name or pattern (fnmatch, e.g. 'mmlu:*model=openai_gpt2*'), "
+                   "repeatable (default: every run of the release).")
+@click.option("--base-url", envvar="LM_ROUTER_HELM_URL", default=None,
+              help="Bucket URL (default: $LM_ROUTER_HELM_URL, else "
+                   "https://storage.googleapis.com/crfm-helm-public).")
+@_options(*_PULL)
+@_QUIET
+@_user_errors
+def pull_helm(suite: str, release: str, runs: tuple[str, ...], base_url: str | None,
+              jobs: int, cache_dir: str | None, store_dir: str | None,
+              thresholds: str | None, replace: bool) -> None:
+    """A public HELM release: per run, the run_spec, scenario_state and per_instance_stats
+    files its web front end reads.
+
+    \b
+    lm-router pull helm --suite lite --release v1.9.0 --runs 'gsm:*'
+    """
+    from ..pull import pull_helm as run_pull
+    from ..store.store import Store
+
+    result = run_pull(suite, release, list(runs) or None, store=Store(store_dir), jobs=jobs,
+                      cache_dir=cache_dir, base_url=base_url, thresholds=thresholds,
+                      replace=replace)
+    display.print_pull(result)
+
+
 @main.command()
 @_STORE
 @_JSON

@@ -265,3 +265,19 @@ def _print_uncertainty(entries: list) -> None:
                    f"{fmt(stack_got, 6, '+.2f')}")
 
 
+
+# -- pull --------------------------------------------------------------------------------
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def print_pull(result: Any) -> None:
+    """What a pull fetched and stored (PullResult of lm_router_plugin.pull)."""
+    f, r = result.fetch, result.ingest
+    click.echo(f"{result.source}: {len(result.selected)} "
+               f"{'runs' if result.source == 'helm' else '(model, task) logs'}, {f.n_files} "
+               f"files: {f.n_downloaded} downloaded ({_size(f.bytes_downloaded)}), "
+               f"{f.n_cached} already in the cache ({result.cache})")
+    click.echo(f"{r.n_read} rows read: {r.n_added} added, {r.n_unchanged} already stored, "
+               f"{r.n_replaced} replaced; {len(r.models)} models, {len(r.tasks)} tasks -> "
+               f"{result.store}")

@@ -1,0 +1,304 @@
+"""Fetch a list of remote files into a cache folder: parallel, resumable, verified.
+
+    files = [RemoteFile(url, cache / "a.json", size=1234, sha256="9f...")]
+    report = fetch_files(files, source=Source("HELM", base_url, manual="gcloud ..."), jobs=4)
+    report.n_downloaded, report.n_cached, report.bytes_downloaded
+
+- A file already in the cache is not fetched again: it only ever appears under its final
+  name complete and verified (written to a temp file beside it, checked, then renamed), so
+  a killed or failed run leaves no half file that a later run could mistake for a whole one.
+- At most ``jobs`` downloads run at once (a thread pool: the work is waiting on sockets).
+- What the source publishes is checked: the size (the listing's, else ``Content-Length``),
+  the SHA-256 (Hub LFS files), the git blob SHA-1 (Hub files kept in git) and the MD5 of
+  ``x-goog-hash`` (Google Cloud Storage objects served untransformed).
+- Any failure (unreachable source, HTTP error, short read, checksum mismatch) is one
+  :class:`~lm_router_plugin.errors.InputError` naming the URL and the way round; files that
+  were completed before it stay in the cache, so running the command again resumes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import logging
+import os
+import tempfile
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from ..errors import InputError
+from ..progress import progress_bar
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 1 << 20  # bytes per read: the progress bar moves at least once per MiB
+TIMEOUT_S = 60.0  # per socket operation (connect, each read), not per file
+DEFAULT_JOBS = 4
+
+
+def _user_agent() -> str:
+    try:
+        from importlib.metadata import version
+
+        return f"lm-router-plugin/{version('lm-router-plugin')}"
+    except Exception:  # pragma: no cover - not installed as a distribution
+        return "lm-router-plugin"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where files come from, for error messages: a name, its base URL and the manual route
+    (the commands that do the same download by hand, then the ingest)."""
+
+    name: str
+    url: str
+    manual: str
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file to fetch into ``dest`` and what the source publishes about it."""
+
+    url: str
+    dest: Path
+    size: int | None = None  # bytes, from the source's listing
+    sha256: str | None = None  # hex digest (Hub LFS files)
+    git_sha1: str | None = None  # git blob id: sha1(b"blob <size>\0" + bytes) (Hub git files)
+    headers: tuple[tuple[str, str], ...] = ()  # sent to this host only, never on a redirect
+
+
+@dataclass
+class FetchReport:
+    """What :func:`fetch_files` did."""
+
+    n_files: int = 0
+    n_cached: int = 0  # already complete in the cache: not fetched
+    n_downloaded: int = 0
+    bytes_downloaded: int = 0
+    urls: list[str] = field(default_factory=list)  # the URLs fetched (not the cached ones)
+
+
+class _Unreachable(Exception):
+    """The connection failed before any HTTP status (DNS, refused, timeout, offline)."""
+
+
+def open_url(url: str, headers: Sequence[tuple[str, str]] = (),
+             timeout: float = TIMEOUT_S) -> Any:
+    """``urllib`` GET of ``url``; the response (a file-like object with ``.headers``).
+
+    ``headers`` (e.g. an ``Authorization`` token) go to this URL's host only: urllib drops
+    "unredirected" headers when it follows a redirect to a CDN.
+
+    Raises:
+        urllib.error.HTTPError: the server answered with an error status.
+        _Unreachable: no answer at all.
+    """
+    request = urllib.request.Request(url, headers={"User-Agent": _user_agent()})
+    for key, value in headers:
+        request.add_unredirected_header(key, value)
+    try:
+        return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - http(s) only
+    except urllib.error.HTTPError:
+        raise
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise _Unreachable(f"{type(reason).__name__}: {reason}") from exc
+
+
+def unreachable_error(source: Source, url: str, why: str) -> InputError:
+    """The one error for a source that does not answer: names it and the manual route."""
+    return InputError(url, f"cannot reach {source.name} ({why}); no network, or the "
+                           f"address is wrong (it is set by {source.url})",
+                      hint=f"nothing was ingested; to do it by hand: {source.manual}")
+
+
+def http_error(source: Source, url: str, exc: urllib.error.HTTPError, what: str) -> InputError:
+    return InputError(url, f"{source.name} answered HTTP {exc.code} {exc.reason} for {what}",
+                      hint=f"nothing was ingested; to do it by hand: {source.manual}")
+
+
+def _gcs_md5(headers: Any) -> str | None:
+    """The base64 MD5 of ``x-goog-hash`` when the body is the stored object as is (no
+    decompressive transcoding, which would change the bytes but not the header)."""
+    if headers.get("Content-Encoding") or headers.get("x-goog-stored-content-encoding",
+                                                      "identity") != "identity":
+        return None
+    for value in headers.get_all("x-goog-hash") or []:
+        for part in value.split(","):
+            key, _, digest = part.strip().partition("=")
+            if key == "md5" and digest:
+                return digest.strip()
+    return None
+
+
+def _fetch_one(item: RemoteFile, source: Source, bar: Any, lock: threading.Lock) -> int:
+    """Download ``item`` to a temp file beside ``item.dest``, verify, rename; bytes read."""
+    try:
+        response = open_url(item.url, item.headers)
+    except urllib.error.HTTPError as exc:
+        raise http_error(source, item.url, exc, "a file of its own listing") from exc
+    except _Unreachable as exc:
+        raise unreachable_error(source, item.url, str(exc)) from exc
+    with response:
+        length = response.headers.get("Content-Length")
+        announced = int(length) if length and length.isdigit() and not response.headers.get(
+            "Content-Encoding") else None
+        expected = item.size if item.size is not None else announced
+        if item.size is None and announced is not None:
+            with lock:  # the size is known only now: grow the bar's total
+                bar.total = (bar.total or 0) + announced
+                bar.refresh()
+        md5_b64 = _gcs_md5(response.headers)
+        hashes = {"sha256": hashlib.sha256() if item.sha256 else None,
+                  "md5": hashlib.md5() if md5_b64 else None,  # noqa: S324 - integrity only
+                  "git": hashlib.sha1() if item.git_sha1 else None}  # noqa: S324
+        if hashes["git"] is not None:
+            hashes["git"].update(b"blob %d\0" % (expected if expected is not None else 0))
+        item.dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{item.dest.name}.", suffix=".part",
+                                        dir=item.dest.parent)
+        tmp = Path(tmp_name)
+        n = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                n = _copy(response, out, hashes, bar, lock, item, source)
+            problem = _check(item, n, expected, announced, hashes, md5_b64)
+            if problem:
+                raise InputError(item.url, problem, hint="nothing was ingested; files already "
+                                 "complete stay in the cache: run the command again to fetch "
+                                 "the rest")
+            os.replace(tmp, item.dest)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    return n
+
+
+def _copy(response: Any, out: BinaryIO, hashes: dict[str, Any], bar: Any,
+          lock: threading.Lock, item: RemoteFile, source: Source) -> int:
+    n = 0
+    while True:
+        try:
+            chunk = response.read(CHUNK)
+        except http.client.IncompleteRead as exc:  # the server closed before Content-Length
+            chunk = exc.partial
+            _write(out, chunk, hashes)
+            with lock:
+                bar.update(len(chunk))
+            return n + len(chunk)
+        except (OSError, http.client.HTTPException) as exc:  # reset, timeout mid-body
+            raise InputError(item.url, f"download interrupted after {n} bytes "
+                                       f"({type(exc).__name__}: {exc})",
+                             hint="nothing was ingested; run the command again to fetch the "
+                                  f"missing files; by hand: {source.manual}") from exc
+        if not chunk:
+            return n
+        _write(out, chunk, hashes)
+        n += len(chunk)
+        with lock:
+            bar.update(len(chunk))
+
+
+def _write(out: BinaryIO, chunk: bytes, hashes: dict[str, Any]) -> None:
+    out.write(chunk)
+    for digest in hashes.values():
+        if digest is not None:
+            digest.update(chunk)
+
+
+def _check(item: RemoteFile, n: int, expected: int | None, announced: int | None,
+           hashes: dict[str, Any], md5_b64: str | None) -> str | None:
+    """Why the downloaded bytes are not the published file, or None."""
+    for name, size in (("the listing", item.size), ("Content-Length", announced)):
+        if size is not None and n != size:
+            return (f"incomplete download: {n} of {size} bytes (size from {name}); "
+                    "the connection was cut or the file changed on the server")
+    if item.sha256 and hashes["sha256"].hexdigest() != item.sha256.lower():
+        return f"SHA-256 mismatch: got {hashes['sha256'].hexdigest()}, published {item.sha256}"
+    if item.git_sha1 and expected is not None and hashes["git"].hexdigest() != item.git_sha1:
+        return (f"git blob SHA-1 mismatch: got {hashes['git'].hexdigest()}, published "
+                f"{item.git_sha1}")
+    if md5_b64:
+        got = base64.b64encode(hashes["md5"].digest()).decode()
+        if got != md5_b64:
+            return f"MD5 mismatch: got {got}, x-goog-hash says {md5_b64}"
+    return None
+
+
+def is_cached(item: RemoteFile) -> bool:
+    """True when ``item.dest`` holds the published file: it exists (only a complete,
+    verified download is ever renamed to it) and matches the size and SHA-256 the listing
+    gives now, which catches a file that changed on the source since (the Hub's ``latest``
+    Parquet split is rewritten when a model is re-run)."""
+    try:
+        size = item.dest.stat().st_size
+    except OSError:
+        return False
+    if item.size is not None and size != item.size:
+        return False
+    if item.sha256:
+        digest = hashlib.sha256()
+        with open(item.dest, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                digest.update(chunk)
+        return digest.hexdigest() == item.sha256.lower()
+    if item.git_sha1:
+        digest = hashlib.sha1(b"blob %d\0" % size)  # noqa: S324 - git's object id
+        digest.update(item.dest.read_bytes())
+        return digest.hexdigest() == item.git_sha1
+    return True
+
+
+def fetch_files(files: Sequence[RemoteFile], *, source: Source, jobs: int = DEFAULT_JOBS,
+                desc: str = "downloading") -> FetchReport:
+    """Fetch the files missing from the cache, ``jobs`` at a time, with one progress bar.
+
+    Raises:
+        InputError: the first failure (unreachable, HTTP error, short read, checksum); the
+            remaining downloads are cancelled, completed files stay in the cache.
+        ValueError: ``jobs`` < 1.
+    """
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    report = FetchReport(n_files=len(files))
+    todo = [f for f in files if not is_cached(f)]
+    report.n_cached = len(files) - len(todo)
+    if not todo:
+        logger.info("%s: all %d file(s) already in the cache; nothing to download",
+                    source.name, len(files))
+        return report
+    sizes = [f.size for f in todo]
+    total = sum(s for s in sizes if s is not None) if any(s is not None for s in sizes) else None
+    logger.info("%s: %d file(s) to download%s, %d already in the cache", source.name, len(todo),
+                f" ({total / 1e6:.1f} MB)" if total is not None and None not in sizes else "",
+                report.n_cached)
+    lock = threading.Lock()
+    with progress_bar(total=total, desc=desc, unit="B", unit_scale=True,
+                      unit_divisor=1024) as bar, \
+            ThreadPoolExecutor(max_workers=min(jobs, len(todo)),
+                               thread_name_prefix="lm-router-pull") as pool:
+        futures = {pool.submit(_fetch_one, f, source, bar, lock): f for f in todo}
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [fut for fut in done if fut.exception() is not None]
+        if failed:
+            for fut in futures:
+                fut.cancel()
+            wait(futures)  # the running ones finish (or fail) before we report
+            first = min(failed, key=lambda fut: todo.index(futures[fut]))
+            raise first.exception()  # type: ignore[misc]
+        for fut, item in futures.items():
+            report.bytes_downloaded += fut.result()
+            report.n_downloaded += 1
+            report.urls.append(item.url)
+    return report
+
+
+__all__ = ["DEFAULT_JOBS", "FetchReport", "RemoteFile", "Source", "fetch_files", "is_cached",
+           "open_url"]
