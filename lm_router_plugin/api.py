@@ -45,6 +45,13 @@ def _store(store: Store | str | Path | None) -> Store:
     return store if isinstance(store, Store) else Store(store)
 
 
+def _settings(settings: SettingsLike, target: str | None) -> Settings:
+    """The settings with ``target`` ("correct" | "score", None: the settings' own,
+    predictor.target) on top."""
+    out = load_settings(settings)
+    return out if target is None else out.override(target=target)
+
+
 def check_request(store: Store, settings: SettingsLike = None, *, score: str | None = None,
                   candidates: Sequence[str] | None = None,
                   max_params: int | str | None = None) -> tuple[Router, int | None]:
@@ -126,14 +133,15 @@ def recommend(store: Store | str | Path | None = None, *, task: str | None = Non
               labeled: Sequence[str | Path] = (), plan: str | Path | None = None,
               thresholds: str | Path | None = None, score: str = "stack",
               candidates: Sequence[str] | None = None, max_params: int | str | None = None,
-              settings: SettingsLike = None) -> Recommendation:
+              settings: SettingsLike = None, target: str | None = None) -> Recommendation:
     """Which model to use for a new task, and how sure we are: exactly one of ``task`` (an
     lm-eval task, with ``include_path``), ``prompts`` or ``prompts_file``.
 
     ``labeled``: lm-eval sample logs of some of the task's docs (e.g. the runs of the docs
     ``plan_labels`` drew); ``plan``: its PREFIX.plan.json, checked to be this task's and
     reported on (how many planned docs have labels; they count as a random sample either
-    way). ``score``: a registered decider (stack, s3, s2, s1). The whole
+    way). ``score``: a registered decider (stack, s3, s2, s1). ``target``: "correct" (0/1
+    correctness) or "score" (raw metric values; docs/raw-metrics.md). The whole
     recommendation comes from ``Router.recommend``: choice, scores, estimates, reason and
     the expected gain of more labels.
     """
@@ -141,7 +149,7 @@ def recommend(store: Store | str | Path | None = None, *, task: str | None = Non
     from .task.labels import check_labelled, load_plan
 
     store = _store(store)
-    settings = load_settings(settings)
+    settings = _settings(settings, target)
     _, limit_params = check_request(store, settings, score=score, candidates=candidates,
                                     max_params=max_params)
     if plan is not None and not labeled:
@@ -201,7 +209,7 @@ def plan_labels(store: Store | str | Path | None = None, *, n: int, task: str | 
                 prompts_file: str | Path | None = None, labeled: Sequence[str | Path] = (),
                 plan: str | Path | None = None, out: str | Path | None = None,
                 candidates: Sequence[str] | None = None, max_params: int | str | None = None,
-                settings: SettingsLike = None) -> PlanResult:
+                settings: SettingsLike = None, target: str | None = None) -> PlanResult:
     """Choose ``n`` more docs of a new task to label and write ``PREFIX.samples.json``
     (lm-eval ``--samples``) and ``PREFIX.plan.json``.
 
@@ -209,7 +217,8 @@ def plan_labels(store: Store | str | Path | None = None, *, n: int, task: str | 
     settings' ``decision.seed`` and the round number; no embedding or fit is needed.
     ``labeled``: sample logs of docs labelled so far and ``plan``: the earlier plan (their
     docs are excluded; the new round is appended to the plan). ``out``: PREFIX (default:
-    the ``plan``'s, else the task name in the working directory).
+    the ``plan``'s, else the task name in the working directory). ``target`` is checked
+    like recommend's (the draw does not depend on it).
     """
     from .task.labels import (
         check_labelled,
@@ -222,7 +231,7 @@ def plan_labels(store: Store | str | Path | None = None, *, n: int, task: str | 
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise InvalidParameterError("--n", f"must be an integer >= 1, got {n!r}")
     store = _store(store)
-    settings = load_settings(settings)
+    settings = _settings(settings, target)
     _, limit_params = check_request(store, settings, candidates=candidates,
                                     max_params=max_params)
     if (task is None) == (prompts_file is None):
@@ -278,16 +287,18 @@ def plan_labels(store: Store | str | Path | None = None, *, n: int, task: str | 
 
 def route(store: Store | str | Path | None = None, *, prompts: Sequence[str] | None = None,
           prompts_file: str | Path | None = None, candidates: Sequence[str] | None = None,
-          max_params: int | str | None = None, settings: SettingsLike = None
-          ) -> list[RouteDecision]:
-    """Per-prompt choice (MoE): the model most likely to answer each prompt correctly."""
+          max_params: int | str | None = None, settings: SettingsLike = None,
+          target: str | None = None) -> list[RouteDecision]:
+    """Per-prompt choice (MoE): the model most likely to answer each prompt correctly
+    (``target`` "score": of highest predicted metric value; ``g`` in the metric's units
+    when the store holds one metric, else normalised, ``ScoreRouteDecision.units``)."""
     from .router.persistence import fit_or_load
     from .task.docs import read_prompts_file
 
     if (prompts is None) == (prompts_file is None):
         raise ValueError("give exactly one of prompts or prompts_file")
     store = _store(store)
-    settings = load_settings(settings)
+    settings = _settings(settings, target)
     _, limit_params = check_request(store, settings, candidates=candidates,
                                     max_params=max_params)
     texts = read_prompts_file(prompts_file) if prompts_file is not None else list(prompts)
@@ -327,10 +338,13 @@ def evaluate(store: Store | str | Path | None = None, *, tasks_by: str = "task",
              tasks_file: str | Path | None = None, alphas: Sequence[float] = (0.0,),
              label_counts: Sequence[int] = (), repeats: int = 10,
              candidates: Sequence[str] | None = None, max_params: int | str | None = None,
-             compare_to: str | None = None, settings: SettingsLike = None) -> Any:
+             compare_to: str | None = None, settings: SettingsLike = None,
+             target: str | None = None) -> Any:
     """What ``lm-router evaluate`` does: the strict leave-one-task-out evaluation of every
     registered decider (and the baselines) on the store's table, tasks grouped by
-    ``tasks_by`` (a column of the table or of the side table ``tasks_file``)."""
+    ``tasks_by`` (a column of the table or of the side table ``tasks_file``). ``target``
+    "score": rows are scored on the normalised metric values, with ``acc_raw`` in the
+    metric's units (docs/raw-metrics.md)."""
     from .evaluation.protocol import evaluate as run_evaluate
     from .evaluation.protocol import read_side_table, regroup_tasks
 
@@ -340,6 +354,7 @@ def evaluate(store: Store | str | Path | None = None, *, tasks_by: str = "task",
     if repeats < 1:
         raise InvalidParameterError("--repeats", f"must be >= 1, got {repeats}")
     store = _store(store)
+    settings = _settings(settings, target)
     router, limit = check_request(store, settings, candidates=candidates,
                                   max_params=max_params)
     # categorical columns: at leaderboard scale (10M rows) strings per row would take GBs

@@ -40,6 +40,7 @@ class PredictorSettings:
     name: str = "knn"  # a registered predictor (entry point lm_router.predictors)
     k: int = 5  # neighbours of the kNN predictor (any predictor's n_neighbors)
     params: dict[str, Any] = field(default_factory=dict)
+    target: str = "correct"  # what it learns: correct (0/1) | score (raw metric values)
 
 
 @dataclass
@@ -65,7 +66,7 @@ _ROUTER_KEYS = {
     "embedder": ("embedder", "name"), "device": ("embedder", "device"),
     "max_seq_length": ("embedder", "max_seq_length"),
     "predictor": ("predictor", "name"), "k": ("predictor", "k"),
-    "predictor_params": ("predictor", "params"),
+    "predictor_params": ("predictor", "params"), "target": ("predictor", "target"),
     "index": ("index", "kind"), "index_threshold": ("index", "threshold"),
     "nlist": ("index", "nlist"), "nprobe": ("index", "nprobe"),
     "kappa": ("decision", "kappa"), "sigma": ("decision", "sigma"), "t": ("decision", "t"),
@@ -202,6 +203,9 @@ def validate_params(params: dict[str, Any]) -> None:
         if params[kw] is not None:
             integer(kw, 1)
     check_index_kind(params["index"])  # unknown kind; faiss kind without faiss: install hint
+    from .router.pool import check_target
+
+    check_target(params["target"])
     number("sigma", 0.0, math.inf, low_open=True)
     number("t", 0.0, 1.0)
     number("eta", 0.0, 1.0)

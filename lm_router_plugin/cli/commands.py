@@ -121,6 +121,10 @@ def _check_device(ctx: click.Context, param: click.Parameter, value: str | None)
 _STORE = click.option("--store", "store_dir", type=click.Path(file_okay=False),
                       envvar="LM_ROUTER_STORE", default=None, help=STORE_HELP)
 _JSON = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+_TARGET = click.option("--target", type=click.Choice(["correct", "score"]), default=None,
+                       help="What the router learns: correct (0/1, the thresholds'; default) "
+                            "or score (the raw metric values, normalised per metric; "
+                            "docs/raw-metrics.md).")
 _CANDIDATES = [
     click.option("--candidates", default=None, help="Comma-separated models to choose among."),
     click.option("--max-params", default=None,
@@ -363,6 +367,7 @@ def info(store_dir: str | None, as_json: bool) -> None:
               help="The decision: stack (the switch learned leave-one-task-out on the "
                    "reference tasks; labels update it), s3 (the paper's, with fallback to "
                    "the best model on average), s2, s1, or a plugin's decider.")
+@_TARGET
 @_options(*_CANDIDATES, *_ROUTER)
 @_STORE
 @_JSON
@@ -371,7 +376,7 @@ def info(store_dir: str | None, as_json: bool) -> None:
 def recommend(task: str | None, include_path: str | None, prompts_file: str | None,
               limit: int | None, labeled: tuple[str, ...], plan: str | None,
               thresholds: str | None,
-              score: str, candidates: str | None, max_params: str | None,
+              score: str, target: str | None, candidates: str | None, max_params: str | None,
               embedder: str | None, device: str | None, predictor: str | None,
               config: str | None, store_dir: str | None, as_json: bool) -> None:
     """Which model to use for a new task, and how sure we are.
@@ -390,7 +395,7 @@ def recommend(task: str | None, include_path: str | None, prompts_file: str | No
                         thresholds=thresholds, score=score,
                         candidates=_comma_list(candidates), max_params=max_params,
                         settings=_settings(config, embedder=embedder, device=device,
-                                           predictor=predictor))
+                                           predictor=predictor), target=target)
     if as_json:
         display.echo_json(rec.to_dict())
         return
@@ -410,6 +415,7 @@ def recommend(task: str | None, include_path: str | None, prompts_file: str | No
               help="PREFIX of PREFIX.samples.json / PREFIX.plan.json (default: the --plan's, "
                    "else the task name).")
 @_options(*_CANDIDATES)
+@_TARGET
 @click.option("--config", "config", type=click.Path(dir_okay=False, exists=True),
               default=None, help="YAML of settings (its decision.seed seeds the draw).")
 @_STORE
@@ -419,7 +425,8 @@ def recommend(task: str | None, include_path: str | None, prompts_file: str | No
 def plan_labels(task: str | None, include_path: str | None, prompts_file: str | None,
                 limit: int | None, n: int, labeled: tuple[str, ...], plan: str | None,
                 out: str | None, candidates: str | None, max_params: str | None,
-                config: str | None, store_dir: str | None, as_json: bool) -> None:
+                target: str | None, config: str | None, store_dir: str | None,
+                as_json: bool) -> None:
     """Which docs of a new task to label: a seeded random sample, stratified over its
     subtasks, written as lm-eval's --samples file.
 
@@ -438,7 +445,8 @@ def plan_labels(task: str | None, include_path: str | None, prompts_file: str | 
     result = api.plan_labels(store_dir, n=n, task=task, include_path=include_path,
                              limit=limit, prompts_file=prompts_file, labeled=labeled,
                              plan=plan, out=out, candidates=_comma_list(candidates),
-                             max_params=max_params, settings=_settings(config))
+                             max_params=max_params, settings=_settings(config),
+                             target=target)
     if as_json:
         display.echo_json(result.to_dict())
         return
@@ -449,6 +457,7 @@ def plan_labels(task: str | None, include_path: str | None, prompts_file: str | 
     common = (["--store", str(Store(store_dir).root)]
               + (["--candidates", candidates] if candidates else [])
               + (["--max-params", max_params] if max_params else [])
+              + (["--target", target] if target else [])
               + (["--config", config] if config else []))
     display.print_plan(result, {
         "then": display.command_line(["lm-router", "recommend", *where, "--labeled", runs,
@@ -463,15 +472,18 @@ def plan_labels(task: str | None, include_path: str | None, prompts_file: str | 
 @click.option("--prompts", "prompts_file", type=click.Path(dir_okay=False, exists=True),
               required=True,
               help="Text (one prompt per line) or JSONL ({\"prompt\": ...} per line).")
+@_TARGET
 @_options(*_CANDIDATES, *_ROUTER)
 @_STORE
 @click.option("--json", "as_json", is_flag=True,
-              help="JSONL with g per model (default: index and chosen model per line).")
+              help="JSONL with g per model (default: index and chosen model per line); "
+                   "--target score: the predicted metric value, and its units.")
 @_QUIET
 @_user_errors
-def route(prompts_file: str, candidates: str | None, max_params: str | None,
-          embedder: str | None, device: str | None, predictor: str | None,
-          config: str | None, store_dir: str | None, as_json: bool) -> None:
+def route(prompts_file: str, target: str | None, candidates: str | None,
+          max_params: str | None, embedder: str | None, device: str | None,
+          predictor: str | None, config: str | None, store_dir: str | None,
+          as_json: bool) -> None:
     """Per-prompt routing: the model most likely to answer each prompt correctly.
 
     \b
@@ -483,7 +495,7 @@ def route(prompts_file: str, candidates: str | None, max_params: str | None,
     decisions = api.route(store_dir, prompts_file=prompts_file,
                           candidates=_comma_list(candidates), max_params=max_params,
                           settings=_settings(config, embedder=embedder, device=device,
-                                             predictor=predictor))
+                                             predictor=predictor), target=target)
     display.print_routes(decisions, as_json)
 
 
@@ -511,15 +523,16 @@ def _numbers(value: str, option: str, kind: type = float) -> list:
 @click.option("--compare-to", default=None, help="Model to report beside the routed choice.")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False), default=None,
               help="Write PNG figures into this folder (needs matplotlib).")
+@_TARGET
 @_options(*_CANDIDATES, *_ROUTER)
 @_JSON
 @_QUIET
 @_user_errors
 def evaluate(store_dir: str | None, tasks_by: str, tasks_file: str | None, alphas: str,
              label_counts: str, repeats: int, compare_to: str | None, plot_dir: str | None,
-             candidates: str | None, max_params: str | None, embedder: str | None,
-             device: str | None, predictor: str | None, config: str | None,
-             as_json: bool) -> None:
+             target: str | None, candidates: str | None, max_params: str | None,
+             embedder: str | None, device: str | None, predictor: str | None,
+             config: str | None, as_json: bool) -> None:
     """How well each decision works on your benchmark data (strict leave one task out).
 
     \b
@@ -537,7 +550,7 @@ def evaluate(store_dir: str | None, tasks_by: str, tasks_file: str | None, alpha
                           repeats=repeats, candidates=_comma_list(candidates),
                           max_params=max_params, compare_to=compare_to,
                           settings=_settings(config, embedder=embedder, device=device,
-                                             predictor=predictor))
+                                             predictor=predictor), target=target)
     if plot_dir:
         from ..evaluation.plots import write_plots
 

@@ -134,7 +134,8 @@ def _print_estimates(rec: Any, width: int) -> None:
 def print_routes(decisions: Sequence[Any], as_json: bool) -> None:
     for d in decisions:
         if as_json:
-            click.echo(json.dumps({"index": d.index, "model": d.model, "g": d.g}))
+            units = {"units": d.units} if hasattr(d, "units") else {}  # --target score
+            click.echo(json.dumps({"index": d.index, "model": d.model, "g": d.g, **units}))
         else:
             click.echo(f"{d.index}\t{d.model}")
 

@@ -40,7 +40,7 @@ from ..router.calibration import Calibration, calibrate, measured_p
 from ..router.deciders import DEFAULT_DECIDER, StackedSwitch, TaskView
 from ..router.estimate import TaskEstimate, estimate
 from ..router.neighbors import GroupedNeighbors
-from ..router.pool import build_pool, rows_by_task
+from ..router.pool import add_raw_means, build_pool, rows_by_task
 from ..router.recommendation import route_choices
 from ..router.router import Router, model_mask
 from ..router.scores import argmax_with_ties, quiet_nanmean, thresholded_accuracy
@@ -284,6 +284,9 @@ class _TaskScorer:
         self.compare_to, self.n_splits = compare_to, n_splits
         self._switches: dict[tuple[int, int, bytes], Switch] = {}
         self.deciders = {name: deciders.get(name)() for name in deciders.names()}
+        if ev.settings.target == "score":  # S2/S3 threshold g at t: no rows for metric values
+            self.deciders = {name: d for name, d in self.deciders.items()
+                             if not getattr(d, "thresholds_g", False)}
 
     def row_names(self) -> list[str]:
         """The zero-label rows: every decider, and the paper's S3 with the true p."""
@@ -602,7 +605,7 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
     """
     router = router or Router()
     router.validate_params()
-    pool = build_pool(table)
+    pool = build_pool(table, target=router.target)
     D = len(pool.task_names)
     if D < 3:
         raise LMRouterError(f"leave-one-task-out needs at least 3 tasks (2 to calibrate on), "
@@ -636,6 +639,8 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
     for name in ("moe", "bma", "oracle", "compare_to"):
         if name in rows:
             rows[name]["pearson"] = rows[name]["spearman"] = None
+    if pool.target == "score":  # each row's mean also in the metric's own units
+        add_raw_means(rows, per_task, pool)
     rows["moe"]["rank"] = None
     if compare_index is not None:
         rows["compare_to"]["model"] = compare_to
@@ -704,7 +709,8 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
                   "max_params": max_params, "compare_to": compare_to,
                   "embedder": embedder_id, "deciders": list(scorer.deciders),
                   "default": DEFAULT_DECIDER,
-                  "n_splits": n_splits, "n_bootstrap": n_bootstrap, "protocol": "strict"})
+                  "n_splits": n_splits, "n_bootstrap": n_bootstrap, "protocol": "strict",
+                  "scales": {m: sc.to_dict() for m, sc in pool.scales.items()}})
 
 
 def _boot_rng(seed: int) -> np.random.Generator:

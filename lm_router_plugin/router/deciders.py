@@ -25,6 +25,7 @@ from functools import cached_property
 
 import numpy as np
 
+from ..errors import InvalidParameterError
 from .calibration import Calibration, best_on_average, smoothed_p
 from .scores import argmax_with_ties, prob_beats, quiet_nanmean, s1, s2, s3, task_distance
 from .stacking import Switch, fit_switch, task_features
@@ -49,6 +50,17 @@ class DecisionSettings:
     n_draws: int = 1000  # Monte Carlo draws of that test
     seed: int = 0
     t: float = 0.5  # threshold on g for S2/S3
+    target: str = "correct"  # what g predicts: 0/1 correctness or a normalised metric value
+
+
+def check_decider_target(decider: Decider, target: str) -> None:
+    """S2 and S3 count inputs with g > t: for 0/1 correctness a predicted-correct input,
+    for a normalised metric value (target "score") an arbitrary cut of its range, so they
+    refuse that target (S1 and the stacked switch read expected values and work on both)."""
+    if target == "score" and getattr(decider, "thresholds_g", False):
+        raise InvalidParameterError(
+            "--score", f"{decider.name} thresholds g at t, which has no meaning for metric "
+            "values (--target score): use --score stack (the default) or s1")
 
 
 @dataclass
@@ -221,11 +233,13 @@ class S1(PaperScore):
 class S2(PaperScore):
     name = score = "s2"
     title = "S2 (paper)"
+    thresholds_g = True  # refused under target "score" (check_decider_target)
 
 
 class S3(PaperScore):
     name = score = "s3"
     title = "S3 (paper)"
+    thresholds_g = True
 
 
 class StackedSwitch(Decider):
@@ -240,6 +254,16 @@ class StackedSwitch(Decider):
     title = "stacked switch"
 
     def decide(self, view: TaskView) -> Decision:
+        if view.n_reference_tasks < MIN_STACK_TASKS and view.settings.target == "score":
+            # the S3 test below counts g > t; for metric values nothing credible is left
+            bma = view.bma
+            return Decision(choice=bma, best_by_score=bma, bma=bma, fallback=False,
+                            p_beats_bma=0.5, scores=np.full(len(view.models), np.nan),
+                            decided_by="bma", reason=(
+                                f"only {view.n_reference_tasks} reference tasks, the stacked "
+                                f"switch needs {MIN_STACK_TASKS} to learn when a predicted "
+                                "gain in metric value is credible: kept the best model on "
+                                f"average, {view.models[bma]}"))
         if view.n_reference_tasks < MIN_STACK_TASKS:
             dec = S3().decide(view)
             dec.scores = np.full(len(view.models), np.nan)
@@ -281,5 +305,6 @@ class StackedSwitch(Decider):
 
 
 __all__ = ["DEFAULT_DECIDER", "Decider", "Decision", "DecisionSettings", "MIN_STACK_TASKS",
+           "check_decider_target",
            "PaperScore", "S1", "S2", "S3", "StackedSwitch", "TaskScores", "TaskView",
            "score_task"]

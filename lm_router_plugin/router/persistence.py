@@ -20,10 +20,20 @@ from typing import Any
 
 import numpy as np
 
-from ..store.schema import CORRECT, INPUT_TEXT, INSTANCE_ID, MODEL, TASK
+from ..store.schema import (
+    CORRECT,
+    INPUT_TEXT,
+    INSTANCE_ID,
+    METRIC,
+    MODEL,
+    SCORE,
+    TASK,
+    THRESHOLD,
+)
 from ..store.store import Store, dir_mode
 from .calibration import Calibration
 from .neighbors import FaissIVFIndex
+from .pool import ScoreScale
 from .router import DECISION_PARAMS, SEARCH_PARAMS, Router
 from .scores import argmax_with_ties
 
@@ -72,7 +82,10 @@ def save_router(router: Router, folder: Path, card: dict[str, Any] | None = None
         np.savez(tmp / "arrays.npz", **arrays)
         state = {"params": router.get_params(), "models": router.models_,
                  "tasks": router.task_names_, "instance_ids": router.instance_ids_,
-                 "embedder_id": router.embedder_id_}
+                 "embedder_id": router.embedder_id_,
+                 # target "score": each metric's map onto [0, 1] and each task's metric
+                 "scales": [s.to_dict() for s in getattr(router, "scales_", {}).values()],
+                 "task_metrics": getattr(router, "task_metrics_", [])}
         (tmp / "state.json").write_text(json.dumps(state))
         (tmp / "card.json").write_text(json.dumps(card or router_card(router), indent=2) + "\n")
         index = getattr(router, "index_", None)
@@ -118,6 +131,8 @@ def load_router(folder: Path, **decision_params: Any) -> Router:
     router.task_names_ = state["tasks"]
     router.instance_ids_ = state["instance_ids"]
     router.embedder_id_ = state["embedder_id"]
+    router.scales_ = {s["metric"]: ScoreScale(**s) for s in state.get("scales", [])}
+    router.task_metrics_ = state.get("task_metrics", [])
     router.predictor_ = router.make_predictor().fit(router.X_, router.Y_)
     if router.index == "faiss-ivf" and (folder / _IVF_FILE).exists():
         router.use_index(FaissIVFIndex.load(folder / _IVF_FILE, router.X_, router.nprobe))
@@ -155,8 +170,10 @@ def fit_or_load(store: Store, **params: Any) -> Router:
             return loaded
     # only when fitting (a cached router needs no table), and only what build_pool reads,
     # as categoricals: a 10M-row table then takes ~0.2 GB instead of several GB of strings
-    table = store.read_table(columns=[TASK, INSTANCE_ID, INPUT_TEXT, MODEL, CORRECT],
-                             categorical=True)
+    # metric, score and threshold too: --target score learns the scores, and --target
+    # correct checks that no metric's correctness was guessed without a threshold (pool.py)
+    table = store.read_table(columns=[TASK, INSTANCE_ID, INPUT_TEXT, MODEL, CORRECT, METRIC,
+                                      SCORE, THRESHOLD], categorical=True)
     logger.info("fitting the router on %d rows (%s)", len(table), embedder_id)
     router.fit(table, store=store)
     card = router_card(router)

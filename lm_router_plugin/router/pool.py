@@ -1,28 +1,85 @@
-"""The reference pool: the correctness table pivoted to one row per instance, one column per
-model (what the correctness predictors and the calibration work on).
+"""The reference pool: the results table pivoted to one row per instance, one column per
+model (what the predictors and the calibration work on).
 
     >>> pool = build_pool(store.read_table())
     >>> pool.Y.shape          # (n instances, M models), values 0, 1 or nan (no result)
+    >>> pool = build_pool(store.read_table(), target="score")
+    >>> pool.Y                # raw metric values mapped to [0, 1] per metric (nan: none)
+    >>> pool.scales["rouge_l"].raw(pool.Y)   # back to the metric's own units
+
+Two targets (``--target``): ``correct`` learns the 0/1 correctness ingest derived with the
+thresholds eta; ``score`` learns the raw metric values, each metric mapped affinely onto
+[0, 1] by :class:`ScoreScale` (min-max over the table's values of that metric, flipped for
+lower-is-better metrics, so 1 is always the best value seen). One map per metric, shared by
+every task: a store holding one metric gives predictions in that metric's units exactly
+(the map is affine, so a mean of normalised values maps back to the mean of raw values),
+and a store mixing metrics of different scales (BLEU 0-100, F1 0-1, a judge's 1-10) gives
+each the same [0, 1] range (docs/raw-metrics.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..errors import LMRouterError, SchemaError
-from ..store.schema import CORRECT, INPUT_TEXT, KEY
+from ..errors import InvalidParameterError, LMRouterError, SchemaError
+from ..store.schema import CORRECT, INPUT_TEXT, KEY, METRIC, SCORE, THRESHOLD
+
+#: What the router learns: 0/1 correctness (ingest's thresholds) or the raw metric values.
+TARGETS = ("correct", "score")
+
+
+def check_target(target: Any) -> str:
+    """``target`` if it is one of TARGETS; else InvalidParameterError naming the choices."""
+    if target not in TARGETS:
+        raise InvalidParameterError("--target", f"must be one of {', '.join(TARGETS)}, got "
+                                    f"{target!r} (correct: the 0/1 correctness of the "
+                                    "thresholds; score: the raw metric values)")
+    return str(target)
+
+
+@dataclass(frozen=True)
+class ScoreScale:
+    """The affine map of one metric's raw values onto [0, 1]: ``lo``/``hi`` the smallest
+    and largest value in the table; higher is better: (raw - lo) / (hi - lo), lower is
+    better: (hi - raw) / (hi - lo). A metric with one value throughout maps to 0.5."""
+
+    metric: str
+    lo: float
+    hi: float
+    higher_is_better: bool = True
+
+    def normalise(self, raw: Any) -> Any:
+        """Raw values (any shape) -> [0, 1] (1: the best value seen)."""
+        raw = np.asarray(raw, dtype=float)
+        if self.hi == self.lo:
+            return np.where(np.isnan(raw), np.nan, 0.5)
+        span = self.hi - self.lo
+        return (raw - self.lo) / span if self.higher_is_better else (self.hi - raw) / span
+
+    def raw(self, normalised: Any) -> Any:
+        """The inverse map: normalised values (any shape) -> the metric's units."""
+        x = np.asarray(normalised, dtype=float)
+        span = self.hi - self.lo
+        return self.lo + x * span if self.higher_is_better else self.hi - x * span
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
 class ReferencePool:
-    """Unique reference inputs with their correctness per model.
+    """Unique reference inputs with each model's target value.
 
     texts (n,), instance_ids (n,), task_of (n,) index into task_names (D,), models (M,),
-    Y (n, M) in {0, 1, nan}. Rows are sorted by (task, instance_id).
+    Y (n, M): correctness in {0, 1, nan} (target "correct") or normalised metric values in
+    [0, 1] (target "score"; nan: no result). Rows are sorted by (task, instance_id).
+    target "score" only: scales {metric: ScoreScale}; task_metrics (D,) the metric of each
+    task ("a/b" when a task holds several).
     """
 
     texts: list[str]
@@ -31,6 +88,9 @@ class ReferencePool:
     task_names: list[str]
     models: list[str]
     Y: np.ndarray
+    target: str = "correct"
+    scales: dict[str, ScoreScale] = field(default_factory=dict)
+    task_metrics: list[str] = field(default_factory=list)
 
 
 def _codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -88,8 +148,15 @@ def _check_unique(table: pd.DataFrame, key: np.ndarray) -> None:
                           "instance_id, model) must appear once")
 
 
-def build_pool(table: pd.DataFrame, models: Sequence[str] | None = None) -> ReferencePool:
-    """Pivot a correctness table into one row per (task, instance_id), one column per model.
+def build_pool(table: pd.DataFrame, models: Sequence[str] | None = None, *,
+               target: str = "correct", thresholds: Any = None) -> ReferencePool:
+    """Pivot a results table into one row per (task, instance_id), one column per model.
+
+    ``target`` "correct" pivots the 0/1 ``correct`` column (refusing rows whose correctness
+    was guessed for a metric with no threshold, see ``thresholds.undeclared_raw_rows``);
+    "score" pivots the raw ``score`` mapped per metric onto [0, 1] (:class:`ScoreScale`;
+    the direction from ``thresholds.metric_directions``, ``thresholds`` a Thresholds or None
+    for the shipped table).
 
     The input text of an instance is the first non-empty one in model order (models may
     have seen different prompts; the first is kept, deterministically). Works on integer
@@ -97,19 +164,17 @@ def build_pool(table: pd.DataFrame, models: Sequence[str] | None = None) -> Refe
     ``Store.read_table(categorical=True)`` gives, are never expanded to a string per row):
     10M rows take a few int32/int64 arrays of the table's length besides Y.
     """
+    target = check_target(target)
     if table.empty:
         raise LMRouterError("the correctness table is empty: ingest results first")
     missing = [c for c in KEY + [CORRECT] if c not in table.columns]
     if missing:
         raise SchemaError(f"the correctness table lacks column(s) {missing}")
-    correct = pd.to_numeric(table[CORRECT], errors="coerce").to_numpy(dtype=np.float32)
-    bad = ~np.isin(correct, (0, 1))
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        row = table.iloc[[i]][KEY + [CORRECT]].iloc[0].to_dict()  # Python scalars
-        raise SchemaError(f"the correctness table has correct={row[CORRECT]!r} for "
-                          f"{ {k: row[k] for k in KEY} }: 'correct' must be 0 or 1")
-    del bad
+    scales: dict[str, ScoreScale] = {}
+    if target == "score":
+        correct, scales, metric_code, metric_names = _score_values(table, thresholds)
+    else:
+        correct = _correct_values(table, thresholds)
     (task_code, task_values), (inst_code, inst_values), (model_code, model_values) = (
         _codes(table[name]) for name in KEY)
     n_inst_values, n_model_values = max(len(inst_values), 1), max(len(model_values), 1)
@@ -144,8 +209,11 @@ def build_pool(table: pd.DataFrame, models: Sequence[str] | None = None) -> Refe
         if len(keep) == 0:
             return ReferencePool(texts=[], instance_ids=[], task_of=np.zeros(0, np.int64),
                                  task_names=[], models=models,
-                                 Y=np.zeros((0, len(models)), np.float32))
+                                 Y=np.zeros((0, len(models)), np.float32), target=target,
+                                 scales=scales)
         column, correct = column[keep], correct[keep]
+        if target == "score":
+            metric_code = metric_code[keep]
         instance, inst_keys = _dense_rank(inst_keys[instance[keep]])
     else:
         keep = None
@@ -172,10 +240,102 @@ def build_pool(table: pd.DataFrame, models: Sequence[str] | None = None) -> Refe
         texts = [""] * len(inst_keys)
     tasks = inst_keys // n_inst_values
     used = np.unique(tasks)
+    task_of = np.searchsorted(used, tasks).astype(np.int64)
+    task_metrics: list[str] = []
+    if target == "score":  # the metric(s) of each task, from its rows
+        pairs = np.unique(task_of[instance] * len(metric_names) + metric_code)
+        per_task: list[list[str]] = [[] for _ in used]
+        for pair in pairs:
+            per_task[pair // len(metric_names)].append(metric_names[pair % len(metric_names)])
+        task_metrics = ["/".join(sorted(m)) for m in per_task]
     return ReferencePool(texts=texts,
                          instance_ids=[str(v) for v in inst_values[inst_keys % n_inst_values]],
-                         task_of=np.searchsorted(used, tasks).astype(np.int64),
-                         task_names=[str(v) for v in task_values[used]], models=models, Y=Y)
+                         task_of=task_of,
+                         task_names=[str(v) for v in task_values[used]], models=models, Y=Y,
+                         target=target, scales=scales, task_metrics=task_metrics)
+
+
+def _row_name(table: pd.DataFrame, i: int) -> str:
+    row = table.iloc[[i]][KEY].iloc[0]
+    return ", ".join(f"{k}={row[k]!s}" for k in KEY)
+
+
+def _correct_values(table: pd.DataFrame, thresholds: Any) -> np.ndarray:
+    """(n,) float32 0/1 of ``correct``; SchemaError for another value or for correctness
+    guessed without a threshold (a raw metric declared nowhere)."""
+    from ..store.thresholds import undeclared_raw_rows
+
+    correct = pd.to_numeric(table[CORRECT], errors="coerce").to_numpy(dtype=np.float32)
+    bad = ~np.isin(correct, (0, 1))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        row = table.iloc[[i]][KEY + [CORRECT]].iloc[0].to_dict()  # Python scalars
+        raise SchemaError(f"the correctness table has correct={row[CORRECT]!r} for "
+                          f"{ {k: row[k] for k in KEY} }: 'correct' must be 0 or 1")
+    guessed = undeclared_raw_rows(table, thresholds)
+    if len(guessed):
+        first = guessed.iloc[0]
+        groups = guessed.drop_duplicates(["task", "metric"])
+        raise SchemaError(
+            f"--target correct: metric '{first['metric']}' of task '{first['task']}' has raw "
+            f"values (e.g. {first['score']:g} for instance_id={first['instance_id']} "
+            f"model={first['model']}) and no threshold, so its 'correct' is only a guess "
+            f"(value > 0.5); {len(guessed)} rows in {len(groups)} (task, metric) pair(s). "
+            "Route on the raw values with --target score, or declare the metric's eta "
+            f"('metrics: {{{first['metric']}: {{threshold: X, higher_is_better: true}}}}' in "
+            "a thresholds file) and re-ingest with --thresholds FILE --replace")
+    return correct
+
+
+def _score_values(table: pd.DataFrame, thresholds: Any
+                  ) -> tuple[np.ndarray, dict[str, ScoreScale], np.ndarray, list[str]]:
+    """((n,) float32 normalised score, {metric: ScoreScale}, (n,) metric code per row,
+    metric names). SchemaError naming the row for a missing column, a text, nan or
+    infinite score."""
+    from ..store.thresholds import metric_directions
+
+    missing = [c for c in (SCORE, METRIC) if c not in table.columns]
+    if missing:
+        raise SchemaError(f"--target score: the table lacks column(s) {missing} (the raw "
+                          "metric values and their metric names)")
+    column = table[SCORE]
+    raw = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(raw)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        value = column.iloc[i]
+        kind = ("is not a number" if isinstance(value, str) and not _is_number(value)
+                else "is not finite")
+        shown = (repr(value) if isinstance(value, str) else "null" if value is None
+                 else str(float(value)))
+        raise SchemaError(
+            f"--target score: the score of {_row_name(table, i)} {kind} ({shown}); "
+            f"{int(bad.sum())} such row(s). Every row needs a finite metric value: fix the "
+            "source and re-ingest with --replace, drop those rows, or use --target correct")
+    metric_code, names = pd.factorize(table[METRIC].astype(str), sort=True)
+    metric_code = metric_code.astype(np.int64)
+    names = [str(n) for n in names]
+    check = table if THRESHOLD in table.columns else table.assign(**{THRESHOLD: np.nan})
+    direction = metric_directions(check, thresholds)
+    lo = np.full(len(names), np.inf)
+    hi = np.full(len(names), -np.inf)
+    np.minimum.at(lo, metric_code, raw)
+    np.maximum.at(hi, metric_code, raw)
+    scales = {m: ScoreScale(m, float(lo[j]), float(hi[j]), direction[m])
+              for j, m in enumerate(names)}
+    out = np.empty(len(raw), np.float32)
+    for j, m in enumerate(names):
+        rows = metric_code == j
+        out[rows] = scales[m].normalise(raw[rows])
+    return out, scales, metric_code, names
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _dense_rank(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -187,3 +347,34 @@ def _dense_rank(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return rank[keys], np.flatnonzero(seen)
     distinct, inverse = np.unique(keys, return_inverse=True)
     return inverse.astype(np.int64), distinct
+
+
+def add_raw_means(rows: dict[str, dict[str, Any]], per_task: list[dict[str, Any]],
+                  pool: ReferencePool) -> None:
+    """Evaluation under target "score": put each row's mean in the metric's own units
+    beside its normalised ``acc``, in place.
+
+    Per task (``per_task[d][name]["acc_raw"]``): the inverse map of the task's metric
+    applied to ``acc`` (the map is affine, so this is the mean raw value of the chosen
+    model on the task's items, MoE's per-item picks included); None for a task mixing
+    metrics. Per row: ``acc_raw_by_metric`` {metric: mean over that metric's tasks} and
+    ``acc_raw``, that mean when every task has one and the same metric (else None).
+    """
+    metric_of = dict(zip(pool.task_names, pool.task_metrics))
+    for name, summary in rows.items():
+        by_metric: dict[str, list[float]] = {}
+        for record in per_task:
+            entry = record.get(name)
+            if not isinstance(entry, dict) or "acc" not in entry:
+                continue
+            metric = metric_of.get(record["task"], "")
+            scale = pool.scales.get(metric)
+            value = (float(scale.raw(entry["acc"])) if scale is not None
+                     and entry["acc"] == entry["acc"] else None)
+            entry["acc_raw"] = value
+            if value is not None:
+                by_metric.setdefault(metric, []).append(value)
+        summary["acc_raw_by_metric"] = {m: float(np.mean(v)) for m, v in by_metric.items()}
+        single = len(set(pool.task_metrics)) == 1 and len(pool.scales) == 1
+        summary["acc_raw"] = (summary["acc_raw_by_metric"].get(pool.task_metrics[0])
+                              if single and pool.task_metrics else None)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,14 @@ from ..settings import validate_params
 from ..store.schema import MODEL
 from ..store.store import Store
 from .calibration import calibrate
-from .deciders import DEFAULT_DECIDER, Decider, DecisionSettings, StackedSwitch, TaskView
+from .deciders import (
+    DEFAULT_DECIDER,
+    Decider,
+    DecisionSettings,
+    StackedSwitch,
+    TaskView,
+    check_decider_target,
+)
 from .neighbors import (
     AUTO_FAISS_MIN_REFS,
     FAISS_GROUPED_MIN_ROWS,
@@ -56,7 +64,8 @@ from .recommendation import (
 logger = logging.getLogger(__name__)
 
 # Parameters that change what is fitted (a new router) vs. only the decision (no refit).
-FIT_PARAMS = ("k", "kappa", "t", "predictor", "predictor_params", "embedder", "max_seq_length")
+FIT_PARAMS = ("k", "kappa", "t", "predictor", "predictor_params", "embedder", "max_seq_length",
+              "target")
 DECISION_PARAMS = ("sigma", "eta", "n_draws", "seed")
 # How the reference pool is searched (neighbors.py). Applied when a saved router is loaded,
 # like DECISION_PARAMS; only an approximate index enters the cache key (``fit_params``).
@@ -92,6 +101,9 @@ class Router:
         index_threshold: reference rows from which "auto" uses faiss-flat.
         nlist, nprobe: faiss-ivf lists and lists probed per query (None: the rules
             ``ivf_nlist``/``ivf_nprobe``). nprobe acts at search time only (no refit).
+        target: what the predictors learn: "correct" (the 0/1 correctness of the
+            thresholds) or "score" (the raw metric values, mapped per metric onto [0, 1] by
+            pool.ScoreScale; docs/raw-metrics.md). Part of the fitted state.
     """
 
     def __init__(self, *, k: int = 5, kappa: int = 19, sigma: float = 0.09, t: float = 0.5,
@@ -99,7 +111,8 @@ class Router:
                  predictor_params: dict[str, Any] | None = None, embedder: str | None = None,
                  max_seq_length: int | None = None, device: str | None = None,
                  index: str = "auto", index_threshold: int = AUTO_FAISS_MIN_REFS,
-                 nlist: int | None = None, nprobe: int | None = None):
+                 nlist: int | None = None, nprobe: int | None = None,
+                 target: str = "correct"):
         self.k = k
         self.kappa = kappa
         self.sigma = sigma
@@ -116,6 +129,7 @@ class Router:
         self.index_threshold = index_threshold
         self.nlist = nlist
         self.nprobe = nprobe
+        self.target = target
 
     def get_params(self) -> dict[str, Any]:
         return {name: getattr(self, name)
@@ -126,13 +140,15 @@ class Router:
         index kinds give the same neighbours and are left out; faiss-ivf is saved with the
         router and changes results, so it and its nlist are in."""
         params = {name: getattr(self, name) for name in FIT_PARAMS}
+        if params["target"] == "correct":  # the keys of routers fitted before --target
+            del params["target"]
         if self.index == "faiss-ivf":
             params["index"] = {"kind": "faiss-ivf", "nlist": self.nlist}
         return params
 
     def decision_settings(self) -> DecisionSettings:
         return DecisionSettings(sigma=self.sigma, eta=self.eta, n_draws=self.n_draws,
-                                seed=self.seed, t=self.t)
+                                seed=self.seed, t=self.t, target=self.target)
 
     def validate_params(self) -> None:
         """Range-check every constant (settings.validate_params); raises
@@ -180,7 +196,7 @@ class Router:
                 order, instead of embedding the texts.
         """
         self.validate_params()
-        pool = build_pool(table)
+        pool = build_pool(table, target=self.target)
         if len(pool.task_names) < 2:
             raise LMRouterError(f"need results on at least 2 tasks to calibrate the router, "
                                 f"got {len(pool.task_names)}: ingest more tasks")
@@ -191,6 +207,7 @@ class Router:
         self.instance_ids_ = pool.instance_ids
         self.X_ = X
         self.Y_ = pool.Y
+        self.scales_, self.task_metrics_ = pool.scales, pool.task_metrics  # target "score"
         self.predictor_ = self.make_predictor().fit(self.X_, self.Y_)
         self.index_ = None
         index = self.neighbor_index()  # faiss-ivf: trained here, saved with the router
@@ -295,8 +312,11 @@ class Router:
         return refit.predict_proba(Q)
 
     def decider(self, score: str = DEFAULT_DECIDER) -> Decider:
-        """The registered decider ``score`` (unknown name: did-you-mean)."""
-        return deciders.get(score)()
+        """The registered decider ``score`` (unknown name: did-you-mean; S2/S3 under
+        target "score": an error, they threshold g at t and mean nothing for metric values)."""
+        decider = deciders.get(score)()
+        check_decider_target(decider, self.target)
+        return decider
 
     def task_view(self, Q: np.ndarray, allowed: np.ndarray, lab_docs: np.ndarray | None = None,
                   lab_y: np.ndarray | None = None) -> tuple[TaskView, np.ndarray, np.ndarray]:
@@ -366,6 +386,8 @@ class Router:
                        dtype=np.float32)
         models = list(self.models_)
         _warn_unknown_models(labeled, models)
+        if self.target == "score" and labeled is not None and not labeled.empty:
+            labeled = self.normalised_labels(labeled)
         lab_docs, lab_y = labelled_matrix(labeled, docs, models)
         view, g_all, neighbours = self.task_view(Q, allowed, lab_docs, lab_y)
         decision = decider.decide(view)
@@ -416,10 +438,50 @@ class Router:
         self.neighbor_index()  # the predictor searches through it
         g = self.predict_correctness(np.asarray(Q, dtype=np.float32))
         choice = route_choices(g, self.calibration_, allowed)
+        if self.target == "score":
+            # one metric: g back in its units (the map is affine, so the neighbours' mean
+            # raw value); several metrics: no common unit, g stays normalised to [0, 1]
+            scales = getattr(self, "scales_", {})
+            units = next(iter(scales)) if len(scales) == 1 else "normalised"
+            shown = scales[units].raw(g) if len(scales) == 1 else g
+            return [ScoreRouteDecision(index=i, model=self.models_[c], units=units,
+                                       g={m: float(shown[i, j])
+                                          for j, m in enumerate(self.models_) if allowed[j]})
+                    for i, c in enumerate(choice)]
         return [RouteDecision(index=i, model=self.models_[c],
                               g={m: float(g[i, j]) for j, m in enumerate(self.models_)
                                  if allowed[j]})
                 for i, c in enumerate(choice)]
+
+    def normalised_labels(self, labeled: pd.DataFrame) -> pd.DataFrame:
+        """``--labeled`` rows under target "score": a copy whose ``correct`` holds the raw
+        ``score`` mapped by the reference table's scale of its metric (the labels and the
+        pool on one scale). A metric the store does not hold has no scale: an error."""
+        from ..store.schema import METRIC, SCORE
+
+        scales = getattr(self, "scales_", {})
+        out = labeled.copy()
+        values = np.full(len(out), np.nan)
+        for metric, rows in out.groupby(METRIC, sort=True).groups.items():
+            if str(metric) not in scales:
+                origin = out.loc[rows].get("origin", pd.Series(["--labeled"])).iloc[0]
+                raise LMRouterError(f"{origin}: --labeled rows of metric '{metric}', which the "
+                                    f"store does not hold (it has {', '.join(sorted(scales))}):"
+                                    " --target score has no scale for it")
+            at = out.index.get_indexer(rows)
+            values[at] = scales[str(metric)].normalise(
+                pd.to_numeric(out.loc[rows, SCORE], errors="coerce").to_numpy(float))
+        out["correct"] = values
+        return out
+
+
+@dataclass
+class ScoreRouteDecision(RouteDecision):
+    """A route decision under target "score": ``g`` per model is the predicted metric value
+    in ``units`` (the store's one metric), or normalised to [0, 1] ("normalised") when the
+    store mixes metrics."""
+
+    units: str = "normalised"
 
 
 def model_mask(models: Sequence[str], candidates: Sequence[str] | None = None,
@@ -464,4 +526,4 @@ def _warn_unknown_models(labeled: pd.DataFrame | None, models: list[str]) -> Non
                             "samples must come from the same models")
 
 
-__all__ = ["InvalidParameterError", "Router", "model_mask"]
+__all__ = ["InvalidParameterError", "Router", "ScoreRouteDecision", "model_mask"]

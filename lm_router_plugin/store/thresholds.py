@@ -24,9 +24,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import yaml
 
-from ..errors import InputError
+from ..errors import InputError, SchemaError
 from ..registry import unknown_name_message
 
 logger = logging.getLogger(__name__)
@@ -37,24 +39,36 @@ _TASK_KEYS = {"metric", "threshold", "filter", "higher_is_better"}
 _TOP_KEYS = ("metrics", "tasks")
 
 
+#: The eta of the binary fallback (a value outside {0, 1} of a binary or undeclared metric).
+FALLBACK_ETA = 0.5
+
+
 @dataclass(frozen=True)
 class Rule:
-    """How one (task, metric) becomes 0/1: ``threshold`` None means the value is binary."""
+    """How one (task, metric) becomes 0/1: ``threshold`` None means the value is binary.
+
+    ``declared`` is False for a metric with no entry anywhere (no default, no user file):
+    its values outside {0, 1} are still thresholded at FALLBACK_ETA (so ingest never stops),
+    but the stored threshold stays null, which marks the row's ``correct`` as a guess
+    (:func:`undeclared_raw_groups` finds such rows; ``--target correct`` refuses them).
+    """
 
     metric: str
     threshold: float | None
     higher_is_better: bool = True
+    declared: bool = True
 
     def apply(self, score: float) -> tuple[float | None, int]:
-        """(threshold used, correct) for one metric value."""
+        """(threshold used, correct) for one metric value (threshold None: none was
+        declared, or the value was binary)."""
         if self.threshold is None:
             if score == 0 or score == 1:
                 return None, int(score)
-            eta = 0.5  # a "binary" metric with a fractional value: documented fallback
+            eta = FALLBACK_ETA  # a "binary" metric with a fractional value: documented fallback
         else:
             eta = self.threshold
         correct = score > eta if self.higher_is_better else score < eta
-        return eta, int(correct)
+        return (eta if self.declared or self.threshold is not None else None), int(correct)
 
 
 @dataclass
@@ -189,7 +203,93 @@ class Thresholds:
             if (task, metric) not in self._warned:
                 self._warned.add((task, metric))
                 logger.warning("task %s: metric '%s' has no threshold; treating it as binary "
-                               "(values other than 0/1 are thresholded at 0.5). Set one with "
-                               "--thresholds.", task, metric)
-            return Rule(metric, None, hib)
+                               "(values other than 0/1 are thresholded at 0.5, and --target "
+                               "correct refuses them). Set one with --thresholds, or route on "
+                               "the raw values with --target score.", task, metric)
+            return Rule(metric, None, hib, declared=False)
         return Rule(metric, None if spec == BINARY else float(spec), hib)
+
+
+# -- reading the stored rows back -------------------------------------------------------------
+def _column(table: pd.DataFrame, name: str) -> np.ndarray:
+    return pd.to_numeric(table[name], errors="coerce").to_numpy(dtype=float)
+
+
+def _metric_codes(table: pd.DataFrame, column: str = "metric") -> tuple[np.ndarray, list[str]]:
+    codes, names = pd.factorize(table[column].astype(str), sort=True)
+    return codes.astype(np.int64), [str(n) for n in names]
+
+
+def metric_directions(table: pd.DataFrame, thresholds: Thresholds | None = None
+                      ) -> dict[str, bool]:
+    """{metric: higher_is_better} for every metric of a stored table (columns metric, score,
+    threshold, correct).
+
+    The store keeps no direction column, but a thresholded row records it: correct is
+    1[score > eta] where higher is better and 1[score < eta] where lower is better. So the
+    direction ingest used (the harness's own hint: HELM's schema, lm-eval's
+    ``higher_is_better``, EEE's ``lower_is_better``, or the thresholds file) is read back
+    from every row with a recorded eta and a score != eta. A metric without such rows
+    (binary values, or correctness given by the source) takes the direction of
+    ``thresholds`` (default: the shipped table's ``lower_is_better`` list).
+
+    Raises:
+        SchemaError: a metric whose rows were thresholded in both directions (naming two).
+    """
+    thresholds = thresholds or Thresholds.load()
+    codes, names = _metric_codes(table)
+    score, eta = _column(table, "score"), _column(table, "threshold")
+    correct = _column(table, "correct")
+    informative = np.isfinite(eta) & np.isfinite(score) & (score != eta)
+    # per row: does it agree with "higher is better" (1[score > eta])?
+    agrees = (correct == 1) == (score > eta)
+    out: dict[str, bool] = {}
+    for code, metric in enumerate(names):
+        rows = informative & (codes == code)
+        if not rows.any():
+            out[metric] = thresholds.higher_is_better(metric)
+            continue
+        up, down = rows & agrees, rows & ~agrees
+        if up.any() and down.any():
+            a, b = int(np.flatnonzero(up)[0]), int(np.flatnonzero(down)[0])
+            raise SchemaError(
+                f"metric '{metric}' was thresholded in both directions: {_where(table, a)} "
+                f"has score {score[a]:g}, eta {eta[a]:g}, correct {int(correct[a])} (higher is "
+                f"better) but {_where(table, b)} has score {score[b]:g}, eta {eta[b]:g}, "
+                f"correct {int(correct[b])} (lower is better); re-ingest one of them with "
+                "--replace and a thresholds file that declares the direction")
+        out[metric] = bool(up.any())
+    return out
+
+
+def undeclared_raw_rows(table: pd.DataFrame, thresholds: Thresholds | None = None
+                        ) -> pd.DataFrame:
+    """The rows whose ``correct`` is a guess: a metric declared nowhere (no shipped default;
+    a user file's eta would have been recorded), a finite score outside {0, 1}, no recorded
+    eta, and a ``correct`` that is exactly the fallback 1[score > 0.5] (or < 0.5) over all
+    such rows of its (task, metric). Returns those rows (task, instance_id, model, metric,
+    score); empty when there are none (or the table lacks the columns)."""
+    needed = ("task", "instance_id", "model", "metric", "score", "threshold", "correct")
+    if any(c not in table.columns for c in needed):
+        return table.iloc[:0]
+    thresholds = thresholds or Thresholds.load()
+    codes, names = _metric_codes(table)
+    unknown = np.array([not thresholds.is_known(m) for m in names], dtype=bool)
+    if not unknown.any():
+        return table.iloc[:0]
+    score, eta = _column(table, "score"), _column(table, "threshold")
+    correct = _column(table, "correct")
+    raw = unknown[codes] & np.isnan(eta) & np.isfinite(score) & (score != 0) & (score != 1)
+    if not raw.any():
+        return table.iloc[:0]
+    rows = table.loc[raw, ["task", "instance_id", "model", "metric"]].astype(str)
+    rows = rows.assign(score=score[raw], _up=(correct[raw] == 1) == (score[raw] > FALLBACK_ETA),
+                       _down=(correct[raw] == 1) == (score[raw] < FALLBACK_ETA))
+    group = rows.groupby(["task", "metric"], sort=True)
+    guessed = group["_up"].transform("all") | group["_down"].transform("all")
+    return rows.loc[guessed, ["task", "instance_id", "model", "metric", "score"]]
+
+
+def _where(table: pd.DataFrame, i: int) -> str:
+    row = table.iloc[i]
+    return f"task={row['task']!s} instance_id={row['instance_id']!s} model={row['model']!s}"
