@@ -44,11 +44,11 @@ DEFAULT_JOBS = 4
 
 
 def _user_agent() -> str:
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         return f"lm-router-plugin/{version('lm-router-plugin')}"
-    except Exception:  # pragma: no cover - not installed as a distribution
+    except PackageNotFoundError:  # pragma: no cover - not installed as a distribution
         return "lm-router-plugin"
 
 
@@ -104,7 +104,7 @@ def open_url(url: str, headers: Sequence[tuple[str, str]] = (),
     for key, value in headers:
         request.add_unredirected_header(key, value)
     try:
-        return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - http(s) only
+        return urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError:
         raise
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
@@ -157,8 +157,8 @@ def _fetch_one(item: RemoteFile, source: Source, bar: Any, lock: threading.Lock)
                 bar.refresh()
         md5_b64 = _gcs_md5(response.headers)
         hashes = {"sha256": hashlib.sha256() if item.sha256 else None,
-                  "md5": hashlib.md5() if md5_b64 else None,  # noqa: S324 - integrity only
-                  "git": hashlib.sha1() if item.git_sha1 else None}  # noqa: S324
+                  "md5": hashlib.md5() if md5_b64 else None,
+                  "git": hashlib.sha1() if item.git_sha1 else None}
         if hashes["git"] is not None:
             hashes["git"].update(b"blob %d\0" % (expected if expected is not None else 0))
         item.dest.parent.mkdir(parents=True, exist_ok=True)
@@ -250,7 +250,7 @@ def is_cached(item: RemoteFile) -> bool:
                 digest.update(chunk)
         return digest.hexdigest() == item.sha256.lower()
     if item.git_sha1:
-        digest = hashlib.sha1(b"blob %d\0" % size)  # noqa: S324 - git's object id
+        digest = hashlib.sha1(b"blob %d\0" % size)
         digest.update(item.dest.read_bytes())
         return digest.hexdigest() == item.git_sha1
     return True

@@ -40,7 +40,14 @@ from urllib.parse import quote
 from ..adapters.helm import REQUIRED_FILES
 from ..errors import InputError, UnknownNameError, UsageError
 from .common import PullResult, cache_root, did_you_mean, select
-from .download import DEFAULT_JOBS, RemoteFile, Source, _Unreachable, fetch_files, open_url
+from .download import (
+    DEFAULT_JOBS,
+    RemoteFile,
+    Source,
+    _Unreachable,
+    fetch_files,
+    open_url,
+)
 from .download import http_error as _http_error
 from .download import unreachable_error as _unreachable_error
 
@@ -59,8 +66,9 @@ def helm_base_url(base_url: str | None = None) -> str:
     return (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
 
 
-def _url(*parts: str) -> str:
-    return "/".join(quote(p, safe=_SAFE) for p in parts)
+def _url(base: str, *parts: str) -> str:
+    """``base`` + the quoted path segments, as the front end's getBenchmarkEndpoint builds it."""
+    return "/".join([base] + [quote(p, safe=_SAFE) for p in parts])
 
 
 def _manual(base: str, suite: str, release: str) -> str:
@@ -188,4 +196,4 @@ def pull_helm(suite: str, release: str, runs: Sequence[str] | None = None, *, st
     return result
 
 
-__all__ = ["DEFAULT_BASE_URL", "release_runs", "helm_base_url", "pull_helm"]
+__all__ = ["DEFAULT_BASE_URL", "helm_base_url", "pull_helm", "release_runs"]

@@ -38,7 +38,14 @@ from ..adapters.lmeval import get_file_task_name
 from ..adapters.published import HUB_PART, choose_split, config_model_task
 from ..errors import InputError, UnknownNameError, UsageError
 from .common import PullResult, cache_root, did_you_mean, select
-from .download import DEFAULT_JOBS, RemoteFile, Source, _Unreachable, fetch_files, open_url
+from .download import (
+    DEFAULT_JOBS,
+    RemoteFile,
+    Source,
+    _Unreachable,
+    fetch_files,
+    open_url,
+)
 from .download import http_error as _http_error
 from .download import unreachable_error as _unreachable_error
 
@@ -72,10 +79,10 @@ def _auth() -> tuple[tuple[str, str], ...]:
     datasets are gated (access granted automatically once the terms are accepted)."""
     try:
         from huggingface_hub import get_token
-
-        token = get_token()
-    except Exception:  # pragma: no cover - huggingface_hub is a dependency (datasets)
+    except ImportError:  # pragma: no cover - huggingface_hub is a dependency (datasets)
         token = os.environ.get("HF_TOKEN")
+    else:
+        token = get_token()
     return (("Authorization", f"Bearer {token}"),) if token else ()
 
 
@@ -151,7 +158,7 @@ def _error_code(exc: urllib.error.HTTPError) -> str:
 def _unknown_model(hub: _Hub, model: str) -> UnknownNameError:
     """No details dataset for ``model``: did-you-mean from the Hub's search of the
     leaderboard's datasets for the model's organisation."""
-    org, name = model.split("/", 1)
+    org = model.split("/", 1)[0]
     repos = hub.search(DETAILS_ORG, f"{org}__")
     known = [r.split("/", 1)[1][:-len("-details")].replace("__", "/", 1)
              for r in repos if r.endswith("-details") and "/" in r]
@@ -182,7 +189,7 @@ def _list(hub: _Hub, model: str, revision: str, path: str, cache: Path) -> list[
         code = _error_code(exc)
         if code == "GatedRepo" or (exc.code == 403 and code != "RepoNotFound"):
             raise InputError(f"{hub.endpoint}/datasets/{repo}", "gated dataset: access not "
-                             "granted to this account (HTTP %d)" % exc.code,
+                             f"granted to this account (HTTP {exc.code})",
                              hint="accept its terms on the dataset's page and log in with "
                                   "'hf auth login' (or set HF_TOKEN)") from exc
         if code == "RepoNotFound" or (exc.code in (401, 404) and code == ""):
@@ -227,7 +234,7 @@ def _jsonl_files(hub: _Hub, model: str, tasks: Sequence[str] | None, cache: Path
         parent, _, name = path.rpartition("/")
         if parent != folder:
             continue
-        stem, dot, ext = name.rpartition(".")
+        stem, _, ext = name.rpartition(".")
         date = _DATE.search(stem)
         if date is None or not stem.endswith(date.group(0)):
             continue
