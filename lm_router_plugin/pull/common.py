@@ -29,8 +29,12 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """``"; did you mean 'a', 'b'?"`` (up to 3 close names), or ``""``."""
-    close = difflib.get_close_matches(name, sorted(set(known)), n=3, cutoff=0.6)
+    """``"; did you mean 'a', 'b'?"``: up to 3 names close in spelling (difflib), else up
+    to 3 that contain ``name`` (``mmlu_pro`` -> ``leaderboard_mmlu_pro``); or ``""``."""
+    names = sorted(set(known))
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    if not close:
+        close = [k for k in names if name.lower() in k.lower()][:3]
     return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 

@@ -60,6 +60,7 @@ class Source:
     name: str
     url: str
     manual: str
+    denied: str = ""  # what to do on HTTP 401/403 (e.g. a gated dataset's terms and a token)
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,31 @@ class FetchReport:
     n_downloaded: int = 0
     bytes_downloaded: int = 0
     urls: list[str] = field(default_factory=list)  # the URLs fetched (not the cached ones)
+
+
+class _Cancelled(Exception):
+    """Another download failed (or the user pressed Ctrl-C): stop this one now."""
+
+
+@dataclass
+class _Shared:
+    """What the download threads share: the bar (updated under ``lock``) and a stop flag."""
+
+    source: Source
+    bar: Any
+    n_files: int
+    n_done: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def advance(self, n: int) -> None:
+        with self.lock:
+            self.bar.update(n)
+
+    def file_done(self) -> None:
+        with self.lock:  # sizes may be known only per response: the file count is the truth
+            self.n_done += 1
+            self.bar.set_postfix_str(f"{self.n_done}/{self.n_files} files")
 
 
 class _Unreachable(Exception):
@@ -120,8 +146,9 @@ def unreachable_error(source: Source, url: str, why: str) -> InputError:
 
 
 def http_error(source: Source, url: str, exc: urllib.error.HTTPError, what: str) -> InputError:
+    denied = f"{source.denied}; " if source.denied and exc.code in (401, 403) else ""
     return InputError(url, f"{source.name} answered HTTP {exc.code} {exc.reason} for {what}",
-                      hint=f"nothing was ingested; to do it by hand: {source.manual}")
+                      hint=f"{denied}nothing was ingested; to do it by hand: {source.manual}")
 
 
 def _gcs_md5(headers: Any) -> str | None:
@@ -138,8 +165,11 @@ def _gcs_md5(headers: Any) -> str | None:
     return None
 
 
-def _fetch_one(item: RemoteFile, source: Source, bar: Any, lock: threading.Lock) -> int:
+def _fetch_one(item: RemoteFile, shared: _Shared) -> int:
     """Download ``item`` to a temp file beside ``item.dest``, verify, rename; bytes read."""
+    source = shared.source
+    if shared.stop.is_set():
+        raise _Cancelled
     try:
         response = open_url(item.url, item.headers)
     except urllib.error.HTTPError as exc:
@@ -152,9 +182,9 @@ def _fetch_one(item: RemoteFile, source: Source, bar: Any, lock: threading.Lock)
             "Content-Encoding") else None
         expected = item.size if item.size is not None else announced
         if item.size is None and announced is not None:
-            with lock:  # the size is known only now: grow the bar's total
-                bar.total = (bar.total or 0) + announced
-                bar.refresh()
+            with shared.lock:  # the size is known only now: grow the bar's total
+                shared.bar.total = (shared.bar.total or 0) + announced
+                shared.bar.refresh()
         md5_b64 = _gcs_md5(response.headers)
         hashes = {"sha256": hashlib.sha256() if item.sha256 else None,
                   "md5": hashlib.md5() if md5_b64 else None,
@@ -168,42 +198,43 @@ def _fetch_one(item: RemoteFile, source: Source, bar: Any, lock: threading.Lock)
         n = 0
         try:
             with os.fdopen(fd, "wb") as out:
-                n = _copy(response, out, hashes, bar, lock, item, source)
+                n = _copy(response, out, hashes, item, shared)
             problem = _check(item, n, expected, announced, hashes, md5_b64)
             if problem:
                 raise InputError(item.url, problem, hint="nothing was ingested; files already "
                                  "complete stay in the cache: run the command again to fetch "
                                  "the rest")
             os.replace(tmp, item.dest)
+            shared.file_done()
         finally:
             if tmp.exists():
                 tmp.unlink()
     return n
 
 
-def _copy(response: Any, out: BinaryIO, hashes: dict[str, Any], bar: Any,
-          lock: threading.Lock, item: RemoteFile, source: Source) -> int:
+def _copy(response: Any, out: BinaryIO, hashes: dict[str, Any], item: RemoteFile,
+          shared: _Shared) -> int:
     n = 0
     while True:
+        if shared.stop.is_set():
+            raise _Cancelled
         try:
             chunk = response.read(CHUNK)
         except http.client.IncompleteRead as exc:  # the server closed before Content-Length
             chunk = exc.partial
             _write(out, chunk, hashes)
-            with lock:
-                bar.update(len(chunk))
+            shared.advance(len(chunk))
             return n + len(chunk)
         except (OSError, http.client.HTTPException) as exc:  # reset, timeout mid-body
             raise InputError(item.url, f"download interrupted after {n} bytes "
                                        f"({type(exc).__name__}: {exc})",
                              hint="nothing was ingested; run the command again to fetch the "
-                                  f"missing files; by hand: {source.manual}") from exc
+                                  f"missing files; by hand: {shared.source.manual}") from exc
         if not chunk:
             return n
         _write(out, chunk, hashes)
         n += len(chunk)
-        with lock:
-            bar.update(len(chunk))
+        shared.advance(len(chunk))
 
 
 def _write(out: BinaryIO, chunk: bytes, hashes: dict[str, Any]) -> None:
@@ -279,24 +310,28 @@ def fetch_files(files: Sequence[RemoteFile], *, source: Source, jobs: int = DEFA
     logger.info("%s: %d file(s) to download%s, %d already in the cache", source.name, len(todo),
                 f" ({total / 1e6:.1f} MB)" if total is not None and None not in sizes else "",
                 report.n_cached)
-    lock = threading.Lock()
     with progress_bar(total=total, desc=desc, unit="B", unit_scale=True,
-                      unit_divisor=1024) as bar, \
-            ThreadPoolExecutor(max_workers=min(jobs, len(todo)),
-                               thread_name_prefix="lm-router-pull") as pool:
-        futures = {pool.submit(_fetch_one, f, source, bar, lock): f for f in todo}
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = [fut for fut in done if fut.exception() is not None]
-        if failed:
-            for fut in futures:
-                fut.cancel()
-            wait(futures)  # the running ones finish (or fail) before we report
-            first = min(failed, key=lambda fut: todo.index(futures[fut]))
-            raise first.exception()  # type: ignore[misc]
-        for fut, item in futures.items():
-            report.bytes_downloaded += fut.result()
-            report.n_downloaded += 1
-            report.urls.append(item.url)
+                      unit_divisor=1024) as bar:
+        shared = _Shared(source, bar, len(todo))
+        pool = ThreadPoolExecutor(max_workers=min(jobs, len(todo)),
+                                  thread_name_prefix="lm-router-pull")
+        futures: dict[Any, RemoteFile] = {}
+        try:
+            futures = {pool.submit(_fetch_one, f, shared): f for f in todo}
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = [fut for fut in done if fut.exception() is not None]
+            if failed:
+                first = min(failed, key=lambda fut: todo.index(futures[fut]))
+                raise first.exception()  # type: ignore[misc]
+        except BaseException:  # a failure or Ctrl-C: the other downloads stop at their next chunk
+            shared.stop.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    for fut, item in futures.items():
+        report.bytes_downloaded += fut.result()
+        report.n_downloaded += 1
+        report.urls.append(item.url)
     return report
 
 

@@ -39,6 +39,7 @@ from urllib.parse import quote
 
 from ..adapters.helm import REQUIRED_FILES
 from ..errors import InputError, UnknownNameError, UsageError
+from ..store.store import atomic_write_text
 from .common import PullResult, cache_root, did_you_mean, select
 from .download import (
     DEFAULT_JOBS,
@@ -143,10 +144,7 @@ def release_runs(suite: str, release: str, *, base_url: str | None = None,
                                                for k, v in data.items())):
             raise InputError(url, "expected a JSON object {run name: suite version}",
                              hint=f"is {base} HELM's public bucket?")
-        saved.parent.mkdir(parents=True, exist_ok=True)
-        tmp = saved.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, saved)
+        atomic_write_text(saved, json.dumps(data, indent=1))
     return data, output
 
 

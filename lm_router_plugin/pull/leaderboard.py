@@ -37,6 +37,7 @@ from urllib.parse import quote, urlencode
 from ..adapters.lmeval import get_file_task_name
 from ..adapters.published import HUB_PART, choose_split, config_model_task
 from ..errors import InputError, UnknownNameError, UsageError
+from ..store.store import atomic_write_text
 from .common import PullResult, cache_root, did_you_mean, select
 from .download import (
     DEFAULT_JOBS,
@@ -59,6 +60,8 @@ FORMATS = ("jsonl", "parquet")
 _MODEL_ID = re.compile(r"[\w.-]+/[\w.-]+")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?")
 _TRUE = ("1", "true", "yes", "on")
+_DENIED = ("access denied: the details datasets are gated; accept the terms on the dataset's "
+           "page and log in with 'hf auth login' (or set HF_TOKEN)")
 
 
 def details_repo(model: str) -> str:
@@ -190,8 +193,7 @@ def _list(hub: _Hub, model: str, revision: str, path: str, cache: Path) -> list[
         if code == "GatedRepo" or (exc.code == 403 and code != "RepoNotFound"):
             raise InputError(f"{hub.endpoint}/datasets/{repo}", "gated dataset: access not "
                              f"granted to this account (HTTP {exc.code})",
-                             hint="accept its terms on the dataset's page and log in with "
-                                  "'hf auth login' (or set HF_TOKEN)") from exc
+                             hint=_DENIED) from exc
         if code == "RepoNotFound" or (exc.code in (401, 404) and code == ""):
             raise _unknown_model(hub, model) from exc
         if code == "RevisionNotFound":
@@ -203,10 +205,7 @@ def _list(hub: _Hub, model: str, revision: str, path: str, cache: Path) -> list[
                              "dataset (not the leaderboard's details layout?)",
                              hint=hub.source.manual) from exc
         raise _http_error(hub.source, exc.url or repo, exc, "the file listing") from exc
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = saved.with_suffix(".tmp")
-    tmp.write_text(json.dumps(files))
-    os.replace(tmp, saved)
+    atomic_write_text(saved, json.dumps(files))  # for HF_HUB_OFFLINE=1 runs
     return files
 
 
@@ -325,7 +324,7 @@ def pull_open_llm_leaderboard(models: Sequence[str], tasks: Sequence[str] | None
     selected: list[tuple[str, str]] = []
     for model in dict.fromkeys(models):  # each once, in the order given
         source = Source("the Hugging Face Hub", f"{base} ($HF_ENDPOINT or --endpoint)",
-                        _manual(model, fmt, tasks))
+                        _manual(model, fmt, tasks), denied=_DENIED)
         hub = _Hub(base, source)
         revision = PARQUET_REVISION if fmt == "parquet" else MAIN
         cache = root / details_repo(model) / quote(revision, safe="")
@@ -335,7 +334,7 @@ def pull_open_llm_leaderboard(models: Sequence[str], tasks: Sequence[str] | None
         paths += p
         selected += s
     report = fetch_files(files, source=Source("the Hugging Face Hub", base,
-                                              _manual(models[0], fmt, tasks)),
+                                              _manual(models[0], fmt, tasks), denied=_DENIED),
                          jobs=jobs, desc="open-llm-leaderboard")
     result = PullResult(source="open-llm-leaderboard", cache=root, fetch=report, paths=paths,
                         selected=selected, store=store.root)
