@@ -25,6 +25,8 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import TESTS, one_error
 from test_hub_parquet_layout import STAMP, hub_tree
@@ -240,8 +242,12 @@ def details_datasets(root: Path, models: tuple[str, ...] = ("toy__tiny-1b", "toy
             old.write_text("\n".join(map(_older, lines)) + "\n" if src.suffix == ".jsonl"
                            else src.read_text().replace(date, OLD_DATE))
         (repo / "main" / "README.md").write_text("---\nconfigs: []\n---\n")
-        hub_tree(EXAMPLES, repo / quote("refs/convert/parquet", safe=""),
-                 splits=(STAMP, "latest"), models=(folder,))
+        converted = hub_tree(EXAMPLES, repo / quote("refs/convert/parquet", safe=""),
+                             splits=(STAMP, "latest"), models=(folder,))
+        results = converted / f"{folder}__results" / "latest"  # aggregated scores: not pulled
+        results.mkdir(parents=True)
+        pq.write_table(pa.table({"results": ['{"toy_arith": {"acc,none": 0.5}}']}),
+                       results / "0000.parquet")
 
 
 def _table(store: Path, drop: tuple[str, ...] = ("origin",)) -> pd.DataFrame:
@@ -406,13 +412,14 @@ def test_leaderboard_jsonl_is_pulled_ingested_and_resumed(cli, server: Replay,
 def test_leaderboard_parquet_conversion(cli, server: Replay, tmp_path: Path) -> None:
     details_datasets(server.root, models=("toy__geo-buff-7b",))
     cache, store = tmp_path / "cache", tmp_path / "store"
-    result = cli("pull", "open-llm-leaderboard", "--models", "toy/geo-buff-7b", "--tasks",
-                 "toy_capitals,toy_history", "--format", "parquet", "--endpoint", server.url,
+    result = cli("pull", "open-llm-leaderboard", "--models", "toy/geo-buff-7b",  # all tasks
+                 "--format", "parquet", "--endpoint", server.url,
                  "--cache-dir", cache, "--store", store)
     assert result.exit_code == 0, result.output
     fetched = [unquote(p) for p in server.files_fetched()]
     # only the `latest` split (two parts in this layout), not the timestamp split
-    assert len(fetched) == 4 and all("/latest/" in p for p in fetched)
+    assert len(fetched) == 6 * 2 and all("/latest/" in p for p in fetched)
+    assert not any("__results/" in p for p in fetched)
     configs = sorted((cache / "hub").rglob("toy__geo-buff-7b__*"))
     direct = tmp_path / "direct"
     assert cli("ingest", "lm-eval", *configs, store_dir=direct).exit_code == 0
@@ -420,7 +427,7 @@ def test_leaderboard_parquet_conversion(cli, server: Replay, tmp_path: Path) -> 
     (results,) = (EXAMPLES / "toy__geo-buff-7b").glob("results_*.json")
     data = json.loads(results.read_text())
     acc = _accuracy(cli, store)
-    for task in ("toy_capitals", "toy_history"):
+    for task in DEFAULT_KEY:
         assert acc[task]["toy/geo-buff-7b"] == pytest.approx(
             data["results"][task][DEFAULT_KEY[task]], abs=1e-12)
 

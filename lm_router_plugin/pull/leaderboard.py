@@ -269,6 +269,8 @@ def _parquet_files(hub: _Hub, model: str, tasks: Sequence[str] | None, cache: Pa
         if len(parts) != 3 or not HUB_PART.fullmatch(parts[2]) or not parts[0].startswith(prefix):
             continue
         _, task = config_model_task(parts[0])
+        if task == "results":  # <org>__<model>__results: the aggregated scores, no samples
+            continue
         configs.setdefault(task, {}).setdefault(parts[1], []).append(entry)
     where = f"{hub.endpoint}/datasets/{repo}@{PARQUET_REVISION}"
     if not configs:
