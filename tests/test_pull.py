@@ -61,6 +61,8 @@ class Replay(ThreadingHTTPServer):
         self.root = root
         self.requests: list[str] = []
         self.damage: dict[str, str] = {}
+        self.redirect = False  # send `resolve` to /cdn/... (as the Hub sends LFS files away)
+        self.auth: dict[str, list[str | None]] = {"api": [], "resolve": [], "cdn": []}
 
     @property
     def url(self) -> str:
@@ -81,6 +83,8 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         path = unquote(url.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        if path.startswith("/api/"):
+            self.server.auth["api"].append(self.headers.get("Authorization"))
         if path.startswith("/crfm-helm-public/"):
             return self._file(self.server.root / "gcs" / path[1:], gcs=True)
         if path.startswith("/helm/"):
@@ -89,6 +93,19 @@ class _Handler(BaseHTTPRequestHandler):
             return self._search(query)
         if path.startswith("/api/datasets/"):
             return self._tree(path[len("/api/datasets/"):], url.path, query)
+        if path.startswith("/cdn/"):  # another host in real life: must get no token
+            self.server.auth["cdn"].append(self.headers.get("Authorization"))
+            self.path = self.path[len("/cdn"):]
+            path = path[len("/cdn"):]
+            url = urlsplit(self.path)
+        elif path.startswith("/datasets/"):
+            self.server.auth["resolve"].append(self.headers.get("Authorization"))
+            if self.server.redirect:
+                self.send_response(302)
+                self.send_header("Location", f"{self.server.url}/cdn{self.path}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return None
         if path.startswith("/datasets/"):
             org, name, resolve, _ = path[len("/datasets/"):].split("/", 3)
             assert resolve == "resolve"
@@ -486,3 +503,18 @@ def test_leaderboard_unreachable_offline_and_damaged(cli, server: Replay, tmp_pa
     message = one_error(cli("pull", "open-llm-leaderboard", "--models", "toy/geo-buff-7b",
                             "--cache-dir", cache, "--store", store, "--endpoint", server.url))
     assert "HF_HUB_OFFLINE is set and this dataset was never pulled" in message
+
+
+def test_leaderboard_token_goes_to_the_hub_only(cli, server: Replay, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gated datasets need the user's token; it must not follow a redirect to the CDN."""
+    details_datasets(server.root, models=("toy__tiny-1b",))
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    server.redirect = True
+    result = cli("pull", "open-llm-leaderboard", "--models", "toy/tiny-1b", "--tasks",
+                 "toy_arith", "--endpoint", server.url, "--cache-dir", tmp_path / "cache",
+                 "--store", tmp_path / "store")
+    assert result.exit_code == 0, result.output
+    assert server.auth["api"] and set(server.auth["api"]) == {"Bearer hf_test_token"}
+    assert set(server.auth["resolve"]) == {"Bearer hf_test_token"}
+    assert len(server.auth["cdn"]) == 2 and set(server.auth["cdn"]) == {None}
