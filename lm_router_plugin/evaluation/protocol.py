@@ -284,7 +284,8 @@ class _TaskScorer:
         self.compare_to, self.n_splits = compare_to, n_splits
         self._switches: dict[tuple[int, int, bytes], Switch] = {}
         self.deciders = {name: deciders.get(name)() for name in deciders.names()}
-        if ev.settings.target == "score":  # S2/S3 threshold g at t: no rows for metric values
+        if getattr(getattr(ev, "settings", None), "target", "correct") == "score":
+            # S2/S3 threshold g at t: no rows for metric values
             self.deciders = {name: d for name, d in self.deciders.items()
                              if not getattr(d, "thresholds_g", False)}
 

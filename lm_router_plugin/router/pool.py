@@ -19,6 +19,7 @@ each the same [0, 1] range (docs/raw-metrics.md).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -167,9 +168,12 @@ def build_pool(table: pd.DataFrame, models: Sequence[str] | None = None, *,
     target = check_target(target)
     if table.empty:
         raise LMRouterError("the correctness table is empty: ingest results first")
-    missing = [c for c in KEY + [CORRECT] if c not in table.columns]
+    needed = KEY + ([CORRECT] if target == "correct" else [SCORE, METRIC])
+    missing = [c for c in needed if c not in table.columns]
     if missing:
-        raise SchemaError(f"the correctness table lacks column(s) {missing}")
+        raise SchemaError(f"the {'correctness' if target == 'correct' else 'results'} table "
+                          f"lacks column(s) {missing}" + (" (the raw metric values and their "
+                          "metric names)" if target == "score" else ""))
     scales: dict[str, ScoreScale] = {}
     if target == "score":
         correct, scales, metric_code, metric_names = _score_values(table, thresholds)
@@ -294,10 +298,6 @@ def _score_values(table: pd.DataFrame, thresholds: Any
     infinite score."""
     from ..store.thresholds import metric_directions
 
-    missing = [c for c in (SCORE, METRIC) if c not in table.columns]
-    if missing:
-        raise SchemaError(f"--target score: the table lacks column(s) {missing} (the raw "
-                          "metric values and their metric names)")
     column = table[SCORE]
     raw = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
     bad = ~np.isfinite(raw)
@@ -315,7 +315,9 @@ def _score_values(table: pd.DataFrame, thresholds: Any
     metric_code, names = pd.factorize(table[METRIC].astype(str), sort=True)
     metric_code = metric_code.astype(np.int64)
     names = [str(n) for n in names]
-    check = table if THRESHOLD in table.columns else table.assign(**{THRESHOLD: np.nan})
+    # without a threshold or correct column (a plain results table) no row says its
+    # direction: the thresholds table's then
+    check = table.assign(**{c: np.nan for c in (THRESHOLD, CORRECT) if c not in table.columns})
     direction = metric_directions(check, thresholds)
     lo = np.full(len(names), np.inf)
     hi = np.full(len(names), -np.inf)
@@ -378,3 +380,57 @@ def add_raw_means(rows: dict[str, dict[str, Any]], per_task: list[dict[str, Any]
         single = len(set(pool.task_metrics)) == 1 and len(pool.scales) == 1
         summary["acc_raw"] = (summary["acc_raw_by_metric"].get(pool.task_metrics[0])
                               if single and pool.task_metrics else None)
+
+
+#: Margins (normalised metric units) the per-input switch of target "score" chooses from;
+#: inf: never leave the best model on average.
+ROUTE_MARGINS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, math.inf)
+
+
+def fit_route_margin(loo_g: np.ndarray, Y: np.ndarray, task_of: np.ndarray,
+                     accuracy: np.ndarray, included: np.ndarray, allowed: np.ndarray
+                     ) -> tuple[float, np.ndarray]:
+    """The per-input confidence rule of ``route --target score``, learned leave-one-task-out
+    on the reference tasks: leave BMA for the input's highest-g model only when its
+    predicted value exceeds BMA's by more than a margin tau.
+
+    Each included reference task z is routed as a new task: its rows' g from a fit without
+    z (``loo_g`` (n, M)), its BMA from the other tasks' mean values (``accuracy`` (D, M),
+    per task and model), and the realised gain over BMA of each tau is the mean of
+    Y[chosen] - Y[BMA] over its rows. The tau of highest mean gain over tasks is kept (ties:
+    the larger, more conservative). Returns (tau, mean gain per ROUTE_MARGINS entry (T,)).
+    """
+    tasks = np.flatnonzero(included)
+    acc = accuracy[tasks]
+    has = ~np.isnan(acc)
+    total, count = np.where(has, acc, 0).sum(0), has.sum(0)
+    gains = np.zeros((len(tasks), len(ROUTE_MARGINS)))
+    rows_of = rows_by_task(task_of, len(accuracy))
+    for i, z in enumerate(tasks):
+        others_n = count - has[i]
+        mean_others = np.divide(total - np.where(has[i], acc[i], 0), others_n,
+                                out=np.full(len(total), -np.inf), where=others_n > 0)
+        ok = allowed & has[i]
+        if not ok.any():
+            continue
+        b = int(np.argmax(np.where(ok, mean_others, -np.inf)))
+        rows = rows_of[z]
+        g, y = loo_g[rows], Y[rows]
+        gain = np.where(ok[None, :] & ~np.isnan(y), g - g[:, [b]], -np.inf)
+        best = gain.argmax(1)
+        top = gain[np.arange(len(rows)), best]
+        realised = np.nan_to_num(y[np.arange(len(rows)), best] - y[:, b])
+        gains[i] = [float(np.mean(np.where(top > tau, realised, 0.0))) for tau in ROUTE_MARGINS]
+    mean = gains.mean(0)
+    chosen = max(np.flatnonzero(mean >= mean.max() - 1e-12))
+    return ROUTE_MARGINS[chosen], mean
+
+
+def route_with_margin(g: np.ndarray, bma: int, tau: float, allowed: np.ndarray,
+                      tie: np.ndarray) -> np.ndarray:
+    """(n,) per-input model: the allowed model of highest g (ties: higher ``tie``) when
+    it beats BMA's g by more than ``tau``, else BMA. g (n, M)."""
+    adjusted = np.where(allowed[None, :], g + 1e-9 * tie[None, :], -np.inf)
+    best = adjusted.argmax(1)
+    lead = g[np.arange(len(g)), best] - g[:, bma]
+    return np.where(lead > tau, best, bma)

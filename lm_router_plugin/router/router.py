@@ -50,7 +50,8 @@ from .neighbors import (
     resolve_index_kind,
     topk_cosine,
 )
-from .pool import ReferencePool, build_pool, rows_by_task
+from .calibration import best_on_average
+from .pool import ReferencePool, build_pool, fit_route_margin, route_with_margin, rows_by_task
 from .predictors import CorrectnessPredictor
 from .recommendation import (
     ModelScore,
@@ -439,6 +440,11 @@ class Router:
         g = self.predict_correctness(np.asarray(Q, dtype=np.float32))
         choice = route_choices(g, self.calibration_, allowed)
         if self.target == "score":
+            # leave BMA only for a predicted lead above the margin learned leave-one-task-out
+            # on the reference tasks (pool.fit_route_margin; docs/raw-metrics.md)
+            choice = route_with_margin(g, best_on_average(self.calibration_, allowed),
+                                       self.route_margin(allowed), allowed,
+                                       self.calibration_.mean_accuracy)
             # one metric: g back in its units (the map is affine, so the neighbours' mean
             # raw value); several metrics: no common unit, g stays normalised to [0, 1]
             scales = getattr(self, "scales_", {})
@@ -452,6 +458,21 @@ class Router:
                               g={m: float(g[i, j]) for j, m in enumerate(self.models_)
                                  if allowed[j]})
                 for i, c in enumerate(choice)]
+
+    def route_margin(self, allowed: np.ndarray) -> float:
+        """The margin tau of ``route`` under target "score" for the candidates ``allowed``
+        (M,) bool: fitted on first use from the saved leave-task-out g and reused."""
+        self.check_fitted()
+        cache = getattr(self, "_margins", None)
+        if cache is None or cache[0] is not self.calibration_:
+            cache = self._margins = (self.calibration_, {})
+        key = np.asarray(allowed, bool).tobytes()
+        if key not in cache[1]:
+            cal = self.calibration_
+            cache[1][key] = fit_route_margin(np.asarray(self.loo_g_), np.asarray(self.Y_),
+                                             np.asarray(self.task_of_), cal.accuracy,
+                                             cal.included, np.asarray(allowed, bool))[0]
+        return cache[1][key]
 
     def normalised_labels(self, labeled: pd.DataFrame) -> pd.DataFrame:
         """``--labeled`` rows under target "score": a copy whose ``correct`` holds the raw
