@@ -40,7 +40,13 @@ from ..router.calibration import Calibration, calibrate, measured_p
 from ..router.deciders import DEFAULT_DECIDER, StackedSwitch, TaskView
 from ..router.estimate import TaskEstimate, estimate
 from ..router.neighbors import GroupedNeighbors
-from ..router.pool import add_raw_means, build_pool, rows_by_task
+from ..router.pool import (
+    add_raw_means,
+    build_pool,
+    fit_route_margin,
+    route_with_margin,
+    rows_by_task,
+)
 from ..router.recommendation import route_choices
 from ..router.router import Router, model_mask
 from ..router.scores import argmax_with_ties, quiet_nanmean, thresholded_accuracy
@@ -249,6 +255,7 @@ class _HeldOut:
         self.g_held = self.predictor.predict_left_out(X, Y, task_of, np.arange(len(X)),
                                                       neighbors=self.neighbors)
         self._calibrations: dict[int, Calibration] = {}
+        self.margins: dict[int, float] = {}  # target "score": route's margin without task d
 
     def calibration_without(self, d: int) -> Calibration:
         """What ``Router.fit`` computes from the table without task d."""
@@ -263,6 +270,10 @@ class _HeldOut:
             sim[rows, :found.shape[1]] = found  # a pool smaller than kappa: -inf padded
             self._calibrations[d] = calibrate(self.task_of, self.Y, g, sim, r.t, self.D,
                                               held_out=d)
+            if getattr(r, "target", "correct") == "score":  # route's margin, fitted without d
+                cal = self._calibrations[d]
+                self.margins[d] = fit_route_margin(g, self.Y, self.task_of, cal.accuracy,
+                                                   cal.included, np.ones(self.Y.shape[1], bool))[0]
         return self._calibrations[d]
 
     def kappa_sim(self, rows: np.ndarray) -> np.ndarray:
@@ -409,6 +420,8 @@ class _TaskScorer:
             **self.stack_gain_check(d, 0, stack_dec.choice, more)}
         # MoE: a per-input choice, scored per input.
         per_input = route_choices(g, cal, allowed)
+        if d in ev.margins:  # target "score": route's rule (pool.route_with_margin)
+            per_input = route_with_margin(g, bma, ev.margins[d], allowed, tie)
         picked = y[np.arange(len(rows)), per_input]
         moe = self._record(int(np.bincount(per_input).argmax()), acc, allowed, bma, None, None)
         moe["acc"] = float(np.nanmean(picked)) if (~np.isnan(picked)).any() else math.nan
