@@ -333,3 +333,24 @@ def test_cli_and_api_give_the_same_results(cli, raw_store, tmp_path):
     planned = cli("-q", "plan-labels", "--prompts", prompts, "--n", "1", "--target", "score",
                   "--out", tmp_path / "plan", "--store", raw_store.root)
     assert planned.exit_code == 0 and "--target score" in planned.stdout
+
+
+# -- real HELM values -------------------------------------------------------------------------
+def test_helm_narrative_qa_f1_round_trips_to_helms_mean(tmp_path):
+    """The HELM NarrativeQA fixture (gpt2, continuous f1_score) beside two exact_match runs:
+    under score, the task's normalised mean maps back to HELM's own f1_score mean."""
+    from test_helm_adapter import REAL, _ingest, _stat_mean
+
+    if not REAL.is_dir():
+        pytest.skip("../shared/fixtures/helm_real absent")
+    store = tmp_path / "store"
+    assert _ingest(store, REAL).exit_code == 0
+    pool = build_pool(Store(store).read_table(), target="score")
+    assert set(pool.scales) == {"exact_match", "f1_score"}
+    assert pool.scales["f1_score"].higher_is_better
+    d = next(i for i, t in enumerate(pool.task_names) if t.startswith("narrative_qa"))
+    assert pool.task_metrics[d] == "f1_score"
+    run = next(p for p in REAL.iterdir() if p.name.startswith("narrative_qa"))
+    column = pool.models.index("openai/gpt2")
+    mean = np.nanmean(pool.Y[pool.task_of == d, column])
+    assert pool.scales["f1_score"].raw(mean) == pytest.approx(_stat_mean(run, "f1_score", "test"))
