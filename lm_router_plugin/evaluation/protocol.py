@@ -422,7 +422,7 @@ class _TaskScorer:
         per_input = route_choices(g, cal, allowed)
         if d in ev.margins:  # target "score": route's rule (pool.route_with_margin)
             per_input = route_with_margin(g, bma, ev.margins[d], allowed, tie)
-        picked = y[np.arange(len(rows)), per_input]
+        picked = y[np.arange(len(rows)), per_input].astype(float)  # float64 sums like acc's
         moe = self._record(int(np.bincount(per_input).argmax()), acc, allowed, bma, None, None)
         moe["acc"] = float(np.nanmean(picked)) if (~np.isnan(picked)).any() else math.nan
         moe["acc_half"] = float(np.nanmean([quiet_nanmean(picked[h]) for h in halves]))
