@@ -172,7 +172,7 @@ def main() -> int:
         items = np.concatenate(pooled[row])
         summary[f"{row}_minus_bma_items"] = float(np.mean(items - items_bma))
         summary[f"{row}_minus_bma_items_ci"] = bootstrap(items - items_bma, rng)
-    summary["n_items"] = int(len(items_bma))
+    summary["n_items"] = len(items_bma)
     result = {"data": str(args.data), "embedder": args.embedder, "k": args.k,
               "seed": args.seed, "metric": "frac_correct (fraction of generations correct)",
               "per_task": per_task, "mean_over_tasks": summary}

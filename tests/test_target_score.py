@@ -16,6 +16,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import one_error
 
 from lm_router_plugin import Store, api
 from lm_router_plugin.errors import InvalidParameterError, SchemaError
@@ -24,8 +25,6 @@ from lm_router_plugin.router.persistence import fit_or_load, router_key
 from lm_router_plugin.router.pool import ScoreScale, build_pool
 from lm_router_plugin.router.router import Router
 from lm_router_plugin.store.thresholds import Thresholds, metric_directions
-
-from conftest import one_error
 
 MODELS = ("m_a", "m_b", "m_c")
 WORDS = ("apple", "river", "violin", "planet", "copper", "tiger", "pepper", "glacier")

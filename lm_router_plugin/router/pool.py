@@ -296,7 +296,7 @@ def _score_values(table: pd.DataFrame, thresholds: Any
     """((n,) float32 normalised score, {metric: ScoreScale}, (n,) metric code per row,
     metric names). SchemaError naming the row for a missing column, a text, nan or
     infinite score."""
-    from ..store.thresholds import metric_directions
+    from ..store.thresholds import metric_codes, metric_directions
 
     column = table[SCORE]
     raw = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
@@ -312,9 +312,10 @@ def _score_values(table: pd.DataFrame, thresholds: Any
             f"--target score: the score of {_row_name(table, i)} {kind} ({shown}); "
             f"{int(bad.sum())} such row(s). Every row needs a finite metric value: fix the "
             "source and re-ingest with --replace, drop those rows, or use --target correct")
-    metric_code, names = pd.factorize(table[METRIC].astype(str), sort=True)
-    metric_code = metric_code.astype(np.int64)
-    names = [str(n) for n in names]
+    metric_code, names = metric_codes(table)  # categorical: no string per row
+    if len(metric_code) and metric_code.min() < 0:
+        i = int(np.flatnonzero(metric_code < 0)[0])
+        raise SchemaError(f"--target score: the row {_row_name(table, i)} has no metric name")
     # without a threshold or correct column (a plain results table) no row says its
     # direction: the thresholds table's then
     check = table.assign(**{c: np.nan for c in (THRESHOLD, CORRECT) if c not in table.columns})
@@ -323,12 +324,14 @@ def _score_values(table: pd.DataFrame, thresholds: Any
     hi = np.full(len(names), -np.inf)
     np.minimum.at(lo, metric_code, raw)
     np.maximum.at(hi, metric_code, raw)
+    present = np.bincount(metric_code, minlength=len(names)) > 0  # (unused categories)
     scales = {m: ScoreScale(m, float(lo[j]), float(hi[j]), direction[m])
-              for j, m in enumerate(names)}
+              for j, m in enumerate(names) if present[j]}
     out = np.empty(len(raw), np.float32)
     for j, m in enumerate(names):
-        rows = metric_code == j
-        out[rows] = scales[m].normalise(raw[rows])
+        if present[j]:
+            rows = metric_code == j
+            out[rows] = scales[m].normalise(raw[rows])
     return out, scales, metric_code, names
 
 

@@ -215,9 +215,15 @@ def _column(table: pd.DataFrame, name: str) -> np.ndarray:
     return pd.to_numeric(table[name], errors="coerce").to_numpy(dtype=float)
 
 
-def _metric_codes(table: pd.DataFrame, column: str = "metric") -> tuple[np.ndarray, list[str]]:
-    codes, names = pd.factorize(table[column].astype(str), sort=True)
-    return codes.astype(np.int64), [str(n) for n in names]
+def metric_codes(table: pd.DataFrame, column: str = "metric") -> tuple[np.ndarray, list[str]]:
+    """(codes (n,) int64, names): a categorical column (``read_table(categorical=True)``)
+    is coded from its categories, without a string per row (10M rows)."""
+    values = table[column]
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        names = [str(c) for c in values.cat.categories]
+        return values.cat.codes.to_numpy().astype(np.int64), names
+    codes, uniques = pd.factorize(values.astype(str), sort=True)
+    return codes.astype(np.int64), [str(n) for n in uniques]
 
 
 def metric_directions(table: pd.DataFrame, thresholds: Thresholds | None = None
@@ -237,7 +243,7 @@ def metric_directions(table: pd.DataFrame, thresholds: Thresholds | None = None
         SchemaError: a metric whose rows were thresholded in both directions (naming two).
     """
     thresholds = thresholds or Thresholds.load()
-    codes, names = _metric_codes(table)
+    codes, names = metric_codes(table)
     score, eta = _column(table, "score"), _column(table, "threshold")
     correct = _column(table, "correct")
     informative = np.isfinite(eta) & np.isfinite(score) & (score != eta)
@@ -273,7 +279,7 @@ def undeclared_raw_rows(table: pd.DataFrame, thresholds: Thresholds | None = Non
     if any(c not in table.columns for c in needed):
         return table.iloc[:0]
     thresholds = thresholds or Thresholds.load()
-    codes, names = _metric_codes(table)
+    codes, names = metric_codes(table)
     unknown = np.array([not thresholds.is_known(m) for m in names], dtype=bool)
     if not unknown.any():
         return table.iloc[:0]
