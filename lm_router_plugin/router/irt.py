@@ -354,6 +354,13 @@ class IRTReference:
         w = has.astype(float)
         phi, D = np.zeros(G.shape[1]), np.zeros((L, k))
         FF = F[:, :, None] * F[:, None, :]  # (M, k, k)
+
+        def objective(phi, D):
+            z = mu_lab + (G @ phi)[None, :] + D @ F.T
+            nll = -np.sum(w * np.where(y > 0.5, log_expit(z), log_expit(-z)))
+            return nll + 0.5 * (phi @ P_phi @ phi + np.einsum("jk,kl,jl->", D, P_doc, D))
+
+        current = objective(phi, D)
         for _ in range(n_newton):
             z = mu_lab + (G @ phi)[None, :] + D @ F.T
             p = expit(z)
@@ -372,8 +379,16 @@ class IRTReference:
             d_phi = np.linalg.solve(S, rhs)
             d_doc = np.einsum("jkl,jl->jk", inv_dd,
                               g_doc - np.einsum("jik,i->jk", H_pd, d_phi))
-            phi, D = phi - d_phi, D - d_doc
-            if max(np.abs(d_phi).max(), np.abs(d_doc).max(initial=0.0)) < 1e-6:
+            # backtracking: a full Newton step on a logistic likelihood can overshoot where
+            # the labels sit in the flat tails of the sigmoid
+            t = 1.0
+            while True:
+                trial = objective(phi - t * d_phi, D - t * d_doc)
+                if trial <= current + 1e-12 or t < 1e-4:
+                    break
+                t *= 0.5
+            phi, D, current = phi - t * d_phi, D - t * d_doc, trial
+            if t * max(np.abs(d_phi).max(), np.abs(d_doc).max(initial=0.0)) < 1e-6:
                 break
         cov = np.linalg.inv(S)  # the phi block of the inverse Hessian
         return phi, (cov + cov.T) / 2
