@@ -334,6 +334,43 @@ def info(store: Store | str | Path | None = None) -> dict[str, Any]:
             "summary": summary}
 
 
+def embed(store: Store | str | Path | None = None, *, settings: SettingsLike = None,
+          engine: str = "local", ray_address: str | None = None) -> dict[str, Any]:
+    """What ``lm-router embed`` does: embed the reference texts of the store (the texts a
+    fit embeds: one per (task, instance), build_pool's) into the store's embedding cache,
+    so that recommend, route and evaluate find them there. ``engine="ray"`` embeds on Ray
+    actors (store/engines.py; ``ray_address`` or RAY_ADDRESS, else a local cluster for the
+    call). Returns {"store", "embedder", "n_texts", "n_embedded", "n_cached", "seconds"}.
+    """
+    import time
+
+    from .embedding.embedders import EmbeddingCache, embed_texts, text_key
+    from .router.pool import build_pool
+    from .store.engines import make_engine
+    from .store.schema import CORRECT, INPUT_TEXT, KEY
+
+    store = _store(store)
+    router = Router(**load_settings(settings).router_params())
+    router.validate_params()
+    runner = make_engine(engine, ray_address)  # a missing ray: before any reading
+    table = store.read_table(columns=KEY + [INPUT_TEXT, CORRECT], required=True,
+                             categorical=True)
+    texts = build_pool(table).texts
+    del table
+    embedder = router.embedder_object()
+    keys = list(dict.fromkeys(text_key(t) for t in texts))
+    n_cached = int(EmbeddingCache(store.embeddings_dir(embedder.id)).get(keys)[0].sum())
+    start = time.perf_counter()
+    if runner is None:
+        embed_texts(texts, embedder, store)
+    else:
+        with runner:  # connects (or starts the local cluster) first; shut down after
+            embed_texts(texts, embedder, store, engine=runner)
+    return {"store": str(store.root), "embedder": embedder.id, "n_texts": len(keys),
+            "n_embedded": len(keys) - n_cached, "n_cached": n_cached,
+            "seconds": time.perf_counter() - start}
+
+
 def evaluate(store: Store | str | Path | None = None, *, tasks_by: str = "task",
              tasks_file: str | Path | None = None, alphas: Sequence[float] = (0.0,),
              label_counts: Sequence[int] = (), repeats: int = 10,

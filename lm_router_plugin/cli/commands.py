@@ -158,6 +158,18 @@ _NEW_TASK = [
 ]
 
 
+_ENGINE = [
+    click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+                 show_default=True,
+                 help="Where the work runs: local (this machine's processes) or ray (a Ray "
+                      "cluster; needs lm-router-plugin[ray]). The store is written here "
+                      "either way (docs/scaling.md, Ray engine)."),
+    click.option("--ray-address", default=None, metavar="HOST:PORT",
+                 help="Ray cluster for --engine ray (default: $RAY_ADDRESS, else a local "
+                      "cluster started for this command)."),
+]
+
+
 def _comma_list(value: str | None) -> list[str] | None:
     return [c.strip() for c in value.split(",") if c.strip()] if value else None
 
@@ -193,10 +205,12 @@ def _one_task(task: str | None, prompts_file: str | None, limit: int | None) -> 
                    "run has one, else all its splits; all: every split; NAME: that split). "
                    "lm-eval: tasks=a,b (only these tasks' files of an hf://datasets/ORG/NAME[@rev] "
                    "download); table takes none.")
+@_options(*_ENGINE)
 @_QUIET
 @_user_errors
 def ingest(adapter: str, paths: tuple[str, ...], store_dir: str | None, thresholds: str | None,
-           models_file: str | None, replace: bool, adapter_options: tuple[str, ...]) -> None:
+           models_file: str | None, replace: bool, adapter_options: tuple[str, ...],
+           engine: str, ray_address: str | None) -> None:
     """Read harness outputs into the store's correctness table.
 
     ADAPTER is lm-eval, helm or table (or a plugin's name).
@@ -206,10 +220,14 @@ def ingest(adapter: str, paths: tuple[str, ...], store_dir: str | None, threshol
     lm-router ingest lm-eval hf://datasets/ORG/NAME@REVISION -o tasks=gsm8k
     lm-router ingest helm benchmark_output/runs/v1/
     lm-router ingest table results.parquet
+    lm-router ingest lm-eval runs/ --engine ray --ray-address HEAD:6379
     """
+    import contextlib
+
     import yaml
 
     from ..registry import adapters
+    from ..store.engines import make_engine
     from ..store.ingest import ingest as run_ingest
     from ..store.store import Store
 
@@ -224,9 +242,13 @@ def ingest(adapter: str, paths: tuple[str, ...], store_dir: str | None, threshol
             raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--option")
         options[key.strip()] = yaml.safe_load(value)  # "true" -> True, "3" -> 3
     store = Store(store_dir)
+    runner = make_engine(engine, ray_address)  # ray missing: one error, before any reading
     try:
-        report = run_ingest(adapter, paths, store, thresholds=thresholds,
-                            models_file=models_file, replace=replace, **options)
+        # the cluster answers (or the local one is up) before any file is read
+        with runner if runner is not None else contextlib.nullcontext():
+            report = run_ingest(adapter, paths, store, thresholds=thresholds,
+                                models_file=models_file, replace=replace, engine=runner,
+                                **options)
     except (TypeError, ValueError) as exc:
         if isinstance(exc, LMRouterError) or not options:
             raise
@@ -323,6 +345,37 @@ def pull_helm(suite: str, release: str, runs: tuple[str, ...], base_url: str | N
                       cache_dir=cache_dir, base_url=base_url, thresholds=thresholds,
                       replace=replace)
     display.print_pull(result)
+
+
+@main.command()
+@_STORE
+@_options(*_ROUTER[:2])
+@click.option("--config", "config", type=click.Path(dir_okay=False, exists=True),
+              default=None,
+              help="YAML of settings (its embedder section: name, max_seq_length; as for "
+                   "recommend, so that it finds the vectors).")
+@_options(*_ENGINE)
+@_JSON
+@_QUIET
+@_user_errors
+def embed(store_dir: str | None, embedder: str | None, device: str | None,
+          config: str | None, engine: str, ray_address: str | None, as_json: bool) -> None:
+    """Embed the store's reference texts into its embedding cache, ahead of recommend,
+    route and evaluate (which otherwise embed them on their first fit).
+
+    \b
+    lm-router embed
+    lm-router embed --embedder static
+    lm-router embed --engine ray --ray-address HEAD:6379
+    """
+    from .. import api
+
+    result = api.embed(store_dir, settings=_settings(config, embedder=embedder, device=device),
+                       engine=engine, ray_address=ray_address)
+    if as_json:
+        display.echo_json(result)
+        return
+    display.print_embed(result)
 
 
 @main.command()

@@ -282,3 +282,10 @@ def print_pull(result: Any) -> None:
     click.echo(f"{r.n_read} rows read: {r.n_added} added, {r.n_unchanged} already stored, "
                f"{r.n_replaced} replaced; {len(r.models)} models, {len(r.tasks)} tasks -> "
                f"{result.store}")
+
+
+def print_embed(result: dict[str, Any]) -> None:
+    """What ``lm-router embed`` did (api.embed's dict)."""
+    click.echo(f"{result['n_texts']} reference texts: {result['n_embedded']} embedded, "
+               f"{result['n_cached']} already cached ({result['embedder']}; "
+               f"{result['seconds']:.1f} s) -> {result['store']}")

@@ -24,7 +24,7 @@ import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -192,10 +192,15 @@ def make_embedder(name: str | None = None, *, max_seq_length: int | None = None,
     extra = {"batch_size": batch_size} if batch_size else {}
     if is_static_name(name):
         source = name.split(":", 1)[1] if ":" in name else None
-        return StaticEmbedder(source or None, device=device, max_seq_length=max_seq_length,
-                              **extra)
-    return SentenceTransformerEmbedder(name, device=device, max_seq_length=max_seq_length,
-                                       **extra)
+        embedder: Any = StaticEmbedder(source or None, device=device,
+                                       max_seq_length=max_seq_length, **extra)
+    else:
+        embedder = SentenceTransformerEmbedder(name, device=device,
+                                               max_seq_length=max_seq_length, **extra)
+    # how to build it again elsewhere (engines.py: one copy per Ray actor)
+    embedder.recipe = (make_embedder, (name,), {"max_seq_length": max_seq_length,
+                                                "device": device, "batch_size": batch_size})
+    return embedder
 
 
 class EmbeddingCache:
@@ -276,11 +281,31 @@ def _count_cut(embedder: Embedder, texts: Sequence[str]) -> tuple[int, int]:
     return int(n_cut), int(limit)
 
 
+def _encode_chunk(embedder: Embedder, texts: Sequence[str]) -> tuple[np.ndarray, int, int]:
+    """((n, dim) float32 unit rows, texts cut at the token limit, the limit) of one chunk."""
+    vectors = l2_normalise(embedder.encode(texts))
+    cut, limit = _count_cut(embedder, texts)  # after encode: model loaded
+    return vectors, cut, limit
+
+
+def embedder_recipe(embedder: Embedder) -> tuple[Any, tuple, dict]:
+    """(factory, args, kwargs) that build ``embedder`` again in another process (a Ray
+    actor): make_embedder's arguments when it built it, else the object itself (pickled)."""
+    recipe = getattr(embedder, "recipe", None)
+    return recipe if recipe is not None else (_same, (embedder,), {})
+
+
+def _same(embedder: Embedder) -> Embedder:
+    return embedder
+
+
 def embed_texts(texts: Sequence[str], embedder: Embedder,
-                store: Store | None = None) -> np.ndarray:
+                store: Store | None = None, *, engine: Any = None) -> np.ndarray:
     """(n,) texts -> (n, dim) float32 unit-norm embeddings, embedding only uncached texts.
 
-    Duplicate texts are embedded once. With ``store=None`` nothing is cached.
+    Duplicate texts are embedded once. With ``store=None`` nothing is cached. ``engine``: a
+    store.engines.RayEngine embeds the uncached texts on Ray actors (each rebuilds the
+    embedder from :func:`embedder_recipe`); the vectors are cached here as they arrive.
     """
     if not len(texts):
         return np.zeros((0, 0), dtype=np.float32)
@@ -302,13 +327,18 @@ def embed_texts(texts: Sequence[str], embedder: Embedder,
         n_cut = limit = 0
         # Cache every chunk as soon as it is embedded (one atomic shard per chunk): a run
         # interrupted by Ctrl-C keeps its finished chunks, and the next run embeds the rest.
-        for start in range(0, len(missing), CACHE_CHUNK):
-            chunk = missing[start:start + CACHE_CHUNK]
-            chunk_texts = [texts[unique[k]] for k in chunk]
-            parts.append(l2_normalise(embedder.encode(chunk_texts)))
+        size = CACHE_CHUNK if engine is None else engine.chunk_rows(len(missing), CACHE_CHUNK)
+        chunks = [missing[start:start + size] for start in range(0, len(missing), size)]
+        if engine is None:
+            encoded = (_encode_chunk(embedder, [texts[unique[k]] for k in chunk])
+                       for chunk in chunks)
+        else:
+            encoded = engine.encode_chunks(embedder_recipe(embedder),
+                                           [[texts[unique[k]] for k in c] for c in chunks])
+        for (vectors, cut, limit), chunk in zip(encoded, chunks):  # encoded runs to its end
+            parts.append(vectors)
             if cache is not None:
-                cache.add(chunk, parts[-1])
-            cut, limit = _count_cut(embedder, chunk_texts)  # after encode: model loaded
+                cache.add(chunk, vectors)
             n_cut += cut
         if n_cut:  # one warning, on the texts embedded now (cache hits were counted before)
             logger.warning("%d of %d texts are longer than the embedder's limit of %d tokens "
@@ -328,5 +358,6 @@ def embed_texts(texts: Sequence[str], embedder: Embedder,
 
 
 __all__ = ["DEFAULT_EMBEDDER", "DEFAULT_ROUTER_EMBEDDER", "Embedder", "EmbeddingCache",
-           "SentenceTransformerEmbedder", "embed_texts", "make_embedder", "packaged_minilm_path",
+           "SentenceTransformerEmbedder", "embed_texts", "embedder_recipe", "make_embedder",
+           "packaged_minilm_path",
            "parse_devices", "resolve_embedder"]

@@ -168,15 +168,22 @@ def _read_unit(unit_index: int) -> tuple[bytes, dict[str, Any]]:
     """Worker process: read one work unit of the adapter set up by :func:`_init_worker`;
     (Arrow IPC stream of its record batches, the adapter's notes for the parent)."""
     adapter, units, thresholds, where = _WORKER
-    builder = BatchBuilder(thresholds, where)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, ARROW_DICT_SCHEMA) as writer:
-        for batch in builder.add_all(adapter.read_unit(units[unit_index])):
-            writer.write_batch(batch)
+    data = rows_to_ipc(adapter.read_unit(units[unit_index]), thresholds, where)
     state = adapter.unit_state()
     state["_logs"] = list(_LOGS.records)
     _LOGS.records.clear()
-    return sink.getvalue().to_pybytes(), state
+    return data, state
+
+
+def rows_to_ipc(rows: Iterable[Any], thresholds: Thresholds, where: str) -> bytes:
+    """Adapter rows as an Arrow IPC stream of BatchBuilder's record batches (what a worker
+    sends back: the local engine's processes and the ray engine's tasks alike)."""
+    builder = BatchBuilder(thresholds, where)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, ARROW_DICT_SCHEMA) as writer:
+        for batch in builder.add_all(rows):
+            writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
 
 
 class _Collect(logging.Handler):
@@ -228,14 +235,16 @@ def default_workers() -> int:
 
 def read_arrow(adapter_name: str, paths: Sequence[str | Path],
                thresholds: Thresholds | None = None, *, workers: int | None = None,
-               **options: Any) -> tuple[pa.Table, dict[str, dict[str, Any]]]:
+               engine: Any = None, **options: Any) -> tuple[pa.Table, dict[str, dict[str, Any]]]:
     """Run one adapter over ``paths``: (Arrow table of new rows, ARROW_DICT_SCHEMA; model
     metadata). Keys are checked unique; ``correct`` is 0/1.
 
     An adapter that splits its input into independent work units (``plan``; the lm-eval
     adapter: one unit per task) is read by ``workers`` processes (default: the usable
     cores), each returning Arrow IPC; the others are read in this process. Either way
-    memory holds dictionary-encoded batches, not a Python object per row.
+    memory holds dictionary-encoded batches, not a Python object per row. ``engine``: a
+    started engines.RayEngine reads the units (or the whole input) as Ray tasks instead;
+    the batches, their order and dictionaries are the same.
     """
     thresholds = thresholds or Thresholds.load()
     adapter = adapters.get(adapter_name)(thresholds=thresholds, **options)
@@ -250,7 +259,10 @@ def read_arrow(adapter_name: str, paths: Sequence[str | Path],
     units = plan(paths) if callable(plan) else None
     batches: list[pa.RecordBatch] = []
     desc = f"reading ({adapter_name})"
-    if units is None:  # one stream of rows: count them (tqdm's check per row is cheap)
+    if engine is not None:  # engines.py: Ray tasks, results in the order used below
+        batches, metadata = engine.read(adapter, adapter_name, options, units, thresholds,
+                                        where, paths)
+    elif units is None:  # one stream of rows: count them (tqdm's check per row is cheap)
         with progress_bar(adapter.read(paths), desc=desc, unit=" rows",
                           unit_scale=True) as rows:
             batches.extend(BatchBuilder(thresholds, where).add_all(rows))
@@ -517,15 +529,18 @@ def load_models_file(path: str | Path) -> dict[str, dict[str, Any]]:
 def ingest(adapter_name: str, paths: Sequence[str | Path], store: Store, *,
            thresholds: Thresholds | str | Path | None = None,
            models_file: str | Path | None = None, replace: bool = False,
-           workers: int | None = None, **options: Any) -> IngestReport:
+           workers: int | None = None, engine: Any = None, **options: Any) -> IngestReport:
     """Read ``paths`` with the named adapter and merge the rows into ``store``.
 
-    Nothing is written unless every file was read without error.
+    Nothing is written unless every file was read without error. ``engine``: where the
+    files are read (None: this machine's processes; engines.RayEngine: a Ray cluster); the
+    merge and the store write run here either way.
     """
     if not isinstance(thresholds, Thresholds):
         thresholds = Thresholds.load(thresholds)
     user_models = load_models_file(models_file) if models_file else {}
-    new, metadata = read_arrow(adapter_name, paths, thresholds, workers=workers, **options)
+    new, metadata = read_arrow(adapter_name, paths, thresholds, workers=workers, engine=engine,
+                               **options)
     # The slow part (reading the files) is done; the read-merge-commit runs under the store's
     # writer lock so that a concurrent ingest cannot lose our rows or we theirs.
     with store.lock():

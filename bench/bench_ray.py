@@ -1,0 +1,199 @@
+"""Overhead of ``--engine ray`` against the local engine, same files, same machine, same run.
+
+For each size (synthetic lm-eval logs of bench/gen_synthetic_logs.py: M models x 20 tasks x
+500 docs; 100 models = 1M rows, 1,000 models = 10M rows) three ingests into a fresh store,
+each in its own process, in the order local, ray, ray-warm:
+
+- ``local``: the local engine (one worker process per usable core);
+- ``ray``: ``--engine ray`` as the CLI runs it: a local Ray cluster with as many CPUs is
+  started for the ingest and shut down after (start and stop are in the time);
+- ``ray-warm``: the same with the cluster started before the clock starts (what a
+  long-running cluster costs per ingest).
+
+Printed per phase: wall seconds, ratio to ``local`` of the same size, the peak RSS of the
+phase process (the driver: merge and store write) and the peak of the summed RSS of its
+whole process tree (worker processes; for Ray also raylet, GCS and the object store's
+shared pages, counted in each process that maps them), sampled every 0.2 s from /proc; and
+whether the stored table is byte-for-byte the local engine's.
+
+    python bench/bench_ray.py --models 100 --work /work/scratch/bench-ray            # 1M rows
+    python bench/bench_ray.py --models 100,1000 --work /work/scratch/bench-ray       # 1M, 10M
+    python bench/bench_ray.py --models 4 --tasks 3 --docs 10 --work /tmp/br          # quick
+
+Generated data goes to WORK/synth-<M>x<T>x<D> (10M rows: 9.2 GiB; reused when present).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PHASES = ("local", "ray", "ray-warm")
+
+
+# -- memory of a process tree, from /proc ----------------------------------------------------
+def _rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    todo.extend(int(c) for c in fh.read().split())
+        except OSError:
+            continue
+    return out
+
+
+class TreeMemory(threading.Thread):
+    """Samples, every ``every`` s, the RSS of this process and the sum over its process tree;
+    keeps the peaks (MiB)."""
+
+    def __init__(self, every: float = 0.2):
+        super().__init__(daemon=True)
+        self.every = every
+        self.peak_tree = 0
+        self.stop_flag = threading.Event()
+
+    def run(self) -> None:
+        me = os.getpid()
+        while not self.stop_flag.is_set():
+            self.peak_tree = max(self.peak_tree, sum(_rss_kib(p) for p in _descendants(me)))
+            self.stop_flag.wait(self.every)
+
+    def stop(self) -> dict:
+        self.stop_flag.set()
+        self.join()
+        return {"driver_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                "tree_rss_mib": round(self.peak_tree / 1024)}
+
+
+# -- one phase (own process) -------------------------------------------------------------
+def run_phase(phase: str, data: Path, store: Path, cpus: int) -> dict:
+    import logging
+
+    from lm_router_plugin.store.engines import RayEngine
+    from lm_router_plugin.store.ingest import ingest
+    from lm_router_plugin.store.store import Store
+
+    logging.getLogger("lm_router_plugin").setLevel(logging.WARNING)  # no bars in the log
+    shutil.rmtree(store, ignore_errors=True)
+    paths = sorted(str(p) for p in data.iterdir() if p.is_dir())
+    memory = TreeMemory()
+    memory.start()
+    engine = None
+    if phase == "ray-warm":
+        import ray
+
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False,
+                 logging_level="WARNING")
+        engine = RayEngine()  # uses the initialised Ray as it is
+    start = time.perf_counter()
+    if phase == "local":
+        report = ingest("lm-eval", paths, Store(store), workers=cpus)
+    elif phase == "ray":
+        with RayEngine(num_cpus=cpus) as engine:  # start + stop inside the clock, as the CLI
+            report = ingest("lm-eval", paths, Store(store), engine=engine)
+    else:
+        report = ingest("lm-eval", paths, Store(store), engine=engine)
+    wall = time.perf_counter() - start
+    if phase == "ray-warm":
+        import ray
+
+        ray.shutdown()
+    usage = memory.stop()
+    table = Store(store).table_path
+    digest = hashlib.sha256(table.read_bytes()).hexdigest()[:16]
+    return {"phase": phase, "wall_s": round(wall, 2), "rows": report.n_read,
+            "table_sha256_16": digest, **usage}
+
+
+def _phase_process(phase: str, data: Path, store: Path, cpus: int, timeout: float) -> dict:
+    cmd = [sys.executable, __file__, "--phase", phase, "--data", str(data), "--store",
+           str(store), "--cpus", str(cpus)]
+    env = {**os.environ, "RAY_ADDRESS": ""}  # never a cluster from the environment here
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    if out.returncode:
+        raise SystemExit(f"{phase} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def generate(work: Path, models: int, tasks: int, docs: int) -> Path:
+    data = work / f"synth-{models}x{tasks}x{docs}"
+    if not (data / "truth.json").exists():
+        subprocess.run([sys.executable, str(HERE / "gen_synthetic_logs.py"), str(data),
+                        "--models", str(models), "--tasks", str(tasks), "--docs", str(docs),
+                        "--force"], check=True)
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
+    ap.add_argument("--data", help=argparse.SUPPRESS)
+    ap.add_argument("--store", help=argparse.SUPPRESS)
+    ap.add_argument("--models", default="100", help="comma-separated model counts (100: 1M rows)")
+    ap.add_argument("--tasks", type=int, default=20)
+    ap.add_argument("--docs", type=int, default=500)
+    ap.add_argument("--cpus", type=int, default=len(os.sched_getaffinity(0)),
+                    help="worker processes (local) and Ray CPUs (default: the usable cores)")
+    ap.add_argument("--work", default="/work/scratch/bench-ray")
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds per phase")
+    ap.add_argument("--keep", action="store_true", help="keep the stores")
+    args = ap.parse_args(argv)
+    if args.phase:
+        print(json.dumps(run_phase(args.phase, Path(args.data), Path(args.store), args.cpus)))
+        return 0
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.cpus} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f} at start", flush=True)
+    print("| rows | engine | wall s | x local | driver peak RSS MiB | tree peak RSS MiB | "
+          "same table as local |", flush=True)
+    print("|---|---|---|---|---|---|---|", flush=True)
+    results = []
+    for models in (int(m) for m in args.models.split(",")):
+        data = generate(work, models, args.tasks, args.docs)
+        base = None
+        for phase in PHASES:
+            r = _phase_process(phase, data, work / f"store-{phase}", args.cpus, args.timeout)
+            base = base or r
+            r["ratio"] = round(r["wall_s"] / base["wall_s"], 2)
+            r["same"] = r["table_sha256_16"] == base["table_sha256_16"]
+            r["load_end"] = round(os.getloadavg()[0], 1)
+            results.append({"models": models, **r})
+            print(f"| {r['rows']:,} | {phase} | {r['wall_s']:.1f} | {r['ratio']:.2f} | "
+                  f"{r['driver_rss_mib']:,} | {r['tree_rss_mib']:,} | "
+                  f"{'yes' if r['same'] else 'NO'} |", flush=True)
+        if not args.keep:
+            for phase in PHASES:
+                shutil.rmtree(work / f"store-{phase}", ignore_errors=True)
+    (work / "bench_ray.json").write_text(json.dumps(results, indent=2))
+    print(f"# load average {os.getloadavg()[0]:.1f} at end; raw: {work / 'bench_ray.json'}")
+    return 0 if all(r["same"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
