@@ -12,6 +12,7 @@ parity of the CLI and the library.
 from __future__ import annotations
 
 import json
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -74,7 +75,8 @@ def embeddings(pool, dim: int = 16) -> np.ndarray:
     for text in pool.texts:
         word = text.split()[0]
         base = np.random.default_rng(WORDS.index(word)).normal(size=dim)
-        offset = np.random.default_rng(abs(hash(text)) % 2**32).normal(size=dim)
+        # crc32, not hash(): str hashes change with each process (PYTHONHASHSEED)
+        offset = np.random.default_rng(zlib.crc32(text.encode())).normal(size=dim)
         v = base + 0.3 * offset
         out.append(v / np.linalg.norm(v))
     return np.asarray(out, np.float32)
@@ -353,3 +355,140 @@ def test_helm_narrative_qa_f1_round_trips_to_helms_mean(tmp_path):
     column = pool.models.index("openai/gpt2")
     mean = np.nanmean(pool.Y[pool.task_of == d, column])
     assert pool.scales["f1_score"].raw(mean) == pytest.approx(_stat_mean(run, "f1_score", "test"))
+
+
+# -- recommend under score: what the values are in --------------------------------------------
+def one_metric_rows() -> pd.DataFrame:
+    """raw_rows with every task scored by 'loss' (0-3, lower is better)."""
+    return raw_rows(metrics=("loss",))
+
+
+def test_recommend_reports_the_target_and_values_in_the_metric_units(cli, tmp_path):
+    """One metric (lower is better): S1 in its units is the mean over the prompts of the
+    neighbours' mean raw value (brute force); gains scale by hi - lo; the estimates map
+    through the scale with the interval's ends swapped; S2/S3/p are gone."""
+    store = ingest(cli, tmp_path, one_metric_rows())
+    table = store.read_table()
+    pool = build_pool(table, target="score")
+    X = embeddings(pool)
+    router = Router(target="score", k=3).fit(table, embeddings=X)
+    Q = X[[3, 41, 77]] + 0.01
+    Q /= np.linalg.norm(Q, axis=1, keepdims=True)
+    rec = router.recommend(embeddings=Q)
+    scale = pool.scales["loss"]
+    assert (rec.target, rec.units, rec.metrics) == ("score", "loss", ["loss"])
+    assert rec.scales == {"loss": scale.to_dict()} and not scale.higher_is_better
+    raw = scale.raw(pool.Y)
+    near = np.argsort(-(Q @ X.T), axis=1, kind="stable")[:, :3]
+    expected = raw[near].mean(1).mean(0)  # (M,) mean over prompts of the neighbours' mean
+    for row in rec.models:
+        assert row.s2 is None and row.s3 is None and row.p is None
+        assert row.s1_raw == pytest.approx(expected[pool.models.index(row.model)], rel=1e-5)
+        assert row.stack_raw == pytest.approx(row.stack * (scale.hi - scale.lo))
+    assert rec.estimates
+    for entry in rec.estimates:  # lower is better: the normalised high end is the low loss
+        assert entry["acc_raw"] == pytest.approx(scale.raw(entry["acc"]))
+        assert (entry["low_raw"], entry["high_raw"]) == pytest.approx(
+            (scale.raw(entry["high"]), scale.raw(entry["low"])))
+    assert rec.expected_gain_raw == pytest.approx(
+        {n: v * (scale.hi - scale.lo) for n, v in rec.expected_gain.items()})
+    data = rec.to_dict()
+    assert data["target"] == "score" and data["units"] == "loss"
+    assert data["models"][0]["s1_raw"] == rec.models[0].s1_raw
+
+
+def test_recommend_output_under_score_shows_no_s2_s3_p(cli, tmp_path):
+    """The human table of one metric shows S1 as 'predicted loss' in its units and the gain,
+    no S2/S3/p columns nor 0/1 words; a mixed store says its values are normalised; the JSON
+    of target correct keeps its keys (plus target and units)."""
+    store = ingest(cli, tmp_path, one_metric_rows())
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("apple question number 3\ntiger question number 8\n")
+    args = ["-q", "recommend", "--prompts", prompts, "--embedder", "static", "--store",
+            store.root]
+    text = cli(*args, "--target", "score").stdout
+    data = json.loads(cli(*args, "--target", "score", "--json").stdout)
+    table = text.split("(the choice first")[0]
+    header = next(line for line in table.splitlines() if line.startswith("model"))
+    assert header.split() == ["model", "predicted", "loss", "gain", "params"]
+    for row in data["models"]:  # the table's numbers are the JSON's s1_raw and stack_raw
+        line = next(line for line in table.splitlines() if line.startswith(row["model"] + " "))
+        assert line.split()[1:3] == [f"{row['s1_raw']:.3f}", f"{row['stack_raw']:+.3f}"]
+    assert "estimated mean loss on the task" in text
+    assert "P(correct)" not in text and "S2 =" not in text and "in loss's own units" in text
+    mixed = ingest(cli, tmp_path, raw_rows(), name="mixed", store=tmp_path / "mixed")
+    text = cli("-q", "recommend", "--prompts", prompts, "--embedder", "static", "--store",
+               mixed.root, "--target", "score").stdout
+    assert "values in normalised 0-1 per metric (bleu_points, loss)" in text
+    assert "predicted value" in text and "P(correct)" not in text
+    correct = json.loads(cli(*args, "--json").stdout)
+    assert (correct["target"], correct["units"]) == ("correct", "accuracy")
+    assert not {"metrics", "scales", "expected_gain_raw"} & set(correct)
+    assert set(correct["models"][0]) == {"model", "s1", "s2", "s3", "p", "params", "stack",
+                                         "score"}
+    assert all(isinstance(row["s2"], float) for row in correct["models"])
+
+
+# -- evaluate under score: the label rows, the margin under --candidates -----------------------
+def test_label_rows_have_raw_means(raw_store):
+    """NAME@Nlabels rows: acc_raw_by_metric = per repeat the mean over a metric's tasks of
+    the chosen model's mean raw value on the unlabelled items, then the mean over repeats
+    (brute force from the label draws)."""
+    table = raw_store.read_table()
+    pool = build_pool(table, target="score")
+    result = evaluate(table, embeddings=embeddings(pool), router=Router(target="score"),
+                      label_counts=[3], repeats=2, n_bootstrap=0).to_dict()
+    metric = table.groupby("task")["metric"].first()
+    raw = table.set_index(["task", "instance_id", "model"])["score"]
+    for name in ("s1", "stack", "few_shot"):
+        per_repeat: dict[int, dict[str, list[float]]] = {}
+        for record in result["per_task"]:
+            task = record["task"]
+            ids = table.loc[table.task == task, "instance_id"].unique()
+            for draw in record["label_draws"]:
+                rest = [i for i in ids if i not in set(draw["labelled"])]
+                value = float(np.mean([raw[(task, i, draw["choice"][name])] for i in rest]))
+                assert draw["acc_raw"][name] == pytest.approx(value, rel=1e-5)
+                per_repeat.setdefault(draw["repeat"], {}).setdefault(metric[task], []).append(
+                    value)
+        row = result["rows"][f"{name}@3labels"]
+        expected = {m: np.mean([np.mean(v[m]) for v in per_repeat.values()])
+                    for m in ("bleu_points", "loss")}
+        assert row["acc_raw_by_metric"] == pytest.approx(expected, rel=1e-5)
+        assert row["acc_raw"] is None  # two metrics: no single unit
+
+
+def _one_scale_rows() -> pd.DataFrame:
+    """One metric in [0, 1] whose min 0 and max 1 occur in every task: the scale is the same
+    with or without any task, so evaluate's held-out fits and a Router fitted on the other
+    tasks see the same normalised values."""
+    table = raw_rows(seed=2, metrics=("bleu_points",)).assign(metric="frac")
+    table["score"] = table["score"] / 100
+    first = table.instance_id == "0"
+    table.loc[first & (table.model == "m_a"), "score"] = 0.0
+    table.loc[first & (table.model == "m_c"), "score"] = 1.0
+    return table
+
+
+def test_evaluate_moe_under_candidates_routes_as_route_does():
+    """--candidates: evaluate's moe row of each held-out task equals `route` of a Router
+    fitted on the other tasks with the same candidates (its margin fitted among them)."""
+    table = _one_scale_rows()
+    pool = build_pool(table, target="score")
+    X = embeddings(pool)
+    candidates = ["m_b", "m_c"]
+    result = evaluate(table, embeddings=X, router=Router(target="score", k=3),
+                      candidates=candidates, n_bootstrap=0)
+    margins_differ = False
+    for d, task in enumerate(pool.task_names):
+        rows = np.flatnonzero(pool.task_of == d)
+        others = np.flatnonzero(pool.task_of != d)
+        router = Router(target="score", k=3).fit(table[table.task != task],
+                                                  embeddings=X[others])
+        allowed = np.isin(router.models_, candidates)
+        margins_differ |= router.route_margin(allowed) != router.route_margin(
+            np.ones(3, bool))
+        picks = router.route(embeddings=X[rows], candidates=candidates)
+        expected = np.mean([pool.Y[r, pool.models.index(p.model)] for r, p in zip(rows, picks)])
+        assert result.per_task[d]["moe"]["acc"] == pytest.approx(expected, rel=1e-6), task
+    assert margins_differ  # the check can tell a margin fitted on all models

@@ -7,6 +7,7 @@ these functions turn them into text. Results go to stdout; nothing here computes
 from __future__ import annotations
 
 import json
+import math
 import shlex
 from collections.abc import Sequence
 from typing import Any
@@ -82,22 +83,83 @@ ESTIMATE_LEGEND = (
     "preposterior analysis.")
 
 
+RECOMMEND_LEGEND_SCORE = (
+    "--target score: predicted {what} = S1, the mean over the task's inputs of the model's "
+    "predicted metric value (kNN: its mean on the k nearest reference inputs){units}. "
+    "gain = the stacked switch's predicted gain over the best model on average, same units "
+    "(positive = better, also for a lower-is-better metric), learned leave-one-task-out on "
+    "the reference tasks. No S2, S3 or p: they count inputs with g > t, an arbitrary cut of "
+    "a metric's range. u = mean cosine distance of the task's inputs to their nearest "
+    "reference inputs.")
+
+ESTIMATE_LEGEND_SCORE = (
+    "mean = estimated mean {what} of the model on the task{short}: recommend's label "
+    "posterior (the zero-label prediction corrected by its bias on the reference tasks, "
+    "combined with any labelled docs), a Gaussian estimate made for accuracies and applied "
+    "here to mean metric values: its bias, covariances and noise are measured on these "
+    "values, but its 90% intervals ran narrower than stated on real data "
+    "(docs/raw-metrics.md). P(best) = probability it is the best candidate; labels = "
+    "labelled docs of the model. A report beside the decision, not the decision. Expected "
+    "gain of more labels: in points, hundredths of the normalised 0-1 range{points}.")
+
+
+def _raw_spec(rec: Any, sign: str = "") -> str:
+    """Format of values in the one metric's units: three significant decimals of its span
+    (0-1: .3f, 0-100: .1f), one width for the whole column."""
+    scale = rec.scales[rec.units]
+    span = scale["hi"] - scale["lo"]
+    decimals = 3 if span <= 0 else max(0, 3 - math.floor(math.log10(span)))
+    return f"{sign}.{decimals}f"
+
+
+def _score_units(rec: Any) -> tuple[str, str, str, str]:
+    """(what the values are, the units clause of the table's legend, a short one, the
+    points clause) of a target-"score" recommendation."""
+    if len(rec.scales) == 1:
+        scale = rec.scales[rec.units]
+        direction = "higher" if scale["higher_is_better"] else "lower"
+        span = scale["hi"] - scale["lo"]
+        return (rec.units, f", in {rec.units}'s own units ({direction} is better; the "
+                f"store's values span {scale['lo']:g} to {scale['hi']:g})",
+                f" (in {rec.units})", f" (1 point = {span / 100:g} {rec.units})")
+    return ("value", f", normalised 0-1 per metric (1 = the metric's best value in the "
+            f"store, 0 its worst; metrics {', '.join(rec.metrics)}: no common unit)",
+            " (normalised 0-1 per metric)", "")
+
+
 def print_recommendation(rec: Any) -> None:
     click.echo(f"task {rec.task}: {rec.n_inputs} inputs, distance to the reference tasks "
                f"u = {rec.u:.3f} (reference tasks: {rec.u_reference_range[0]:.3f} to "
                f"{rec.u_reference_range[1]:.3f})")
+    score = getattr(rec, "target", "correct") == "score"
     width = max([len("model")] + [len(row.model) for row in rec.models])
-    header = (f"{'model':<{width}} {'S1':>6} {'S2':>6} {'S3':>6} {'p':>6} {'gain':>7} "
-              f"{'params':>7}")
+    if score:
+        what = _score_units(rec)[0]
+        one = len(rec.scales) == 1
+        title = f"predicted {what}"
+        w = max(len(title), 9)
+        click.echo("--target score: values in " + (rec.units if one else
+                   f"{rec.units} ({', '.join(rec.metrics)})"))
+        header = f"{'model':<{width}} {title:>{w}} {'gain':>{w}} {'params':>7}"
+    else:
+        header = (f"{'model':<{width}} {'S1':>6} {'S2':>6} {'S3':>6} {'p':>6} {'gain':>7} "
+                  f"{'params':>7}")
     click.echo(header)
     click.echo("-" * len(header))
     for row in rec.models:
         mark = "  <- choice" if row.model == rec.choice else (
             "  (best on average)" if row.model == rec.bma else "")
-        click.echo(f"{row.model:<{width}} {row.s1:6.3f} {row.s2:6.3f} {row.s3:6.3f} "
-                   f"{row.p:6.3f} {fmt(row.stack, 7, '+.3f')} "
-                   f"{format_params(row.params):>7}{mark}")
-    by = "gain" if rec.decided_by == "stack" else rec.decided_by.upper()
+        if score:
+            s1, gain = (row.s1_raw, row.stack_raw) if one else (row.s1, row.stack)
+            click.echo(f"{row.model:<{width}} {fmt(s1, w, _raw_spec(rec) if one else '.3f')} "
+                       f"{fmt(gain, w, _raw_spec(rec, '+') if one else '+.3f')} "
+                       f"{format_params(row.params):>7}{mark}")
+        else:
+            click.echo(f"{row.model:<{width}} {row.s1:6.3f} {row.s2:6.3f} {row.s3:6.3f} "
+                       f"{row.p:6.3f} {fmt(row.stack, 7, '+.3f')} "
+                       f"{format_params(row.params):>7}{mark}")
+    by = "gain" if rec.decided_by == "stack" else (
+        f"predicted {what}" if score and rec.decided_by == "s1" else rec.decided_by.upper())
     click.echo(f"(the choice first, then by {by})")
     click.echo(f"\nchoice: {rec.choice}" + (" (fell back to the best model on average)"
                                            if rec.fallback else ""))
@@ -109,6 +171,12 @@ def print_recommendation(rec: Any) -> None:
         click.echo(f"nearest reference tasks: {near}")
     if rec.estimates:
         _print_estimates(rec, width)
+    if score:
+        what, units, short, points = _score_units(rec)
+        click.echo("\n" + RECOMMEND_LEGEND_SCORE.format(what=what, units=units))
+        if rec.estimates:
+            click.echo(ESTIMATE_LEGEND_SCORE.format(what=what, short=short, points=points))
+        return
     click.echo(f"\n{RECOMMEND_LEGEND}")
     if rec.estimates:
         click.echo(ESTIMATE_LEGEND)
@@ -117,13 +185,27 @@ def print_recommendation(rec: Any) -> None:
 def _print_estimates(rec: Any, width: int) -> None:
     source = (f"{rec.n_labelled_docs} labelled docs" if rec.n_labelled_docs
               else "no labels yet")
-    click.echo(f"\nestimated accuracy (label posterior: zero-label prediction + {source}):")
-    header = f"{'model':<{width}} {'acc':>6} {'90% interval':>13} {'P(best)':>7} {'labels':>6}"
+    score = getattr(rec, "target", "correct") == "score"
+    one = score and len(rec.scales) == 1
+    if score:
+        what = _score_units(rec)[0]
+        click.echo(f"\nestimated mean {what} on the task ({'' if one else rec.units + '; '}"
+                   f"label posterior: zero-label prediction + {source}):")
+        column, spec = "mean", _raw_spec(rec) if one else ".3f"
+    else:
+        click.echo(f"\nestimated accuracy (label posterior: zero-label prediction + {source}):")
+        column, spec = "acc", ".3f"
+    keys = ("acc_raw", "low_raw", "high_raw") if one else ("acc", "low", "high")
+    rows = [(row, format(row[keys[0]], spec), f"{row[keys[1]]:{spec}}-{row[keys[2]]:{spec}}")
+            for row in rec.estimates]
+    w = max([6] + [len(r[1]) for r in rows])
+    iw = max([13] + [len(r[2]) for r in rows])
+    header = (f"{'model':<{width}} {column:>{w}} {'90% interval':>{iw}} {'P(best)':>7} "
+              f"{'labels':>6}")
     click.echo(header)
     click.echo("-" * len(header))
-    for row in rec.estimates:
-        interval = f"{row['low']:.3f}-{row['high']:.3f}"
-        click.echo(f"{row['model']:<{width}} {row['acc']:6.3f} {interval:>13} "
+    for row, value, interval in rows:
+        click.echo(f"{row['model']:<{width}} {value:>{w}} {interval:>{iw}} "
                    f"{row['p_best']:7.2f} {row['n_labels']:6d}")
     click.echo(rec.labels_verdict)
     if rec.plan_note:

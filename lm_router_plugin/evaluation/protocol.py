@@ -245,8 +245,11 @@ class _HeldOut:
     calibration of the fit without each task (computed once per task, cached)."""
 
     def __init__(self, router: Router, X: np.ndarray, Y: np.ndarray, task_of: np.ndarray,
-                 n_tasks: int):
+                 n_tasks: int, allowed: np.ndarray | None = None):
         self.router, self.X, self.Y, self.task_of, self.D = router, X, Y, task_of, n_tasks
+        # the candidates (M,) bool: route's margin is fitted among them (Router.route_margin)
+        self.allowed = (np.ones(Y.shape[1], bool) if allowed is None
+                        else np.asarray(allowed, bool))
         self.settings = router.decision_settings()
         self.neighbors = GroupedNeighbors(X, task_of, max(router.k, router.kappa))
         self.predictor = router.make_predictor()
@@ -273,7 +276,7 @@ class _HeldOut:
             if getattr(r, "target", "correct") == "score":  # route's margin, fitted without d
                 cal = self._calibrations[d]
                 self.margins[d] = fit_route_margin(g, self.Y, self.task_of, cal.accuracy,
-                                                   cal.included, np.ones(self.Y.shape[1], bool))[0]
+                                                   cal.included, self.allowed)[0]
         return self._calibrations[d]
 
     def kappa_sim(self, rows: np.ndarray) -> np.ndarray:
@@ -528,7 +531,10 @@ def _draw_record(kind: str, value: float, repeat: int, rec: dict[str, Any],
     names = list(names) + ["bma", "oracle"]
     return {kind: value, "repeat": repeat, "n_labels": rec["n_labels"], **rec["draw"],
             "choice": {name: rec[name]["model"] for name in names},
-            "acc": {name: rec[name]["acc"] for name in names}}
+            "acc": {name: rec[name]["acc"] for name in names},
+            # target "score": the chosen model's mean raw value (None: a mixed task)
+            **({"acc_raw": {name: rec[name].get("acc_raw") for name in names}}
+               if "acc_raw" in rec[names[0]] else {})}
 
 
 # -- summaries ---------------------------------------------------------------------------
@@ -647,7 +653,7 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
     X, embedder_id = router.reference_embeddings(pool, store, embeddings)
     params = np.array([np.nan if (info.get(m) or {}).get("params") is None
                        else float(info[m]["params"]) for m in pool.models])
-    ev = _HeldOut(router, X, pool.Y, pool.task_of, D)
+    ev = _HeldOut(router, X, pool.Y, pool.task_of, D, allowed)
     scorer = _TaskScorer(ev, allowed, params, pool.models, compare_index, n_splits,
                          pool.instance_ids)
     per_task = []
@@ -691,6 +697,11 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
             recs = [scorer.labelled(d, count(len(ev.rows_of[d])), rng, check_rng)
                     for d in range(D)]
             recs = [x for x in recs if x is not None]
+            raw_means: dict[str, dict[str, Any]] = {name: {} for name in
+                                                    label_rows + ["bma", "oracle"]}
+            if pool.target == "score":  # this repeat's means also in the metric's units
+                add_raw_means(raw_means, [{**x, "task": pool.task_names[x["task_index"]]}
+                                          for x in recs], pool)
             honesty.extend(x["uncertainty"] for x in recs)
             for x in recs:
                 per_task[x["task_index"]].setdefault("label_draws", []).append(
@@ -700,9 +711,9 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
                     task_accs[name].setdefault(x["task_index"], []).append(x[name]["acc"])
                     task_gains[name].setdefault(x["task_index"], []).append(
                         x[name]["acc"] - x["bma"]["acc"])
-                per_repeat[name].append(_summarise(
+                per_repeat[name].append({**_summarise(
                     [x[name] for x in recs], [x["bma"] for x in recs],
-                    [x["oracle"] for x in recs], None, 0))
+                    [x["oracle"] for x in recs], None, 0), **raw_means[name]})
             pred_acc.append(_mean([x["predictor_accuracy"] for x in recs]))
             n_labels.append(_mean([x["n_labels"] for x in recs]))
         entry: dict[str, Any] = {kind: value, "alpha": value if kind == "alpha" else None,
@@ -721,6 +732,14 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
             summary["wins"] = _mean([rep["wins"] for rep in reps])
             summary["ties"] = _mean([rep["ties"] for rep in reps])
             summary["losses"] = _mean([rep["losses"] for rep in reps])
+            if pool.target == "score":  # the raw means over the repeats, as for acc
+                by_metric = [rep["acc_raw_by_metric"] for rep in reps]
+                summary["acc_raw_by_metric"] = {
+                    m: _mean([b.get(m) for b in by_metric])
+                    for m in sorted({m for b in by_metric for m in b})}
+                raw = [rep["acc_raw"] for rep in reps]
+                summary["acc_raw"] = (None if not raw or any(v is None for v in raw)
+                                      else _mean(raw))
             rows[f"{name}{suffix}"] = summary
             entry[name] = summary
         sweep.append(entry)

@@ -30,16 +30,24 @@ def route_choices(g: np.ndarray, cal: Calibration, allowed: np.ndarray) -> np.nd
 class ModelScore:
     """One candidate's row of recommend's table: the paper's scores, p, its parameter
     count, the stacked switch's predicted accuracy gain over BMA (None where it did not
-    decide) and the deciding score (the chosen decider's ``Decision.scores``)."""
+    decide) and the deciding score (the chosen decider's ``Decision.scores``).
+
+    Target "score": s1, stack and score are on the normalised 0-1 scale of each metric
+    (pool.ScoreScale; what the decision compared); s2, s3 and p are None (they count inputs
+    with g > t, an arbitrary cut of a metric's range); with one metric in the store,
+    ``s1_raw`` is S1 in the metric's units and ``stack_raw`` the predicted gain over BMA in
+    them (positive: better, i.e. lower for a lower-is-better metric)."""
 
     model: str
     s1: float
-    s2: float
-    s3: float
-    p: float
+    s2: float | None
+    s3: float | None
+    p: float | None
     params: int | None
     stack: float | None = None
     score: float | None = None
+    s1_raw: float | None = None  # target "score" only (to_dict leaves them out otherwise)
+    stack_raw: float | None = None
 
 
 @dataclass
@@ -75,11 +83,66 @@ class Recommendation:
     n_labelled_docs: int = 0
     labels_verdict: str = ""
     plan_note: str = ""  # with a plan: how far the labels cover its docs
+    # What the scores are in. target "correct": units "accuracy" (S1 = mean P(correct)).
+    # target "score": units = the store's one metric (s1_raw, stack_raw, the estimates'
+    # acc_raw/low_raw/high_raw and expected_gain_raw are in its units) or UNITS_MIXED;
+    # metrics: the store's metric names; scales: {metric: ScoreScale.to_dict()}, the maps
+    # that put each metric on the normalised 0-1 scale of s1, stack, acc and expected_gain.
+    target: str = "correct"
+    units: str = "accuracy"
+    metrics: list[str] = field(default_factory=list)
+    scales: dict[str, dict[str, Any]] = field(default_factory=dict)
+    expected_gain_raw: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON of ``recommend --json``. Target "correct": the keys it always had, plus
+        ``target`` and ``units``; the fields of target "score" are left out."""
         out = asdict(self)
         out["u_reference_range"] = list(self.u_reference_range)
+        if self.target == "correct":
+            for key in SCORE_ONLY:
+                out.pop(key)
+            for row in out["models"]:
+                row.pop("s1_raw")
+                row.pop("stack_raw")
         return out
+
+
+#: Recommendation fields that only target "score" fills (left out of the JSON otherwise).
+SCORE_ONLY = ("metrics", "scales", "expected_gain_raw")
+#: ``Recommendation.units`` under target "score" when the store holds several metrics.
+UNITS_MIXED = "normalised 0-1 per metric"
+
+
+def in_metric_units(rec: Recommendation, scales: dict[str, Any]) -> Recommendation:
+    """Mark ``rec`` as a target-"score" recommendation, in place, and return it.
+
+    ``scales``: the router's {metric: pool.ScoreScale}. The paper's S2, S3 and p become
+    None (g > t is an arbitrary cut of a metric's range). With one metric, its units: S1
+    and the estimates (acc, its 90% interval) through the affine inverse map (so a mean of
+    normalised values maps to the mean raw value; the interval's ends swap for a
+    lower-is-better metric), gains (stack, expected_gain) times the metric's span hi - lo
+    (a difference: the offset cancels; positive stays better). With several metrics there
+    is no common unit: ``units`` says the values are normalised 0-1 per metric.
+    """
+    rec.target = "score"
+    rec.metrics = sorted(scales)
+    rec.scales = {m: scales[m].to_dict() for m in rec.metrics}
+    one = scales[rec.metrics[0]] if len(scales) == 1 else None
+    rec.units = one.metric if one is not None else UNITS_MIXED
+    span = (one.hi - one.lo) if one is not None else None
+    for row in rec.models:
+        row.s2 = row.s3 = row.p = None
+        if one is not None:
+            row.s1_raw = float(one.raw(row.s1))
+            row.stack_raw = None if row.stack is None else float(row.stack * span)
+    if one is not None:
+        for entry in rec.estimates:
+            ends = sorted(float(one.raw(entry[k])) for k in ("low", "high"))
+            entry.update(acc_raw=float(one.raw(entry["acc"])), low_raw=ends[0],
+                         high_raw=ends[1])
+        rec.expected_gain_raw = {n: float(v * span) for n, v in rec.expected_gain.items()}
+    return rec
 
 
 @dataclass

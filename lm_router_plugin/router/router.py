@@ -58,6 +58,7 @@ from .recommendation import (
     ModelScore,
     Recommendation,
     RouteDecision,
+    in_metric_units,
     nearest_tasks,
     route_choices,
     u_note,
@@ -425,7 +426,7 @@ class Router:
             from ..task.labels import stack_gain_verdict
 
             gains, verdict = stack_gain_verdict(self, allowed, len(lab_docs))
-        return Recommendation(
+        rec = Recommendation(
             task=task, n_inputs=len(view.g), u=view.u, choice=models[decision.choice],
             bma=models[decision.bma], fallback=decision.fallback,
             p_choice_beats_bma=decision.p_beats_bma, score=decider.name,
@@ -438,6 +439,8 @@ class Router:
             expected_gain=gains, expected_gain_by="stack" if by_stack else "posterior",
             n_labelled_docs=int(len(lab_docs)), labels_verdict=verdict,
             plan_note=plan_coverage(plan, lab_docs, lab_y, models) if plan is not None else "")
+        # target "score": S2/S3/p dropped, values also in the metric's units (one metric)
+        return in_metric_units(rec, self.scales_) if self.target == "score" else rec
 
     def route(self, prompts: Sequence[str] | None = None, *,
               embeddings: np.ndarray | None = None, candidates: Sequence[str] | None = None,
