@@ -186,11 +186,14 @@ class RayEngine:
             check_address(address)
             try:
                 ray.init(address=address, **common)
-            except (ConnectionError, TimeoutError) as exc:
+            except Exception as exc:  # ConnectionError, a Ray/Python version mismatch, ...
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 raise RayConnectionError(
-                    f"Ray address {self.address!r} does not answer as a Ray cluster ({exc}). "
-                    "Check the address ('ray status' on the head node) or unset RAY_ADDRESS "
-                    "and --ray-address to start a local cluster; nothing was written") from exc
+                    f"Ray address {self.address!r} does not answer as a Ray cluster "
+                    f"({type(exc).__name__}: {first}). Check the address ('ray status' on the "
+                    "head node; the same Ray and Python versions here and there) or unset "
+                    "RAY_ADDRESS and --ray-address to start a local cluster; nothing was "
+                    "written") from exc
             logger.info("connected to the Ray cluster at %s", self.address)
         else:
             cpus = self.num_cpus or default_workers()
