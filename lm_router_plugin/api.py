@@ -361,7 +361,7 @@ def embed(store: Store | str | Path | None = None, *, settings: SettingsLike = N
     keys = list(dict.fromkeys(text_key(t) for t in texts))
     n_cached = int(EmbeddingCache(store.embeddings_dir(embedder.id)).get(keys)[0].sum())
     start = time.perf_counter()
-    if runner is None:
+    if runner is None or n_cached == len(keys):  # all cached: no cluster to start
         embed_texts(texts, embedder, store)
     else:
         with runner:  # connects (or starts the local cluster) first; shut down after
