@@ -33,6 +33,14 @@ def ray_cluster():
     ray.shutdown()
 
 
+@pytest.fixture(autouse=True)
+def local_engine_in_process(monkeypatch):
+    """The local engine reads in this process: forking a process in which Ray's driver
+    threads run could deadlock the child. (Its worker processes give the same batches:
+    tests/test_scale.py compares them with the in-process read.)"""
+    monkeypatch.setenv("LM_ROUTER_WORKERS", "1")
+
+
 def assert_same_store(a: Path, b: Path) -> None:
     """Same table (Parquet bytes, Arrow with its dictionaries, pandas) and model metadata."""
     sa, sb = Store(a), Store(b)
@@ -149,19 +157,26 @@ def _run_cli(args: list[str], prelude: str = "", env: dict | None = None
                           cwd=REPO, env=env or offline_env(), timeout=120)
 
 
-def test_address_that_does_not_answer(tmp_path):
+def test_address_that_does_not_answer(tmp_path, monkeypatch):
+    from lm_router_plugin.store.engines import RayConnectionError, RayEngine, check_address
+
     store = tmp_path / "store"
-    for env_address, option in (("", ["--ray-address", "127.0.0.1:1"]),
-                                ("127.0.0.1:1", [])):  # RAY_ADDRESS alike
-        env = {**offline_env(), "RAY_ADDRESS": env_address}
-        result = _run_cli(["ingest", "helm", str(HELM_SUITE), "--store", str(store),
-                           "--engine", "ray", *option], env=env)
-        assert result.returncode == 1, result.stderr
-        errors = [x for x in result.stderr.splitlines() if x.startswith("Error:")]
-        assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
-        assert "Ray address '127.0.0.1:1' does not answer" in errors[0]
-        assert "nothing was written" in errors[0]
-        assert not store.exists()
+    # RAY_ADDRESS (here) as --ray-address: the CLI in a fresh process, where no Ray runs yet
+    env = {**offline_env(), "RAY_ADDRESS": "127.0.0.1:1"}
+    result = _run_cli(["ingest", "helm", str(HELM_SUITE), "--store", str(store),
+                       "--engine", "ray"], env=env)
+    assert result.returncode == 1, result.stderr
+    errors = [x for x in result.stderr.splitlines() if x.startswith("Error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "Ray address '127.0.0.1:1' does not answer" in errors[0]
+    assert "nothing was written" in errors[0]
+    assert not store.exists()
+    # the option wins over the environment; the same check refuses it
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:2")
+    assert RayEngine("ray://127.0.0.1:1").address == "ray://127.0.0.1:1"
+    assert RayEngine().address == "127.0.0.1:2"
+    with pytest.raises(RayConnectionError, match="'ray://127.0.0.1:1' does not answer"):
+        check_address("ray://127.0.0.1:1")
 
 
 def test_ray_not_installed_is_one_error(tmp_path):
