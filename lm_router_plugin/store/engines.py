@@ -42,7 +42,6 @@ import pyarrow as pa
 from ..errors import LMRouterError, UsageError
 from ..registry import adapters
 from .ingest import (
-    ARROW_DICT_SCHEMA,
     _advance,
     _Collect,
     _files_bar,
@@ -167,7 +166,7 @@ class RayEngine:
         self.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def start(self) -> None:
@@ -270,8 +269,22 @@ class RayEngine:
         from ray.util import ActorPool
 
         levels = _log_levels()
-        actor = ray.remote(_EmbedActor).options(num_cpus=1)
-        actors = [actor.remote(recipe, levels) for _ in range(min(self.cpus(), len(chunks)))]
+        factory, args, kwargs = recipe
+        device = kwargs.get("device")
+        if device and "cuda" in str(device):
+            # one GPU per actor, as Ray assigns it (CUDA_VISIBLE_DEVICES: the actor's "cuda");
+            # not run here (no GPU on this project's machine)
+            n_gpus = int(ray.cluster_resources().get("GPU", 0))
+            if n_gpus < 1:
+                raise LMRouterError(f"--device {device} with --engine ray: the Ray cluster "
+                                    "has no GPU; leave --device out to embed on its CPUs")
+            recipe = (factory, args, {**kwargs, "device": "cuda"})
+            actor = ray.remote(_EmbedActor).options(num_cpus=1, num_gpus=1)
+            n_actors = min(n_gpus, len(chunks))
+        else:
+            actor = ray.remote(_EmbedActor).options(num_cpus=1)
+            n_actors = min(self.cpus(), len(chunks))
+        actors = [actor.remote(recipe, levels) for _ in range(n_actors)]
         try:
             pool = ActorPool(actors)
             results = pool.map(lambda a, texts: a.encode.remote(list(texts)), list(chunks))
@@ -340,7 +353,7 @@ class _Capture:
                 lg.propagate = False  # collected once, re-emitted by the driver's handlers
         return self.collector
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         for lg, handlers, level, propagate in self.saved:
             lg.handlers[:] = handlers
             lg.setLevel(level)
