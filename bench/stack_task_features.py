@@ -11,6 +11,8 @@ task) are tried in their place, strict leave-one-task-out, zero labels:
   s1k_add  the kernel S1 added as a fourth feature
   w        A replaced by W: the reference tasks' accuracies weighted by where the task's
            nearest reference inputs fall (the kernel S1 of each row's own-task accuracies)
+  select   per fit, "stack" or "s1k", whichever has the higher expected gain (the switch's
+           own leave-one-task-out estimate of its gain over BMA on the reference tasks)
 
 Every variant refits the switch exactly as fit_switch does (same inner LOTO of the weights
 and threshold), only the feature columns differ; the baseline column "stack" is the shipped
@@ -100,7 +102,7 @@ def main() -> None:
     ev = _HeldOut(router, X, Y, task_of, D)
     kernel_s1 = leave_out_kernel(X, Y, task_of, n_tasks=D)
     kernel_w = leave_out_kernel(X, acc_all[task_of], task_of, n_tasks=D)
-    names = ("stack", "s1k", "s1k_add", "w", "bma", "oracle")
+    names = ("stack", "s1k", "s1k_add", "w", "select", "bma", "oracle")
     out = {name: [] for name in names}
     for d in range(D):
         rows = ev.rows_of[d]
@@ -112,6 +114,7 @@ def main() -> None:
         picks = {"bma": best_on_average(cal, allowed),
                  "oracle": argmax_with_ties(np.where(allowed, acc, -np.inf),
                                             cal.mean_accuracy)}
+        gains = {}
         for name, table_k, column in (("stack", None, 0), ("s1k", kernel_s1, 0),
                                       ("s1k_add", kernel_s1, None), ("w", kernel_w, 1)):
             f, values = feats, None
@@ -127,12 +130,14 @@ def main() -> None:
                     f = feats.copy()
                     f[:, column] = col
             switch = fit_with(cal, allowed, router.sigma, router.seed, column, values)
+            gains[name] = switch.expected_gain
             features = stacking.FEATURES
             stacking.FEATURES = features + ("extra",) * (len(switch.beta) - len(features))
             try:  # Switch.predict reads the feature count from the module
                 picks[name] = switch.decide(f, allowed, bma, cal.mean_accuracy)[0]
             finally:
                 stacking.FEATURES = features
+        picks["select"] = picks["s1k"] if gains["s1k"] > gains["stack"] else picks["stack"]
         for name in names:
             out[name].append(float(acc[picks[name]]))
     rng = np.random.default_rng(0)
@@ -141,7 +146,7 @@ def main() -> None:
     base = np.array(out["stack"])
     for name in names:
         summary[name] = round(float(np.mean(out[name])), 4)
-        if name in ("s1k", "s1k_add", "w"):
+        if name in ("s1k", "s1k_add", "w", "select"):
             diff = np.array(out[name]) - base
             lo, hi = np.percentile(diff[boot].mean(1), [5, 95])
             summary[f"{name}-stack"] = [round(100 * float(diff.mean()), 2),
