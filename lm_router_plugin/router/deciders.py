@@ -327,7 +327,9 @@ class StackedSwitch(Decider):
                 fallback: bool, p: float) -> str:
         top, avg = view.models[best], view.models[bma]
         if best == bma:
-            text = (f"{avg}, the best model on average, has the highest predicted accuracy "
+            what = ("value" if getattr(view.settings, "target", "correct") == "score"
+                    else "accuracy")
+            text = (f"{avg}, the best model on average, has the highest predicted {what} "
                     f"(stacked switch: {switch.describe()})")
         else:
             verb = ("above the threshold: switched to it" if not fallback else
