@@ -171,7 +171,15 @@ class EEEAdapter(Adapter):
 
     def __init__(self, thresholds=None, **options: Any):
         super().__init__(thresholds, **options)
-        self._logged: set[Any] = set()
+        self._start_checks()
+
+    def _start_checks(self) -> None:
+        """Fresh state of the checks across runs (kept in the reading process)."""
+        # (task, sample_id, model) -> samples file that gave it first
+        self._seen: dict[tuple[str, str, str], Path] = {}
+        self._logged: set[tuple[str, str]] = set()  # (task, metric) warned about
+        self._n_rows = 0
+        self._without_samples: list[str] = []
 
     # -- finding files -----------------------------------------------------------------
     def aggregates(self, paths: Sequence[Path]) -> list[Path]:
@@ -213,29 +221,107 @@ class EEEAdapter(Adapter):
 
     # -- reading -----------------------------------------------------------------------
     def read(self, paths: Sequence[Path]) -> Iterator[Row]:
-        seen: dict[tuple[str, str, str], Path] = {}
-        without_samples: list[Path] = []
-        n_rows = 0
-        for aggregate_path in self.aggregates(paths):
+        """Yield one row per (task, sample, model) of every run under ``paths``, run by run
+        (a run's rows once they passed the checks across runs).
+
+        Raises:
+            InputError: a malformed or inconsistent file (file and line), a sample of one
+                model and task in two runs, or no instance-level results at all.
+        """
+        states = []
+        for unit in self.plan(paths):
+            rows = list(self.read_unit(unit))
+            states.append(self.unit_state())
+            self.check_unit(states[-1])
+            yield from rows
+        self.finish(states, paths)
+
+    # -- parallel reading (ingest.read_arrow, engines.RayEngine) -----------------------
+    def plan(self, paths: Sequence[Path]) -> list[Path]:
+        """Work units for parallel reading: the aggregate files (each read with its samples
+        file), in the order :meth:`read` reads them. A run's rows depend on its own two files;
+        what spans runs (a sample of one model and task in two runs, a warning given once per
+        task and metric, no samples at all) is checked by :meth:`check_unit` and
+        :meth:`finish` in the reading process.
+
+        Raises:
+            InputError: a samples file without its aggregate.
+        """
+        self._start_checks()
+        return self.aggregates(paths)
+
+    def read_unit(self, aggregate_path: Path) -> Iterator[Row]:
+        """The rows of one run (in a worker or here). What :meth:`check_unit` needs is kept
+        for :meth:`unit_state`: the rows' (task, sample_id), the warnings to give, and an
+        error (raised by check_unit after the checks of the rows before it)."""
+        unit: dict[str, Any] = {"keys": [], "warnings": [], "error": None, "model": None,
+                                "origin": None, "without_samples": None}
+        self._unit = unit
+        self._unit_logged: set[tuple[str, str]] = set()
+        keys = unit["keys"]
+        try:
             aggregate = self._load_aggregate(aggregate_path)
             detail = aggregate.get("detailed_evaluation_results")
             if not detail:
-                without_samples.append(aggregate_path)
+                unit["without_samples"] = str(aggregate_path)
                 logger.warning("%s: no detailed_evaluation_results (aggregate scores only); "
                                "skipped: routing needs per-sample results", aggregate_path)
-                continue
+                return
             for row in self._read_run(aggregate_path, aggregate, detail):
-                key = (row.task, row.instance_id, row.model)
-                if key in seen:
-                    raise InputError(row.origin, f"model {row.model}, task {row.task}, sample "
-                                                 f"{row.instance_id} is also in {seen[key]}",
-                                     hint="two runs of the same model and evaluation: pass "
-                                          "only one of them")
-                seen[key] = Path(row.origin)
-                n_rows += 1
+                unit["model"], unit["origin"] = row.model, row.origin
+                keys.append((row.task, row.instance_id))
                 yield row
-        if not n_rows and without_samples:
-            raise InputError(", ".join(map(str, without_samples)),
+        except InputError as exc:
+            unit["error"] = exc
+
+    def unit_state(self) -> dict[str, Any]:
+        """What the reading process needs from the last unit read (picklable)."""
+        unit = dict(self._unit)
+        model = unit["model"]
+        unit["model_metadata"] = ({} if model is None
+                                  else {model: dict(self.model_metadata[model])})
+        return unit
+
+    def check_unit(self, state: dict[str, Any]) -> None:
+        """In the reading process, unit by unit in plan order: each row against the runs
+        before it (the same model, task and sample in two runs is an error), the continuous-
+        metric warnings not given yet, then the unit's own error; as :meth:`read` met them
+        row by row before."""
+        state["checked"] = True
+        warnings = iter(state["warnings"])
+        warning = next(warnings, None)
+        model, origin = state["model"], state["origin"]
+        for i, (task, sample_id) in enumerate(state["keys"]):
+            while warning is not None and warning[0] <= i:  # given before row i was yielded
+                self._warn_continuous(*warning[1:])
+                warning = next(warnings, None)
+            key = (task, sample_id, model)
+            if key in self._seen:
+                raise InputError(origin, f"model {model}, task {task}, sample {sample_id} is "
+                                         f"also in {self._seen[key]}",
+                                 hint="two runs of the same model and evaluation: pass only one "
+                                      "of them")
+            self._seen[key] = Path(origin)
+        while warning is not None:
+            self._warn_continuous(*warning[1:])
+            warning = next(warnings, None)
+        if state["error"] is not None:
+            raise state["error"]
+        self._n_rows += len(state["keys"])
+        if state["without_samples"]:
+            self._without_samples.append(state["without_samples"])
+
+    def finish(self, states: list[dict[str, Any]], paths: Sequence[Path]) -> None:
+        """After the last unit: the units not checked one by one yet, the model metadata in
+        unit order, and one error when no run had instance-level results."""
+        for state in states:
+            if not state.get("checked"):
+                self.check_unit(state)
+        for state in states:
+            for model, meta in state["model_metadata"].items():
+                self.model_metadata.setdefault(model, meta)
+        if not self._n_rows and self._without_samples:
+            raise InputError(", ".join(self._without_samples),
                              "no instance-level results (no detailed_evaluation_results / "
                              "<uuid>_samples.jsonl)",
                              hint="routing learns from per-sample results: convert the run "
@@ -439,12 +525,20 @@ class EEEAdapter(Adapter):
         if low is None or high is None or low >= high:
             return None  # the thresholds table's binary fallback, logged there
         eta = (low + high) / 2
-        if (sample.task, metric) not in self._logged:
-            self._logged.add((sample.task, metric))
+        if (sample.task, metric) not in self._unit_logged:
+            # given by check_unit, once per task and metric across all runs
+            self._unit_logged.add((sample.task, metric))
+            self._unit["warnings"].append((len(self._unit["keys"]), sample.task, metric,
+                                           higher, eta, low, high))
+        return int(sample.score > eta if higher else sample.score < eta)
+
+    def _warn_continuous(self, task: str, metric: str, higher: bool, eta: float, low: float,
+                         high: float) -> None:
+        if (task, metric) not in self._logged:
+            self._logged.add((task, metric))
             logger.warning("task %s: continuous metric '%s' has no threshold; correct when "
                            "%s %g (the middle of [%g, %g]). Set one with --thresholds.",
-                           sample.task, metric, ">" if higher else "<", eta, low, high)
-        return int(sample.score > eta if higher else sample.score < eta)
+                           task, metric, ">" if higher else "<", eta, low, high)
 
     @staticmethod
     def _benchmark(aggregate_path: Path, detail: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ import math
 import os
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -202,6 +202,16 @@ class _Run:
     text_rule: str = RULE_HELM_INPUT
 
 
+@dataclass
+class _Unit:
+    """One work unit of :meth:`HELMAdapter.plan`: a run folder with its run spec read
+    (``run``), or the error that stops the reading at it (``error``)."""
+
+    folder: Path
+    run: _Run | None = None
+    error: InputError | None = None
+
+
 class HELMAdapter(Adapter):
     """Reads HELM ``runs/<suite>/`` folders, a ``benchmark_output`` folder or run folders.
 
@@ -286,17 +296,73 @@ class HELMAdapter(Adapter):
                 non-numeric metric value, a run without its metric, the same task and model
                 in two run folders, or no run folder at all.
         """
+        units = self.plan(paths)
+        states = []
+        for unit in units:
+            yield from self.read_unit(unit)
+            states.append(self.unit_state())
+            self.check_unit(states[-1])
+        self.finish(states, paths)
+
+    # -- parallel reading (ingest.read_arrow, engines.RayEngine) -----------------------
+    def plan(self, paths: Sequence[Path]) -> list[_Unit]:
+        """Work units for parallel reading: one per run folder, in the order :meth:`read`
+        reads them. A run's rows depend on its own folder only; the one check across runs
+        (the same task and model in two folders) is made here from the small run_spec.json
+        files. A run whose run_spec cannot be read, or that repeats an earlier run, ends the
+        plan with its error: :meth:`check_unit` raises it after the runs before it were
+        read, where :meth:`read` raised it before.
+
+        Raises:
+            InputError: no run folder under ``paths``.
+        """
+        units: list[_Unit] = []
         seen: dict[tuple[str, str], Path] = {}
         for folder in self.find_runs(paths):
-            run = self._read_run_spec(folder)
-            other = seen.setdefault((run.task, run.model), folder)
-            if other != folder:
-                raise InputError(folder, f"task {run.task!r} and model {run.model!r} were "
-                                         f"already read from {other}",
-                                 hint="ingest one suite at a time (use --replace to let a "
-                                      "later suite win)")
+            try:
+                run = self._read_run_spec(folder)
+                other = seen.setdefault((run.task, run.model), folder)
+                if other != folder:
+                    raise InputError(folder, f"task {run.task!r} and model {run.model!r} were "
+                                             f"already read from {other}",
+                                     hint="ingest one suite at a time (use --replace to let a "
+                                          "later suite win)")
+            except InputError as exc:
+                units.append(_Unit(folder, error=exc))
+                break  # reading stops at this run: the runs after it are not read
+            units.append(_Unit(folder, run=run))
+        return units
+
+    def read_unit(self, unit: _Unit) -> Iterator[Row]:
+        """The rows of one run folder of :meth:`plan` (in a worker or here). An error is kept
+        for :meth:`unit_state` (raised by :meth:`check_unit` in the reading process, after
+        the log records the worker wrote before it)."""
+        self._error: InputError | None = unit.error
+        if unit.run is None:
+            return
+        run = replace(unit.run, splits={}, prompts={}, inputs={})
+        try:
             self._read_scenario_state(run)
             yield from self._read_stats(run)
+        except InputError as exc:
+            self._error = exc
+
+    def unit_state(self) -> dict[str, Any]:
+        """What the reading process needs from a unit: its error, if any (HELM run folders
+        name no parameter count or price)."""
+        return {"error": getattr(self, "_error", None), "model_metadata": {}}
+
+    def check_unit(self, state: dict[str, Any]) -> None:
+        """In the reading process, unit by unit in plan order: raise the unit's error."""
+        state["checked"] = True
+        if state["error"] is not None:
+            raise state["error"]
+
+    def finish(self, states: list[dict[str, Any]], paths: Sequence[Path]) -> None:
+        """After the last unit: the errors of units not checked one by one yet."""
+        for state in states:
+            if not state.get("checked"):
+                self.check_unit(state)
 
     # -- one run -----------------------------------------------------------------------
     def _read_run_spec(self, folder: Path) -> _Run:

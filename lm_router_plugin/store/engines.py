@@ -11,8 +11,9 @@ What runs where with the ray engine:
 
 * ingest: each work unit of the adapter (lm-eval: the sample files of one task) is read and
   converted to dictionary-encoded Arrow record batches by one Ray task, which builds its own
-  adapter from the adapter's *name*, options and thresholds; adapters without work units
-  (helm, table, eee) are read whole by one task. The driver takes the results in unit order
+  adapter from the adapter's *name*, options and thresholds (helm: one task per run folder;
+  eee: per aggregate file with its samples); adapters without work units (table) are read
+  whole by one task. The driver takes the results in unit order
   (the order the local engine uses), relays the workers' log records through its own
   loggers, merges and commits exactly as the local engine does: same rows, same order, same
   dictionaries, so the same store. The store is written only by the driver (single writer,
@@ -45,6 +46,7 @@ from .ingest import (
     _advance,
     _Collect,
     _files_bar,
+    check_unit,
     default_workers,
     rows_to_ipc,
 )
@@ -218,10 +220,10 @@ class RayEngine:
         """ingest.read_arrow's reading step on the cluster: (record batches in the order the
         local engine yields them, ARROW_DICT_SCHEMA; model metadata).
 
-        ``units`` (the adapter's ``plan``): one task per unit, finished by
-        ``adapter.finish`` here as in the local engine; None: one task reads ``paths``
-        whole. Worker errors are raised here as they were raised there (an InputError
-        naming the file and line)."""
+        ``units`` (the adapter's ``plan``): one task per unit, checked unit by unit
+        (ingest.check_unit) and finished by ``adapter.finish`` here as in the local
+        engine; None: one task reads ``paths`` whole. Worker errors are raised here as they
+        were raised there (an InputError naming the file and line)."""
         ray = self.ray
         self.start()
         task = ray.remote(_read_task).options(num_cpus=1, max_retries=0)
@@ -245,6 +247,8 @@ class RayEngine:
                 del data
                 batches.extend(new)
                 states.append(state)
+                if not whole:
+                    check_unit(adapter, state)
                 _advance(bar, paths if whole else unit, new)
         if whole:
             return batches, states[0]["model_metadata"]

@@ -239,8 +239,8 @@ def read_arrow(adapter_name: str, paths: Sequence[str | Path],
     """Run one adapter over ``paths``: (Arrow table of new rows, ARROW_DICT_SCHEMA; model
     metadata). Keys are checked unique; ``correct`` is 0/1.
 
-    An adapter that splits its input into independent work units (``plan``; the lm-eval
-    adapter: one unit per task) is read by ``workers`` processes (default: the usable
+    An adapter that splits its input into independent work units (``plan``; lm-eval: one
+    unit per task, helm: per run folder, eee: per aggregate file) is read by ``workers`` processes (default: the usable
     cores), each returning Arrow IPC; the others are read in this process. Either way
     memory holds dictionary-encoded batches, not a Python object per row. ``engine``: a
     started engines.RayEngine reads the units (or the whole input) as Ray tasks instead;
@@ -274,6 +274,7 @@ def read_arrow(adapter_name: str, paths: Sequence[str | Path],
                 new = list(BatchBuilder(thresholds, where).add_all(adapter.read_unit(unit)))
                 batches.extend(new)
                 states.append(adapter.unit_state())
+                check_unit(adapter, states[-1])
                 _advance(bar, unit, new)
         adapter.finish(states, paths)
         metadata = adapter.model_metadata
@@ -307,9 +308,20 @@ def _read_parallel(adapter: Any, adapter_name: str, options: dict[str, Any], uni
             batches.extend(new)
             del data
             states.append(state)
+            check_unit(adapter, state)
             _advance(bar, unit, new)
     adapter.finish(states, paths)
     return batches, adapter.model_metadata
+
+
+def check_unit(adapter: Any, state: dict[str, Any]) -> None:
+    """The adapter's checks that span units, unit by unit in plan order, after the unit's
+    log records were emitted (``adapter.check_unit``, when it has one: helm and eee raise a
+    unit's error there, eee checks a sample against the runs before it); every engine calls
+    it where the serial read would have met the same problem."""
+    check = getattr(adapter, "check_unit", None)
+    if callable(check):
+        check(state)
 
 
 def _unit_files(unit: Any) -> int:
