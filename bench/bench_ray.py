@@ -21,7 +21,18 @@ whether the stored table is byte-for-byte the local engine's.
     python bench/bench_ray.py --models 1000 --order ray-warm,ray,local --work ...    # reversed
     python bench/bench_ray.py --models 4 --tasks 3 --docs 10 --work /tmp/br          # quick
 
-Generated data goes to WORK/synth-<M>x<T>x<D> (10M rows: 9.2 GiB; reused when present).
+``--helm COPIES``: HELM run folders instead (the helm adapter reads one unit per run
+folder): tests/data/helm/fixture-suite and ../shared/fixtures/helm_real (when present)
+copied COPIES times as suites ``suite-<i>``, each copy's models renamed ``<model>-<i>`` (one
+run per task and model, as a leaderboard of many models); ``--helm-repeat R``: each run's
+instances R times (ids ``<id>~<j>``: runs of HELM's usual hundreds of instances, not the
+fixtures' 5 to 10); phase ``local-1`` is the local engine with one process:
+
+    python bench/bench_ray.py --helm 50 --helm-repeat 20 --order local-1,local,ray,ray-warm \
+        --work /tmp/brh
+
+Generated data goes to WORK/synth-<M>x<T>x<D> (10M rows: 9.2 GiB; reused when present) or
+WORK/helm-x<COPIES>-r<R>.
 """
 
 from __future__ import annotations
@@ -39,7 +50,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PHASES = ("local", "ray", "ray-warm")
+PHASES = ("local", "ray", "ray-warm", "local-1")
+HELM_SOURCES = (HERE.parent / "tests" / "data" / "helm" / "fixture-suite",
+                HERE.parent.parent / "shared" / "fixtures" / "helm_real")
 
 
 # -- memory of a process tree, from /proc ----------------------------------------------------
@@ -92,7 +105,8 @@ class TreeMemory(threading.Thread):
 
 
 # -- one phase (own process) -------------------------------------------------------------
-def run_phase(phase: str, data: Path, store: Path, cpus: int) -> dict:
+def run_phase(phase: str, data: Path, store: Path, cpus: int, adapter: str = "lm-eval"
+              ) -> dict:
     import logging
 
     from lm_router_plugin.store.engines import RayEngine
@@ -112,13 +126,13 @@ def run_phase(phase: str, data: Path, store: Path, cpus: int) -> dict:
                  logging_level="WARNING")
         engine = RayEngine()  # uses the initialised Ray as it is
     start = time.perf_counter()
-    if phase == "local":
-        report = ingest("lm-eval", paths, Store(store), workers=cpus)
+    if phase in ("local", "local-1"):
+        report = ingest(adapter, paths, Store(store), workers=cpus if phase == "local" else 1)
     elif phase == "ray":
         with RayEngine(num_cpus=cpus) as engine:  # start + stop inside the clock, as the CLI
-            report = ingest("lm-eval", paths, Store(store), engine=engine)
+            report = ingest(adapter, paths, Store(store), engine=engine)
     else:
-        report = ingest("lm-eval", paths, Store(store), engine=engine)
+        report = ingest(adapter, paths, Store(store), engine=engine)
     wall = time.perf_counter() - start
     if phase == "ray-warm":
         import ray
@@ -131,9 +145,10 @@ def run_phase(phase: str, data: Path, store: Path, cpus: int) -> dict:
             "table_sha256_16": digest, **usage}
 
 
-def _phase_process(phase: str, data: Path, store: Path, cpus: int, timeout: float) -> dict:
+def _phase_process(phase: str, data: Path, store: Path, cpus: int, timeout: float,
+                   adapter: str = "lm-eval") -> dict:
     cmd = [sys.executable, __file__, "--phase", phase, "--data", str(data), "--store",
-           str(store), "--cpus", str(cpus)]
+           str(store), "--cpus", str(cpus), "--adapter", adapter]
     env = {**os.environ, "RAY_ADDRESS": ""}  # never a cluster from the environment here
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
                          check=False)
@@ -151,11 +166,47 @@ def generate(work: Path, models: int, tasks: int, docs: int) -> Path:
     return data
 
 
+def generate_helm(work: Path, copies: int, repeat: int = 1) -> Path:
+    """WORK/helm-x<copies>-r<repeat>/suite-<i>/<run>/: the HELM_SOURCES run folders, their
+    run_spec's model renamed <model>-<i> in copy i (so no task and model is in two run
+    folders), each instance ``repeat`` times (ids <id>~<j>)."""
+    data = work / f"helm-x{copies}-r{repeat}"
+    if (data / "done").exists():
+        return data
+    shutil.rmtree(data, ignore_errors=True)
+    runs = [r for source in HELM_SOURCES if source.is_dir() for r in sorted(source.iterdir())
+            if (r / "run_spec.json").is_file()]
+    for i in range(copies):
+        for run in runs:
+            dest = data / f"suite-{i:03d}" / run.name
+            shutil.copytree(run, dest)
+            spec = json.loads((run / "run_spec.json").read_text())
+            spec["adapter_spec"]["model"] = f"{spec['adapter_spec']['model']}-{i:03d}"
+            (dest / "run_spec.json").write_text(json.dumps(spec))
+            if repeat > 1:
+                state = json.loads((run / "scenario_state.json").read_text())
+                state["request_states"] = [
+                    {**rs, "instance": {**rs["instance"], "id": f"{rs['instance']['id']}~{j}"}}
+                    for j in range(repeat) for rs in state["request_states"]]
+                (dest / "scenario_state.json").write_text(json.dumps(state))
+                stats = json.loads((run / "per_instance_stats.json").read_text())
+                stats = [{**e, "instance_id": f"{e['instance_id']}~{j}"}
+                         for j in range(repeat) for e in stats]
+                (dest / "per_instance_stats.json").write_text(json.dumps(stats))
+    (data / "done").write_text(f"{copies} copies of {len(runs)} runs, x{repeat}\n")
+    return data
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--store", help=argparse.SUPPRESS)
+    ap.add_argument("--adapter", default="lm-eval", help=argparse.SUPPRESS)
+    ap.add_argument("--helm", type=int, default=0, metavar="COPIES",
+                    help="HELM run folders (the fixtures COPIES times) instead of lm-eval logs")
+    ap.add_argument("--helm-repeat", type=int, default=1, metavar="R",
+                    help="with --helm: each run's instances R times")
     ap.add_argument("--models", default="100", help="comma-separated model counts (100: 1M rows)")
     ap.add_argument("--tasks", type=int, default=20)
     ap.add_argument("--docs", type=int, default=500)
@@ -164,11 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default="/work/scratch/bench-ray")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per phase")
     ap.add_argument("--keep", action="store_true", help="keep the stores")
-    ap.add_argument("--order", default=",".join(PHASES),
+    ap.add_argument("--order", default="local,ray,ray-warm",
                     help="the phases in the order they run (ratios are to local either way)")
     args = ap.parse_args(argv)
     if args.phase:
-        print(json.dumps(run_phase(args.phase, Path(args.data), Path(args.store), args.cpus)))
+        print(json.dumps(run_phase(args.phase, Path(args.data), Path(args.store), args.cpus,
+                                   args.adapter)))
         return 0
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -178,12 +230,14 @@ def main(argv: list[str] | None = None) -> int:
           "same table as local |", flush=True)
     print("|---|---|---|---|---|---|---|", flush=True)
     results = []
-    for models in (int(m) for m in args.models.split(",")):
-        data = generate(work, models, args.tasks, args.docs)
+    adapter = "helm" if args.helm else "lm-eval"
+    for models in (int(m) for m in args.models.split(",")) if not args.helm else [args.helm]:
+        data = (generate_helm(work, args.helm, args.helm_repeat) if args.helm
+                else generate(work, models, args.tasks, args.docs))
         done = {}
         for phase in args.order.split(","):
             done[phase] = _phase_process(phase, data, work / f"store-{phase}", args.cpus,
-                                         args.timeout)
+                                         args.timeout, adapter)
             done[phase]["load_end"] = round(os.getloadavg()[0], 1)
         base = done["local"]
         for phase, r in done.items():
@@ -196,9 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             for phase in PHASES:
                 shutil.rmtree(work / f"store-{phase}", ignore_errors=True)
-    (work / f"bench_ray-{args.models}-{args.order}.json").write_text(json.dumps(results, indent=2))
-    print(f"# load average {os.getloadavg()[0]:.1f} at end; raw: "
-          f"{work / f'bench_ray-{args.models}-{args.order}.json'}")
+    raw = work / (f"bench_ray-helm{args.helm}r{args.helm_repeat}-{args.order}.json" if args.helm
+                  else f"bench_ray-{args.models}-{args.order}.json")
+    raw.write_text(json.dumps(results, indent=2))
+    print(f"# load average {os.getloadavg()[0]:.1f} at end; raw: {raw}")
     return 0 if all(r["same"] for r in results) else 1
 
 
