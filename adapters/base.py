@@ -61,10 +61,13 @@ class Adapter(ABC):
         # model id -> {"params": int | None, "cost_per_1m": float | None}, filled while reading
         self.model_metadata: dict[str, dict[str, Any]] = {}
 
-    # Optional, for parallel reading (ingest.read_arrow; the lm-eval adapter has them):
+    # Optional, for parallel reading (ingest.read_arrow; the lm-eval, HELM and EEE adapters
+    # have them; the local process pool and --engine ray call them alike):
     #   plan(paths) -> list of picklable work units whose rows do not depend on each other,
     #   read_unit(unit) -> Iterator[Row] (run in a worker process with its own adapter),
     #   unit_state() -> picklable dict of what the parent needs (counts, model metadata),
+    #   check_unit(state) -> checks that span units, run by the driver after each unit in
+    #     plan order (e.g. the same EEE run twice), so errors come as in a serial read,
     #   finish(states, paths) -> merge the states here; raise if nothing usable was read.
     # Without them ``read`` runs in the ingesting process.
 

@@ -75,7 +75,7 @@ def both(cli, tmp_path: Path, *args) -> tuple[Path, Path]:
 
 
 def test_lmeval_helm_and_table_stores_are_identical(cli, lmeval_runs, ray_cluster, tmp_path):
-    # HELM first (read whole by one task), then lm-eval on top (one task per lm-eval task;
+    # HELM first (one Ray task per run folder), then lm-eval on top (one task per lm-eval task;
     # merged into the stored rows), then a table, then the lm-eval runs again (all stored)
     local, remote = both(cli, tmp_path, "helm", HELM_SUITE, "-o", "include_perturbed=true")
     assert_same_store(local, remote)
