@@ -40,7 +40,11 @@ def main() -> int:
     from irt_doc_params import load
 
     from lm_router_plugin.router.deciders import ReferenceData
-    from lm_router_plugin.router.irt import informative_docs, reference_model, reference_rule
+    from lm_router_plugin.router.irt import (
+        informative_docs,
+        reference_model,
+        reference_rule,
+    )
     from lm_router_plugin.router.scores import argmax_with_ties, quiet_nanmean
 
     side = Path(__file__).resolve().parents[2] / "shared" / "data" / "mmlu_pro" / \

@@ -39,7 +39,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     counts = [0] + [int(x) for x in args.labels.split(",") if x]
-    print(f"| set | " + " | ".join(f"{args.b} - {args.a}" + (f" @{n}" if n else "")
+    print("| set | " + " | ".join(f"{args.b} - {args.a}" + (f" @{n}" if n else "")
                                    for n in counts) + " |")
     print("|---|" + "---|" * len(counts))
     for item in args.sets:

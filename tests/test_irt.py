@@ -23,7 +23,6 @@ from lm_router_plugin.router.irt import (
 )
 from lm_router_plugin.router.pool import build_pool
 from lm_router_plugin.router.router import Router
-from lm_router_plugin.store.schema import validate_table
 
 
 def irt_world(seed: int, n_tasks: int = 10, n_per_task: int = 60, n_models: int = 8,
@@ -53,7 +52,7 @@ def irt_world(seed: int, n_tasks: int = 10, n_per_task: int = 60, n_models: int 
 
 
 def test_the_fit_recovers_the_model_it_was_drawn_from():
-    X, Y, task_of, logits, c, b = irt_world(seed=0, n_tasks=10, n_per_task=60, n_models=30)
+    _, Y, _, logits, _, b = irt_world(seed=0, n_tasks=10, n_per_task=60, n_models=30)
     fit = fit_irt(Y, 1, seed=0)
     assert np.corrcoef(fit.logits().ravel(), logits.ravel())[0, 1] > 0.85
     assert np.corrcoef(fit.b, b)[0, 1] > 0.85  # difficulties

@@ -36,7 +36,7 @@ known (12k docs x 29 models pin them far better than the task effects).
 The rank r (IRT_RANKS) and the ridge strength are chosen by an inner leave-one-task-out on
 the reference tasks (the squared error of predicted task accuracies), not fixed by hand.
 
-    >>> ref = fit_reference(X, Y, task_of, n_tasks, seed=0)        # IRTReference
+    >>> ref = fit_reference(X, Y, task_of, seed=0)                 # IRTReference
     >>> est = ref.estimate(Q_rest, Q_lab=Q_lab, y_lab=y_lab)        # IRTEstimate
     >>> est.mean, est.interval(0.9), est.p_beats(best, bma)
 """
@@ -343,7 +343,7 @@ class IRTReference:
         explicit (a doc's M outcomes share it), found by Newton's method on the joint MAP;
         the covariance is the phi-block of the inverse Hessian (the docs' residuals
         integrated out under the Gaussian approximation)."""
-        L, M = y_lab.shape
+        L = len(y_lab)
         k = self.rank + 1
         G, F = self._G(), self.F
         _, prior_cov = self._prior()
