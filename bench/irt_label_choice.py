@@ -50,11 +50,21 @@ def main() -> int:
     side = Path(__file__).resolve().parents[2] / "shared" / "data" / "mmlu_pro" / \
         "instances.tsv.gz"
     sets = {"routerdc": (args.routerdc, "task", None), "cat14": (args.mmlu, "task", None),
-            "src91": (args.mmlu, "src", str(side))}
+            "src91": (args.mmlu, "src", str(side)),
+            "src91_notop": (args.mmlu, "src", str(side))}
     counts = [int(x) for x in args.labels.split(",")]
     for name in args.sets.split(","):
         store, by, side_file = sets[name]
         X, Y, task_of = load(store, by, side_file, "minilm")
+        candidates = np.ones(Y.shape[1], bool)
+        if name.endswith("_notop"):  # without the best model on average (six_sets.sh's rule)
+            from irt_six_sets import notop
+
+            from lm_router_plugin import Store
+            from lm_router_plugin.router.pool import build_pool
+
+            models = build_pool(Store(store).read_table()).models
+            candidates = np.isin(models, notop(store))
         D = int(task_of.max()) + 1
         rows_of = [np.flatnonzero(task_of == d) for d in range(D)]
         accs = np.array([quiet_nanmean(Y[r]) for r in rows_of])
@@ -78,13 +88,13 @@ def main() -> int:
                     others = np.delete(np.arange(D), d)
                     mean_acc = np.nan_to_num(quiet_nanmean(accs[others]))
                     mu = ref.mu(X[rows])
-                    allowed0 = has[d]
+                    allowed0 = has[d] & candidates
                     picked = rows[informative_docs(ref, mu, n_lab, allowed0, mean_acc,
                                                    seed=rep)]
                     for kind, lab in (("random", random_lab), ("informative", picked)):
                         rest = np.setdiff1d(rows, lab)
                         acc = quiet_nanmean(Y[rest])
-                        allowed = ~np.isnan(acc)
+                        allowed = ~np.isnan(acc) & candidates
                         bma = argmax_with_ties(np.where(allowed, mean_acc, -np.inf), mean_acc)
                         est = ref.estimate(X[rest], Q_lab=X[lab], y_lab=Y[lab])
                         best = argmax_with_ties(np.where(allowed, est.mean, -np.inf), mean_acc)
