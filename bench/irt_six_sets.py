@@ -42,7 +42,9 @@ def main() -> int:
                         "src91_notop")
     args = parser.parse_args()
     from lm_router_plugin import api
+    from lm_router_plugin.router import irt
 
+    irt.register()  # not registered by default (docs/irt.md): adds the irt rows
     here = Path(__file__).resolve().parent
     side = here.parent.parent / "shared" / "data" / "mmlu_pro" / "instances.tsv.gz"
     labels = [int(x) for x in args.labels.split(",") if x]

@@ -104,6 +104,24 @@ def test_informative_docs_pick_where_the_leaders_disagree():
                                                    np.zeros(Y.shape[1]), seed=0))
 
 
+@pytest.fixture(autouse=True)
+def irt_registered():
+    """irt is not registered by default (docs/irt.md); these tests add it for their run."""
+    from lm_router_plugin.router import irt
+
+    irt.register()
+    yield
+    irt.unregister()
+
+
+def test_not_registered_by_default():
+    from lm_router_plugin.router import irt
+
+    irt.unregister()
+    assert "irt" not in deciders.names() and "irt" not in predictors.names()
+    irt.register()
+
+
 @pytest.fixture(scope="module")
 def small_world():
     table, vectors = make_data(seed=5, n_tasks=6, n_models=4, n_per_task=30, missing=0.05)
@@ -162,7 +180,7 @@ def test_evaluation_irt_rows_equal_a_refit_without_the_held_out_task(small_world
         assert draw["choice"]["irt"] == rec.choice
 
 
-def test_the_decider_and_the_predictor_are_registered_plugins(small_world):
+def test_the_decider_and_the_predictor_register_as_plugins(small_world):
     assert deciders.get("irt") is IRTDecider and predictors.get("irt") is IRTPredictor
     table, X = small_world
     pool = build_pool(table)

@@ -752,6 +752,26 @@ class IRTDecider(Decider):
                         decided_by=self.name, details={"estimate": est, "rule": rule})
 
 
-__all__ = ["DocRegression", "IRTDecider", "IRTEstimate", "IRTFit", "IRTPredictor",
+def register() -> None:
+    """Make ``irt`` available as a predictor and a decider in this process (``--predictor
+    irt``, ``--score irt``, an ``irt`` row in evaluate). Not registered by default: on the six
+    shared sets it chose worse than the stacked switch at 0, 10 and 20 labels and it makes
+    evaluate several times slower (docs/irt.md)."""
+    from ..registry import deciders, predictors
+
+    predictors.register("irt", IRTPredictor)
+    deciders.register("irt", IRTDecider)
+
+
+def unregister() -> None:
+    """Undo :func:`register`."""
+    from ..registry import deciders, predictors
+
+    predictors.unregister("irt")
+    deciders.unregister("irt")
+
+
+__all__ = ["DocRegression", "IRTDecider", "IRTEstimate", "IRTFit", "IRTPredictor", "register",
+           "unregister",
            "IRTReference", "IRTRule", "fit_irt", "fit_reference", "fit_rule",
            "informative_docs", "reference_model", "reference_rule"]
