@@ -28,7 +28,6 @@ rule. Printed per set: each row's mean accuracy and the paired difference to "st
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 

@@ -30,7 +30,7 @@ from ..registry import deciders, predictors, unknown_name_message
 from ..settings import validate_params
 from ..store.schema import MODEL
 from ..store.store import Store
-from .calibration import calibrate
+from .calibration import best_on_average, calibrate
 from .deciders import (
     DEFAULT_DECIDER,
     Decider,
@@ -51,7 +51,6 @@ from .neighbors import (
     resolve_index_kind,
     topk_cosine,
 )
-from .calibration import best_on_average
 from .pool import ReferencePool, build_pool, fit_route_margin, route_with_margin, rows_by_task
 from .predictors import CorrectnessPredictor
 from .recommendation import (
