@@ -24,28 +24,16 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 from scipy.optimize import nnls
 
-from lm_router_plugin import Store
-from lm_router_plugin.evaluation.protocol import (
-    _HeldOut,
-    _TaskScorer,
-    read_side_table,
-    regroup_tasks,
-)
+from lm_router_plugin.evaluation.protocol import _HeldOut, _TaskScorer
 from lm_router_plugin.router import stacking
 from lm_router_plugin.router.deciders import StackedSwitch
-from lm_router_plugin.router.pool import build_pool
-from lm_router_plugin.router.router import Router, model_mask
 from lm_router_plugin.router.scores import quiet_nanmean
-from lm_router_plugin.store.ingest import load_models_file
+from stack_task_features import add_set_arguments, load_set  # bench/, run as a script
 
-ROOT = Path(__file__).resolve().parents[1]
-SIDE = ROOT.parent / "shared/data/mmlu_pro/instances.tsv.gz"
-MODELS = ROOT / "bench/mmlu_pro_models.yaml"
 SIMPLEX_WEIGHT = 10.0  # the row that pins sum(w) = 1 in the least squares
 
 
@@ -120,29 +108,12 @@ class ProfileSwitch(StackedSwitch):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--set", required=True, choices=["routerdc", "routerdc_notop", "cat14",
-                                                    "src91", "src91_small", "src91_notop"])
-    ap.add_argument("--routerdc-store", required=True)
-    ap.add_argument("--mmlu-store", required=True)
-    ap.add_argument("--embedder", default="minilm")
+    add_set_arguments(ap)
     ap.add_argument("--labels", default="10,20")
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
-    store = Store(args.routerdc_store if args.set.startswith("routerdc") else args.mmlu_store)
-    table = store.read_table()
-    if args.set.startswith("src91"):
-        table = regroup_tasks(table, "src", read_side_table(SIDE))
-    pool = build_pool(table)
-    D, M = len(pool.task_names), len(pool.models)
-    router = Router(embedder=args.embedder)
-    X, _ = router.reference_embeddings(pool, store, None)
-    Y, task_of = pool.Y, pool.task_of
-    acc_all = np.array([quiet_nanmean(Y[task_of == d]) for d in range(D)])
-    allowed0 = np.ones(M, bool)
-    if args.set.endswith("_small"):
-        allowed0 = model_mask(pool.models, None, 13_000_000_000, load_models_file(MODELS))
-    if args.set.endswith("_notop"):
-        allowed0[np.nanargmax(np.nanmean(acc_all, 0))] = False
+    router, pool, X, acc_all, allowed0 = load_set(args)
+    D, M, Y, task_of = len(pool.task_names), len(pool.models), pool.Y, pool.task_of
     ev = _HeldOut(router, X, Y, task_of, D)
     scorer = _TaskScorer(ev, allowed0, np.full(M, np.nan), pool.models, None, 0,
                          pool.instance_ids)

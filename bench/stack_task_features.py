@@ -75,29 +75,43 @@ def fit_with(cal, allowed, sigma, seed, column: int | None, values: np.ndarray |
         stacking._reference_rows, stacking.FEATURES = original, features
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--set", required=True, choices=["routerdc", "routerdc_notop", "cat14",
-                                                    "src91", "src91_small", "src91_notop"])
+SETS = ["routerdc", "routerdc_notop", "cat14", "src91", "src91_small", "src91_notop"]
+
+
+def add_set_arguments(ap: argparse.ArgumentParser) -> None:
+    """--set, --routerdc-store, --mmlu-store, --embedder (shared with stack_label_profile.py)."""
+    ap.add_argument("--set", required=True, choices=SETS)
     ap.add_argument("--routerdc-store", required=True)
     ap.add_argument("--mmlu-store", required=True)
     ap.add_argument("--embedder", default="minilm")
-    args = ap.parse_args()
+
+
+def load_set(args: argparse.Namespace):
+    """(router, pool, X (n, dim), per-task accuracies (D, M), candidates (M,) bool) of one of
+    the six shared sets, as bench/six_sets.sh builds them."""
     store = Store(args.routerdc_store if args.set.startswith("routerdc") else args.mmlu_store)
     table = store.read_table()
     if args.set.startswith("src91"):
         table = regroup_tasks(table, "src", read_side_table(SIDE))
     pool = build_pool(table)
-    D, M = len(pool.task_names), len(pool.models)
     router = Router(embedder=args.embedder)
     X, _ = router.reference_embeddings(pool, store, None)
-    Y, task_of = pool.Y, pool.task_of
-    acc_all = np.array([quiet_nanmean(Y[task_of == d]) for d in range(D)])
-    allowed0 = np.ones(M, bool)
+    acc_all = np.array([quiet_nanmean(pool.Y[pool.task_of == d])
+                        for d in range(len(pool.task_names))])
+    allowed = np.ones(len(pool.models), bool)
     if args.set.endswith("_small"):
-        allowed0 = model_mask(pool.models, None, 13_000_000_000, load_models_file(MODELS))
+        allowed = model_mask(pool.models, None, 13_000_000_000, load_models_file(MODELS))
     if args.set.endswith("_notop"):  # as bench/six_sets.sh: without the best on average
-        allowed0[np.nanargmax(np.nanmean(acc_all, 0))] = False
+        allowed[np.nanargmax(np.nanmean(acc_all, 0))] = False
+    return router, pool, X, acc_all, allowed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_set_arguments(ap)
+    args = ap.parse_args()
+    router, pool, X, acc_all, allowed0 = load_set(args)
+    D, Y, task_of = len(pool.task_names), pool.Y, pool.task_of
     ev = _HeldOut(router, X, Y, task_of, D)
     kernel_s1 = leave_out_kernel(X, Y, task_of, n_tasks=D)
     kernel_w = leave_out_kernel(X, acc_all[task_of], task_of, n_tasks=D)
