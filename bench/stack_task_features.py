@@ -15,8 +15,10 @@ task) are tried in their place, strict leave-one-task-out, zero labels:
            own leave-one-task-out estimate of its gain over BMA on the reference tasks)
 
 Every variant refits the switch exactly as fit_switch does (same inner LOTO of the weights
-and threshold), only the feature columns differ; the baseline column "stack" is the shipped
-rule. Printed per set: each row's mean accuracy and the paired difference to "stack" with a
+and threshold), only the feature columns differ; the baseline column "stack" is the switch
+on the kNN's S1 (``--task-k 0``, the default here: the rule these variants were measured
+against). "s1k" is the rule shipped since (``Router(task_k=200)``; it reproduces evaluate's
+stack row). Printed per set: each row's mean accuracy and the paired difference to "stack" with a
 90% bootstrap interval over tasks (seeded).
 
     . .venv/bin/activate; export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -55,8 +57,8 @@ def fit_with(cal, allowed, sigma, seed, column: int | None, values: np.ndarray |
         return stacking.fit_switch(cal, allowed, sigma=sigma, seed=seed)
     original = stacking._reference_rows
 
-    def rows(cal_, allowed_, sigma_, n_labels, Y, rows_of, seed_):
-        F, T, B, G = original(cal_, allowed_, sigma_, n_labels, Y, rows_of, seed_)
+    def rows(cal_, allowed_, sigma_, n_labels, Y, rows_of, seed_, *rest):
+        F, T, B, G = original(cal_, allowed_, sigma_, n_labels, Y, rows_of, seed_, *rest)
         Z = np.flatnonzero(cal_.included)
         v = values[Z] - values[Z][np.arange(len(Z)), B][:, None]
         if column is None:
@@ -79,8 +81,11 @@ SETS = ["routerdc", "routerdc_notop", "cat14", "src91", "src91_small", "src91_no
 
 
 def add_set_arguments(ap: argparse.ArgumentParser) -> None:
-    """--set, --routerdc-store, --mmlu-store, --embedder (shared with stack_label_profile.py)."""
+    """--set, --routerdc-store, --mmlu-store, --embedder, --task-k (shared with
+    stack_label_profile.py)."""
     ap.add_argument("--set", required=True, choices=SETS)
+    ap.add_argument("--task-k", type=int, default=0,
+                    help="the router's task_k (0: the switch on the kNN's S1)")
     ap.add_argument("--routerdc-store", required=True)
     ap.add_argument("--mmlu-store", required=True)
     ap.add_argument("--embedder", default="minilm")
@@ -94,7 +99,7 @@ def load_set(args: argparse.Namespace):
     if args.set.startswith("src91"):
         table = regroup_tasks(table, "src", read_side_table(SIDE))
     pool = build_pool(table)
-    router = Router(embedder=args.embedder)
+    router = Router(embedder=args.embedder, task_k=args.task_k)
     X, _ = router.reference_embeddings(pool, store, None)
     acc_all = np.array([quiet_nanmean(pool.Y[pool.task_of == d])
                         for d in range(len(pool.task_names))])
@@ -110,6 +115,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_set_arguments(ap)
     args = ap.parse_args()
+    if args.task_k != 0:
+        ap.error("--task-k: this bench compares variants with the switch on the kNN's S1 (0)")
     router, pool, X, acc_all, allowed0 = load_set(args)
     D, Y, task_of = len(pool.task_names), pool.Y, pool.task_of
     ev = _HeldOut(router, X, Y, task_of, D)

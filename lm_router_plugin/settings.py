@@ -41,6 +41,8 @@ class PredictorSettings:
     k: int = 5  # neighbours of the kNN predictor (any predictor's n_neighbors)
     params: dict[str, Any] = field(default_factory=dict)
     target: str = "correct"  # what it learns: correct (0/1) | score (raw metric values)
+    # reference inputs per doc in the task-level S1 of the stacked switch (0: the kNN's S1)
+    task_k: int = 200
 
 
 @dataclass
@@ -67,6 +69,7 @@ _ROUTER_KEYS = {
     "max_seq_length": ("embedder", "max_seq_length"),
     "predictor": ("predictor", "name"), "k": ("predictor", "k"),
     "predictor_params": ("predictor", "params"), "target": ("predictor", "target"),
+    "task_k": ("predictor", "task_k"),
     "index": ("index", "kind"), "index_threshold": ("index", "threshold"),
     "nlist": ("index", "nlist"), "nprobe": ("index", "nprobe"),
     "kappa": ("decision", "kappa"), "sigma": ("decision", "sigma"), "t": ("decision", "t"),
@@ -197,7 +200,7 @@ def validate_params(params: dict[str, Any]) -> None:
             raise InvalidParameterError(name(kw), f"must be a number in {bound}, got {value!r}")
 
     for kw, low in (("k", 1), ("kappa", 1), ("n_draws", 1), ("seed", 0),
-                    ("index_threshold", 0)):
+                    ("index_threshold", 0), ("task_k", 0)):
         integer(kw, low)
     for kw in ("nlist", "nprobe", "max_seq_length"):
         if params[kw] is not None:

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from lm_router_plugin.evaluation.protocol import evaluate, regroup_tasks
+from lm_router_plugin.router.deciders import StackedSwitch
 from lm_router_plugin.router.pool import build_pool
 from lm_router_plugin.router.router import Router
 from lm_router_plugin.store.schema import validate_table
@@ -552,3 +553,43 @@ def test_stack_rows_are_s3_below_the_reference_task_minimum():
         assert record["stack"]["model"] == record["s3"]["model"]
         for draw in record["label_draws"]:
             assert draw["choice"]["stack"] == draw["choice"]["s3"]
+
+
+@pytest.mark.parametrize("task_k", [200, 7, 0])
+def test_the_stacks_task_level_s1_matches_a_router_refitted_without_the_task(task_k):
+    """The stacked switch's S1 feature (the task-level kernel S1, task_k neighbours per doc)
+    in the strict evaluation: each reference task's value in the fit without held-out d and
+    d's own value equal those of a Router fitted on the table without d (task_k = 7 leaves
+    most rows with too few kept neighbours once d is dropped: searched again); the switch
+    built on them (its bandwidth, weights and threshold) and its choice are the refit's."""
+    from lm_router_plugin.evaluation.protocol import _HeldOut, _TaskScorer
+
+    table, vectors = make_data(seed=5, n_tasks=8, missing=0.1)
+    pool = build_pool(table)
+    X = _embeddings(pool, vectors)
+    ev = _HeldOut(Router(task_k=task_k), X, pool.Y, pool.task_of, len(pool.task_names))
+    allowed = np.ones(len(pool.models), bool)
+    scorer = _TaskScorer(ev, allowed, np.full(len(pool.models), np.nan), pool.models, None, 0)
+    for d in (0, 3, 7):
+        keep = pool.task_of != d
+        task = pool.task_names[d]
+        router = Router(task_k=task_k).fit(table[table["task"] != task], embeddings=X[keep])
+        cal = ev.calibration_without(d)
+        others = [z for z in range(len(pool.task_names)) if z != d]
+        rows = np.flatnonzero(~keep)
+        if task_k == 0:
+            assert cal.task_s1 is None and router.calibration_.task_s1 is None
+            assert ev.task_s1(rows) is None
+        else:
+            # float32 similarities of pools of different shapes: last-bit differences
+            np.testing.assert_allclose(cal.task_s1[:, others], router.calibration_.task_s1,
+                                       rtol=1e-6, atol=1e-9)
+            np.testing.assert_allclose(ev.task_s1(rows), router.task_level_s1(X[rows]),
+                                       rtol=1e-6, atol=1e-9)
+        mine, theirs = scorer.switch(d, 0, allowed), router.stacked_switch(allowed)
+        assert (mine.task_h is None) == (task_k == 0)
+        assert (mine.task_h, mine.tau) == (theirs.task_h, theirs.tau)
+        np.testing.assert_allclose(mine.beta, theirs.beta, rtol=1e-6, atol=1e-9)
+        rec = router.recommend(embeddings=X[rows], score="stack")
+        view = scorer.view(d, rows, allowed)
+        assert pool.models[StackedSwitch().decide(view).choice] == rec.choice

@@ -488,9 +488,10 @@ def test_save_load_round_trip(fitted, data, tmp_path):
     loaded = load_router(folder)
     for name in ("X_", "Y_", "task_of_", "loo_g_"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(fitted, name))
-    for name in ("u", "p", "accuracy", "mean_accuracy"):
+    for name in ("u", "p", "accuracy", "mean_accuracy", "task_s1", "task_bandwidths"):
         np.testing.assert_array_equal(getattr(loaded.calibration_, name),
                                       getattr(fitted.calibration_, name))
+    assert fitted.calibration_.task_s1.shape == (6, 3, len(MODELS))  # (H, D, M)
     assert loaded.get_params() == fitted.get_params()
     assert loaded.models_ == fitted.models_ and loaded.task_names_ == fitted.task_names_
     assert loaded.recommend(embeddings=data["Q"]).to_dict() == \
@@ -500,6 +501,19 @@ def test_save_load_round_trip(fitted, data, tmp_path):
     assert card["models"] == MODELS and card["n_tasks"] == 3 and card["n_reference_inputs"] == 12
     assert card["embedder"] == "precomputed"
     assert card["n_labels"] == 33  # 12 inputs x 3 models - 3 missing
+
+
+def test_a_router_without_the_task_level_s1_saves_and_loads(data, tmp_path):
+    """task_k = 0: no task-level S1 (None), saved as empty arrays and read back as None;
+    the stacked switch then reads the kNN's S1 and says nothing of a bandwidth."""
+    router = Router(task_k=0).fit(data["table"], embeddings=data["X"])
+    assert router.calibration_.task_s1 is None and router.task_level_s1(data["Q"]) is None
+    save_router(router, tmp_path / "r0")
+    loaded = load_router(tmp_path / "r0")
+    assert loaded.calibration_.task_s1 is None and loaded.calibration_.task_bandwidths is None
+    allowed = np.ones(len(MODELS), bool)
+    assert loaded.stacked_switch(allowed).task_h is None
+    assert "task-level" not in loaded.stacked_switch(allowed).describe()
 
 
 # -- a pluggable predictor -------------------------------------------------------------------

@@ -66,6 +66,26 @@ def test_leave_out_table_equals_explicit_fits(missing, slack):
     np.testing.assert_allclose(table.accuracy[0], quiet_nanmean(Y[task_of == 0]))
 
 
+def test_task_kernel_without_rows_and_in_small_blocks(monkeypatch):
+    """The fit's TaskKernel (keep_rows=False, slack 0) gives the same table as the
+    evaluation's; so do gathering blocks of a few rows (many models); rows_s1 is a task's
+    value from the other tasks; leaving a second task out needs the rows."""
+    from lm_router_plugin.router import task_level
+
+    X, Y, task_of = _data(missing=0.1)
+    full = task_level.TaskKernel(X, Y, task_of, k=15, bandwidths=HS)
+    lean = task_level.TaskKernel(X, Y, task_of, k=15, bandwidths=HS, slack=0,
+                                 keep_rows=False)
+    np.testing.assert_allclose(lean.task_s1(), full.task_s1(), rtol=1e-12)
+    np.testing.assert_allclose(full.rows_s1(np.flatnonzero(task_of == 2)),
+                               full.task_s1()[:, 2], rtol=1e-12)
+    monkeypatch.setattr(task_level, "GATHER_FLOATS", 3 * 15 * Y.shape[1])  # 3 rows a block
+    small = task_level.TaskKernel(X, Y, task_of, k=15, bandwidths=HS)
+    np.testing.assert_allclose(small.task_s1(4), full.task_s1(4), rtol=1e-12)
+    with pytest.raises(ValueError, match="keep_rows"):
+        lean.task_s1(0)
+
+
 def test_uniform_kernel_with_k_neighbours_is_the_plain_mean():
     X, Y, task_of = _data()
     Q = X[task_of == 0]

@@ -68,7 +68,8 @@ RECOMMEND_LEGEND = (
     "correct (g > t); p = estimated accuracy of those per-input predictions on this task "
     "(from reference tasks at a similar distance u); S3 = expected accuracy given S2 and p. "
     "gain = the stacked switch's predicted accuracy gain over the best model on average "
-    "(weights of S1, S3 and the mean accuracy learned on the reference tasks). "
+    "(weights of S3, the mean accuracy and a task-level S1 over each input's 200 most "
+    "similar reference inputs, learned on the reference tasks). "
     "u = mean cosine distance of the task's inputs to their nearest reference inputs.")
 
 ESTIMATE_LEGEND = (

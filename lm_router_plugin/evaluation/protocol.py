@@ -51,6 +51,7 @@ from ..router.recommendation import route_choices
 from ..router.router import Router, model_mask
 from ..router.scores import argmax_with_ties, quiet_nanmean, thresholded_accuracy
 from ..router.stacking import Switch, fit_switch
+from ..router.task_level import TaskKernel
 from ..store.store import Store
 
 logger = logging.getLogger(__name__)
@@ -259,6 +260,11 @@ class _HeldOut:
                                                       neighbors=self.neighbors)
         self._calibrations: dict[int, Calibration] = {}
         self.margins: dict[int, float] = {}  # target "score": route's margin without task d
+        # the stacked switch's task-level S1 (task_k > 0): one search, every task's value
+        # without itself and without the held-out task exactly (leave-two-tasks-out)
+        task_k = getattr(router, "task_k", 0)
+        self.task_kernel = (TaskKernel(X, Y, task_of, k=task_k, n_tasks=n_tasks)
+                            if task_k > 0 else None)
 
     def calibration_without(self, d: int) -> Calibration:
         """What ``Router.fit`` computes from the table without task d."""
@@ -273,6 +279,9 @@ class _HeldOut:
             sim[rows, :found.shape[1]] = found  # a pool smaller than kappa: -inf padded
             self._calibrations[d] = calibrate(self.task_of, self.Y, g, sim, r.t, self.D,
                                               held_out=d)
+            if self.task_kernel is not None:  # what Router.fit without d computes
+                self._calibrations[d].task_s1 = self.task_kernel.task_s1(d)
+                self._calibrations[d].task_bandwidths = np.array(self.task_kernel.bandwidths)
             if getattr(r, "target", "correct") == "score":  # route's margin, fitted without d
                 cal = self._calibrations[d]
                 self.margins[d] = fit_route_margin(g, self.Y, self.task_of, cal.accuracy,
@@ -282,6 +291,11 @@ class _HeldOut:
     def kappa_sim(self, rows: np.ndarray) -> np.ndarray:
         """(r, kappa) similarities of held-out rows to the reference tasks (u)."""
         return self.neighbors.sim[rows, :self.router.kappa]
+
+    def task_s1(self, rows: np.ndarray) -> np.ndarray | None:
+        """(H, M) task-level kernel S1 of held-out rows (all of one task) from the other
+        tasks (Router.task_level_s1 of the fit without it); None when task_k is 0."""
+        return None if self.task_kernel is None else self.task_kernel.rows_s1(rows)
 
 
 class _TaskScorer:
@@ -334,7 +348,7 @@ class _TaskScorer:
                         lab_y=None if lab is None else ev.Y[lab], g_labelled=g_labelled, p=p,
                         switches=lambda n: self.switch(d, n, allowed),
                         reference=lambda: self.reference(d), docs_x=ev.X[rows],
-                        lab_x=None if lab is None else ev.X[lab])
+                        lab_x=None if lab is None else ev.X[lab], task_s1=ev.task_s1(rows))
 
     def reference(self, d: int) -> ReferenceData:
         """The reference pool of the fit without task d (what ``Router.fit`` on the table

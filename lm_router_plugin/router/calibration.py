@@ -37,6 +37,9 @@ class Calibration:
     likewise the share of inputs with g > t; n (D,) inputs per task.
     residual_cov (M, M): covariance across reference inputs of y - g (leave-task-out), the
     per-input noise of a label around its prediction (pairwise over inputs with both labels).
+    task_s1 (H, D, M): each task's task-level kernel S1 per bandwidth of task_bandwidths (H,)
+    (task_level.TaskKernel, references outside the task and outside a held-out task; None:
+    the router's task_k is 0), the stacked switch's S1 feature.
     """
 
     u: np.ndarray
@@ -48,6 +51,8 @@ class Calibration:
     residual_cov: np.ndarray | None = None
     s2: np.ndarray | None = None
     n: np.ndarray | None = None
+    task_s1: np.ndarray | None = None
+    task_bandwidths: np.ndarray | None = None
 
     def u_range(self) -> tuple[float, float]:
         u = self.u[self.included]

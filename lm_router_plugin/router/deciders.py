@@ -135,6 +135,8 @@ class TaskView:
     reference(): the reference pool of the fit (ReferenceData; never the task itself), for
     deciders that fit their own model on it (irt.py). docs_x (n, dim): embeddings of the n
     docs the choice is for (rows of g); lab_x (L, dim): of the labelled docs (rows of lab_y).
+    task_s1 (H, M): the task-level kernel S1 of those docs per bandwidth of
+    ``cal.task_bandwidths`` (from the reference pool only; None: the router's task_k is 0).
     """
 
     cal: Calibration
@@ -150,6 +152,7 @@ class TaskView:
     reference: Callable[[], ReferenceData] | None = None
     docs_x: np.ndarray | None = None
     lab_x: np.ndarray | None = None
+    task_s1: np.ndarray | None = None
 
     @property
     def n_labels(self) -> int:
@@ -312,8 +315,14 @@ class StackedSwitch(Decider):
         switch = view.switch(view.n_labels)
         labels = view.label_accuracy if switch.n_labels else None
         s = view.settings
+        task_s1 = None
+        if switch.task_h_index is not None:
+            if view.task_s1 is None:
+                raise ValueError("the stacked switch was fitted on the task-level kernel S1 "
+                                 "(calibration task_s1) but the view carries no task_s1")
+            task_s1 = view.task_s1[switch.task_h_index]
         features, bma = task_features(view.cal, view.g, view.kappa_sim, view.allowed, s.t,
-                                      s.sigma, labels)
+                                      s.sigma, labels, task_s1)
         choice, best, gain, p = switch.decide(features, view.allowed, bma,
                                               view.cal.mean_accuracy, n_rest=len(view.g))
         fallback = choice != best

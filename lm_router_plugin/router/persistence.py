@@ -42,10 +42,12 @@ logger = logging.getLogger(__name__)
 _ARRAYS = ("X_", "Y_", "task_of_", "loo_g_")
 #: Saved-router layout; part of the cache key, so a router saved in an older layout (e.g.
 #: without the calibration's s2, which the stacked switch needs) is refitted, never loaded.
-ROUTER_FORMAT = 2
+ROUTER_FORMAT = 3
 _IVF_FILE = "index.faiss"  # a faiss-ivf router's trained index (faiss.write_index)
 _CALIBRATION = ("u", "p", "accuracy", "included", "mean_accuracy", "s1", "residual_cov", "s2",
-                "n")
+                "n", "task_s1", "task_bandwidths")
+#: calibration arrays that may be None (task_k = 0): saved as empty arrays, loaded as None
+_OPTIONAL = ("task_s1", "task_bandwidths")
 
 
 def router_card(router: Router) -> dict[str, Any]:
@@ -78,7 +80,9 @@ def save_router(router: Router, folder: Path, card: dict[str, Any] | None = None
     aside = None
     try:
         arrays = {name: getattr(router, name) for name in _ARRAYS}
-        arrays.update({f"cal_{name}": getattr(router.calibration_, name) for name in _CALIBRATION})
+        cal = router.calibration_
+        arrays.update({f"cal_{name}": np.empty(0) if getattr(cal, name) is None
+                       else getattr(cal, name) for name in _CALIBRATION})
         np.savez(tmp / "arrays.npz", **arrays)
         state = {"params": router.get_params(), "models": router.models_,
                  "tasks": router.task_names_, "instance_ids": router.instance_ids_,
@@ -125,8 +129,10 @@ def load_router(folder: Path, **decision_params: Any) -> Router:
     with np.load(folder / "arrays.npz") as arrays:
         for name in _ARRAYS:
             setattr(router, name, arrays[name])
-        router.calibration_ = Calibration(**{name: arrays[f"cal_{name}"]
-                                             for name in _CALIBRATION})
+        cal = {name: arrays[f"cal_{name}"] for name in _CALIBRATION}
+        router.calibration_ = Calibration(**{
+            name: None if name in _OPTIONAL and value.size == 0 else value
+            for name, value in cal.items()})
     router.models_ = state["models"]
     router.task_names_ = state["tasks"]
     router.instance_ids_ = state["instance_ids"]

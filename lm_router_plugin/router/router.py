@@ -62,12 +62,15 @@ from .recommendation import (
     route_choices,
     u_note,
 )
+from .scores import quiet_nanmean
+from .task_level import DEFAULT_K as DEFAULT_TASK_K
+from .task_level import TaskKernel, kernel_estimates
 
 logger = logging.getLogger(__name__)
 
 # Parameters that change what is fitted (a new router) vs. only the decision (no refit).
 FIT_PARAMS = ("k", "kappa", "t", "predictor", "predictor_params", "embedder", "max_seq_length",
-              "target")
+              "target", "task_k")
 DECISION_PARAMS = ("sigma", "eta", "n_draws", "seed")
 # How the reference pool is searched (neighbors.py). Applied when a saved router is loaded,
 # like DECISION_PARAMS; only an approximate index enters the cache key (``fit_params``).
@@ -106,6 +109,10 @@ class Router:
         target: what the predictors learn: "correct" (the 0/1 correctness of the
             thresholds) or "score" (the raw metric values, mapped per metric onto [0, 1] by
             pool.ScoreScale; docs/raw-metrics.md). Part of the fitted state.
+        task_k: reference inputs per doc in the task-level accuracy estimate the stacked
+            switch reads as its S1 (task_level.TaskKernel: a similarity kernel over the
+            task_k nearest, its bandwidth chosen by an inner leave-one-task-out for the
+            choice); 0: the kNN predictor's S1 (k neighbours). Part of the fitted state.
     """
 
     def __init__(self, *, k: int = 5, kappa: int = 19, sigma: float = 0.09, t: float = 0.5,
@@ -114,7 +121,7 @@ class Router:
                  max_seq_length: int | None = None, device: str | None = None,
                  index: str = "auto", index_threshold: int = AUTO_FAISS_MIN_REFS,
                  nlist: int | None = None, nprobe: int | None = None,
-                 target: str = "correct"):
+                 target: str = "correct", task_k: int = DEFAULT_TASK_K):
         self.k = k
         self.kappa = kappa
         self.sigma = sigma
@@ -132,6 +139,7 @@ class Router:
         self.nlist = nlist
         self.nprobe = nprobe
         self.target = target
+        self.task_k = task_k
 
     def get_params(self) -> dict[str, Any]:
         return {name: getattr(self, name)
@@ -224,7 +232,22 @@ class Router:
         self.calibration_ = calibrate(self.task_of_, self.Y_, self.loo_g_,
                                       neighbors.sim[:, :self.kappa], self.t,
                                       len(self.task_names_))
+        if self.task_k > 0:  # each reference task's kernel S1 from the other tasks
+            kernel = TaskKernel(X, self.Y_, self.task_of_, k=self.task_k,
+                                n_tasks=len(self.task_names_), slack=0, keep_rows=False)
+            self.calibration_.task_s1 = kernel.task_s1()
+            self.calibration_.task_bandwidths = np.array(kernel.bandwidths)
         return self
+
+    def task_level_s1(self, Q: np.ndarray) -> np.ndarray | None:
+        """(H, M) the task-level kernel S1 of a task whose docs have embeddings Q (N, dim),
+        per bandwidth of the calibration's task_bandwidths, from the task_k nearest reference
+        inputs of each doc (through the router's index); None when task_k is 0."""
+        bandwidths = self.calibration_.task_bandwidths
+        if bandwidths is None or self.task_k <= 0 or len(Q) == 0:
+            return None
+        idx, sim = self.neighbor_index().search(np.asarray(Q, np.float32), self.task_k)
+        return quiet_nanmean(kernel_estimates(idx, sim, self.Y_, bandwidths), axis=1)
 
     def neighbor_index(self) -> NeighborIndex:
         """The search over the fitted pool ``X_`` for the current index parameters: built
@@ -357,7 +380,8 @@ class Router:
                         lab_y=lab_y if len(lab_docs) else None, g_labelled=g_labelled,
                         switches=lambda n: self.stacked_switch(allowed, n),
                         reference=self.reference_data, docs_x=Q[rest],
-                        lab_x=Q[lab_docs] if len(lab_docs) else None)
+                        lab_x=Q[lab_docs] if len(lab_docs) else None,
+                        task_s1=self.task_level_s1(Q[rest]))
         return view, g_all, searched[:, :self.kappa]
 
     def recommend(self, prompts: Sequence[str] | None = None, *,

@@ -10,7 +10,11 @@ much of a model's score lead over BMA turns into a real accuracy lead:
     predicted gain of m over BMA  =  beta . [S1_m - S1_b, A_m - A_b, S3_m - S3_b (, L_m - L_b)]
 
 with A the mean reference accuracy. The model of highest predicted gain is chosen if its gain
-exceeds tau, else BMA.
+exceeds tau, else BMA. S1 here is the task-level kernel S1 (task_level.TaskKernel: the mean
+over the task's docs of the kernel-weighted correctness of their ``task_k`` nearest reference
+inputs) at the bandwidth whose argmax choices were best on the reference tasks (an inner
+leave-one-task-out, for the candidates at hand); a router with task_k = 0 uses the kNN
+predictor's S1 (k = 5) instead.
 
 With n labelled items of the new task, that prediction d0_m is the prior of a precision-
 weighted update by the paired label difference L_m - L_b (accuracies on the same items):
@@ -43,6 +47,7 @@ import numpy as np
 
 from .calibration import UNINFORMATIVE_P, Calibration, best_on_average, smoothed_p
 from .scores import argmax_with_ties, normal_cdf, quiet_nanmean, s3, task_distance
+from .task_level import inner_choice_accuracy, widest_best
 
 #: switch thresholds on the predicted gain (accuracy units) the inner LOTO chooses from
 TAUS = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, math.inf)
@@ -71,7 +76,9 @@ class Switch:
     disagreement (M,), each model's share of reference items on which it and the new task's
     BMA differ. expected_gain: the rule's gain over BMA estimated by a leave-one-task-out
     around the choice of (c, tau) itself (accuracy units; what the rule, fitted for this
-    many labels, realised on reference tasks it was not tuned on)."""
+    many labels, realised on reference tasks it was not tuned on). task_h: the bandwidth of
+    its kernel S1 feature, task_h_index its position in the calibration's task_bandwidths
+    (None: the kNN predictor's S1)."""
 
     beta: np.ndarray
     tau: float
@@ -84,6 +91,8 @@ class Switch:
     prior_var: float = 0.0
     disagreement: np.ndarray | None = None
     expected_gain: float = math.nan
+    task_h: float | None = None
+    task_h_index: int | None = None
 
     def label_weights(self, n_rest: int | None) -> np.ndarray | None:
         """(M,) weight w_m of the paired label difference (None without labels); n_rest:
@@ -119,9 +128,13 @@ class Switch:
 
     def describe(self) -> str:
         """The learned rule in words, e.g. "threshold 0.02 learned leave-one-task-out over
-        6 reference tasks; weights S1 +0.80, mean_accuracy +0.04, S3 +0.50"."""
-        names = ", ".join(f"{n.replace('s1', 'S1').replace('s3', 'S3')} {b:+.2f}"
-                          for n, b in zip(FEATURES, self.beta))
+        6 reference tasks; weights S1 (task-level, h 0.05) +0.57, mean_accuracy +0.04, S3
+        +1.17"."""
+        shown = {"s1": "S1", "s3": "S3"}
+        if self.task_h is not None:
+            width = "uniform" if math.isinf(self.task_h) else f"h {self.task_h:g}"
+            shown["s1"] = f"S1 (task-level, {width})"
+        names = ", ".join(f"{shown.get(n, n)} {b:+.2f}" for n, b in zip(FEATURES, self.beta))
         labels = ""
         if self.n_labels > 0:
             labels = (f"; {self.n_labels} labels update it with prior sd "
@@ -145,13 +158,27 @@ def _features(s1: np.ndarray, s3_: np.ndarray, mean_acc: np.ndarray, b: int,
 
 
 def task_features(cal: Calibration, g: np.ndarray, kappa_sim: np.ndarray, allowed: np.ndarray,
-                  t: float, sigma: float, labels: np.ndarray | None = None
-                  ) -> tuple[np.ndarray, int]:
+                  t: float, sigma: float, labels: np.ndarray | None = None,
+                  task_s1: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """(features (M, F), BMA) of a new task from its g (n, M) and kappa similarities (n, k);
-    ``labels`` (M,): accuracy on its labelled items (nan: a model without labels)."""
+    ``labels`` (M,): accuracy on its labelled items (nan: a model without labels);
+    ``task_s1`` (M,): its task-level kernel S1 at the switch's bandwidth (None: S1 is the
+    mean of g)."""
     bma = best_on_average(cal, allowed)
     p = smoothed_p(cal, task_distance(kappa_sim), sigma)
-    return _features(g.mean(0), s3((g > t).mean(0), p), cal.mean_accuracy, bma, labels), bma
+    s1 = g.mean(0) if task_s1 is None else np.asarray(task_s1, dtype=float)
+    return _features(s1, s3((g > t).mean(0), p), cal.mean_accuracy, bma, labels), bma
+
+
+def choose_task_bandwidth(cal: Calibration, allowed: np.ndarray) -> int | None:
+    """Index into ``cal.task_bandwidths`` of the kernel S1 whose argmax choices among
+    ``allowed`` were most accurate over the included reference tasks, each predicted from
+    the others (task_level.inner_choice_accuracy; ties: the wider); None without a
+    task-level kernel S1 (task_k = 0)."""
+    if cal.task_s1 is None:
+        return None
+    refs = np.flatnonzero(cal.included)
+    return widest_best(inner_choice_accuracy(cal.task_s1, cal.accuracy, allowed, refs))
 
 
 def _leave_one_out_p(cal: Calibration, Z: np.ndarray, sigma: float) -> np.ndarray:
@@ -172,7 +199,8 @@ def _leave_one_out_p(cal: Calibration, Z: np.ndarray, sigma: float) -> np.ndarra
 
 
 def _reference_rows(cal: Calibration, allowed: np.ndarray, sigma: float, n_labels: int,
-                    Y: np.ndarray | None, rows_of: list[np.ndarray] | None, seed: int
+                    Y: np.ndarray | None, rows_of: list[np.ndarray] | None, seed: int,
+                    task_h_index: int | None = None
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Each included reference task z seen as a new task: features (R, M, F), realised gain
     over its BMA (R, M) (nan: no labels), its BMA (R,), and its task index (R,). With labels,
@@ -191,7 +219,8 @@ def _reference_rows(cal: Calibration, allowed: np.ndarray, sigma: float, n_label
     def diff(x: np.ndarray, b: np.ndarray) -> np.ndarray:
         return x - x[np.arange(len(x)), b][:, None]
 
-    base = [diff(cal.s1[Z], bma), diff(mean_acc, bma), diff(s3_all, bma)]
+    s1 = cal.s1[Z] if task_h_index is None else cal.task_s1[task_h_index][Z]
+    base = [diff(s1, bma), diff(mean_acc, bma), diff(s3_all, bma)]
     if n_labels <= 0:
         target = np.where(known, diff(acc0, bma), np.nan)
         return np.stack(base, -1), target, bma, Z
@@ -296,7 +325,8 @@ def fit_switch(cal: Calibration, allowed: np.ndarray, *, sigma: float, n_labels:
     """
     if n_labels > 0 and (Y is None or rows_of is None):
         raise ValueError("fit_switch with labels needs the reference correctness Y, rows_of")
-    F, T, B, G = _reference_rows(cal, allowed, sigma, n_labels, Y, rows_of, seed)
+    h_index = choose_task_bandwidth(cal, allowed)
+    F, T, B, G = _reference_rows(cal, allowed, sigma, n_labels, Y, rows_of, seed, h_index)
     k = len(FEATURES)
     valid = ~np.isnan(T) & allowed[None, :]
     Fv = np.where(valid[..., None], F[..., :k], 0.0)
@@ -370,7 +400,9 @@ def fit_switch(cal: Calibration, allowed: np.ndarray, *, sigma: float, n_labels:
                   features=FEATURES + ((LABEL_FEATURE,) if c > 0 else ()),
                   prior_var=c * prior_var if c > 0 else 0.0,
                   disagreement=disagreement if c > 0 else None,
-                  expected_gain=_nested_gain(np.concatenate(per_config, axis=1)))
+                  expected_gain=_nested_gain(np.concatenate(per_config, axis=1)),
+                  task_h=None if h_index is None else float(cal.task_bandwidths[h_index]),
+                  task_h_index=h_index)
 
 
-__all__ = ["Switch", "fit_switch", "task_features"]
+__all__ = ["Switch", "choose_task_bandwidth", "fit_switch", "task_features"]

@@ -47,60 +47,21 @@ from .deciders import Decider, Decision, S1, TaskView
 from .neighbors import topk_cosine
 from .pool import rows_by_task
 from .scores import argmax_with_ties, quiet_nanmean
+from .task_level import (
+    BANDWIDTHS,
+    DEFAULT_K,
+    SLACK,
+    TaskKernel,
+    choice_accuracy,
+    inner_choice_accuracy,
+    kernel_estimates,
+    kernel_weights,
+    widest_best,
+)
 
-#: Reference inputs averaged per doc (the top-K most similar).
-DEFAULT_K = 200
-#: The bandwidth grid of the inner leave-one-task-out (cosine-similarity units; inf: the
-#: uniform mean of the K neighbours).
-BANDWIDTHS = (0.01, 0.02, 0.05, 0.1, 0.2, math.inf)
-#: Extra neighbours kept per row beyond K, so that leaving one more task out is mostly
-#: answered from the kept list (rows that lose too many are searched again, exactly).
-SLACK = 200
 #: Margins tau of the switch to BMA: S1k's best model is kept only when its S1k beats
 #: BMA's by more than tau; (h, tau) chosen together by the inner leave-one-task-out.
 MARGINS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
-#: Rows per block when the (rows, K, M) neighbour labels are gathered.
-ROW_BLOCK = 2048
-
-
-def kernel_weights(sim: np.ndarray, h: float) -> np.ndarray:
-    """(r, K) weights exp((sim - 1) / h) of neighbours with similarities ``sim`` (-inf: no
-    neighbour, weight 0); h = inf gives 1 for every neighbour."""
-    sim = np.asarray(sim, dtype=np.float64)
-    valid = np.isfinite(sim)
-    if math.isinf(h):
-        return valid.astype(np.float64)
-    # shifted by each row's best similarity (cancels in the normalised average) so that a
-    # narrow kernel never underflows to all zeros
-    top = np.max(np.where(valid, sim, -np.inf), axis=1, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    return np.where(valid, np.exp((np.where(valid, sim, 0.0) - top) / h), 0.0)
-
-
-def kernel_estimates(idx: np.ndarray, sim: np.ndarray, Y: np.ndarray,
-                     bandwidths: Sequence[float]) -> np.ndarray:
-    """(H, r, M) kernel-weighted mean correctness of each row's neighbours ``idx`` (r, K)
-    (-1: none) with similarities ``sim``, per bandwidth; nan where a model has no labelled
-    neighbour."""
-    Y = np.asarray(Y, dtype=np.float64)
-    has = ~np.isnan(Y)
-    any_missing = not has.all()
-    Y0 = np.where(has, Y, 0.0).astype(np.float32)
-    H, (r, _), M = len(bandwidths), idx.shape, Y.shape[1]
-    out = np.full((H, r, M), np.nan)
-    for r0 in range(0, r, ROW_BLOCK):
-        i = idx[r0:r0 + ROW_BLOCK]
-        safe = np.maximum(i, 0)
-        labels = Y0[safe]  # (b, K, M)
-        known = has[safe].astype(np.float32) if any_missing else None
-        for j, h in enumerate(bandwidths):
-            w = kernel_weights(sim[r0:r0 + ROW_BLOCK], h).astype(np.float32)  # (b, K)
-            num = np.einsum("bk,bkm->bm", w, labels)
-            den = (np.einsum("bk,bkm->bm", w, known) if known is not None
-                   else np.repeat(w.sum(axis=1, keepdims=True), M, axis=1))
-            out[j, r0:r0 + len(i)] = np.divide(num, den, out=np.full(num.shape, np.nan),
-                                               where=den > 0)
-    return out
 
 
 def kernel_accuracy(Q: np.ndarray, X: np.ndarray, Y: np.ndarray, *, k: int = DEFAULT_K,
@@ -147,93 +108,20 @@ def leave_out_kernel(X: np.ndarray, Y: np.ndarray, task_of: np.ndarray, *,
                      k: int = DEFAULT_K, bandwidths: Sequence[float] = BANDWIDTHS,
                      n_tasks: int | None = None, slack: int = SLACK) -> LeaveOutKernel:
     """The :class:`LeaveOutKernel` of a reference pool (X (n, dim) unit norm, Y (n, M),
-    task_of (n,) in 0..D-1): one search keeps each row's k + slack nearest rows outside its
-    own task; leaving task e out too drops e's rows from that list (rows left with fewer
-    than k are searched again without e), so every entry is what a pool without z and e
-    gives."""
-    X = np.asarray(X, dtype=np.float32)
-    Y = np.asarray(Y, dtype=np.float64)
-    task_of = np.asarray(task_of, dtype=np.int64)
-    D = int(task_of.max()) + 1 if n_tasks is None else int(n_tasks)
-    hs = tuple(float(h) for h in bandwidths)
-    H, M = len(hs), Y.shape[1]
-    rows_of = rows_by_task(task_of, D)
+    task_of (n,) in 0..D-1), from one :class:`TaskKernel`: every entry is what a pool
+    without z and e gives."""
+    kernel = TaskKernel(X, Y, task_of, k=k, bandwidths=bandwidths, n_tasks=n_tasks,
+                        slack=slack)
+    D, M = kernel.D, kernel.Y.shape[1]
     accuracy = np.full((D, M), np.nan)
-    for z, rows in enumerate(rows_of):
+    for z, rows in enumerate(rows_by_task(kernel.task_of, D)):
         if len(rows):
-            accuracy[z] = quiet_nanmean(Y[rows])
-    deep_idx, deep_sim = topk_cosine(X, X, k + slack, query_groups=task_of,
-                                     ref_groups=task_of)
-    deep_task = np.where(deep_idx >= 0, task_of[np.maximum(deep_idx, 0)], -1)
-    kk = min(k, deep_idx.shape[1])
-    base = kernel_estimates(deep_idx[:, :kk], deep_sim[:, :kk], Y, hs)  # (H, n, M)
-    sums, counts = _task_sums(base, task_of, D)
-    s1k = np.full((H, D, D + 1, M), np.nan)
-    s1k[:, :, D] = _ratio(sums, counts)
+            accuracy[z] = quiet_nanmean(kernel.Y[rows])
+    s1k = np.full((len(kernel.bandwidths), D, D + 1, M), np.nan)
+    s1k[:, :, D] = kernel.task_s1()
     for e in range(D):
-        hit = np.flatnonzero((task_of != e) & (deep_task[:, :kk] == e).any(axis=1))
-        new_sums, new_counts = sums.copy(), counts.copy()
-        if len(hit):
-            idx, sim = _without_task(X, task_of, hit, e, deep_idx, deep_sim, deep_task, kk)
-            est = kernel_estimates(idx, sim, Y, hs)
-            add_s, add_c = _task_sums(est, task_of[hit], D)
-            sub_s, sub_c = _task_sums(base[:, hit], task_of[hit], D)
-            new_sums += add_s - sub_s
-            new_counts += add_c - sub_c
-        s1k[:, :, e] = _ratio(new_sums, new_counts)
-        s1k[:, e, e] = np.nan
-    return LeaveOutKernel(s1k=s1k, accuracy=accuracy, bandwidths=hs, k=k)
-
-
-def _task_sums(values: np.ndarray, tasks: np.ndarray, D: int) -> tuple[np.ndarray, np.ndarray]:
-    """(sums, counts), each (H, D, M): per task, the sum of the non-nan ``values`` (H, r, M)
-    of its rows (``tasks`` (r,)) and their number."""
-    onehot = np.zeros((D, len(tasks)))
-    onehot[tasks, np.arange(len(tasks))] = 1.0
-    has = ~np.isnan(values)
-    sums = np.stack([onehot @ np.where(has[j], values[j], 0.0) for j in range(len(values))])
-    counts = np.stack([onehot @ has[j].astype(float) for j in range(len(values))])
-    return sums, counts
-
-
-def _ratio(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    return np.divide(sums, counts, out=np.full(sums.shape, np.nan), where=counts > 0.5)
-
-
-def _without_task(X: np.ndarray, task_of: np.ndarray, rows: np.ndarray, e: int,
-                  deep_idx: np.ndarray, deep_sim: np.ndarray, deep_task: np.ndarray,
-                  k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(idx, sim) (len(rows), k): each row's k nearest rows outside its own task and e."""
-    d_idx, d_sim, d_task = deep_idx[rows], deep_sim[rows], deep_task[rows]
-    keep = (d_idx >= 0) & (d_task != e)
-    # the kept list is exact when it has k entries, or when the deep list held every
-    # eligible row (it is not full)
-    complete = keep.sum(axis=1) >= k
-    complete |= (d_idx < 0).any(axis=1)
-    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
-    idx = np.take_along_axis(d_idx, order, 1)
-    sim = np.take_along_axis(d_sim, order, 1)
-    kept = np.take_along_axis(keep, order, 1)
-    idx, sim = np.where(kept, idx, -1), np.where(kept, sim, -np.inf).astype(np.float32)
-    short = np.flatnonzero(~complete)
-    if len(short):
-        cols = np.flatnonzero(task_of != e)
-        i2, s2 = topk_cosine(X[rows[short]], X[cols], k, query_groups=task_of[rows[short]],
-                             ref_groups=task_of[cols])
-        idx[short] = np.where(i2 >= 0, cols[np.maximum(i2, 0)], -1)
-        sim[short] = s2
-    return idx, sim
-
-
-def choice_accuracy(scores: np.ndarray, accuracy: np.ndarray, allowed: np.ndarray,
-                    tie: np.ndarray) -> float:
-    """True accuracy of the argmax of ``scores`` (M,) among ``allowed`` models with a
-    result (ties: higher ``tie``); nan when none."""
-    ok = allowed & ~np.isnan(accuracy)
-    if not ok.any():
-        return math.nan
-    pick = argmax_with_ties(np.where(ok, np.nan_to_num(scores, nan=-np.inf), -np.inf), tie)
-    return float(accuracy[pick])
+        s1k[:, :, e] = kernel.task_s1(e)
+    return LeaveOutKernel(s1k=s1k, accuracy=accuracy, bandwidths=kernel.bandwidths, k=k)
 
 
 def inner_loto_accuracy(table: LeaveOutKernel, allowed: np.ndarray,
@@ -243,20 +131,8 @@ def inner_loto_accuracy(table: LeaveOutKernel, allowed: np.ndarray,
     tasks (ties: higher mean accuracy over the tasks other than it and ``held_out``)."""
     D = table.n_tasks
     e = D if held_out is None else int(held_out)
-    A = table.accuracy
-    allowed = np.asarray(allowed, dtype=bool)
-    refs = [z for z in range(D) if z != held_out and not np.isnan(A[z]).all()]
-    out = np.full(len(table.bandwidths), np.nan)
-    per_h = [[] for _ in table.bandwidths]
-    for z in refs:
-        others = [y for y in refs if y != z]
-        tie = np.nan_to_num(quiet_nanmean(A[others])) if others else np.zeros(A.shape[1])
-        for j in range(len(table.bandwidths)):
-            per_h[j].append(choice_accuracy(table.s1k[j, z, e], A[z], allowed, tie))
-    for j, values in enumerate(per_h):
-        values = [v for v in values if not math.isnan(v)]
-        out[j] = float(np.mean(values)) if values else math.nan
-    return out
+    refs = [z for z in range(D) if z != held_out]
+    return inner_choice_accuracy(table.s1k[:, :, e], table.accuracy, allowed, refs)
 
 
 def choose_bandwidth(table: LeaveOutKernel, allowed: np.ndarray,
@@ -264,11 +140,7 @@ def choose_bandwidth(table: LeaveOutKernel, allowed: np.ndarray,
     """(h, per-bandwidth inner accuracies): the bandwidth of highest inner leave-one-task-out
     accuracy (:func:`inner_loto_accuracy`); ties go to the wider bandwidth."""
     scores = inner_loto_accuracy(table, allowed, held_out)
-    if np.isnan(scores).all():
-        return table.bandwidths[-1], scores
-    best = np.nanmax(scores)
-    j = max(i for i, s in enumerate(scores) if s >= best - 1e-12)
-    return table.bandwidths[j], scores
+    return table.bandwidths[widest_best(scores)], scores
 
 
 def switch_choice(scores: np.ndarray, allowed: np.ndarray, tie: np.ndarray,
@@ -405,6 +277,7 @@ class KernelS1(Decider):
 
 
 __all__ = ["BANDWIDTHS", "DEFAULT_K", "MARGINS", "KernelReference", "KernelS1",
-           "LeaveOutKernel", "choice_accuracy", "choose_bandwidth", "choose_switch",
-           "inner_loto_accuracy", "kernel_accuracy", "kernel_estimates", "kernel_weights",
-           "leave_out_kernel", "switch_choice"]
+           "LeaveOutKernel", "TaskKernel", "choice_accuracy", "choose_bandwidth",
+           "choose_switch", "inner_choice_accuracy", "inner_loto_accuracy", "kernel_accuracy",
+           "kernel_estimates", "kernel_weights", "leave_out_kernel", "switch_choice",
+           "widest_best"]

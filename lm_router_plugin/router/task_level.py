@@ -1,0 +1,240 @@
+"""The task-level S1: each model's accuracy on a task from many similar reference inputs.
+
+S1 averages g, the kNN predictor's per-input correctness with k = 5 (the paper's item-level
+constant). For the choice of one model for a whole task, the stacked switch reads
+
+    S1_task(m) = mean over the task's docs x of  sum_j w_j y_jm / sum_j w_j,
+    w_j = exp((sim(x, r_j) - 1) / h)   over the K most similar reference inputs r_j
+
+(h = inf: the plain mean of the K), with h from BANDWIDTHS chosen by an inner
+leave-one-task-out for the argmax choice (:func:`inner_choice_accuracy`, stacking.py).
+:class:`TaskKernel` searches a reference pool once and gives every task's S1_task from the
+other tasks, also with one more task left out (the strict evaluation's held-out task).
+
+    >>> kernel = TaskKernel(X, Y, task_of, k=200)   # X (n, dim) unit norm, Y (n, M)
+    >>> kernel.task_s1()                             # (H, D, M) each task from the others
+    >>> kernel.task_s1(e)                            # ... and without task e
+    >>> kernel.rows_s1(rows)                         # (H, M) a task of those rows
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from .neighbors import topk_cosine
+from .scores import argmax_with_ties, quiet_nanmean
+
+#: Reference inputs averaged per doc (the top-K most similar).
+DEFAULT_K = 200
+#: The bandwidth grid of the inner leave-one-task-out (cosine-similarity units; inf: the
+#: uniform mean of the K neighbours).
+BANDWIDTHS = (0.01, 0.02, 0.05, 0.1, 0.2, math.inf)
+#: Extra neighbours kept per row beyond K, so that leaving one more task out is mostly
+#: answered from the kept list (rows that lose too many are searched again, exactly).
+SLACK = 200
+#: Rows per block when the (rows, K, M) neighbour labels are gathered, and the most floats
+#: such a block may hold (2**24 float64: 128 MiB; many models mean fewer rows per block).
+ROW_BLOCK = 2048
+GATHER_FLOATS = 2**24
+
+
+def kernel_weights(sim: np.ndarray, h: float) -> np.ndarray:
+    """(r, K) weights exp((sim - 1) / h) of neighbours with similarities ``sim`` (-inf: no
+    neighbour, weight 0); h = inf gives 1 for every neighbour."""
+    sim = np.asarray(sim, dtype=np.float64)
+    valid = np.isfinite(sim)
+    if math.isinf(h):
+        return valid.astype(np.float64)
+    # shifted by each row's best similarity (cancels in the normalised average) so that a
+    # narrow kernel never underflows to all zeros
+    top = np.max(np.where(valid, sim, -np.inf), axis=1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    return np.where(valid, np.exp((np.where(valid, sim, 0.0) - top) / h), 0.0)
+
+
+def kernel_estimates(idx: np.ndarray, sim: np.ndarray, Y: np.ndarray,
+                     bandwidths: Sequence[float]) -> np.ndarray:
+    """(H, r, M) kernel-weighted mean correctness of each row's neighbours ``idx`` (r, K)
+    (-1: none) with similarities ``sim``, per bandwidth; nan where a model has no labelled
+    neighbour."""
+    Y = np.asarray(Y, dtype=np.float64)
+    has = ~np.isnan(Y)
+    any_missing = not has.all()
+    Y0 = np.where(has, Y, 0.0)  # float64: sums over tasks add and drop rows exactly
+    H, (r, K), M = len(bandwidths), idx.shape, Y.shape[1]
+    out = np.full((H, r, M), np.nan)
+    # rows per block: the gathered (block, K, M) labels stay under GATHER_FLOATS
+    block = max(1, min(ROW_BLOCK, GATHER_FLOATS // max(1, K * M)))
+    for r0 in range(0, r, block):
+        i = idx[r0:r0 + block]
+        safe = np.maximum(i, 0)
+        labels = Y0[safe]  # (b, K, M)
+        known = has[safe].astype(np.float64) if any_missing else None
+        for j, h in enumerate(bandwidths):
+            w = kernel_weights(sim[r0:r0 + block], h)  # (b, K)
+            num = np.einsum("bk,bkm->bm", w, labels)
+            den = (np.einsum("bk,bkm->bm", w, known) if known is not None
+                   else np.repeat(w.sum(axis=1, keepdims=True), M, axis=1))
+            out[j, r0:r0 + len(i)] = np.divide(num, den, out=np.full(num.shape, np.nan),
+                                               where=den > 0)
+    return out
+
+
+class TaskKernel:
+    """Task-level kernel S1 of a reference pool, searched once.
+
+    X (n, dim) unit norm, Y (n, M) correctness or normalised values (nan: no result),
+    task_of (n,) in 0..D-1. Each row keeps its k + slack nearest rows outside its own task;
+    ``rows_s1`` and ``task_s1()`` read them, ``task_s1(e)`` (leaving task e out too: the
+    strict evaluation's fit without its held-out task e) drops e's rows from those lists
+    and searches again, exactly, the rows left with fewer than k (slack 0: every row that
+    had a neighbour in e). Memory: n (k + slack) 12 bytes for the lists and, with
+    ``keep_rows`` (what ``rows_s1`` and ``task_s1(e)`` read), H n M 8 bytes for the per-row
+    estimates.
+    """
+
+    def __init__(self, X: np.ndarray, Y: np.ndarray, task_of: np.ndarray, *,
+                 k: int = DEFAULT_K, bandwidths: Sequence[float] = BANDWIDTHS,
+                 n_tasks: int | None = None, slack: int = SLACK, keep_rows: bool = True):
+        self.X = np.asarray(X, dtype=np.float32)
+        self.Y = np.asarray(Y, dtype=np.float64)
+        self.task_of = np.asarray(task_of, dtype=np.int64)
+        self.D = int(self.task_of.max()) + 1 if n_tasks is None else int(n_tasks)
+        self.bandwidths = tuple(float(h) for h in bandwidths)
+        self.deep_idx, self.deep_sim = topk_cosine(self.X, self.X, k + slack,
+                                                   query_groups=self.task_of,
+                                                   ref_groups=self.task_of)
+        self.deep_task = np.where(self.deep_idx >= 0,
+                                  self.task_of[np.maximum(self.deep_idx, 0)], -1)
+        self.k = min(k, self.deep_idx.shape[1])
+        # each row's estimate from its k nearest rows outside its own task, summed per task
+        # block by block; kept per row ((H, n, M) float64) only when leave-two-out or
+        # rows_s1 will read them
+        H, n, M = len(self.bandwidths), len(self.X), self.Y.shape[1]
+        self.base = np.empty((H, n, M)) if keep_rows else None
+        self.sums, self.counts = np.zeros((H, self.D, M)), np.zeros((H, self.D, M))
+        for r0 in range(0, n, ROW_BLOCK):
+            rows = slice(r0, r0 + ROW_BLOCK)
+            est = kernel_estimates(self.deep_idx[rows, :self.k], self.deep_sim[rows, :self.k],
+                                   self.Y, self.bandwidths)
+            add_s, add_c = _task_sums(est, self.task_of[rows], self.D)
+            self.sums += add_s
+            self.counts += add_c
+            if keep_rows:
+                self.base[:, rows] = est
+
+    def rows_s1(self, rows: np.ndarray) -> np.ndarray:
+        """(H, M) the kernel S1 of a task made of ``rows`` (all of one task), from
+        references outside that task: the mean of their rows' estimates."""
+        return quiet_nanmean(self.base[:, np.asarray(rows)], axis=1)
+
+    def task_s1(self, exclude: int | None = None) -> np.ndarray:
+        """(H, D, M) each task's kernel S1 from references outside it and outside task
+        ``exclude`` (None: only itself); nan for the excluded task."""
+        if exclude is None:
+            return _ratio(self.sums, self.counts)
+        if self.base is None:
+            raise ValueError("TaskKernel(keep_rows=False) cannot leave a second task out")
+        e = int(exclude)
+        kk = self.k
+        hit = np.flatnonzero((self.task_of != e) & (self.deep_task[:, :kk] == e).any(axis=1))
+        sums, counts = self.sums.copy(), self.counts.copy()
+        if len(hit):
+            idx, sim = _without_task(self.X, self.task_of, hit, e, self.deep_idx,
+                                     self.deep_sim, self.deep_task, kk)
+            est = kernel_estimates(idx, sim, self.Y, self.bandwidths)
+            add_s, add_c = _task_sums(est, self.task_of[hit], self.D)
+            sub_s, sub_c = _task_sums(self.base[:, hit], self.task_of[hit], self.D)
+            sums += add_s - sub_s
+            counts += add_c - sub_c
+        out = _ratio(sums, counts)
+        out[:, e] = np.nan
+        return out
+
+
+def _task_sums(values: np.ndarray, tasks: np.ndarray, D: int) -> tuple[np.ndarray, np.ndarray]:
+    """(sums, counts), each (H, D, M): per task, the sum of the non-nan ``values`` (H, r, M)
+    of its rows (``tasks`` (r,)) and their number."""
+    onehot = np.zeros((D, len(tasks)))
+    onehot[tasks, np.arange(len(tasks))] = 1.0
+    has = ~np.isnan(values)
+    sums = np.stack([onehot @ np.where(has[j], values[j], 0.0) for j in range(len(values))])
+    counts = np.stack([onehot @ has[j].astype(float) for j in range(len(values))])
+    return sums, counts
+
+
+def _ratio(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    return np.divide(sums, counts, out=np.full(sums.shape, np.nan), where=counts > 0.5)
+
+
+def _without_task(X: np.ndarray, task_of: np.ndarray, rows: np.ndarray, e: int,
+                  deep_idx: np.ndarray, deep_sim: np.ndarray, deep_task: np.ndarray,
+                  k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(idx, sim) (len(rows), k): each row's k nearest rows outside its own task and e."""
+    d_idx, d_sim, d_task = deep_idx[rows], deep_sim[rows], deep_task[rows]
+    keep = (d_idx >= 0) & (d_task != e)
+    # the kept list is exact when it has k entries, or when the deep list held every
+    # eligible row (it is not full)
+    complete = keep.sum(axis=1) >= k
+    complete |= (d_idx < 0).any(axis=1)
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+    idx = np.take_along_axis(d_idx, order, 1)
+    sim = np.take_along_axis(d_sim, order, 1)
+    kept = np.take_along_axis(keep, order, 1)
+    idx, sim = np.where(kept, idx, -1), np.where(kept, sim, -np.inf).astype(np.float32)
+    short = np.flatnonzero(~complete)
+    if len(short):
+        cols = np.flatnonzero(task_of != e)
+        i2, s2 = topk_cosine(X[rows[short]], X[cols], k, query_groups=task_of[rows[short]],
+                             ref_groups=task_of[cols])
+        idx[short] = np.where(i2 >= 0, cols[np.maximum(i2, 0)], -1)
+        sim[short] = s2
+    return idx, sim
+
+
+def choice_accuracy(scores: np.ndarray, accuracy: np.ndarray, allowed: np.ndarray,
+                    tie: np.ndarray) -> float:
+    """True accuracy of the argmax of ``scores`` (M,) among ``allowed`` models with a
+    result (ties: higher ``tie``); nan when none."""
+    ok = allowed & ~np.isnan(accuracy)
+    if not ok.any():
+        return math.nan
+    pick = argmax_with_ties(np.where(ok, np.nan_to_num(scores, nan=-np.inf), -np.inf), tie)
+    return float(accuracy[pick])
+
+
+def inner_choice_accuracy(task_s1: np.ndarray, accuracy: np.ndarray, allowed: np.ndarray,
+                          refs: Sequence[int]) -> np.ndarray:
+    """(H,) per bandwidth, the mean over the tasks ``refs`` (those with a result) of the
+    true accuracy (``accuracy`` (D, M)) of the argmax of ``task_s1`` (H, D, M) among the
+    ``allowed`` (M,) models; ties go to the higher mean accuracy over the other ``refs``."""
+    A = accuracy
+    allowed = np.asarray(allowed, dtype=bool)
+    refs = [z for z in refs if not np.isnan(A[z]).all()]
+    out = np.full(len(task_s1), np.nan)
+    per_h = [[] for _ in range(len(task_s1))]
+    for z in refs:
+        others = [y for y in refs if y != z]
+        tie = np.nan_to_num(quiet_nanmean(A[others])) if others else np.zeros(A.shape[1])
+        for j in range(len(task_s1)):
+            per_h[j].append(choice_accuracy(task_s1[j, z], A[z], allowed, tie))
+    for j, values in enumerate(per_h):
+        values = [v for v in values if not math.isnan(v)]
+        out[j] = float(np.mean(values)) if values else math.nan
+    return out
+
+
+def widest_best(scores: np.ndarray) -> int:
+    """Index of the highest of ``scores`` (H,) (nan: never), ties to the later (wider)
+    bandwidth; the last one when all are nan."""
+    if np.isnan(scores).all():
+        return len(scores) - 1
+    best = np.nanmax(scores)
+    return max(i for i, s in enumerate(scores) if s >= best - 1e-12)
+
+
+__all__ = ["BANDWIDTHS", "DEFAULT_K", "SLACK", "TaskKernel", "choice_accuracy",
+           "inner_choice_accuracy", "kernel_estimates", "kernel_weights", "widest_best"]
