@@ -35,8 +35,8 @@ BANDWIDTHS = (0.01, 0.02, 0.05, 0.1, 0.2, math.inf)
 #: Extra neighbours kept per row beyond K, so that leaving one more task out is mostly
 #: answered from the kept list (rows that lose too many are searched again, exactly).
 SLACK = 200
-#: Rows per block when the (rows, K, M) neighbour labels are gathered, and the most floats
-#: such a block may hold (2**24 float64: 128 MiB; many models mean fewer rows per block).
+#: Rows per block of the kernel estimates, and the most floats a block's products may hold
+#: (2**24 float64: 128 MiB; many models mean fewer rows per block).
 ROW_BLOCK = 2048
 GATHER_FLOATS = 2**24
 
@@ -60,26 +60,31 @@ def kernel_estimates(idx: np.ndarray, sim: np.ndarray, Y: np.ndarray,
     """(H, r, M) kernel-weighted mean correctness of each row's neighbours ``idx`` (r, K)
     (-1: none) with similarities ``sim``, per bandwidth; nan where a model has no labelled
     neighbour."""
+    from scipy import sparse
+
     Y = np.asarray(Y, dtype=np.float64)
     has = ~np.isnan(Y)
     any_missing = not has.all()
     Y0 = np.where(has, Y, 0.0)  # float64: sums over tasks add and drop rows exactly
+    known = has.astype(np.float64) if any_missing else None
     H, (r, K), M = len(bandwidths), idx.shape, Y.shape[1]
     out = np.full((H, r, M), np.nan)
-    # rows per block: the gathered (block, K, M) labels stay under GATHER_FLOATS
-    block = max(1, min(ROW_BLOCK, GATHER_FLOATS // max(1, K * M)))
+    # rows per block: the block's (b H, M) products stay under GATHER_FLOATS floats
+    block = max(1, min(ROW_BLOCK, GATHER_FLOATS // max(1, H * max(K, M))))
     for r0 in range(0, r, block):
         i = idx[r0:r0 + block]
-        safe = np.maximum(i, 0)
-        labels = Y0[safe]  # (b, K, M)
-        known = has[safe].astype(np.float64) if any_missing else None
-        for j, h in enumerate(bandwidths):
-            w = kernel_weights(sim[r0:r0 + block], h)  # (b, K)
-            num = np.einsum("bk,bkm->bm", w, labels)
-            den = (np.einsum("bk,bkm->bm", w, known) if known is not None
-                   else np.repeat(w.sum(axis=1, keepdims=True), M, axis=1))
-            out[j, r0:r0 + len(i)] = np.divide(num, den, out=np.full(num.shape, np.nan),
-                                               where=den > 0)
+        b = len(i)
+        # one sparse (b H, n) matrix of weights, row (row, h) holding w_h at the row's
+        # neighbours: a sparse-dense product sums their labels without gathering them
+        w = np.stack([kernel_weights(sim[r0:r0 + block], h) for h in bandwidths], axis=1)
+        cols = np.broadcast_to(np.maximum(i, 0)[:, None, :], w.shape)
+        weights = sparse.csr_matrix((w.ravel(), cols.ravel(), np.arange(0, b * H * K + 1, K)),
+                                    shape=(b * H, len(Y)))
+        num = weights @ Y0  # (b H, M)
+        den = (weights @ known if known is not None
+               else np.broadcast_to(w.reshape(b * H, K).sum(axis=1, keepdims=True), num.shape))
+        est = np.divide(num, den, out=np.full(num.shape, np.nan), where=den > 0)
+        out[:, r0:r0 + b] = est.reshape(b, H, M).transpose(1, 0, 2)
     return out
 
 
