@@ -5,6 +5,7 @@ over the held-out tasks (tasks resampled with replacement, seeded; each task wei
 
     python bench/compare_evaluations.py minilm.json static.json
     python bench/compare_evaluations.py A.json B.json --rows s1,s3 --draws 20000 --seed 1
+    python bench/compare_evaluations.py A.json B.json --rows stack,stack@10labels
 """
 
 from __future__ import annotations
@@ -17,6 +18,17 @@ import numpy as np
 
 
 def per_task(result: dict, row: str) -> dict[str, float]:
+    """Task -> accuracy of ``row``; a label row ``NAME@Nlabels`` is the task's mean over its
+    repeats with N labels (``label_draws``, scored on the unlabelled items)."""
+    if "@" in row and row.endswith("labels"):
+        name, count = row[:-len("labels")].split("@")
+        out = {}
+        for t in result["per_task"]:
+            accs = [d["acc"][name] for d in t.get("label_draws", [])
+                    if d["labels"] == int(count) and name in d["acc"]]
+            if accs:
+                out[t["task"]] = float(np.mean(accs))
+        return out
     return {t["task"]: t[row]["acc"] for t in result["per_task"] if row in t}
 
 
@@ -33,12 +45,12 @@ def main() -> int:
     print(f"A: {args.a} (embedder {a['settings']['embedder']})")
     print(f"B: {args.b} (embedder {b['settings']['embedder']})")
     rng = np.random.default_rng(args.seed)
-    print(f"{'row':<8} {'A':>6} {'B':>6} {'B - A':>7}  95% paired bootstrap over tasks")
+    print(f"{'row':<14} {'A':>6} {'B':>6} {'B - A':>7}  95% paired bootstrap over tasks")
     for row in [r.strip() for r in args.rows.split(",") if r.strip()]:
         ta, tb = per_task(a, row), per_task(b, row)
         tasks = sorted(set(ta) & set(tb))
         if not tasks:
-            print(f"{row:<8} (absent)")
+            print(f"{row:<14} (absent)")
             continue
         if len(tasks) != len(ta) or len(tasks) != len(tb):
             print(f"error: row {row}: the two results hold different tasks", file=sys.stderr)
@@ -48,7 +60,7 @@ def main() -> int:
         idx = rng.integers(0, len(tasks), size=(args.draws, len(tasks)))
         diffs = (xb[idx] - xa[idx]).mean(axis=1)
         lo, hi = np.percentile(diffs, [2.5, 97.5])
-        print(f"{row:<8} {xa.mean():6.3f} {xb.mean():6.3f} {xb.mean() - xa.mean():+7.3f}  "
+        print(f"{row:<14} {xa.mean():6.3f} {xb.mean():6.3f} {xb.mean() - xa.mean():+7.3f}  "
               f"[{lo:+.3f}, {hi:+.3f}]  ({len(tasks)} tasks)")
     return 0
 
