@@ -221,10 +221,12 @@ class Router:
         self.predictor_ = self.make_predictor().fit(self.X_, self.Y_)
         self.index_ = None
         index = self.neighbor_index()  # faiss-ivf: trained here, saved with the router
-        # Leave-one-task-out calibration: one neighbour search serves g (kNN) and u. Always
-        # exact: with faiss and large tasks it runs on faiss's kernels (same neighbours).
+        # Leave-one-task-out calibration: one neighbour search serves g (kNN), u and the
+        # task-level S1. Always exact: with faiss and large tasks it runs on faiss's kernels
+        # (same neighbours).
         big_tasks = len(X) >= FAISS_GROUPED_MIN_ROWS * len(self.task_names_)
-        neighbors = GroupedNeighbors(X, self.task_of_, max(self.k, self.kappa), per_group=False,
+        neighbors = GroupedNeighbors(X, self.task_of_, max(self.k, self.kappa, self.task_k),
+                                     per_group=False,
                                      backend="faiss" if index.kind != "exact" and big_tasks
                                      else "numpy")
         self.loo_g_ = self.predictor_.predict_left_out(
@@ -234,7 +236,8 @@ class Router:
                                       len(self.task_names_))
         if self.task_k > 0:  # each reference task's kernel S1 from the other tasks
             kernel = TaskKernel(X, self.Y_, self.task_of_, k=self.task_k,
-                                n_tasks=len(self.task_names_), slack=0, keep_rows=False)
+                                n_tasks=len(self.task_names_), slack=0, keep_rows=False,
+                                neighbours=(neighbors.idx, neighbors.sim))
             self.calibration_.task_s1 = kernel.task_s1()
             self.calibration_.task_bandwidths = np.array(kernel.bandwidths)
         return self

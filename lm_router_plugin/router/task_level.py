@@ -96,22 +96,28 @@ class TaskKernel:
     ``rows_s1`` and ``task_s1()`` read them, ``task_s1(e)`` (leaving task e out too: the
     strict evaluation's fit without its held-out task e) drops e's rows from those lists
     and searches again, exactly, the rows left with fewer than k (slack 0: every row that
-    had a neighbour in e). Memory: n (k + slack) 12 bytes for the lists and, with
+    had a neighbour in e). ``neighbours`` = (idx, sim) (n, >= k + slack): lists already
+    searched the same way (each row's nearest outside its own task, -1 / -inf padded). Memory: n (k + slack) 12 bytes for the lists and, with
     ``keep_rows`` (what ``rows_s1`` and ``task_s1(e)`` read), H n M 8 bytes for the per-row
     estimates.
     """
 
     def __init__(self, X: np.ndarray, Y: np.ndarray, task_of: np.ndarray, *,
                  k: int = DEFAULT_K, bandwidths: Sequence[float] = BANDWIDTHS,
-                 n_tasks: int | None = None, slack: int = SLACK, keep_rows: bool = True):
+                 n_tasks: int | None = None, slack: int = SLACK, keep_rows: bool = True,
+                 neighbours: tuple[np.ndarray, np.ndarray] | None = None):
         self.X = np.asarray(X, dtype=np.float32)
         self.Y = np.asarray(Y, dtype=np.float64)
         self.task_of = np.asarray(task_of, dtype=np.int64)
         self.D = int(self.task_of.max()) + 1 if n_tasks is None else int(n_tasks)
         self.bandwidths = tuple(float(h) for h in bandwidths)
-        self.deep_idx, self.deep_sim = topk_cosine(self.X, self.X, k + slack,
-                                                   query_groups=self.task_of,
-                                                   ref_groups=self.task_of)
+        if neighbours is not None:  # the fit's own search (same lists, >= k + slack wide)
+            self.deep_idx = neighbours[0][:, :k + slack]
+            self.deep_sim = neighbours[1][:, :k + slack]
+        else:
+            self.deep_idx, self.deep_sim = topk_cosine(self.X, self.X, k + slack,
+                                                       query_groups=self.task_of,
+                                                       ref_groups=self.task_of)
         self.deep_task = np.where(self.deep_idx >= 0,
                                   self.task_of[np.maximum(self.deep_idx, 0)], -1)
         self.k = min(k, self.deep_idx.shape[1])
