@@ -53,7 +53,7 @@ def make_pool(prompts: int, models: int, tasks: int, seed: int):
 
 def dense_estimates(idx, sim, Y, bandwidths, block=256):
     """The same (H, r, M) sums by gathering the labels (the straightforward numpy way)."""
-    H, (r, K), M = len(bandwidths), idx.shape, Y.shape[1]
+    H, r, M = len(bandwidths), len(idx), Y.shape[1]
     out = np.empty((H, r, M))
     for r0 in range(0, r, block):
         labels = Y[idx[r0:r0 + block]]  # (b, K, M)

@@ -97,9 +97,9 @@ class TaskKernel:
     strict evaluation's fit without its held-out task e) drops e's rows from those lists
     and searches again, exactly, the rows left with fewer than k (slack 0: every row that
     had a neighbour in e). ``neighbours`` = (idx, sim) (n, >= k + slack): lists already
-    searched the same way (each row's nearest outside its own task, -1 / -inf padded). Memory: n (k + slack) 12 bytes for the lists and, with
-    ``keep_rows`` (what ``rows_s1`` and ``task_s1(e)`` read), H n M 8 bytes for the per-row
-    estimates.
+    searched the same way (each row's nearest outside its own task, -1 / -inf padded).
+    Memory: n (k + slack) 12 bytes for the lists and, with ``keep_rows`` (what ``rows_s1``
+    and ``task_s1(e)`` read), H n M 8 bytes for the per-row estimates.
     """
 
     def __init__(self, X: np.ndarray, Y: np.ndarray, task_of: np.ndarray, *,
