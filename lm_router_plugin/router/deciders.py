@@ -285,8 +285,10 @@ class S3(PaperScore):
 
 class StackedSwitch(Decider):
     """The stacked switch (stacking.py; ours): a linear rule fitted leave-one-task-out on
-    the reference tasks predicts each model's accuracy gain over BMA from its S1, S3 and
-    mean accuracy differences; the best model is chosen when its predicted gain clears a
+    the reference tasks predicts each model's accuracy gain over BMA from its S1 (the
+    task-level S1 of the view's ``task_s1`` at the switch's bandwidth; the kNN's with
+    task_k = 0), S3 and mean accuracy differences; the best model is chosen when its
+    predicted gain clears a
     threshold learned there, else BMA. With labels, the switch fitted for that many labels
     updates the prediction by the paired label differences (weighted by their precision).
     With fewer than MIN_STACK_TASKS reference tasks the paper's S3 rule decides instead."""
