@@ -196,3 +196,38 @@ def test_s1_kernel_is_not_registered():
     """Not a decider users get: measured not above the stacked switch beyond noise
     (bench/task_kernel_results.py); registering it needs TaskView.reference (issue 19)."""
     assert "s1_kernel" not in deciders.names()
+
+
+def test_inner_choice_accuracy_equals_a_per_task_loop():
+    """The vectorised inner leave-one-task-out choice equals choosing task by task with
+    argmax_with_ties (ties: higher mean accuracy over the other tasks, to 12 decimals, then
+    the lower index), on small tables full of ties, missing results and excluded models."""
+    from lm_router_plugin.router.scores import argmax_with_ties
+    from lm_router_plugin.router.task_level import inner_choice_accuracy
+
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        D, M = int(rng.integers(1, 9)), int(rng.integers(1, 7))
+        A = np.round(rng.random((D, M)), 1)
+        A[rng.random((D, M)) < 0.2] = np.nan
+        S = np.round(rng.random((3, D, M)), 1)
+        S[rng.random(S.shape) < 0.1] = np.nan
+        allowed = rng.random(M) < 0.8
+        refs = [int(z) for z in rng.choice(D, int(rng.integers(0, D + 1)), replace=False)]
+        kept = [z for z in refs if not np.isnan(A[z]).all()]
+        want = []
+        for j in range(3):
+            accs = []
+            for z in kept:
+                others = [y for y in kept if y != z]
+                tie = (np.nan_to_num(quiet_nanmean(A[others])).round(12) if others
+                       else np.zeros(M))
+                ok = allowed & ~np.isnan(A[z])
+                if ok.any():
+                    pick = argmax_with_ties(np.where(ok, np.nan_to_num(S[j, z], nan=-np.inf),
+                                                     -np.inf), tie)
+                    if not np.isnan(A[z, pick]):
+                        accs.append(A[z, pick])
+            want.append(np.mean(accs) if accs else np.nan)
+        np.testing.assert_allclose(inner_choice_accuracy(S, A, allowed, refs), want,
+                                   atol=1e-12)

@@ -221,20 +221,30 @@ def inner_choice_accuracy(task_s1: np.ndarray, accuracy: np.ndarray, allowed: np
                           refs: Sequence[int]) -> np.ndarray:
     """(H,) per bandwidth, the mean over the tasks ``refs`` (those with a result) of the
     true accuracy (``accuracy`` (D, M)) of the argmax of ``task_s1`` (H, D, M) among the
-    ``allowed`` (M,) models; ties go to the higher mean accuracy over the other ``refs``."""
-    A = accuracy
-    allowed = np.asarray(allowed, dtype=bool)
-    refs = [z for z in refs if not np.isnan(A[z]).all()]
+    ``allowed`` (M,) models; ties go to the higher mean accuracy over the other ``refs``
+    (to 12 decimals), then to the lower model index (:func:`choice_accuracy` for every task
+    at once)."""
+    A = accuracy[[z for z in refs if not np.isnan(accuracy[z]).all()]]  # (R, M)
+    if len(A) == 0:
+        return np.full(len(task_s1), np.nan)
+    refs = [z for z in refs if not np.isnan(accuracy[z]).all()]
+    has = ~np.isnan(A)
+    total, count = np.where(has, A, 0.0).sum(0), has.sum(0)
+    # each task's tie-break: the mean accuracy over the other reference tasks (0: none)
+    rest = count[None, :] - has
+    tie = np.where(rest > 0, (total[None, :] - np.where(has, A, 0.0)) / np.maximum(rest, 1),
+                   0.0).round(12)  # equal means tie whatever the summation order
+    ok = np.asarray(allowed, dtype=bool)[None, :] & has
     out = np.full(len(task_s1), np.nan)
-    per_h = [[] for _ in range(len(task_s1))]
-    for z in refs:
-        others = [y for y in refs if y != z]
-        tie = np.nan_to_num(quiet_nanmean(A[others])) if others else np.zeros(A.shape[1])
-        for j in range(len(task_s1)):
-            per_h[j].append(choice_accuracy(task_s1[j, z], A[z], allowed, tie))
-    for j, values in enumerate(per_h):
-        values = [v for v in values if not math.isnan(v)]
-        out[j] = float(np.mean(values)) if values else math.nan
+    for j in range(len(task_s1)):
+        scores = np.where(ok, np.nan_to_num(task_s1[j][refs], nan=-np.inf), -np.inf)
+        top = scores == scores.max(axis=1, keepdims=True)
+        tied = np.where(top, tie, -np.inf)
+        pick = np.argmax(top & (tied == tied.max(axis=1, keepdims=True)), axis=1)
+        picked = A[np.arange(len(A)), pick]
+        valid = ok.any(axis=1) & ~np.isnan(picked)
+        if valid.any():
+            out[j] = float(picked[valid].mean())
     return out
 
 
