@@ -452,6 +452,8 @@ def test_fit_errors(data):
 @pytest.mark.parametrize("params, message", [
     ({"k": 0}, "predictor.k: must be an integer >= 1, got 0"),
     ({"k": 2.5}, "predictor.k: must be an integer >= 1"),
+    ({"task_k": -1}, "predictor.task_k: must be an integer >= 0, got -1"),
+    ({"task_k": "abc"}, "predictor.task_k: must be an integer >= 0"),
     ({"sigma": 0}, r"decision.sigma: must be a number in \(0.0, inf\]"),
     ({"sigma": float("nan")}, "decision.sigma"),
     ({"eta": 1.5}, r"decision.eta: must be a number in \[0.0, 1.0\], got 1.5"),
