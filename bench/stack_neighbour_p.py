@@ -95,7 +95,7 @@ def main() -> None:
             switch = stacking.fit_switch(cal, allowed, sigma=router.sigma, seed=router.seed)
         finally:
             stacking._reference_rows = original_rows
-        task_s1 = view.task_s1[switch.task_h_index] if switch.task_h_index is not None \
+        task_s1 = view.task_s1(switch.task_h_index) if switch.task_h_index is not None \
             else None
         feats, bma = stacking.task_features(cal, view.g, view.kappa_sim, allowed, router.t,
                                             router.sigma, None, task_s1)

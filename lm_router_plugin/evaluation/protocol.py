@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -297,6 +297,12 @@ class _HeldOut:
         tasks (Router.task_level_s1 of the fit without it); None when task_k is 0."""
         return None if self.task_kernel is None else self.task_kernel.rows_s1(rows)
 
+    def task_s1_reader(self, rows: np.ndarray) -> Callable[[int], np.ndarray] | None:
+        """TaskView.task_s1 of held-out rows (Router.task_s1_reader of the fit without
+        their task): j -> (M,); None when task_k is 0."""
+        values = self.task_s1(rows)
+        return None if values is None else values.__getitem__
+
 
 class _TaskScorer:
     """Records of one held-out task: every registered decider's choice (deciders.py, the
@@ -348,7 +354,8 @@ class _TaskScorer:
                         lab_y=None if lab is None else ev.Y[lab], g_labelled=g_labelled, p=p,
                         switches=lambda n: self.switch(d, n, allowed),
                         reference=lambda: self.reference(d), docs_x=ev.X[rows],
-                        lab_x=None if lab is None else ev.X[lab], task_s1=ev.task_s1(rows))
+                        lab_x=None if lab is None else ev.X[lab],
+                        task_s1=ev.task_s1_reader(rows))
 
     def reference(self, d: int) -> ReferenceData:
         """The reference pool of the fit without task d (what ``Router.fit`` on the table

@@ -135,8 +135,9 @@ class TaskView:
     reference(): the reference pool of the fit (ReferenceData; never the task itself), for
     deciders that fit their own model on it (irt.py). docs_x (n, dim): embeddings of the n
     docs the choice is for (rows of g); lab_x (L, dim): of the labelled docs (rows of lab_y).
-    task_s1 (H, M): the task-level kernel S1 of those docs per bandwidth of
-    ``cal.task_bandwidths`` (from the reference pool only; None: the router's task_k is 0).
+    task_s1(j): (M,) the task-level kernel S1 of those docs at bandwidth
+    ``cal.task_bandwidths[j]`` (from the reference pool only, computed when first asked;
+    None: the router's task_k is 0).
     """
 
     cal: Calibration
@@ -152,7 +153,7 @@ class TaskView:
     reference: Callable[[], ReferenceData] | None = None
     docs_x: np.ndarray | None = None
     lab_x: np.ndarray | None = None
-    task_s1: np.ndarray | None = None
+    task_s1: Callable[[int], np.ndarray] | None = None
 
     @property
     def n_labels(self) -> int:
@@ -322,7 +323,7 @@ class StackedSwitch(Decider):
             if view.task_s1 is None:
                 raise ValueError("the stacked switch was fitted on the task-level kernel S1 "
                                  "(calibration task_s1) but the view carries no task_s1")
-            task_s1 = view.task_s1[switch.task_h_index]
+            task_s1 = view.task_s1(switch.task_h_index)
         features, bma = task_features(view.cal, view.g, view.kappa_sim, view.allowed, s.t,
                                       s.sigma, labels, task_s1)
         choice, best, gain, p = switch.decide(features, view.allowed, bma,

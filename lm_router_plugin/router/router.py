@@ -17,7 +17,7 @@ the parameters.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -242,15 +242,32 @@ class Router:
             self.calibration_.task_bandwidths = np.array(kernel.bandwidths)
         return self
 
-    def task_level_s1(self, Q: np.ndarray) -> np.ndarray | None:
+    def task_level_s1(self, Q: np.ndarray, bandwidths: Sequence[float] | None = None
+                      ) -> np.ndarray | None:
         """(H, M) the task-level kernel S1 of a task whose docs have embeddings Q (N, dim),
-        per bandwidth of the calibration's task_bandwidths, from the task_k nearest reference
-        inputs of each doc (through the router's index); None when task_k is 0."""
-        bandwidths = self.calibration_.task_bandwidths
-        if bandwidths is None or self.task_k <= 0 or len(Q) == 0:
+        per bandwidth (default: the calibration's task_bandwidths), from the task_k nearest
+        reference inputs of each doc (through the router's index); None when task_k is 0."""
+        if self.calibration_.task_bandwidths is None or self.task_k <= 0 or len(Q) == 0:
             return None
+        if bandwidths is None:
+            bandwidths = self.calibration_.task_bandwidths
         idx, sim = self.neighbor_index().search(np.asarray(Q, np.float32), self.task_k)
         return quiet_nanmean(kernel_estimates(idx, sim, self.Y_, bandwidths), axis=1)
+
+    def task_s1_reader(self, Q: np.ndarray) -> Callable[[int], np.ndarray] | None:
+        """TaskView.task_s1 for docs Q (N, dim): j -> (M,) their task-level S1 at bandwidth
+        j, computed on first use for that bandwidth only (the switch reads one) and kept."""
+        bandwidths = self.calibration_.task_bandwidths
+        if bandwidths is None or self.task_k <= 0:
+            return None
+        done: dict[int, np.ndarray] = {}
+
+        def at(j: int) -> np.ndarray:
+            if j not in done:
+                done[j] = self.task_level_s1(Q, [bandwidths[j]])[0]
+            return done[j]
+
+        return at
 
     def neighbor_index(self) -> NeighborIndex:
         """The search over the fitted pool ``X_`` for the current index parameters: built
@@ -384,7 +401,7 @@ class Router:
                         switches=lambda n: self.stacked_switch(allowed, n),
                         reference=self.reference_data, docs_x=Q[rest],
                         lab_x=Q[lab_docs] if len(lab_docs) else None,
-                        task_s1=self.task_level_s1(Q[rest]))
+                        task_s1=self.task_s1_reader(Q[rest]))
         return view, g_all, searched[:, :self.kappa]
 
     def recommend(self, prompts: Sequence[str] | None = None, *,
