@@ -82,6 +82,17 @@ def embeddings(pool, dim: int = 16) -> np.ndarray:
     return np.asarray(out, np.float32)
 
 
+def fitted_near(cli, tmp_path, rows: pd.DataFrame, near: list[int]):
+    """Ingest ``rows``, fit Router(target="score", k=3) on them with :func:`embeddings`, and
+    queries just beside the pool rows ``near``: (stored table, pool, X, router, Q)."""
+    table = ingest(cli, tmp_path, rows).read_table()
+    pool = build_pool(table, target="score")
+    X = embeddings(pool)
+    router = Router(target="score", k=3).fit(table, embeddings=X)
+    Q = X[near] + 0.01
+    return table, pool, X, router, Q / np.linalg.norm(Q, axis=1, keepdims=True)
+
+
 @pytest.fixture
 def raw_store(cli, tmp_path):
     return ingest(cli, tmp_path, raw_rows())
@@ -158,14 +169,8 @@ def test_evaluate_raw_means_equal_a_brute_force_computation(raw_store):
 def test_route_g_is_the_neighbours_mean_raw_value(cli, tmp_path):
     """One metric in the store: g per model is in its units, the mean raw value of the k
     nearest reference inputs (brute force over the embeddings)."""
-    table = raw_rows(metrics=("bleu_points",))
-    store = ingest(cli, tmp_path, table)
-    stored = store.read_table()
-    pool = build_pool(stored, target="score")
-    X = embeddings(pool)
-    router = Router(target="score", k=3).fit(stored, embeddings=X)
-    queries = X[[0, 25, 47]] + 0.01
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    _, pool, X, router, queries = fitted_near(cli, tmp_path, raw_rows(metrics=("bleu_points",)),
+                                              [0, 25, 47])
     decisions = router.route(embeddings=queries)
     raw = np.stack([pool.scales["bleu_points"].raw(pool.Y[:, j]) for j in range(3)], 1)
     allowed = np.ones(3, bool)
@@ -367,13 +372,7 @@ def test_recommend_reports_the_target_and_values_in_the_metric_units(cli, tmp_pa
     """One metric (lower is better): S1 in its units is the mean over the prompts of the
     neighbours' mean raw value (brute force); gains scale by hi - lo; the estimates map
     through the scale with the interval's ends swapped; S2/S3/p are gone."""
-    store = ingest(cli, tmp_path, one_metric_rows())
-    table = store.read_table()
-    pool = build_pool(table, target="score")
-    X = embeddings(pool)
-    router = Router(target="score", k=3).fit(table, embeddings=X)
-    Q = X[[3, 41, 77]] + 0.01
-    Q /= np.linalg.norm(Q, axis=1, keepdims=True)
+    _, pool, X, router, Q = fitted_near(cli, tmp_path, one_metric_rows(), [3, 41, 77])
     rec = router.recommend(embeddings=Q)
     scale = pool.scales["loss"]
     assert (rec.target, rec.units, rec.metrics) == ("score", "loss", ["loss"])
