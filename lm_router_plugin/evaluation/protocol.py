@@ -37,7 +37,7 @@ import pandas as pd
 from ..errors import InputError, LMRouterError, UnknownNameError
 from ..registry import unknown_name_message
 from ..router.calibration import Calibration, calibrate, measured_p
-from ..router.deciders import DEFAULT_DECIDER, ReferenceData, StackedSwitch, TaskView
+from ..router.deciders import DEFAULT_DECIDER, StackedSwitch, TaskView
 from ..router.estimate import TaskEstimate, estimate
 from ..router.neighbors import GroupedNeighbors
 from ..router.pool import (
@@ -317,7 +317,6 @@ class _TaskScorer:
         self.instance_ids = np.asarray(instance_ids, dtype=object)
         self.compare_to, self.n_splits = compare_to, n_splits
         self._switches: dict[tuple[int, int, bytes], Switch] = {}
-        self._references: dict[int, ReferenceData] = {}
         self.deciders = {name: deciders.get(name)() for name in deciders.names()}
         if getattr(getattr(ev, "settings", None), "target", "correct") == "score":
             # S2/S3 threshold g at t: no rows for metric values
@@ -353,19 +352,7 @@ class _TaskScorer:
                         g=ev.g_held[rows], kappa_sim=ev.kappa_sim(rows), settings=ev.settings,
                         lab_y=None if lab is None else ev.Y[lab], g_labelled=g_labelled, p=p,
                         switches=lambda n: self.switch(d, n, allowed),
-                        reference=lambda: self.reference(d), docs_x=ev.X[rows],
-                        lab_x=None if lab is None else ev.X[lab],
                         task_s1=ev.task_s1_reader(rows))
-
-    def reference(self, d: int) -> ReferenceData:
-        """The reference pool of the fit without task d (what ``Router.fit`` on the table
-        without d holds), one object per d so that deciders fit on it once (cached)."""
-        if d not in self._references:
-            ev = self.ev
-            self._references[d] = ReferenceData(ev.X, ev.Y, ev.task_of,
-                                                rows=np.flatnonzero(ev.task_of != d),
-                                                seed=ev.router.seed)
-        return self._references[d]
 
     def stack_gain_check(self, d: int, n_lab: int, choice: int, more: _MoreLabels | None
                          ) -> dict[str, float]:

@@ -88,38 +88,6 @@ def score_task(g: np.ndarray, u: float, p: np.ndarray, t: float) -> TaskScores:
 
 
 @dataclass
-class ReferenceData:
-    """The reference pool of a fit, for deciders that fit their own model on it: ``X`` (n,
-    dim) unit-norm embeddings, ``Y`` (n, M) correctness (nan: no result), ``task_of`` (n,)
-    task of each row: the rows ``rows`` of the full arrays (None: all of them; taken on
-    access, so an evaluation's one object per held-out task holds no copy). ``cache`` holds
-    what such deciders derive from it (e.g. the IRT fit), so it is fitted once per pool:
-    once per router, once per held-out task in evaluate."""
-
-    all_X: np.ndarray
-    all_Y: np.ndarray
-    all_task_of: np.ndarray
-    rows: np.ndarray | None = None
-    seed: int = 0
-    cache: dict = field(default_factory=dict)
-
-    def _take(self, a: np.ndarray) -> np.ndarray:
-        return a if self.rows is None else a[self.rows]
-
-    @property
-    def X(self) -> np.ndarray:
-        return self._take(self.all_X)
-
-    @property
-    def Y(self) -> np.ndarray:
-        return self._take(self.all_Y)
-
-    @property
-    def task_of(self) -> np.ndarray:
-        return self._take(np.asarray(self.all_task_of))
-
-
-@dataclass
 class TaskView:
     """Everything a decider may read about one task.
 
@@ -132,9 +100,6 @@ class TaskView:
     labels; None: g). p (M,): a p to use instead of the kernel-smoothed one (the
     evaluation's true-p row). switches(n_labels): the stacked switch fitted on the
     reference tasks for ``allowed`` and that many labels (cached by the caller).
-    reference(): the reference pool of the fit (ReferenceData; never the task itself), for
-    deciders that fit their own model on it (irt.py). docs_x (n, dim): embeddings of the n
-    docs the choice is for (rows of g); lab_x (L, dim): of the labelled docs (rows of lab_y).
     task_s1(j): (M,) the task-level kernel S1 of those docs at bandwidth
     ``cal.task_bandwidths[j]`` (from the reference pool only, computed when first asked;
     None: the router's task_k is 0).
@@ -150,9 +115,6 @@ class TaskView:
     g_labelled: np.ndarray | None = None
     p: np.ndarray | None = None
     switches: Callable[[int], Switch] | None = None
-    reference: Callable[[], ReferenceData] | None = None
-    docs_x: np.ndarray | None = None
-    lab_x: np.ndarray | None = None
     task_s1: Callable[[int], np.ndarray] | None = None
 
     @property
@@ -358,5 +320,5 @@ class StackedSwitch(Decider):
 
 __all__ = ["DEFAULT_DECIDER", "Decider", "Decision", "DecisionSettings", "MIN_STACK_TASKS",
            "check_decider_target",
-           "PaperScore", "ReferenceData", "S1", "S2", "S3", "StackedSwitch", "TaskScores",
+           "PaperScore", "S1", "S2", "S3", "StackedSwitch", "TaskScores",
            "TaskView", "score_task"]

@@ -35,7 +35,6 @@ from .deciders import (
     DEFAULT_DECIDER,
     Decider,
     DecisionSettings,
-    ReferenceData,
     StackedSwitch,
     TaskView,
     check_decider_target,
@@ -311,17 +310,6 @@ class Router:
                                        rows_of=rows_of, seed=self.seed)
         return cache[1][key]
 
-    def reference_data(self) -> ReferenceData:
-        """The fitted reference pool for deciders that fit their own model on it (e.g. the
-        IRT decider); one object per fit, so what they derive is cached on it."""
-        self.check_fitted()
-        data = getattr(self, "_reference_data", None)
-        if data is None or data.all_Y is not self.Y_ or data.seed != self.seed:
-            data = self._reference_data = ReferenceData(self.X_, self.Y_,
-                                                        np.asarray(self.task_of_),
-                                                        seed=self.seed)
-        return data
-
     def use_index(self, index: NeighborIndex) -> None:
         """Search through ``index`` (e.g. a saved faiss-ivf index) for the current index
         parameters instead of building one."""
@@ -399,8 +387,6 @@ class Router:
                         settings=self.decision_settings(),
                         lab_y=lab_y if len(lab_docs) else None, g_labelled=g_labelled,
                         switches=lambda n: self.stacked_switch(allowed, n),
-                        reference=self.reference_data, docs_x=Q[rest],
-                        lab_x=Q[lab_docs] if len(lab_docs) else None,
                         task_s1=self.task_s1_reader(Q[rest]))
         return view, g_all, searched[:, :self.kappa]
 
