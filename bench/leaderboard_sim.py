@@ -6,9 +6,13 @@ correctness drawn from a logistic model: logit = skill(model) + specialty(task, 
 difficulty(item), specialty ~ N(0, ``--specialty``). The embeddings cluster by task and carry
 no item-level signal, so zero-label routing cannot find the specialists (the stacked switch
 should stay with BMA) and only in-task labels can; the label posterior's Gaussian model is
-right here, so its intervals, P(best) and expected gain should be honest.
+right here, so its intervals, P(best) and expected gain should be honest. With
+``--family-share F`` the models come in ``--families`` families (assigned in turn) sharing
+a share F of the specialty's variance, as fine-tunes of one base model do (0: independent,
+the set as before).
 
     python bench/leaderboard_sim.py [--items 1000] [--specialty 0.5] [--seed 0]
+        [--family-share 0.7] [--families 8]
 
 Prints the wall time of ``evaluate(alphas=[0, 0.05], label_counts=[5, 10, 20, 30],
 repeats=10)``, each row's gain over BMA in points and share of the BMA -> Oracle gap, and the
@@ -29,11 +33,17 @@ from lm_router_plugin.router.pool import build_pool
 N_TASKS, N_MODELS, DIM = 34, 78, 64
 
 
-def make_set(items: int, specialty: float, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
-    """(correctness table, embeddings (n, DIM) in build_pool order)."""
+def make_set(items: int, specialty: float, seed: int, family_share: float = 0.0,
+             families: int = 8) -> tuple[pd.DataFrame, np.ndarray]:
+    """(correctness table, embeddings (n, DIM) in build_pool order). family_share: the
+    share of the specialty's variance the models of one family (``families`` of them, models
+    assigned in turn) have in common."""
     rng = np.random.default_rng(seed)
     skill = rng.normal(0, 1, N_MODELS)
     special = rng.normal(0, specialty, (N_TASKS, N_MODELS))
+    if family_share > 0:  # drawn after the rest: the same set as before for share 0
+        shared = rng.normal(0, specialty, (N_TASKS, families))[:, np.arange(N_MODELS) % families]
+        special = np.sqrt(1 - family_share) * special + np.sqrt(family_share) * shared
     centres = rng.normal(size=(N_TASKS, DIM))
     tables, vectors = [], {}
     for t in range(N_TASKS):
@@ -60,12 +70,15 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=1000, help="most items per task")
     parser.add_argument("--specialty", type=float, default=0.5,
                         help="sd of the task-specific skill (logit scale)")
+    parser.add_argument("--family-share", type=float, default=0.0,
+                        help="share of the specialty's variance common to a model family")
+    parser.add_argument("--families", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.items < 8 or args.specialty < 0:
         parser.error("--items must be >= 8 (each task gets items/4 to items) and "
                      "--specialty >= 0")
-    table, X = make_set(args.items, args.specialty, args.seed)
+    table, X = make_set(args.items, args.specialty, args.seed, args.family_share, args.families)
     print(f"{N_MODELS} models x {N_TASKS} tasks, {len(X)} items, {len(table)} rows (synthetic)")
     t0 = time.perf_counter()
     result = evaluate(table, embeddings=X, alphas=[0, 0.05], label_counts=[5, 10, 20, 30],
@@ -90,8 +103,9 @@ def main() -> None:
               f"{100 * e['gain_predicted']:+.2f} / {100 * e['gain_realised']:+.2f}, stack "
               f"{100 * e['stack_gain_predicted']:+.2f} / {100 * e['stack_gain_realised']:+.2f}; "
               f"stack P {e['stack_p']:.2f} / won {e['stack_won']:.2f} ({e['stack_n']})")
-    print("reproduce: python bench/leaderboard_sim.py --items {} --specialty {} --seed {}".format(
-        args.items, args.specialty, args.seed))
+    print(f"reproduce: python bench/leaderboard_sim.py --items {args.items} --specialty "
+          f"{args.specialty} --family-share {args.family_share} --families {args.families} "
+          f"--seed {args.seed}")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ evaluation ``cal`` is the calibration of a fit without it.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -47,6 +48,14 @@ import numpy as np
 
 from .calibration import UNINFORMATIVE_P, Calibration, best_on_average, smoothed_p
 from .scores import argmax_with_ties, normal_cdf, quiet_nanmean, s3, task_distance
+from .label_update import (
+    error_moments,
+    fill_unknown,
+    item_covariances,
+    mean_positive_diagonal,
+    posterior_gains,
+    relative,
+)
 from .task_level import inner_choice_accuracy, widest_best
 
 #: switch thresholds on the predicted gain (accuracy units) the inner LOTO chooses from
@@ -56,11 +65,16 @@ LABEL_FEATURE = "labels"
 #: multipliers c of the prior variance the inner LOTO chooses from with labels (0: the
 #: labels are ignored, the zero-label rule; ties go to the smaller c)
 PRIOR_SCALES = (0.0, 0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0)
+#: shares lam of the pooled prior s^2 I in the prior covariance of the true gains, the inner
+#: LOTO chooses from with labels (label_update.py; 1: what one model's labels tell about
+#: another comes from BMA's shared term only; ties go to the larger)
+POOLING = (1.0, 0.5)
+#: the most candidates the label update reads together (label_models)
+MAX_LABEL_MODELS = 128
 LABEL_DRAWS = 4  # simulated label sets per reference task
-#: per-item variance of y_m - y_b assumed for a model never labelled beside BMA (the most a
-#: difference of two 0/1 labels can have: its labels then count least)
-UNKNOWN_DISAGREEMENT = 1.0
 RIDGE = 1e-4
+
+logger = logging.getLogger(__name__)
 
 
 
@@ -72,9 +86,12 @@ class Switch:
     label count it was fitted for (0: labels unused); inner_gain (len(TAUS),) mean realised
     gain over the reference tasks per tau (inner LOTO); bias and sd of the realised minus
     predicted gain of the switched-to model over the reference tasks (selection-aware:
-    measured at the argmax); n_tasks. With labels: prior_var = c s^2 (accuracy^2) and
-    disagreement (M,), each model's share of reference items on which it and the new task's
-    BMA differ. expected_gain: the rule's gain over BMA estimated by a leave-one-task-out
+    measured at the argmax); n_tasks. With labels: prior_cov (M, M) the prior covariance
+    of the true gains over BMA (accuracy^2; c times the reference errors' second moments,
+    a share ``pooling`` of them pooled as s^2 I), label_cov (M, M) the per-item covariance
+    of the label differences, both in the coordinates of the new task's BMA ``bma`` over
+    the models ``label_models`` (K,) (M, M above is K, K; None: all; label_update.py).
+    expected_gain: the rule's gain over BMA estimated by a leave-one-task-out
     around the choice of (c, tau) itself (accuracy units; what the rule, fitted for this
     many labels, realised on reference tasks it was not tuned on). task_h: the bandwidth of
     its kernel S1 feature, task_h_index its position in the calibration's task_bandwidths
@@ -88,30 +105,51 @@ class Switch:
     sd: float
     n_tasks: int
     features: tuple[str, ...]
-    prior_var: float = 0.0
-    disagreement: np.ndarray | None = None
     expected_gain: float = math.nan
     task_h: float | None = None
     task_h_index: int | None = None
+    prior_cov: np.ndarray | None = None
+    label_cov: np.ndarray | None = None
+    pooling: float = 1.0
+    bma: int | None = None
+    label_models: np.ndarray | None = None
 
     def label_weights(self, n_rest: int | None) -> np.ndarray | None:
-        """(M,) weight w_m of the paired label difference (None without labels); n_rest:
-        the unlabelled items the choice is for (None: many)."""
-        if self.n_labels <= 0 or self.prior_var <= 0 or self.disagreement is None:
+        """(K,) the weight of each model's own label difference in its updated gain, the
+        diagonal of S (S + V (1/n + 1/n_rest))^-1, for the models ``label_models`` (0 for
+        BMA; None without labels); n_rest: the unlabelled items the choice is for (None:
+        many)."""
+        if self.n_labels <= 0 or self.prior_cov is None:
             return None
-        v = self.disagreement * (1.0 / self.n_labels + (1.0 / n_rest if n_rest else 0.0))
-        return self.prior_var / (self.prior_var + v)
+        f = 1.0 / self.n_labels + (1.0 / n_rest if n_rest else 0.0)
+        J = self._label_cols() != self.bma
+        S = self.prior_cov[np.ix_(J, J)]
+        A = (self.prior_cov + f * self.label_cov)[np.ix_(J, J)]
+        w = np.zeros(len(J))
+        w[J] = np.diag(np.linalg.solve(A.T, S.T).T)  # diag of S A^-1
+        return w
+
+    def _label_cols(self) -> np.ndarray:
+        """(K,) the models the label update reads (all when label_models is None)."""
+        if self.label_models is None:
+            return np.arange(len(self.prior_cov))
+        return np.asarray(self.label_models)
 
     def predict(self, features: np.ndarray, allowed: np.ndarray, n_rest: int | None = None
                 ) -> np.ndarray:
         """(M,) predicted accuracy gain over BMA; -inf for models not allowed. ``features``
         (M, 3) or, with labels, (M, 4) whose last column is the label difference (nan: a
-        model without labels, which keeps its zero-label prediction)."""
+        model without labels, whose gain moves only with the others' labels)."""
         gain = features[:, :len(FEATURES)] @ self.beta
-        w = self.label_weights(n_rest)
-        if w is not None and features.shape[1] > len(FEATURES):
-            lab = features[:, len(FEATURES)]
-            gain = gain + np.where(np.isnan(lab), 0.0, w * (np.nan_to_num(lab) - gain))
+        if self.prior_cov is not None and features.shape[1] > len(FEATURES):
+            f = 1.0 / self.n_labels + (1.0 / n_rest if n_rest else 0.0)
+            cols = self._label_cols()
+            lab = features[cols, len(FEATURES)]
+            J = allowed[cols] & ~np.isnan(lab)
+            J[cols == self.bma] = False
+            gain[cols] = posterior_gains(gain[None, None, cols], lab[None, None], J[None],
+                                         self.prior_cov[None], self.label_cov[None],
+                                         np.array([f]))[0, 0]
         return np.where(allowed, gain, -np.inf)
 
     def decide(self, features: np.ndarray, allowed: np.ndarray, bma: int, tie: np.ndarray,
@@ -137,8 +175,13 @@ class Switch:
         names = ", ".join(f"{shown.get(n, n)} {b:+.2f}" for n, b in zip(FEATURES, self.beta))
         labels = ""
         if self.n_labels > 0:
-            labels = (f"; {self.n_labels} labels update it with prior sd "
-                      f"{math.sqrt(self.prior_var):.3f}")
+            J = self._label_cols() != self.bma
+            sd = math.sqrt(float(np.mean(np.diag(self.prior_cov)[J]))) if J.any() else 0.0
+            shared = ("" if self.pooling >= 1 else
+                      f", {1 - self.pooling:.0%} of the prior from how the models went "
+                      "together on the reference tasks")
+            labels = (f"; {self.n_labels} labels update every candidate with prior sd "
+                      f"{sd:.3f}{shared}")
         if not math.isfinite(self.tau):
             return (f"switching away from the best model on average gained nothing "
                     f"leave-one-task-out over {self.n_tasks} reference tasks, so it never "
@@ -259,18 +302,59 @@ def _ridge(xtx: np.ndarray, xty: np.ndarray, n: int) -> np.ndarray:
     return np.linalg.solve(xtx + RIDGE * np.eye(len(xty)), xty)
 
 
-def _disagreement(Y: np.ndarray, rows_of: list[np.ndarray], Z: np.ndarray, b: int
-                  ) -> np.ndarray:
-    """(len(Z), M) per reference task, the share of its items on which each model and model
-    b differ (items labelled for both; nan: none): the per-item variance of y_m - y_b."""
-    out = np.full((len(Z), Y.shape[1]), np.nan)
-    for i, z in enumerate(Z):
-        y = Y[rows_of[z]]
-        both = ~np.isnan(y) & ~np.isnan(y[:, [b]])
-        n = both.sum(0)
-        differ = np.where(both, (y - y[:, [b]]) ** 2, 0.0).sum(0)
-        out[i] = np.divide(differ, n, out=np.full(len(n), np.nan), where=n > 0)
-    return out
+def label_models(cal: Calibration, allowed: np.ndarray, bmas: np.ndarray) -> np.ndarray:
+    """(K,) sorted indices of the models the label update reads: the allowed ones, at most
+    MAX_LABEL_MODELS of them by mean reference accuracy, and every BMA in ``bmas``. The
+    covariances take K^2 memory per reference task; with more candidates, those beyond the
+    best MAX_LABEL_MODELS on average keep their zero-label predictions (logged)."""
+    idx = np.flatnonzero(allowed)
+    if len(idx) > MAX_LABEL_MODELS:
+        logger.info("labels update the %d candidates best on average of %d; the others keep "
+                    "their zero-label prediction", MAX_LABEL_MODELS, len(idx))
+        order = np.argsort(-np.nan_to_num(cal.mean_accuracy[idx], nan=-np.inf), kind="stable")
+        idx = idx[order[:MAX_LABEL_MODELS]]
+    return np.union1d(idx, bmas)
+
+
+def _label_moments(cal: Calibration, T: np.ndarray, prior: np.ndarray, valid: np.ndarray,
+                   lab: np.ndarray, B: np.ndarray, bma: int, n_labels: int, Y: np.ndarray,
+                   rows_of: list[np.ndarray], cols: np.ndarray) -> dict:
+    """What the label update (label_update.posterior_gains) needs, for the reference rows of
+    _reference_rows (LABEL_DRAWS per included task, in task order) and for the new task,
+    over the models ``cols`` (K,) (label_models: M below is K; B and bma are among them).
+
+    Per task (each from the other reference tasks only, in the task's BMA coordinates):
+    "full" and "pooled" (Z, M, M), the second moments of the zero-label errors T - prior
+    and their pooled form s^2 I; "V" (Z, M, M), the per-item covariance of the label
+    differences; "f" (Z,) = 1/n + 1/(N - n) as drawn; "J" (Z, M) the candidates whose labels
+    are read (labelled in every draw, not BMA); "prior", "lab" (Z, LABEL_DRAWS, M).
+    "new": (full, pooled, V) (M, M) from all reference tasks, in bma's coordinates; "s2"
+    the mean squared zero-label error (0: nothing for labels to fix)."""
+    Z = np.flatnonzero(cal.included)
+    shape = (len(Z), LABEL_DRAWS, -1)
+    T, prior, valid, lab, Y = T[:, cols], prior[:, cols], valid[:, cols], lab[:, cols], Y[:, cols]
+    Bz = np.searchsorted(cols, B[::LABEL_DRAWS])  # each task's BMA (the same in its draws)
+    bma = int(np.searchsorted(cols, bma))
+    lab3, ok = lab.reshape(shape), valid.reshape(shape)
+    J = ok.all(1) & ~np.isnan(lab3).any(1)
+    J[np.arange(len(Z)), Bz] = False
+    sums, counts = error_moments(np.where(ok, (T - prior).reshape(shape), np.nan), len(Z))
+    total, n = sums.sum(0), counts.sum(0)
+    K_new = np.divide(total, n, out=np.zeros_like(total), where=n > 0)
+    K = np.divide(total - sums, n - counts, out=np.zeros_like(sums), where=n - counts > 0)
+    eye = np.eye(K.shape[-1])
+    cov = item_covariances(Y, rows_of, Z)
+    cov_without = _mean_without(cov.reshape(len(Z), -1)).reshape(cov.shape)
+    # as drawn in _reference_rows: min(n_labels, n - 1) labels, the rest scored
+    n_lab = np.maximum(np.minimum(n_labels, cal.n[Z] - 1), 1)
+    n_rest = np.maximum(cal.n[Z] - n_lab, 1)
+    return {"full": relative(K, Bz),
+            "pooled": relative(mean_positive_diagonal(K)[:, None, None] * eye, Bz),
+            "V": fill_unknown(relative(cov_without, Bz)), "f": 1.0 / n_lab + 1.0 / n_rest,
+            "J": J, "prior": prior.reshape(shape), "lab": lab3,
+            "new": (relative(K_new, bma), relative(mean_positive_diagonal(K_new) * eye, bma),
+                    fill_unknown(relative(quiet_nanmean(cov, 0), bma))),
+            "s2": float(mean_positive_diagonal(K_new))}
 
 
 def _mean_without(per_task: np.ndarray) -> np.ndarray:
@@ -348,38 +432,23 @@ def fit_switch(cal: Calibration, allowed: np.ndarray, *, sigma: float, n_labels:
     prior = np.einsum("rmf,rf->rm", F[..., :k], betas[group])  # (R, M) zero-label gains
     beta = _ridge(xtx, xty, int(n))
     bma = best_on_average(cal, allowed)
-    prior_var, disagreement, scales = 0.0, None, (0.0,)
+    configs, moments = [(0.0, 1.0)], None  # (c, lam); c = 0: the labels are not used
     if n_labels > 0:
-        # spread of the true gains around the zero-label prediction (models other than BMA)
-        others = valid.copy()
-        others[rows, B] = False
-        prior_var = float(np.mean((T - prior)[others] ** 2)) if others.any() else 0.0
-        # label-difference variance per item: disagreement with the row's BMA, averaged
-        # over the other reference tasks (the row's own task is the one being predicted)
-        Z = np.flatnonzero(cal.included)
-        row_dis = np.full(T.shape, np.nan)
-        for b in np.unique(np.r_[B, bma]):
-            per_task = _disagreement(Y, rows_of, Z, int(b))
-            if b == bma:
-                mean = quiet_nanmean(per_task)
-                disagreement = np.where(np.isnan(mean), UNKNOWN_DISAGREEMENT, mean)
-            at = B == b
-            row_dis[at] = _mean_without(per_task)[np.searchsorted(Z, G[at])]
-        # as drawn in _reference_rows: min(n_labels, n - 1) labels, the rest scored
-        n_lab = np.maximum(np.minimum(n_labels, cal.n[G] - 1), 1)
-        n_rest = np.maximum(cal.n[G] - n_lab, 1)
-        row_dis = np.where(np.isnan(row_dis), UNKNOWN_DISAGREEMENT, row_dis)
-        row_var = row_dis * (1.0 / n_lab + 1.0 / n_rest)[:, None]
-        lab = F[..., k]
-        # a prior that was exact on every reference task leaves nothing for labels to fix
-        scales = PRIOR_SCALES if prior_var > 0 else (0.0,)
+        cols = label_models(cal, allowed, np.r_[B, bma])
+        moments = _label_moments(cal, T, prior, valid, F[..., k], B, bma, n_labels, Y,
+                                 rows_of, cols)
+        if moments["s2"] > 0:  # a prior exact on every reference task: nothing to fix
+            configs += [(c, lam) for c in PRIOR_SCALES if c > 0 for lam in POOLING]
     best_fit = None
-    per_config = []  # (n_tasks, len(TAUS)) per c, taus from the largest: preference order
-    for c in scales:  # ties keep the smaller c (0: the labels are not used)
+    per_config = []  # (n_tasks, len(TAUS)) per config, taus from the largest: preference order
+    for c, lam in configs:  # ties keep the earlier: smaller c, more pooling
         gain = prior
         if c > 0:
-            w = c * prior_var / (c * prior_var + row_var)
-            gain = prior + np.where(np.isnan(lab), 0.0, w * (np.nan_to_num(lab) - prior))
+            m = moments
+            S = c * ((1 - lam) * m["full"] + lam * m["pooled"])
+            gain = prior.copy()
+            gain[:, cols] = posterior_gains(m["prior"], m["lab"], m["J"], S, m["V"],
+                                            m["f"]).reshape(len(prior), -1)
         gain = np.where(valid, gain, -np.inf)
         best = gain.argmax(1)  # ties: lower index
         top = gain[rows, best]
@@ -392,17 +461,18 @@ def fit_switch(cal: Calibration, allowed: np.ndarray, *, sigma: float, n_labels:
             continue
         switched = (best != B) & np.isfinite(top)
         errors = (T[rows, best] - top)[switched] if switched.any() else np.zeros(1)
-        best_fit = (mean_gain, chosen, c, errors)
-    mean_gain, chosen, c, errors = best_fit
+        best_fit = (mean_gain, chosen, c, lam, errors)
+    mean_gain, chosen, c, lam, errors = best_fit
+    new = moments["new"] if c > 0 else None
     return Switch(beta=beta, tau=TAUS[chosen], n_labels=n_labels if c > 0 else 0,
                   inner_gain=mean_gain, bias=float(np.nanmean(errors)),
                   sd=float(np.sqrt(np.nanmean(errors ** 2))), n_tasks=len(tasks),
                   features=FEATURES + ((LABEL_FEATURE,) if c > 0 else ()),
-                  prior_var=c * prior_var if c > 0 else 0.0,
-                  disagreement=disagreement if c > 0 else None,
                   expected_gain=_nested_gain(np.concatenate(per_config, axis=1)),
                   task_h=None if h_index is None else float(cal.task_bandwidths[h_index]),
-                  task_h_index=h_index)
-
+                  task_h_index=h_index,
+                  prior_cov=None if new is None else c * ((1 - lam) * new[0] + lam * new[1]),
+                  label_cov=None if new is None else new[2], pooling=lam, bma=int(bma),
+                  label_models=None if new is None else cols)
 
 __all__ = ["Switch", "choose_task_bandwidth", "fit_switch", "task_features"]
