@@ -216,3 +216,18 @@ def test_a_switch_that_never_switches_is_described_in_words():
     assert "inf" not in text and "never switches" in text and "6 reference tasks" in text
     finite = Switch(**{**switch.__dict__, "tau": 0.02})
     assert finite.describe().startswith("threshold 0.02 learned leave-one-task-out over 6")
+
+
+def test_a_labelled_switch_says_how_its_labels_count():
+    """The reason names the labels, the prior's spread (accuracy units) and, when the prior
+    keeps part of the models' covariances, how much."""
+    S = np.array([[0, 0, 0], [0, 0.0016, 0.0008], [0, 0.0008, 0.0016]])
+    switch = Switch(beta=np.array([0.5, 0.0, 1.0]), tau=0.01, n_labels=10,
+                    inner_gain=np.zeros(len(TAUS)), bias=0.0, sd=0.1, n_tasks=12,
+                    features=("s1", "mean_accuracy", "s3", "labels"), prior_cov=S,
+                    label_cov=np.eye(3) * 0.3, pooling=0.5, bma=0)
+    text = switch.describe()
+    assert "10 labels update every candidate with prior sd 0.040" in text
+    assert "50% of the prior from how the models went together" in text
+    pooled = Switch(**{**switch.__dict__, "pooling": 1.0}).describe()
+    assert "prior sd 0.040" in pooled and "went together" not in pooled
