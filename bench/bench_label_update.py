@@ -93,7 +93,8 @@ def main() -> None:
             tracemalloc.stop()
         t = {rule: min(v) for rule, v in times.items()}
         print(f"{M} models x {D} tasks x {args.items} items, {args.labels} labels: "
-              f"fit {t['new']:.3f} s vs {t['before']:.3f} s before (x{t['new'] / t['before']:.1f}); "
+              f"fit {t['new']:.3f} s vs {t['before']:.3f} s before "
+              f"(x{t['new'] / t['before']:.1f}); "
               f"peak {peaks['new']:.0f} MB vs {peaks['before']:.0f} MB "
               f"(x{peaks['new'] / peaks['before']:.1f})")
     print(f"reproduce: python bench/bench_label_update.py --sizes {args.sizes} --items "

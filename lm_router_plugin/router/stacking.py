@@ -16,18 +16,19 @@ inputs) at the bandwidth whose argmax choices were best on the reference tasks (
 leave-one-task-out, for the candidates at hand); a router with task_k = 0 uses the kNN
 predictor's S1 (k = 5) instead.
 
-With n labelled items of the new task, that prediction d0_m is the prior of a precision-
-weighted update by the paired label difference L_m - L_b (accuracies on the same items):
+With n labelled items of the new task, the predictions d0 (one per candidate) are the prior
+of a Gaussian update of all candidates at once by the paired label differences L_m - L_b
+(accuracies on the same items; label_update.py):
 
-    gain_m  =  d0_m + w_m (L_m - L_b - d0_m),    w_m = c s^2 / (c s^2 + v_m),
-    v_m     =  disagree(m, b) (1/n + 1/(N - n))
+    gain  =  d0 + S (S + V (1/n + 1/(N - n)))^-1 (L - d0)
 
-s^2 is the spread of the true gains around d0 on the reference tasks (inner leave-one-task-
-out), disagree(m, b) the share of reference items on which m and b differ (the variance of a
-paired difference per item; a model close to BMA is compared precisely with few labels), and
-N - n the unlabelled items the choice is scored on. The prior strength c (0 = ignore the
-labels) and tau are chosen together by the inner leave-one-task-out, on label draws of the
-same count simulated on every reference task. tau is chosen by an inner leave-one-task-out over the reference tasks
+S = c ((1 - lam) K + lam s^2 I) in BMA's coordinates, K the second moments of the zero-label
+errors on the reference tasks (inner leave-one-task-out), s^2 their mean variance; V the
+per-item covariance of the label differences over the reference items (a model close to BMA
+is compared precisely with few labels); N - n the unlabelled items the choice is scored on.
+The prior strength c (0 = ignore the labels), the pooling lam and tau are chosen together
+by the inner leave-one-task-out, on label draws of the same count simulated on every
+reference task. tau is chosen by an inner leave-one-task-out over the reference tasks
 (the tau of highest realised gain; ties go to the larger, more conservative tau), so on a
 reference set where switching does not pay the rule learns to stay with BMA, and where it
 pays it learns to switch. Nothing here reads the task being decided: in the strict
@@ -394,8 +395,8 @@ def _nested_gain(per_config: np.ndarray) -> float:
     return float(per_config[np.arange(n_tasks), picked].mean())
 
 
-def fit_switch(cal: Calibration, allowed: np.ndarray, *, sigma: float, n_labels: int = 0, Y: np.ndarray | None = None,
-               rows_of: list[np.ndarray] | None = None, seed: int = 0) -> Switch:
+def fit_switch(cal: Calibration, allowed: np.ndarray, *, sigma: float, n_labels: int = 0,
+               Y: np.ndarray | None = None, rows_of: list[np.ndarray] | None = None, seed: int = 0) -> Switch:
     """Fit the switch on the reference tasks of ``cal`` (those ``included``).
 
     Args:
