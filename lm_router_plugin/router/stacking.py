@@ -384,8 +384,8 @@ def _choose_tau(per_task: np.ndarray) -> tuple[np.ndarray, int]:
 
 def _nested_gain(per_config: np.ndarray) -> float:
     """Leave-one-task-out estimate of the gain of the fitted rule: for each reference task,
-    the (c, tau) that gained most on the other tasks (ties as in the fit: smaller c, larger
-    tau), scored on that task; the mean over tasks (accuracy units; nan with one task).
+    the (c, lam, tau) that gained most on the other tasks (ties as in the fit: smaller c,
+    more pooling, larger tau), scored on that task; the mean over tasks (accuracy units; nan with one task).
     per_config (n_tasks, n_configs) with configs in order of preference."""
     n_tasks = len(per_config)
     if n_tasks < 2:
@@ -396,7 +396,8 @@ def _nested_gain(per_config: np.ndarray) -> float:
 
 
 def fit_switch(cal: Calibration, allowed: np.ndarray, *, sigma: float, n_labels: int = 0,
-               Y: np.ndarray | None = None, rows_of: list[np.ndarray] | None = None, seed: int = 0) -> Switch:
+               Y: np.ndarray | None = None, rows_of: list[np.ndarray] | None = None,
+               seed: int = 0) -> Switch:
     """Fit the switch on the reference tasks of ``cal`` (those ``included``).
 
     Args:
@@ -475,5 +476,6 @@ def fit_switch(cal: Calibration, allowed: np.ndarray, *, sigma: float, n_labels:
                   prior_cov=None if new is None else c * ((1 - lam) * new[0] + lam * new[1]),
                   label_cov=None if new is None else new[2], pooling=lam, bma=int(bma),
                   label_models=None if new is None else cols)
+
 
 __all__ = ["Switch", "choose_task_bandwidth", "fit_switch", "task_features"]
