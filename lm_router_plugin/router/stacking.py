@@ -385,8 +385,9 @@ def _choose_tau(per_task: np.ndarray) -> tuple[np.ndarray, int]:
 def _nested_gain(per_config: np.ndarray) -> float:
     """Leave-one-task-out estimate of the gain of the fitted rule: for each reference task,
     the (c, lam, tau) that gained most on the other tasks (ties as in the fit: smaller c,
-    more pooling, larger tau), scored on that task; the mean over tasks (accuracy units; nan with one task).
-    per_config (n_tasks, n_configs) with configs in order of preference."""
+    more pooling, larger tau), scored on that task; the mean over tasks (accuracy units;
+    nan with one task). per_config (n_tasks, n_configs) with configs in order of
+    preference."""
     n_tasks = len(per_config)
     if n_tasks < 2:
         return math.nan
