@@ -4,6 +4,7 @@ and the stacked switch's label model against a leak: nothing of the task being d
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from lm_router_plugin.router.label_update import (
     error_moments,
@@ -87,3 +88,23 @@ def test_with_many_candidates_labels_update_the_best_on_average(monkeypatch, cap
     zero_label = features[:, :3] @ switch.beta
     assert gain[3] == zero_label[3]  # outside the update: its labels are not read
     assert gain[kept[kept != 0]].max() > zero_label[kept[kept != 0]].max()
+
+
+def test_duplicate_models_do_not_break_the_update():
+    """Two models with identical results on every item (singular covariances) get finite,
+    equal updated gains."""
+    cal, Y, rows_of = reference(s1_informative=False, n=80)
+    Y = np.column_stack([Y, Y[:, 1]])  # model 4 = model 1
+    cal.accuracy = np.column_stack([cal.accuracy, cal.accuracy[:, 1]])
+    cal.mean_accuracy = cal.accuracy.mean(0)
+    cal.s1 = np.column_stack([cal.s1, cal.s1[:, 1]])
+    cal.s2 = np.column_stack([cal.s2, cal.s2[:, 1]])
+    cal.p = np.column_stack([cal.p, cal.p[:, 1]])
+    allowed = np.ones(5, dtype=bool)
+    switch = fit_switch(cal, allowed, sigma=SIGMA, n_labels=30, Y=Y, rows_of=rows_of)
+    assert switch.prior_cov is not None
+    features = np.array([[0.0, 0, 0, 0.0], [0.0, 0, 0, 0.2], [0.0, 0, 0, 0.0],
+                         [0.0, 0, 0, -0.1], [0.0, 0, 0, 0.2]])
+    gain = switch.predict(features, allowed, n_rest=50)
+    assert np.all(np.isfinite(gain)) and gain[1] == pytest.approx(gain[4], abs=1e-6)
+    assert gain[1] > gain[2]
