@@ -18,8 +18,10 @@ task's BMA b (the differences x_m - x_b; b's own row and column are zero).
 
 With S and V diagonal this is a per-candidate precision-weighted update, gain_m = d0_m +
 w_m (L_m - L_b - d0_m), w_m = S_mm / (S_mm + V_mm (1/n + 1/(N - n))), close to the rule
-before (issue 19; docs/results.md measures both). The matrices make it O(M^2) memory per
-reference task and O(M^3) time per fit (M candidates): about 0.1 s per fit at 78.
+before (issue 19; docs/results.md measures both). The matrices take O(M^2) memory per
+reference task and an M x M solve per task and configuration (M candidates, at most
+stacking.MAX_LABEL_MODELS): 0.05 s per labelled switch fit at 78 candidates
+(bench/bench_label_update.py).
 """
 
 from __future__ import annotations
