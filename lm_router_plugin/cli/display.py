@@ -69,7 +69,8 @@ RECOMMEND_LEGEND = (
     "(from reference tasks at a similar distance u); S3 = expected accuracy given S2 and p. "
     "gain = the stacked switch's predicted accuracy gain over the best model on average "
     "(weights of S3, the mean accuracy and a task-level S1 over each input's 200 most "
-    "similar reference inputs, learned on the reference tasks). "
+    "similar reference inputs, learned on the reference tasks; with labelled docs, updated "
+    "for every candidate at once by the labels' differences to that model). "
     "u = mean cosine distance of the task's inputs to their nearest reference inputs.")
 
 ESTIMATE_LEGEND = (
