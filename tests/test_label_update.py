@@ -108,3 +108,23 @@ def test_duplicate_models_do_not_break_the_update():
     gain = switch.predict(features, allowed, n_rest=50)
     assert np.all(np.isfinite(gain)) and gain[1] == pytest.approx(gain[4], abs=1e-6)
     assert gain[1] > gain[2]
+
+
+def test_a_model_missing_on_some_tasks_and_items_is_handled():
+    """A model without results on two reference tasks and on some items of the others: the
+    fit and the update stay finite; its missing labels leave it to its covariances."""
+    cal, Y, rows_of = reference(s1_informative=False, n=80)
+    Y = Y.copy()
+    for z in (0, 1):
+        Y[rows_of[z], 2] = np.nan
+        cal.accuracy[z, 2] = np.nan
+        cal.s1[z, 2] = np.nan
+    Y[rows_of[5][:30], 2] = np.nan
+    allowed = np.ones(4, dtype=bool)
+    switch = fit_switch(cal, allowed, sigma=SIGMA, n_labels=30, Y=Y, rows_of=rows_of)
+    assert switch.prior_cov is not None and np.all(np.isfinite(switch.prior_cov))
+    assert np.all(np.isfinite(switch.label_cov))
+    features = np.array([[0.0, 0, 0, 0.0], [0.0, 0, 0, 0.1], [0.0, 0, 0, np.nan],
+                         [0.0, 0, 0, -0.1]])
+    gain = switch.predict(features, allowed, n_rest=50)
+    assert np.all(np.isfinite(gain))
