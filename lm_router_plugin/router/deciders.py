@@ -251,9 +251,9 @@ class StackedSwitch(Decider):
     the reference tasks predicts each model's accuracy gain over BMA from its S1 (the
     task-level S1 of the view's ``task_s1`` at the switch's bandwidth; the kNN's with
     task_k = 0), S3 and mean accuracy differences; the best model is chosen when its
-    predicted gain clears a
-    threshold learned there, else BMA. With labels, the switch fitted for that many labels
-    updates the prediction by the paired label differences (weighted by their precision).
+    predicted gain clears a threshold learned there, else BMA. With labels, the switch
+    fitted for that many labels updates every candidate's prediction at once by the paired
+    label differences (label_update.py).
     With fewer than MIN_STACK_TASKS reference tasks the paper's S3 rule decides instead."""
 
     name = "stack"

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .calibration import pairwise_cov
 from .scores import quiet_nanmean
 
 #: per-item variance of y_m - y_b assumed for a model never labelled beside BMA (the most a
@@ -67,19 +68,15 @@ def relative(P: np.ndarray, b: np.ndarray | int) -> np.ndarray:
 
 
 def item_covariances(Y: np.ndarray, rows_of: list[np.ndarray], Z: np.ndarray) -> np.ndarray:
-    """(len(Z), M, M) per reference task, the covariance of y_m and y_n over its items
-    labelled for both (nan: fewer than two)."""
-    M = Y.shape[1]
-    out = np.full((len(Z), M, M), np.nan)
+    """(len(Z), M, M) per reference task, the covariance (divided by n, not n - 1) of y_m
+    and y_n over its n items labelled for both (nan: fewer than two)."""
+    out = np.empty((len(Z), Y.shape[1], Y.shape[1]))
     for i, z in enumerate(Z):
         y = Y[rows_of[z]]
-        has = ~np.isnan(y)
-        y0, h = np.where(has, y, 0.0), has.astype(float)
-        n = h.T @ h
-        sums = y0.T @ h  # [m, n]: sum of y_m over the items labelled for both
+        has = (~np.isnan(y)).astype(float)
+        n = has.T @ has
         with np.errstate(invalid="ignore", divide="ignore"):
-            cov = (y0.T @ y0) / n - (sums / n) * (sums.T / n)
-        out[i] = np.where(n > 1, cov, np.nan)
+            out[i] = np.where(n > 1, pairwise_cov(y) * (n - 1) / n, np.nan)
     return out
 
 
