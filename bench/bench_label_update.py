@@ -68,10 +68,16 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    try:
+        sizes = [tuple(int(x) for x in size.split("x")) for size in args.sizes.split(",")]
+        if any(len(s) != 2 or min(s) < 2 for s in sizes):
+            raise ValueError
+    except ValueError:
+        parser.error(f"--sizes {args.sizes!r}: give MODELSxTASKS pairs of integers >= 2, "
+                     "e.g. 78x34,1000x100")
     before = stacking_before()
     rules = {"before": before.fit_switch, "new": stacking.fit_switch}
-    for size in args.sizes.split(","):
-        M, D = (int(x) for x in size.split("x"))
+    for M, D in sizes:
         cal, Y, rows_of = reference(M, D, args.items)
         allowed = np.ones(M, dtype=bool)
 

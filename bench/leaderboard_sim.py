@@ -78,6 +78,9 @@ def main() -> None:
     if args.items < 8 or args.specialty < 0:
         parser.error("--items must be >= 8 (each task gets items/4 to items) and "
                      "--specialty >= 0")
+    if not 0 <= args.family_share <= 1 or args.families < 1:
+        parser.error("--family-share must be in [0, 1] (a share of variance) and "
+                     "--families >= 1")
     table, X = make_set(args.items, args.specialty, args.seed, args.family_share, args.families)
     print(f"{N_MODELS} models x {N_TASKS} tasks, {len(X)} items, {len(table)} rows (synthetic)")
     t0 = time.perf_counter()
