@@ -3,7 +3,7 @@
 The stacked switch (router/stacking.py) predicts each model's gain over BMA from three
 differences to BMA: S1 (the mean of the kNN predictor's g, k = 5), the mean reference accuracy
 A, and S3. Two task-level estimates with a neighbourhood chosen by an inner leave-one-task-out
-(router/task_kernel.py: the 200 most similar reference inputs, kernel exp((sim - 1) / h), h
+(bench/kernel_s1.py: the 200 most similar reference inputs, kernel exp((sim - 1) / h), h
 from BANDWIDTHS chosen for the argmax decision on the reference tasks, without the held-out
 task) are tried in their place, strict leave-one-task-out, zero labels:
 
@@ -42,7 +42,7 @@ from lm_router_plugin.router.calibration import best_on_average
 from lm_router_plugin.router.pool import build_pool
 from lm_router_plugin.router.router import Router, model_mask
 from lm_router_plugin.router.scores import argmax_with_ties, quiet_nanmean
-from lm_router_plugin.router.task_kernel import choose_bandwidth, leave_out_kernel
+from kernel_s1 import choose_bandwidth, leave_out_kernel
 from lm_router_plugin.store.ingest import load_models_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,7 +120,7 @@ def main() -> None:
     router, pool, X, acc_all, allowed0 = load_set(args)
     D, Y, task_of = len(pool.task_names), pool.Y, pool.task_of
     ev = _HeldOut(router, X, Y, task_of, D)
-    kernel_s1 = leave_out_kernel(X, Y, task_of, n_tasks=D)
+    table_s1 = leave_out_kernel(X, Y, task_of, n_tasks=D)
     kernel_w = leave_out_kernel(X, acc_all[task_of], task_of, n_tasks=D)
     names = ("stack", "s1k", "s1k_add", "w", "select", "bma", "oracle")
     out = {name: [] for name in names}
@@ -135,8 +135,8 @@ def main() -> None:
                  "oracle": argmax_with_ties(np.where(allowed, acc, -np.inf),
                                             cal.mean_accuracy)}
         gains = {}
-        for name, table_k, column in (("stack", None, 0), ("s1k", kernel_s1, 0),
-                                      ("s1k_add", kernel_s1, None), ("w", kernel_w, 1)):
+        for name, table_k, column in (("stack", None, 0), ("s1k", table_s1, 0),
+                                      ("s1k_add", table_s1, None), ("w", kernel_w, 1)):
             f, values = feats, None
             if table_k is not None:
                 h, _ = choose_bandwidth(table_k, allowed, held_out=d)

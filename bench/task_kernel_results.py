@@ -1,4 +1,4 @@
-"""Kernel S1 (router/task_kernel.py, decider "s1_kernel") against the evaluation's rows.
+"""Kernel S1 (bench/kernel_s1.py, decider "s1_kernel") against the evaluation's rows.
 
 Issue 19, item 1: S1 averages the kNN predictor's per-input correctness with k = 5; for a
 task-level choice, average the reference correctness over the K most similar reference
@@ -6,7 +6,7 @@ inputs with a similarity kernel exp((sim - 1) / h), h chosen by an inner leave-o
 on the reference tasks. Measured here as a standalone function over (X, Y, task_of), strict
 leave-one-task-out: for each held-out task d, h is chosen on the other tasks only (each of
 them predicted from the tasks other than it and d), and d's docs are scored against the
-references outside d (task_kernel.leave_out_kernel holds every such fit; tests check it
+references outside d (kernel_s1.leave_out_kernel holds every such fit; tests check it
 against explicit fits). The other rows (s1, s3, stack, bma, oracle) come from
 ``evaluate(table, store=store, router=Router(embedder="static"), n_bootstrap=0)``.
 
@@ -45,7 +45,7 @@ from lm_router_plugin.evaluation.protocol import evaluate, read_side_table, regr
 from lm_router_plugin.router.pool import build_pool
 from lm_router_plugin.router.router import Router, model_mask
 from lm_router_plugin.router.scores import argmax_with_ties, quiet_nanmean
-from lm_router_plugin.router.task_kernel import (
+from kernel_s1 import (
     BANDWIDTHS,
     DEFAULT_K,
     choice_accuracy,

@@ -46,7 +46,7 @@ def test_item_covariances_use_the_items_labelled_for_both():
 
 def test_error_moments_are_row_centred_sums_per_group():
     E = np.array([[[0.1, 0.3, np.nan], [0.0, 0.2, 0.4]]])  # one group, two draws
-    sums, counts = error_moments(E, 1)
+    sums, counts = error_moments(E)
     r0 = np.array([-0.1, 0.1, 0.0])  # centred over its two valid entries, nan -> 0
     r1 = np.array([-0.2, 0.0, 0.2])
     np.testing.assert_allclose(sums[0], np.outer(r0, r0) + np.outer(r1, r1), atol=1e-12)

@@ -1,11 +1,14 @@
-"""The kernel S1 decider (router/task_kernel.py): the leave-out table equals explicit fits
-without each pair of tasks, the bandwidth choice never reads the held-out task, and the
-decider decides from a view carrying the reference pool (else by the paper's S1)."""
+"""The task-level kernel S1 (router/task_level.TaskKernel): its leave-out table equals explicit
+fits without each pair of tasks and the bandwidth choice never reads the held-out task; and
+the kernel S1 decider of the bench (bench/kernel_s1.py, an experiment outside the package)
+decides from a view carrying the reference pool (else by the paper's S1)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,14 +17,16 @@ from lm_router_plugin.registry import deciders
 from lm_router_plugin.router.calibration import calibrate
 from lm_router_plugin.router.deciders import DecisionSettings, TaskView
 from lm_router_plugin.router.scores import quiet_nanmean
-from lm_router_plugin.router.task_kernel import (
+from lm_router_plugin.router.task_level import kernel_weights
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from kernel_s1 import (  # noqa: E402
     KernelReference,
     KernelS1,
     choose_bandwidth,
     choose_switch,
     inner_loto_accuracy,
     kernel_accuracy,
-    kernel_weights,
     leave_out_kernel,
     switch_choice,
 )

@@ -80,7 +80,7 @@ def item_covariances(Y: np.ndarray, rows_of: list[np.ndarray], Z: np.ndarray) ->
     return out
 
 
-def error_moments(E: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+def error_moments(E: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per group, the sums (G, M, M) of the outer products of the row-centred errors E
     (G, D, M) (nan: not valid) and their counts; row-centred so that each row's own
     baseline (its BMA's error) drops out."""

@@ -123,22 +123,6 @@ def rows_by_task(task_of: np.ndarray, n_tasks: int) -> list[np.ndarray]:
     return [order[bounds[d]:bounds[d + 1]] for d in range(n_tasks)]
 
 
-def check_table(table: pd.DataFrame) -> None:
-    """The checks a table must pass before fitting: the key columns, ``correct`` in {0, 1}
-    and each (task, instance_id, model) once. Raises SchemaError naming the first problem."""
-    missing = [c for c in KEY + [CORRECT] if c not in table.columns]
-    if missing:
-        raise SchemaError(f"the correctness table lacks column(s) {missing}")
-    correct = pd.to_numeric(table[CORRECT], errors="coerce")
-    bad = ~correct.isin([0, 1])
-    if bad.any():
-        row = table.loc[bad, KEY + [CORRECT]].iloc[0].to_dict()
-        raise SchemaError(f"the correctness table has correct={row[CORRECT]!r} for "
-                          f"{ {k: row[k] for k in KEY} }: 'correct' must be 0 or 1")
-    key, _ = _packed_keys(table)
-    _check_unique(table, key)
-
-
 def _check_unique(table: pd.DataFrame, key: np.ndarray) -> None:
     order = np.argsort(key, kind="stable")
     same = np.flatnonzero(key[order][1:] == key[order][:-1])

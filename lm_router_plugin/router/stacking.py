@@ -339,7 +339,7 @@ def _label_moments(cal: Calibration, T: np.ndarray, prior: np.ndarray, valid: np
     lab3, ok = lab.reshape(shape), valid.reshape(shape)
     J = ok.all(1) & ~np.isnan(lab3).any(1)
     J[np.arange(len(Z)), Bz] = False
-    sums, counts = error_moments(np.where(ok, (T - prior).reshape(shape), np.nan), len(Z))
+    sums, counts = error_moments(np.where(ok, (T - prior).reshape(shape), np.nan))
     total, n = sums.sum(0), counts.sum(0)
     K_new = np.divide(total, n, out=np.zeros_like(total), where=n > 0)
     K = np.divide(total - sums, n - counts, out=np.zeros_like(sums), where=n - counts > 0)

@@ -1,4 +1,6 @@
-"""S1 with a similarity kernel over many neighbours: a task-level accuracy estimate.
+"""S1 with a similarity kernel over many neighbours as a decider of its own: an experiment of
+issue 19 kept with its benches (bench/task_kernel_results.py, bench/stack_task_features.py),
+not part of the package. The shipped task-level S1 is router/task_level.py.
 
 S1 averages g, the kNN predictor's per-input correctness with k = 5 (the paper's item-level
 constant). For the choice of one model for a whole task, averaging the reference
@@ -22,7 +24,7 @@ average (BMA) by more than a margin tau, chosen with h by the same inner leave-o
     >>> h, _ = choose_bandwidth(table, allowed)             # for a fit on all tasks
     >>> kernel_accuracy(Q, X, Y, k=200, h=h)                # (M,) for the new task's docs
 
-Not registered as a decider (an experiment of issue 19, kept with its bench): over seven
+Not a decider of the package (moved here from lm_router_plugin/router/task_kernel.py): over seven
 sets (RouterDC, MMLU-Pro's 14 categories and 91 sources, each with all models, <= 13B and
 without gemini-1.5-pro) it was within noise of the stacked switch (mean accuracy 0.5954 vs
 0.5939; -0.51 [-1.52, 0] points on the 91 sources, +0.84 [-0.05, +1.75] on their <= 13B
@@ -43,11 +45,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .deciders import Decider, Decision, S1, TaskView
-from .neighbors import topk_cosine
-from .pool import rows_by_task
-from .scores import argmax_with_ties, quiet_nanmean
-from .task_level import (
+from lm_router_plugin.router.deciders import Decider, Decision, S1, TaskView
+from lm_router_plugin.router.neighbors import topk_cosine
+from lm_router_plugin.router.pool import rows_by_task
+from lm_router_plugin.router.scores import argmax_with_ties, quiet_nanmean
+from lm_router_plugin.router.task_level import (
     BANDWIDTHS,
     DEFAULT_K,
     SLACK,
