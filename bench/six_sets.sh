@@ -4,7 +4,8 @@
 # at most 13B, without its best model on average). The data live outside the repository.
 # Usage: bash bench/six_sets.sh ROUTERDC_STORE MMLU_STORE EMBEDDER OUT_DIR [EVALUATE OPTIONS...]
 #   (stores made as in bench/routerdc_results.sh and bench/mmlu_pro_results.sh; further
-#   options go to every evaluate, e.g. --config old.yaml; LABELS=10,20 for more label counts)
+#   options go to every evaluate, e.g. --config old.yaml; LABELS=10,20 for more label counts,
+#   LABELS=0 for the zero-label rows alone, about 4 minutes)
 # Compare two embedders: python bench/compare_evaluations.py A/SET.json B/SET.json --rows s1,s3,stack
 set -euo pipefail
 RDC=${1:?usage: six_sets.sh ROUTERDC_STORE MMLU_STORE EMBEDDER OUT_DIR}; MMLU=${2:?}; EMB=${3:?}
@@ -13,7 +14,11 @@ shift 4
 mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 D="$(dirname "$0")/../../shared/data/mmlu_pro"
-sw=(--alpha 0 --labels "${LABELS:-10}" --repeats 5 --embedder "$EMB" --json -q "$@")
+if [ "${LABELS:-10}" = 0 ]; then  # LABELS=0: the zero-label rows only, one repeat
+  sw=(--alpha 0 --repeats 1 --embedder "$EMB" --json -q "$@")
+else
+  sw=(--alpha 0 --labels "${LABELS:-10}" --repeats 5 --embedder "$EMB" --json -q "$@")
+fi
 src=(--tasks-by src --tasks-file "$D/instances.tsv.gz")
 notop() { python - "$1" <<'PY'
 import sys
