@@ -348,6 +348,22 @@ def test_candidates_and_compare_to(evaluated):
     assert result.rows["compare_to"]["params"] == pytest.approx(70e9)
 
 
+def test_a_task_without_results_for_the_candidates_is_left_out_and_logged(caplog):
+    """A --candidates subset that did not run a task: that task is not scored (it stays a
+    reference task), the log and the settings name it; with labels too."""
+    table, vectors = make_data(seed=2, n_tasks=6)
+    gap = (table["task"] == "task3") & table["model"].isin(["model1", "model2"])
+    table = table[~gap].reset_index(drop=True)
+    X = _embeddings(build_pool(table), vectors)
+    with caplog.at_level("WARNING"):
+        result = evaluate(table, embeddings=X, candidates=["model1", "model2"],
+                          label_counts=[5], repeats=1, n_bootstrap=0)
+    assert "1 of 6 tasks have no result for any candidate" in caplog.text
+    assert result.n_tasks == 5 and result.settings["tasks_without_candidates"] == ["task3"]
+    assert "task3" not in [t["task"] for t in result.per_task]
+    assert all(len(t["label_draws"]) == 1 for t in result.per_task)
+
+
 def test_too_few_tasks():
     table, vectors = make_data(n_tasks=2)
     X = _embeddings(build_pool(table), vectors)

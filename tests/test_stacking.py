@@ -231,3 +231,27 @@ def test_a_labelled_switch_says_how_its_labels_count():
     assert "50% of the prior from how the models went together" in text
     pooled = Switch(**{**switch.__dict__, "pooling": 1.0}).describe()
     assert "prior sd 0.040" in pooled and "went together" not in pooled
+
+
+def test_a_model_without_kernel_neighbours_falls_back_to_the_knn_s1():
+    """A model with results on few tasks can have no result among a task's task_k nearest
+    reference inputs: its kernel S1 is nan there. The switch then reads the kNN's S1 for
+    that cell (never nan weights, nor a switch that silently never switches)."""
+    cal, _, _ = reference(s1_informative=True)
+    allowed = np.ones(4, dtype=bool)
+    kernel = cal.s1 + 0.02  # a kernel S1 that differs from the kNN's
+    sparse = kernel.copy()
+    sparse[::3, 3] = np.nan  # model 3: no kernel neighbour with a result on these tasks
+    cal.task_bandwidths = np.array([np.inf])
+    cal.task_s1 = sparse[None]
+    switch = fit_switch(cal, allowed, sigma=SIGMA)
+    assert np.isfinite(switch.beta).all() and switch.tau < np.inf
+    cal.task_s1 = np.where(np.isnan(sparse), cal.s1, sparse)[None]  # the fallback by hand
+    np.testing.assert_allclose(fit_switch(cal, allowed, sigma=SIGMA).beta, switch.beta)
+    g, sim = new_task([0.70, 0.55, 0.55, 0.95])
+    view = TaskView(cal=cal, models=[f"m{i}" for i in range(4)], allowed=allowed, g=g,
+                    kappa_sim=sim, settings=DecisionSettings(sigma=SIGMA, t=T),
+                    switches=lambda n: switch,
+                    task_s1=lambda j: np.array([0.72, 0.57, 0.57, np.nan]))
+    dec = StackedSwitch().decide(view)
+    assert np.isfinite(dec.scores).all() and dec.choice == 3  # its kNN S1 0.95 leads

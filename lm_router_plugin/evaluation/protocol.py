@@ -494,6 +494,8 @@ class _TaskScorer:
         acc = quiet_nanmean(y_rest)
         acc_lab = quiet_nanmean(ev.Y[lab])  # nan for a model without labels here
         allowed = self.allowed & ~np.isnan(acc)
+        if not allowed.any():  # the candidates' results all fell among the labelled items
+            return None
         view = self.view(d, rest, allowed, lab, g_labelled=g)
         bma = view.bma
         out: dict[str, Any] = {"n_labels": int(n_lab), "task_index": int(d)}
@@ -664,11 +666,21 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
     ev = _HeldOut(router, X, pool.Y, pool.task_of, D, allowed)
     scorer = _TaskScorer(ev, allowed, params, pool.models, compare_index, n_splits,
                          pool.instance_ids)
+    # a task on which no candidate has a result cannot be scored (a --candidates or
+    # --max-params subset that did not run it): it is left out, and the log says so
+    scored = [d for d in range(D)
+              if (allowed & ~np.isnan(quiet_nanmean(pool.Y[ev.rows_of[d]]))).any()]
+    unscored = [pool.task_names[d] for d in range(D) if d not in scored]
+    if unscored:
+        logger.warning("%d of %d tasks have no result for any candidate and are not scored "
+                       "(they stay reference tasks): %s", len(unscored), D,
+                       ", ".join(unscored[:10]) + (" ..." if len(unscored) > 10 else ""))
     per_task = []
-    for d in range(D):
+    for d in scored:
         record = scorer.task(d)
         record["task"] = pool.task_names[d]
         per_task.append(record)
+    record_of = {d: per_task[i] for i, d in enumerate(scored)}
     names = (scorer.row_names() + ["moe", "bma", "oracle"]
              + (["compare_to"] if compare_index is not None else []))
     rows = {}
@@ -703,7 +715,7 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
             rng = np.random.default_rng([router.seed, rep, tag])
             check_rng = np.random.default_rng([router.seed, rep, tag, 2])
             recs = [scorer.labelled(d, count(len(ev.rows_of[d])), rng, check_rng)
-                    for d in range(D)]
+                    for d in scored]
             recs = [x for x in recs if x is not None]
             raw_means: dict[str, dict[str, Any]] = {name: {} for name in
                                                     label_rows + ["bma", "oracle"]}
@@ -712,7 +724,7 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
                                           for x in recs], pool)
             honesty.extend(x["uncertainty"] for x in recs)
             for x in recs:
-                per_task[x["task_index"]].setdefault("label_draws", []).append(
+                record_of[x["task_index"]].setdefault("label_draws", []).append(
                     _draw_record(kind, value, rep, x, label_rows))
             for name in label_rows:
                 for x in recs:
@@ -753,7 +765,7 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
         sweep.append(entry)
         uncertainty.append({kind: value, **_summarise_honesty(honesty)})
     return EvaluationResult(
-        n_tasks=D, n_models=int(allowed.sum()), rows=rows, per_task=per_task,
+        n_tasks=len(per_task), n_models=int(allowed.sum()), rows=rows, per_task=per_task,
         predictor_accuracy=_mean([t["predictor_accuracy"] for t in per_task]),
         p_mae=_mean([t["p_mae"] for t in per_task]), alpha_sweep=sweep,
         uncertainty=uncertainty,
@@ -764,6 +776,7 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
                   "embedder": embedder_id, "deciders": list(scorer.deciders),
                   "default": DEFAULT_DECIDER,
                   "n_splits": n_splits, "n_bootstrap": n_bootstrap, "protocol": "strict",
+                  "tasks_without_candidates": unscored,
                   "scales": {m: sc.to_dict() for m, sc in pool.scales.items()}})
 
 

@@ -210,8 +210,16 @@ def task_features(cal: Calibration, g: np.ndarray, kappa_sim: np.ndarray, allowe
     mean of g)."""
     bma = best_on_average(cal, allowed)
     p = smoothed_p(cal, task_distance(kappa_sim), sigma)
-    s1 = g.mean(0) if task_s1 is None else np.asarray(task_s1, dtype=float)
+    s1 = g.mean(0) if task_s1 is None else _kernel_or_knn(task_s1, g.mean(0))
     return _features(s1, s3((g > t).mean(0), p), cal.mean_accuracy, bma, labels), bma
+
+
+def _kernel_or_knn(kernel_s1: np.ndarray, knn_s1: np.ndarray) -> np.ndarray:
+    """The task-level kernel S1, and the kNN's S1 where it is nan: a model none of whose
+    task_k nearest reference inputs has a result (sparse results) still gets a prediction
+    (the kNN predictor falls back to the model's own labels)."""
+    kernel_s1 = np.asarray(kernel_s1, dtype=float)
+    return np.where(np.isnan(kernel_s1), knn_s1, kernel_s1)
 
 
 def choose_task_bandwidth(cal: Calibration, allowed: np.ndarray) -> int | None:
@@ -263,7 +271,8 @@ def _reference_rows(cal: Calibration, allowed: np.ndarray, sigma: float, n_label
     def diff(x: np.ndarray, b: np.ndarray) -> np.ndarray:
         return x - x[np.arange(len(x)), b][:, None]
 
-    s1 = cal.s1[Z] if task_h_index is None else cal.task_s1[task_h_index][Z]
+    s1 = cal.s1[Z] if task_h_index is None else _kernel_or_knn(cal.task_s1[task_h_index][Z],
+                                                               cal.s1[Z])
     base = [diff(s1, bma), diff(mean_acc, bma), diff(s3_all, bma)]
     if n_labels <= 0:
         target = np.where(known, diff(acc0, bma), np.nan)
@@ -415,7 +424,9 @@ def fit_switch(cal: Calibration, allowed: np.ndarray, *, sigma: float, n_labels:
     h_index = choose_task_bandwidth(cal, allowed)
     F, T, B, G = _reference_rows(cal, allowed, sigma, n_labels, Y, rows_of, seed, h_index)
     k = len(FEATURES)
-    valid = ~np.isnan(T) & allowed[None, :]
+    # a cell without a finite feature (a model with no prediction there) is left out,
+    # never fitted as nan
+    valid = ~np.isnan(T) & allowed[None, :] & np.isfinite(F[..., :len(FEATURES)]).all(-1)
     Fv = np.where(valid[..., None], F[..., :k], 0.0)
     Tv = np.where(valid, T, 0.0)
     xtx_row = np.einsum("rmf,rmg->rfg", Fv, Fv)  # (R, F, F) per row
