@@ -3,6 +3,8 @@ weighted (planned) labels by simulation, and the sampling design."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from lm_router_plugin.router.calibration import Calibration
 from lm_router_plugin.router.estimate import (
     estimate,
     label_evidence,
+    nearest_psd,
     prior,
     shrunk_covariance,
 )
@@ -198,3 +201,28 @@ def test_prior_bias_uncertainty_counts_the_tasks_each_model_has():
     assert cov[0, 0] == pytest.approx(raw[0, 0] * (1 + 1 / n_i) + 1e-4)
     assert cov[1, 1] == pytest.approx(raw[1, 1] * (1 + 1 / n_j) + 1e-4)
     assert cov[0, 1] == pytest.approx(raw[0, 1] * (1 + n_ij / (n_i * n_j)))
+
+
+def test_prior_and_posterior_stay_positive_semidefinite_with_models_missing_on_tasks():
+    """Pairwise covariances over the tasks each pair shares: models 0 and 1 agree where both
+    ran, 0 and 2 agree, 1 and 2 disagree (impossible together): no negative eigenvalue
+    reaches P(best) or the intervals."""
+    nan = np.nan
+    e = np.array([[1, 1, nan], [-1, -1, nan], [1, nan, 1], [-1, nan, -1],
+                  [nan, 1, -1], [nan, -1, 1]]) * 0.1
+    acc = 0.5 + e
+    s1 = np.where(np.isnan(e), nan, 0.5)
+    cal = make_cal(acc, s1)
+    cal.residual_cov = np.array([[1, 1, 1], [1, 1, -1], [1, -1, 1]]) * 0.2  # pairwise too
+    assert np.linalg.eigvalsh(cal.residual_cov).min() < 0
+    _, cov = prior(cal, np.full(3, 0.5))
+    assert np.linalg.eigvalsh(cov).min() > 0
+    est = estimate(cal, np.full((20, 3), 0.5), np.ones(3, bool),
+                   lab_g=np.full((5, 3), 0.5), lab_y=np.ones((5, 3)))
+    assert np.linalg.eigvalsh(est.predictive_cov()).min() > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy warns when it draws from a non-PSD matrix
+        assert est.p_best(np.random.default_rng(0), 500).sum() == pytest.approx(1.0)
+    a = np.array([[1.0, 0.9], [0.9, -0.2]])
+    np.testing.assert_allclose(nearest_psd(np.diag([1.0, 2.0])), np.diag([1.0, 2.0]))
+    assert np.linalg.eigvalsh(nearest_psd(a)).min() >= -1e-12

@@ -90,8 +90,18 @@ def prior(cal: Calibration, s1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     cov, _ = shrunk_covariance(errors - bias)
     bias_share = np.divide(n_pair, np.outer(n_model, n_model), out=np.zeros_like(n_pair),
                            where=np.outer(n_model, n_model) > 0)
-    cov = cov * (1.0 + bias_share) + VARIANCE_FLOOR * np.eye(len(cov))
+    cov = nearest_psd(cov * (1.0 + bias_share)) + VARIANCE_FLOOR * np.eye(len(cov))
     return np.clip(s1 + bias, 0.0, 1.0), cov
+
+
+def nearest_psd(a: np.ndarray) -> np.ndarray:
+    """(M, M) the symmetric matrix nearest ``a`` (Frobenius) with no negative eigenvalue.
+    Covariances computed pairwise over the tasks or items each pair of models shares (models
+    missing on some) need not be positive semi-definite; P(best) draws from them."""
+    w, v = np.linalg.eigh(0.5 * (a + a.T))
+    if w.min() >= 0:
+        return 0.5 * (a + a.T)
+    return (v * np.clip(w, 0.0, None)) @ v.T
 
 
 @dataclass
@@ -222,7 +232,7 @@ def estimate(cal: Calibration, g: np.ndarray, allowed: np.ndarray, *,
     """
     s1 = np.asarray(g, dtype=float).mean(0)
     mu0, cov0 = prior(cal, s1)
-    residual = cal.residual_cov + VARIANCE_FLOOR * np.eye(len(s1))
+    residual = nearest_psd(cal.residual_cov) + VARIANCE_FLOOR * np.eye(len(s1))
     if lab_y is None or len(lab_y) == 0:
         return TaskEstimate(mu0, cov0, mu0, np.zeros(len(s1)), residual, allowed, len(g))
     r_mean, cov_l, n = label_evidence(np.asarray(lab_g, float), np.asarray(lab_y, float),
@@ -236,4 +246,5 @@ def estimate(cal: Calibration, g: np.ndarray, allowed: np.ndarray, *,
     return TaskEstimate(np.clip(mean, 0, 1), cov, mu0, n, residual, allowed, len(g))
 
 
-__all__ = ["TaskEstimate", "estimate", "label_evidence", "prior", "shrunk_covariance"]
+__all__ = ["TaskEstimate", "estimate", "label_evidence", "nearest_psd", "prior",
+           "shrunk_covariance"]
