@@ -491,3 +491,32 @@ def test_evaluate_moe_under_candidates_routes_as_route_does():
         expected = np.mean([pool.Y[r, pool.models.index(p.model)] for r, p in zip(rows, picks)])
         assert result.per_task[d]["moe"]["acc"] == pytest.approx(expected, rel=1e-6), task
     assert margins_differ  # the check can tell a margin fitted on all models
+
+
+def test_a_held_out_task_never_sets_the_scale_of_its_own_evaluation():
+    """Strict protocol under target "score": the task holding a metric's largest (or
+    smallest) value is scored with the scale of the other tasks, as a Router fitted without
+    it would normalise; every held-out task's choices equal that refit's, and the raw means
+    are the chosen model's mean raw value."""
+    table = raw_rows(seed=4, metrics=("bleu_points",))
+    table.loc[(table.task == "task2") & (table.instance_id == "0"), "score"] = 150.0
+    table.loc[(table.task == "task5") & (table.instance_id == "3") & (table.model == "m_a"),
+              "score"] = -40.0
+    pool = build_pool(table, target="score")
+    X = embeddings(pool)
+    result = evaluate(table, embeddings=X, router=Router(target="score", k=3), n_bootstrap=0)
+    assert sorted(result.settings["held_out_scales"]) == ["task2", "task5"]
+    assert result.settings["held_out_scales"]["task2"]["bleu_points"]["hi"] < 150
+    raw = table.set_index(["task", "instance_id", "model"])["score"]
+    for d, task in enumerate(pool.task_names):
+        rows = pool.task_of == d
+        router = Router(target="score", k=3).fit(table[table.task != task],
+                                                  embeddings=X[~rows])
+        record = result.per_task[d]
+        for score in ("s1", "stack"):
+            assert record[score]["model"] == router.recommend(embeddings=X[rows],
+                                                              score=score).choice, (task, score)
+        chosen = record["stack"]["model"]
+        ids = table.loc[table.task == task, "instance_id"].unique()
+        assert record["stack"]["acc_raw"] == pytest.approx(
+            np.mean([raw[(task, i, chosen)] for i in ids]), rel=1e-5)

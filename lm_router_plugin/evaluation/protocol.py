@@ -41,6 +41,7 @@ from ..router.deciders import DEFAULT_DECIDER, StackedSwitch, TaskView
 from ..router.estimate import TaskEstimate, estimate
 from ..router.neighbors import GroupedNeighbors
 from ..router.pool import (
+    ReferencePool,
     add_raw_means,
     build_pool,
     fit_route_margin,
@@ -246,13 +247,17 @@ class _HeldOut:
     calibration of the fit without each task (computed once per task, cached)."""
 
     def __init__(self, router: Router, X: np.ndarray, Y: np.ndarray, task_of: np.ndarray,
-                 n_tasks: int, allowed: np.ndarray | None = None):
+                 n_tasks: int, allowed: np.ndarray | None = None,
+                 searched: _HeldOut | None = None):
         self.router, self.X, self.Y, self.task_of, self.D = router, X, Y, task_of, n_tasks
         # the candidates (M,) bool: route's margin is fitted among them (Router.route_margin)
         self.allowed = (np.ones(Y.shape[1], bool) if allowed is None
                         else np.asarray(allowed, bool))
         self.settings = router.decision_settings()
-        self.neighbors = GroupedNeighbors(X, task_of, max(router.k, router.kappa))
+        # ``searched``: a state over the same X whose neighbour lists are reused (they
+        # depend on the embeddings only; a target "score" task's own scale changes Y)
+        self.neighbors = (searched.neighbors if searched is not None
+                          else GroupedNeighbors(X, task_of, max(router.k, router.kappa)))
         self.predictor = router.make_predictor()
         self.rows_of = rows_by_task(task_of, n_tasks)
         # g of every input from a fit without its own task = the held-out task's g.
@@ -263,8 +268,10 @@ class _HeldOut:
         # the stacked switch's task-level S1 (task_k > 0): one search, every task's value
         # without itself and without the held-out task exactly (leave-two-tasks-out)
         task_k = getattr(router, "task_k", 0)
-        self.task_kernel = (TaskKernel(X, Y, task_of, k=task_k, n_tasks=n_tasks)
-                            if task_k > 0 else None)
+        lists = (None if searched is None or searched.task_kernel is None
+                 else (searched.task_kernel.deep_idx, searched.task_kernel.deep_sim))
+        self.task_kernel = (TaskKernel(X, Y, task_of, k=task_k, n_tasks=n_tasks,
+                                       neighbours=lists) if task_k > 0 else None)
 
     def calibration_without(self, d: int) -> Calibration:
         """What ``Router.fit`` computes from the table without task d."""
@@ -675,9 +682,20 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
         logger.warning("%d of %d tasks have no result for any candidate and are not scored "
                        "(they stay reference tasks): %s", len(unscored), D,
                        ", ".join(unscored[:10]) + (" ..." if len(unscored) > 10 else ""))
+    # target "score": a task that holds a metric's smallest or largest value is scored by
+    # a state whose scales come from the other tasks (what a fit without it sees)
+    scorer_of = {d: scorer for d in range(D)}
+    task_scales: dict[str, dict[str, Any]] = {}
+    for d in _tasks_setting_a_scale(table, pool) if pool.target == "score" else []:
+        name = pool.task_names[d]
+        pool_d = build_pool(table, target=router.target, scale_without=name)
+        ev_d = _HeldOut(router, X, pool_d.Y, pool.task_of, D, allowed, searched=ev)
+        scorer_of[d] = _TaskScorer(ev_d, allowed, params, pool.models, compare_index,
+                                   n_splits, pool.instance_ids)
+        task_scales[name] = pool_d.scales
     per_task = []
     for d in scored:
-        record = scorer.task(d)
+        record = scorer_of[d].task(d)
         record["task"] = pool.task_names[d]
         per_task.append(record)
     record_of = {d: per_task[i] for i, d in enumerate(scored)}
@@ -693,7 +711,7 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
         if name in rows:
             rows[name]["pearson"] = rows[name]["spearman"] = None
     if pool.target == "score":  # each row's mean also in the metric's own units
-        add_raw_means(rows, per_task, pool)
+        add_raw_means(rows, per_task, pool, task_scales)
     rows["moe"]["rank"] = None
     if compare_index is not None:
         rows["compare_to"]["model"] = compare_to
@@ -714,14 +732,14 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
             tag = int(round(value * 1e6)) if kind == "alpha" else 10**9 + int(value)
             rng = np.random.default_rng([router.seed, rep, tag])
             check_rng = np.random.default_rng([router.seed, rep, tag, 2])
-            recs = [scorer.labelled(d, count(len(ev.rows_of[d])), rng, check_rng)
+            recs = [scorer_of[d].labelled(d, count(len(ev.rows_of[d])), rng, check_rng)
                     for d in scored]
             recs = [x for x in recs if x is not None]
             raw_means: dict[str, dict[str, Any]] = {name: {} for name in
                                                     label_rows + ["bma", "oracle"]}
             if pool.target == "score":  # this repeat's means also in the metric's units
                 add_raw_means(raw_means, [{**x, "task": pool.task_names[x["task_index"]]}
-                                          for x in recs], pool)
+                                          for x in recs], pool, task_scales)
             honesty.extend(x["uncertainty"] for x in recs)
             for x in recs:
                 record_of[x["task_index"]].setdefault("label_draws", []).append(
@@ -777,7 +795,28 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
                   "default": DEFAULT_DECIDER,
                   "n_splits": n_splits, "n_bootstrap": n_bootstrap, "protocol": "strict",
                   "tasks_without_candidates": unscored,
-                  "scales": {m: sc.to_dict() for m, sc in pool.scales.items()}})
+                  "scales": {m: sc.to_dict() for m, sc in pool.scales.items()},
+                  "held_out_scales": {t: {m: sc.to_dict() for m, sc in scales.items()}
+                                      for t, scales in task_scales.items()}})
+
+
+def _tasks_setting_a_scale(table: pd.DataFrame, pool: ReferencePool) -> list[int]:
+    """Task indices (into pool.task_names) without which some metric's smallest or largest
+    value would change (target "score": the normalisation a fit without them uses)."""
+    values = pd.to_numeric(table["score"], errors="coerce")
+    ranges = values.groupby([table["metric"].astype(str), table["task"].astype(str)],
+                            observed=True).agg(["min", "max"])
+    index = {name: d for d, name in enumerate(pool.task_names)}
+    out = set()
+    for _, per_task in ranges.groupby(level=0):
+        if len(per_task) < 2:
+            continue  # a metric of one task: a fit without it does not scale it
+        for col in ("min", "max"):
+            top = per_task[col] == (per_task[col].min() if col == "min" else
+                                    per_task[col].max())
+            if top.sum() == 1:  # held by one task only: the range changes without it
+                out.add(index[per_task.index[int(np.flatnonzero(top)[0])][1]])
+    return sorted(out)
 
 
 def _boot_rng(seed: int) -> np.random.Generator:

@@ -134,7 +134,8 @@ def _check_unique(table: pd.DataFrame, key: np.ndarray) -> None:
 
 
 def build_pool(table: pd.DataFrame, models: Sequence[str] | None = None, *,
-               target: str = "correct", thresholds: Any = None) -> ReferencePool:
+               target: str = "correct", thresholds: Any = None,
+               scale_without: str | None = None) -> ReferencePool:
     """Pivot a results table into one row per (task, instance_id), one column per model.
 
     ``target`` "correct" pivots the 0/1 ``correct`` column (refusing rows whose correctness
@@ -160,7 +161,8 @@ def build_pool(table: pd.DataFrame, models: Sequence[str] | None = None, *,
                           "metric names)" if target == "score" else ""))
     scales: dict[str, ScoreScale] = {}
     if target == "score":
-        correct, scales, metric_code, metric_names = _score_values(table, thresholds)
+        correct, scales, metric_code, metric_names = _score_values(table, thresholds,
+                                                                   scale_without)
     else:
         correct = _correct_values(table, thresholds)
     (task_code, task_values), (inst_code, inst_values), (model_code, model_values) = (
@@ -275,11 +277,12 @@ def _correct_values(table: pd.DataFrame, thresholds: Any) -> np.ndarray:
     return correct
 
 
-def _score_values(table: pd.DataFrame, thresholds: Any
+def _score_values(table: pd.DataFrame, thresholds: Any, scale_without: str | None = None
                   ) -> tuple[np.ndarray, dict[str, ScoreScale], np.ndarray, list[str]]:
     """((n,) float32 normalised score, {metric: ScoreScale}, (n,) metric code per row,
     metric names). SchemaError naming the row for a missing column, a text, nan or
-    infinite score."""
+    infinite score. ``scale_without``: a task whose values do not set the scales (what a fit
+    without it sees; a metric only that task has keeps its own range)."""
     from ..store.thresholds import metric_codes, metric_directions
 
     column = table[SCORE]
@@ -304,11 +307,13 @@ def _score_values(table: pd.DataFrame, thresholds: Any
     # direction: the thresholds table's then
     check = table.assign(**{c: np.nan for c in (THRESHOLD, CORRECT) if c not in table.columns})
     direction = metric_directions(check, thresholds)
-    lo = np.full(len(names), np.inf)
-    hi = np.full(len(names), -np.inf)
-    np.minimum.at(lo, metric_code, raw)
-    np.maximum.at(hi, metric_code, raw)
+    lo, hi = _metric_range(metric_code, raw, len(names))
     present = np.bincount(metric_code, minlength=len(names)) > 0  # (unused categories)
+    if scale_without is not None:
+        others = (table["task"] != scale_without).to_numpy()
+        lo_o, hi_o = _metric_range(metric_code[others], raw[others], len(names))
+        seen = np.isfinite(lo_o)
+        lo, hi = np.where(seen, lo_o, lo), np.where(seen, hi_o, hi)
     scales = {m: ScoreScale(m, float(lo[j]), float(hi[j]), direction[m])
               for j, m in enumerate(names) if present[j]}
     out = np.empty(len(raw), np.float32)
@@ -338,8 +343,18 @@ def _dense_rank(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return inverse.astype(np.int64), distinct
 
 
+def _metric_range(metric_code: np.ndarray, raw: np.ndarray, n_metrics: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) (n_metrics,): each metric's smallest and largest value (inf / -inf: none)."""
+    lo, hi = np.full(n_metrics, np.inf), np.full(n_metrics, -np.inf)
+    np.minimum.at(lo, metric_code, raw)
+    np.maximum.at(hi, metric_code, raw)
+    return lo, hi
+
+
 def add_raw_means(rows: dict[str, dict[str, Any]], per_task: list[dict[str, Any]],
-                  pool: ReferencePool) -> None:
+                  pool: ReferencePool,
+                  task_scales: dict[str, dict[str, ScoreScale]] | None = None) -> None:
     """Evaluation under target "score": put each row's mean in the metric's own units
     beside its normalised ``acc``, in place.
 
@@ -348,6 +363,8 @@ def add_raw_means(rows: dict[str, dict[str, Any]], per_task: list[dict[str, Any]
     model on the task's items, MoE's per-item picks included); None for a task mixing
     metrics. Per row: ``acc_raw_by_metric`` {metric: mean over that metric's tasks} and
     ``acc_raw``, that mean when every task has one and the same metric (else None).
+    ``task_scales``: {task: scales} for tasks scored in other scales than the pool's (the
+    strict evaluation's, from the other tasks).
     """
     metric_of = dict(zip(pool.task_names, pool.task_metrics))
     for name, summary in rows.items():
@@ -357,7 +374,7 @@ def add_raw_means(rows: dict[str, dict[str, Any]], per_task: list[dict[str, Any]
             if not isinstance(entry, dict) or "acc" not in entry:
                 continue
             metric = metric_of.get(record["task"], "")
-            scale = pool.scales.get(metric)
+            scale = (task_scales or {}).get(record["task"], pool.scales).get(metric)
             value = (float(scale.raw(entry["acc"])) if scale is not None
                      and entry["acc"] == entry["acc"] else None)
             entry["acc_raw"] = value
