@@ -137,6 +137,16 @@ def _get(obj: Any, keys: str, path: Path, where: str = "") -> Any:
     return current
 
 
+def _object(value: Any, path: Path, where: str) -> dict[str, Any]:
+    """``value`` if it is a JSON object; else an InputError naming ``where``."""
+    if not isinstance(value, dict):
+        kind = "null" if value is None else f"a JSON {_JSON_TYPES.get(type(value), 'value')} " \
+            f"{value!r:.40}"
+        raise InputError(path, f"{where} must be a JSON object, got {kind}",
+                         hint=f"is this a HELM {path.name} (crfm-helm 0.5.x)? {_HINT_RERUN}")
+    return value
+
+
 def _trial(obj: dict[str, Any], path: Path, where: str) -> int:
     """``train_trial_index`` (0 when absent) as an int."""
     value = obj.get("train_trial_index", 0)
@@ -144,6 +154,24 @@ def _trial(obj: dict[str, Any], path: Path, where: str) -> int:
         raise InputError(path, f"{where}: 'train_trial_index' must be an integer, got "
                                f"{value!r}", hint=_HINT_RERUN)
     return value
+
+
+_JSON_TYPES = {str: "string", list: "array", int: "number", float: "number", bool: "boolean"}
+_TRUE_WORDS = {"true", "1", "yes"}
+_FALSE_WORDS = {"false", "0", "no"}
+
+
+def _flag(value: Any, name: str) -> bool:
+    """A boolean option: a bool, 0/1 or true/false/yes/no (any case); else ValueError
+    (``bool("flase")`` would be True)."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower() if isinstance(value, (str, int)) else None
+    if word in _TRUE_WORDS:
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    raise ValueError(f"HELMAdapter: {name} must be true or false, got {value!r}")
 
 
 def _perturbation_key(perturbation: Any) -> str | None:
@@ -167,7 +195,8 @@ def _prompt_text(request: dict[str, Any]) -> str:
     text = "\n\n".join(t for t in texts if isinstance(t, str) and t)
     if text:
         return text
-    media = (request.get("multimodal_prompt") or {}).get("media_objects") or []
+    multimodal = request.get("multimodal_prompt")
+    media = (multimodal.get("media_objects") if isinstance(multimodal, dict) else None) or []
     return "\n".join(m["text"] for m in media if isinstance(m, dict) and m.get("text"))
 
 
@@ -223,6 +252,7 @@ class HELMAdapter(Adapter):
         thresholds: per-task metric overrides (``tasks: {TASK: {metric: NAME}}``).
         include_perturbed (bool): also yield perturbed instances (HELM ``data_augmentation``),
             with instance ids ``"<id>|<perturbation>"``. Default False: they are ignored.
+            A bool, 0/1 or true/false/yes/no (any case); anything else is a ValueError.
         train_trials ("mean" | "first"): several train trials (few-shot draws) of one
             instance are averaged (default), or only the first trial is used.
         split ("main" | "all" | str): which instances to read: "main" (default) reads the
@@ -239,7 +269,8 @@ class HELMAdapter(Adapter):
 
     def __init__(self, thresholds: Thresholds | None = None, **options: Any):
         super().__init__(thresholds, **options)
-        self.include_perturbed = bool(options.get("include_perturbed", False))
+        self.include_perturbed = _flag(options.get("include_perturbed", False),
+                                       "include_perturbed")
         self.train_trials: TrainTrials = options.get("train_trials", "mean")
         if self.train_trials not in ("mean", "first"):
             raise ValueError(f"HELMAdapter: train_trials must be 'mean' or 'first', got "
@@ -294,7 +325,8 @@ class HELMAdapter(Adapter):
         Raises:
             InputError: malformed JSON (file, line, column), a missing key (file, key), a
                 non-numeric metric value, a run without its metric, the same task and model
-                in two run folders, or no run folder at all.
+                in two run folders, no run folder at all, or no row from any run (why: the
+                split chosen, empty per_instance_stats.json).
         """
         units = self.plan(paths)
         states = []
@@ -338,6 +370,8 @@ class HELMAdapter(Adapter):
         for :meth:`unit_state` (raised by :meth:`check_unit` in the reading process, after
         the log records the worker wrote before it)."""
         self._error: InputError | None = unit.error
+        self._n_rows = 0
+        self._skipped: list[str] = []  # why a run gave no rows (the error if none gives any)
         if unit.run is None:
             return
         run = replace(unit.run, splits={}, prompts={}, inputs={})
@@ -350,7 +384,9 @@ class HELMAdapter(Adapter):
     def unit_state(self) -> dict[str, Any]:
         """What the reading process needs from a unit: its error, if any (HELM run folders
         name no parameter count or price)."""
-        return {"error": getattr(self, "_error", None), "model_metadata": {}}
+        return {"error": getattr(self, "_error", None), "model_metadata": {},
+                "n_rows": getattr(self, "_n_rows", 0),
+                "skipped": list(getattr(self, "_skipped", []))}
 
     def check_unit(self, state: dict[str, Any]) -> None:
         """In the reading process, unit by unit in plan order: raise the unit's error."""
@@ -359,10 +395,19 @@ class HELMAdapter(Adapter):
             raise state["error"]
 
     def finish(self, states: list[dict[str, Any]], paths: Sequence[Path]) -> None:
-        """After the last unit: the errors of units not checked one by one yet."""
+        """After the last unit: the errors of units not checked one by one yet; then, when
+        no run gave a row, an InputError saying why (rather than "nothing recognisable")."""
         for state in states:
             if not state.get("checked"):
                 self.check_unit(state)
+        skipped = [reason for state in states for reason in state.get("skipped", ())]
+        if skipped and not sum(state.get("n_rows", 0) for state in states):
+            shown = "; ".join(skipped[:3]) + (f"; and {len(skipped) - 3} more run(s)"
+                                              if len(skipped) > 3 else "")
+            split = any(" in split(s) " in reason for reason in skipped)
+            raise InputError(", ".join(map(str, paths)), f"no rows read: {shown}",
+                             hint="choose a split with -o split=NAME, or split=all" if split
+                             else _HINT_RERUN)
 
     # -- one run -----------------------------------------------------------------------
     def _read_run_spec(self, folder: Path) -> _Run:
@@ -393,12 +438,16 @@ class HELMAdapter(Adapter):
         run.text_rule = RULE_HELM_INPUT + ("+options" if joint else "")
         for i, rs in enumerate(request_states):
             where = f"request_states[{i}]"
-            instance = _get(rs, "instance", path, where)
+            instance = _object(_get(_object(rs, path, where), "instance", path, where), path,
+                               where + ".instance")
             iid = str(_get(instance, "id", path, where + ".instance"))
             pert = _perturbation_key(instance.get("perturbation"))
             run.splits.setdefault((iid, pert), str(instance.get("split", "test")))
             if (iid, pert) not in run.inputs:
-                text = str((instance.get("input") or {}).get("text") or "")
+                given = instance.get("input")
+                if given is not None:
+                    _object(given, path, where + ".instance.input")
+                text = str((given or {}).get("text") or "")
                 if joint and text.strip():
                     text = _with_options(text, instance.get("references"))
                 run.inputs[(iid, pert)] = text
@@ -407,7 +456,8 @@ class HELMAdapter(Adapter):
             key = (iid, _trial(rs, path, where), pert)
             if key in run.prompts:
                 continue  # multiple_choice_separate_*: one state per reference; keep the first
-            seen = _prompt_text(_get(rs, "request", path, where))
+            seen = _prompt_text(_object(_get(rs, "request", path, where), path,
+                                        where + ".request"))
             text = seen
             if separate:
                 text = self._strip_reference(text, instance, rs.get("reference_index"))
@@ -438,6 +488,10 @@ class HELMAdapter(Adapter):
         if not isinstance(entries, list):
             raise InputError(path, f"expected a JSON list of PerInstanceStats, got "
                                    f"{type(entries).__name__}", hint=_HINT_RERUN)
+        if not entries:
+            logger.warning("%s: no entries (an empty list); run skipped", path)
+            self._skipped.append(f"{path} has no entries (an empty list)")
+            return
         splits = self._wanted_splits(run)
         # (instance_id, perturbation) -> {train_trial_index: {metric: (value, entry index)}}
         merged: dict[tuple[str, str | None], dict[int, dict[str, tuple[Any, int]]]] = {}
@@ -483,8 +537,11 @@ class HELMAdapter(Adapter):
             logger.info("%s: skipped %d entries outside split(s) %s", run.folder.name,
                         n_other_split, ", ".join(sorted(splits)))
         if not merged:
-            logger.warning("%s: no instances in split(s) %s; run skipped", run.folder,
-                           ", ".join(sorted(splits)))
+            why = (f"no instances in split(s) {', '.join(sorted(splits))} (splits present: "
+                   f"{', '.join(sorted(set(run.splits.values()))) or 'none'}"
+                   + (f"; {n_perturbed} perturbed entries ignored" if n_perturbed else "") + ")")
+            logger.warning("%s: %s; run skipped", run.folder, why)
+            self._skipped.append(f"{run.folder.name}: {why}")
             return
         metric = self._choose_metric(run, available, path)
         higher = False if metric in self.metrics.lower_is_better else None
@@ -525,6 +582,7 @@ class HELMAdapter(Adapter):
             if pert is not None:
                 instance_id += f"|{pert}"
             n_rows += 1
+            self._n_rows += 1
             yield Row(source="helm", benchmark=run.suite, task=run.task,
                       instance_id=instance_id, input_text=text, model=run.model,
                       metric=metric, score=score, higher_is_better=higher, origin=origin,

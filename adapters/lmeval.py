@@ -21,8 +21,9 @@ Every lm-eval sample-log layout from 0.4.0 to 0.4.13 is accepted (FORMATS.md §1
 
 One row per (task, doc_id, model). The metric is the task's configured one (thresholds file,
 ``tasks: {task: {metric: ...}}``) else the first per-sample metric with a scalar value;
-lines of other filters than the chosen one are skipped; of two runs of the same model and
-task the newest wins. JSON-lines files are streamed line by line (orjson); the older
+lines of other filters than the chosen one are skipped, and of lines that repeat a doc_id
+the first wins (one warning per file); of two runs of the same model and task the newest
+wins. JSON-lines files are streamed line by line (orjson); the older
 JSON-array files are parsed whole.
 """
 
@@ -34,6 +35,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from math import isfinite
 from pathlib import Path
 from typing import Any
 
@@ -599,6 +601,12 @@ class LMEvalAdapter(Adapter):
         used_filter: str | None = None
         other_filters: set[str] = set()
         seen: set[Any] = set()
+        # doc_ids of both types (1 and "1"): str(doc_id) -> doc_id, to catch one instance
+        # id from two doc_ids (None while every doc_id has the first one's type)
+        as_str: dict[str, Any] | None = None
+        id_type: type | None = None
+        n_repeated = 0
+        first_repeat = ""  # where the first line with an already-read doc_id is
         docs = self._docs
         # (doc_id, prompt, doc, score, prompt_hash, doc_hash, multiple-input continuation)
         pending: list[tuple[Any, str, Any, float, str, Any, str | None]] = []
@@ -623,8 +631,31 @@ class LMEvalAdapter(Adapter):
             except KeyError as exc:
                 raise self._bad(path, lineno, index, f"missing key {exc.args[0]!r}",
                                 "is this an lm-eval --log_samples file?") from exc
+            if type(doc_id) is not id_type:
+                if type(doc_id) is not int and type(doc_id) is not str:
+                    got = ("null" if doc_id is None else
+                           f"a JSON {_json_type(doc_id)} {_short(doc_id)}")
+                    raise self._bad(path, lineno, index, f"doc_id must be an int or a string, "
+                                    f"got {got}",
+                                    "is this an lm-eval --log_samples file? re-run lm-eval")
+                if id_type is None:
+                    id_type = type(doc_id)
+                elif as_str is None:
+                    as_str = {str(d): d for d in seen}
             if doc_id in seen:
-                continue  # no filter key: the first line per doc wins
+                # one line per doc and filter (without a filter key: per doc); the first
+                # wins, the others are counted and logged below
+                n_repeated += 1
+                if not first_repeat:
+                    first_repeat = self._where(path, lineno, index)
+                continue
+            if as_str is not None:
+                other = as_str.setdefault(str(doc_id), doc_id)
+                if other != doc_id:
+                    raise self._bad(path, lineno, index, f"doc_id {doc_id!r} and doc_id "
+                                    f"{other!r} of an earlier line give the same instance id "
+                                    f"{str(doc_id)!r}", "write every doc_id of a file as "
+                                    "an int, or every one as a string")
             if metric is None:
                 metric = self._pick_metric(rec, task, want_metric, path, lineno, index)
                 if metric is None:
@@ -636,10 +667,14 @@ class LMEvalAdapter(Adapter):
             except KeyError as exc:
                 raise self._bad(path, lineno, index, f"missing key {metric!r} (the metric "
                                 "chosen for this task)") from exc
-            if type(value) is float or type(value) is int:
+            if type(value) is int:
                 score = value
-            elif isinstance(value, _SCALAR):  # bool, numpy-like subclasses
-                score = float(value)
+            elif isinstance(value, _SCALAR):  # float, bool, numpy-like subclasses
+                score = value if type(value) is float else float(value)
+                if not isfinite(score):  # JSON has no NaN, Parquet and numpy do
+                    raise self._bad(path, lineno, index, f"non-finite score {metric}={value!r}",
+                                    "every line of a task must carry a finite number for its "
+                                    "metric; re-run lm-eval or drop this sample")
             else:
                 raise self._bad(path, lineno, index, f"non-numeric score {metric}={value!r}",
                                 "every line of a task must carry a number for its metric")
@@ -690,6 +725,15 @@ class LMEvalAdapter(Adapter):
             yield new_row(Row, (SOURCE, benchmark, task, str(doc_id), text, model, metric,
                                 score, hib, origin, None, phash, rule))
         del pending
+        if n_repeated:
+            # without a filter key (lm-eval before 0.4.3) each filter writes its own line:
+            # repeats are expected there (info); with one, a repeat is unexpected (warning)
+            how = ("per doc_id and filter" if used_filter is not None else
+                   "per doc_id (no 'filter' key: probably one line per filter)")
+            log = logger.warning if used_filter is not None else logger.info
+            log("%s: %d line(s) repeat the doc_id of an earlier line (the first: %s); kept "
+                "the first line %s, skipped the repeats",
+                path if not sf.parts else sf.path.parent, n_repeated, first_repeat, how)
         if other_filters and task not in self._filter_logged:
             self._filter_logged.add(task)
             logger.info("task %s, model %s: using filter %r; skipped the lines of filter(s) %s "
@@ -834,6 +878,13 @@ class LMEvalAdapter(Adapter):
         meta = self.model_metadata.setdefault(sf.model, {"params": None, "cost_per_1m": None})
         if sf.results is not None and sf.results.params and not meta["params"]:
             meta["params"] = sf.results.params
+
+    @staticmethod
+    def _where(path: Path, lineno: int | None, index: int) -> str:
+        """Where a sample is, as :meth:`_bad` names it (line, Parquet row, array sample)."""
+        if path.suffix == ".parquet":
+            return f"{path.name} row {lineno if lineno is not None else index}"
+        return f"line {lineno}" if lineno is not None else f"sample {index} of the JSON array"
 
     @staticmethod
     def _bad(path: Path, lineno: int | None, index: int, problem: str, hint: str = ""

@@ -45,6 +45,10 @@ _TRUE = {"1", "1.0", "true", "True", "TRUE"}
 _FALSE = {"0", "0.0", "false", "False", "FALSE"}
 _CORRECT_STR = {**dict.fromkeys(_TRUE, 1), **dict.fromkeys(_FALSE, 0)}
 _BATCH_ROWS = 65_536
+#: What a file without rows has (format -> message).
+_NO_ROWS = {"csv": "has a header line but no data rows", "tsv": "has a header line but no data "
+            "rows", "jsonl": "has no JSON records (empty or blank lines only)",
+            "parquet": "has the columns but no rows"}
 _COLUMNS_HINT = (f"required columns: {', '.join(REQUIRED)} and '{CORRECT}' (0/1) or "
                  f"'{SCORE}'; optional: {', '.join(OPTIONAL)}")
 
@@ -69,6 +73,12 @@ class _Columns:
         self.path = path
         self.names = list(names)
         present = set(self.names)
+        if len(present) < len(self.names):  # which of the two would be read is a guess
+            twice = sorted({n for n in self.names if self.names.count(n) > 1})
+            raise InputError(path, f"column(s) {', '.join(map(repr, twice))} appear more than "
+                                   f"once in the {where}",
+                             line=1 if where == "header" else None,
+                             hint="rename or drop the extra column(s)")
         missing = [c for c in REQUIRED if c not in present]
         if CORRECT not in present and SCORE not in present:
             missing.append(f"{CORRECT} or {SCORE}")
@@ -180,11 +190,14 @@ class TableAdapter(Adapter):
         """Yield one row per line (CSV/TSV/JSONL) or table row (Parquet).
 
         Raises:
-            InputError: unknown extension, unreadable file, a missing column, a non-numeric
-                score, ``correct`` outside {0, 1}, or a key that appears twice (names the
-                file and the line or row).
+            InputError: unknown extension, unreadable or non-UTF-8 file, a missing or
+                repeated column, a non-numeric score, ``correct`` outside {0, 1}, a key that
+                appears twice (names the file and the line or row), or no rows in any file
+                (a file without rows among others is skipped with a warning).
         """
         seen: dict[tuple[str, str, str], tuple[str, int]] = {}
+        empty: list[Path] = []
+        n_all = 0
         for path in self._files(paths):
             fmt = table_format(path)
             reader = {"csv": self._read_delimited, "tsv": self._read_delimited,
@@ -193,7 +206,18 @@ class TableAdapter(Adapter):
             for row in reader(path, fmt or "", seen):
                 n += 1
                 yield row
-            logger.info("%s: %d rows", path, n)
+            if n == 0:
+                empty.append(path)
+            else:
+                logger.info("%s: %d rows", path, n)
+            n_all += n
+        if n_all == 0 and empty:  # else ingest would ask "is this the right adapter?"
+            more = f" (and {len(empty) - 1} more empty file(s))" if len(empty) > 1 else ""
+            raise InputError(empty[0], _NO_ROWS[table_format(empty[0]) or ""] + more,
+                             hint="add one row per (task, instance_id, model); "
+                                  + _COLUMNS_HINT)
+        for path in empty:
+            logger.warning("%s: %s; file skipped", path, _NO_ROWS[table_format(path) or ""])
 
     @staticmethod
     def _files(paths: Sequence[Path]) -> list[Path]:
@@ -337,6 +361,14 @@ class _TextGuard:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         self.fh.close()
+        if exc_type is not None and issubclass(exc_type, UnicodeDecodeError):
+            found = _first_bad_utf8(self.path)
+            if found is not None:  # the decoder's offset is into its buffer, not the file
+                line, column, byte = found
+                raise InputError(self.path, f"not UTF-8 text: byte 0x{byte:02x} at column "
+                                            f"{column} cannot be decoded", line=line,
+                                 hint="save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+                                 ) from exc
         if exc_type is not None and issubclass(
                 exc_type, (UnicodeDecodeError, gzip.BadGzipFile, EOFError, zlib.error)):
             raise InputError(self.path, f"cannot decode file: {exc}",
@@ -345,6 +377,23 @@ class _TextGuard:
                 not issubclass(exc_type, InputError):
             raise InputError(self.path, f"cannot read file: {exc}") from exc
         return False
+
+
+def _first_bad_utf8(path: Path) -> tuple[int, int, int] | None:
+    """(line, column in bytes, byte) of the first byte that is not UTF-8; None if every line
+    decodes or the file cannot be read again. Lines split at b"\\n", which no multi-byte
+    UTF-8 character contains."""
+    try:
+        opener = gzip.open if path.suffix.lower() == ".gz" else open
+        with opener(path, "rb") as fh:
+            for number, raw in enumerate(fh, start=1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    return number, exc.start + 1, raw[exc.start]
+    except (OSError, EOFError, zlib.error):
+        return None
+    return None
 
 
 __all__ = ["TableAdapter", "table_format"]

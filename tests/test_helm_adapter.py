@@ -577,3 +577,63 @@ def test_cli_adapter_options(tmp_path):
                                "--store", str(tmp_path / "c")])
     assert bad.exit_code == 2 and "unknown option(s) ['bogus']" in bad.output
     assert not (Store(tmp_path / "c").table_path).exists()
+
+
+# -- malformed values and empty reads: one error saying what and where ---------------------
+def _set_request_null(state: dict) -> str:
+    state["request_states"][1]["request"] = None
+    return "request_states[1].request must be a JSON object, got null"
+
+
+def _set_input_plain(state: dict) -> str:
+    state["request_states"][1]["instance"]["input"] = "plain"
+    return "request_states[1].instance.input must be a JSON object, got a JSON string 'plain'"
+
+
+def _set_state_string(state: dict) -> str:
+    state["request_states"][2] = "oops"
+    return "request_states[2] must be a JSON object, got a JSON string 'oops'"
+
+
+@pytest.mark.parametrize("damage", [_set_request_null, _set_input_plain, _set_state_string])
+def test_wrong_json_type_in_scenario_state_names_the_key(tmp_path, store, damage):
+    run = _copy_run(SUITE / MCQA_B, tmp_path / "v1")
+    path = run / "scenario_state.json"
+    state = _load(path)
+    expected = damage(state)
+    path.write_text(json.dumps(state))
+    assert f"{path}: {expected}" in one_error(_ingest(store, run))
+    assert not Store(store).has_table()
+
+
+@pytest.mark.parametrize("value, expected", [
+    (True, True), ("false", False), ("No", False), ("YES", True), (1, True), ("0", False)])
+def test_include_perturbed_reads_booleans(value, expected):
+    assert HELMAdapter(include_perturbed=value).include_perturbed is expected
+
+
+def test_include_perturbed_typo_is_a_usage_error(tmp_path, store):
+    result = _ingest(store, SUITE / MCQA_B, extra=("-o", "include_perturbed=flase"))
+    assert result.exit_code == 2, result.output
+    assert "include_perturbed must be true or false, got 'flase'" in result.output
+    assert not Store(store).has_table()
+
+
+def test_split_typo_names_the_splits_present(store):
+    message = one_error(_ingest(store, SUITE / MCQA_B, extra=("-o", "split=tset")))
+    assert "no instances in split(s) tset (splits present: test)" in message
+    assert "-o split=NAME" in message and "right adapter" not in message
+
+
+def test_empty_per_instance_stats_says_so(tmp_path, store):
+    run = _copy_run(SUITE / MCQA_B, tmp_path / "v1")
+    (run / "per_instance_stats.json").write_text("[]")
+    message = one_error(_ingest(store, run))
+    assert f"{run / 'per_instance_stats.json'} has no entries (an empty list)" in message
+    assert "right adapter" not in message
+    # beside a run with rows: skipped with a warning
+    other = _copy_run(SUITE / "simple_mcqa:model=mock_model-c", tmp_path / "v1")
+    result = _ingest(store, run.parent)
+    assert result.exit_code == 0, result.output
+    assert "no entries (an empty list); run skipped" in result.output
+    assert _info(store)["models"] == [_model(other)]

@@ -95,7 +95,59 @@ def test_model_metadata_file(cli, results, tmp_path):
     assert meta["m2"]["params"] == 1_500_000_000
     models.write_text("m1: {params: seven}\n")
     error = one_error(cli("ingest", "table", results, "--models", models))
-    assert "m1: cannot read a parameter count from 'seven'" in error
+    assert "m1.params: cannot read a parameter count from 'seven'" in error
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("{params: [7]}", "m1.params: cannot read a parameter count from [7]"),
+    ("{params: {a: 1}}", "m1.params: cannot read a parameter count from {'a': 1}"),
+    ("{params: .nan}", "m1.params: cannot read a parameter count from nan"),
+    ("{cost_per_1m: [1]}", "m1.cost_per_1m: expected a finite number >= 0"),
+    ("{cost_per_1m: {a: 1}}", "m1.cost_per_1m: expected a finite number >= 0"),
+    ("{cost_per_1m: .nan}", "m1.cost_per_1m: expected a finite number >= 0 (USD per 1M "
+                            "tokens), got nan"),
+    ("{cost_per_1m: .inf}", "m1.cost_per_1m: expected a finite number >= 0"),
+])
+def test_models_file_rejects_non_numbers_naming_model_and_key(cli, results, tmp_path, spec,
+                                                             expected):
+    models = tmp_path / "models.yaml"
+    models.write_text("m1: {params: 7B, cost_per_1m: 0.2}\n")
+    assert cli("ingest", "table", results, "--models", models).exit_code == 0
+    before = Store(cli.store).models_path.read_bytes()
+    models.write_text(f"m1: {spec}\n")
+    error = one_error(cli("ingest", "table", results, "--models", models))
+    assert str(models) in error and expected in error, error
+    after = Store(cli.store).models_path.read_bytes()
+    assert after == before and json.loads(after)["m1"]["cost_per_1m"] == 0.2  # valid JSON
+
+
+def test_binary_metric_outside_0_1_warns_once_per_task_and_metric(cli, tmp_path):
+    rows = [f"{task},{i},{model},q{i},{value},acc" for task in ("mc", "tf")
+            for model in ("m1", "m2") for i, value in enumerate((0.7, 0.2, 1, 0))]
+    table = write_table(tmp_path / "probs.csv", rows + ["qa,1,m1,q,0.7,f1_score"])
+    result = cli("ingest", "table", table)
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if "is binary" in line]
+    assert [w[w.index("task"):] for w in warnings] == [
+        f"task {task}: metric 'acc' is binary, but 4 value(s) are outside {{0, 1}}; they were "
+        f"thresholded at 0.5 (set an eta with --thresholds tasks: {{{task}: {{metric: acc, "
+        "threshold: X}})" for task in ("mc", "tf")]
+    again = write_table(tmp_path / "binary.csv", ["mc,1,m3,q,1,acc", "mc,2,m3,q,0,acc"])
+    assert "is binary" not in cli("ingest", "table", again).output
+
+
+def test_duplicate_key_names_the_files():
+    import pyarrow as pa
+
+    from lm_router_plugin.errors import SchemaError
+    from lm_router_plugin.store.ingest import check_unique_keys
+
+    table = pa.table({"task": ["t", "t", "t"], "instance_id": ["1", "2", "1"],
+                      "model": ["m", "m", "m"], "origin": ["a.jsonl", "a.jsonl", "b.jsonl"]})
+    with pytest.raises(SchemaError, match=r"duplicated key \{'task': 't', 'instance_id': '1', "
+                                          r"'model': 'm'\} \(read from a\.jsonl and "
+                                          r"b\.jsonl\)"):
+        check_unique_keys(table, "runs/")
 
 
 def test_missing_path_and_unknown_adapter(cli, tmp_path):

@@ -1,7 +1,8 @@
 """What a new user meets first: --prompts files in both formats and their errors, the
 warning on prompts longer than the embedder's limit, Ctrl-C during a long embedding,
-progress bars that follow -q (the package has no import cycle: tests/test_layout.py).
-Real files and the real packaged all-MiniLM-L6-v2 (offline)."""
+progress bars that follow -q (the package has no import cycle: tests/test_layout.py),
+hand-edited or converted lm-eval sample logs (one error naming file and line, or one
+warning). Real files and the real packaged all-MiniLM-L6-v2 (offline)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before huggingface_hub is imported
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+import json  # noqa: E402
 import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import lm_router_plugin.embedding.embedders as embedding_mod  # noqa: E402
+from lm_router_plugin.adapters.lmeval import LMEvalAdapter  # noqa: E402
 from lm_router_plugin.embedding.embedders import (  # noqa: E402
     EmbeddingCache,
     SentenceTransformerEmbedder,
@@ -166,3 +170,79 @@ def test_ingest_shows_progress_and_q_hides_it(cli, tmp_path):
     quiet = cli("-q", "ingest", "table", table, "--store", tmp_path / "store2")
     assert quiet.exit_code == 0, quiet.output
     assert quiet.stderr == "", quiet.stderr
+
+
+# ---------------------------------------------------------------- 5. lm-eval sample logs
+
+SAMPLES = "samples_t1_2024-01-01T00-00-00.000000"
+
+
+def _sample(doc_id, acc=1.0, **extra) -> dict:
+    return {"doc_id": doc_id, "doc": {"q": f"q{doc_id}"}, "target": "a",
+            "arguments": {"gen_args_0": {"arg_0": f"Question: q{doc_id}\nAnswer:",
+                                         "arg_1": " a"}},
+            "filter": "none", "metrics": ["acc"], "acc": acc, **extra}
+
+
+def _samples_file(root: Path, records: list[dict], suffix: str = ".jsonl") -> Path:
+    """A sample log without results file (model from the folder: org/m)."""
+    path = root / "org__m" / (SAMPLES + suffix)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(records), path)
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+@pytest.mark.parametrize("doc_id, shown", [
+    ([1, 2], "a JSON array ([1, 2])"), ({"i": 1}, "a JSON object ({'i': 1})"),
+    (None, "null"), (True, "a JSON boolean (True)"), (1.5, "a JSON number (1.5)")])
+def test_lmeval_doc_id_of_another_type_is_one_error(tmp_path, doc_id, shown):
+    path = _samples_file(tmp_path, [_sample(0), _sample(doc_id), _sample(2)])
+    with pytest.raises(InputError) as info:
+        list(LMEvalAdapter().read([tmp_path]))
+    assert str(info.value).startswith(
+        f"{path} line 2: doc_id must be an int or a string, got {shown}"), str(info.value)
+
+
+def test_lmeval_doc_ids_1_and_quoted_1_in_one_file_name_file_and_line(tmp_path):
+    path = _samples_file(tmp_path, [_sample(0), _sample(1), _sample("1"), _sample(2)])
+    with pytest.raises(InputError) as info:
+        list(LMEvalAdapter().read([tmp_path]))
+    assert str(info.value).startswith(
+        f"{path} line 3: doc_id '1' and doc_id 1 of an earlier line give the same instance id "
+        "'1'"), str(info.value)
+
+
+@pytest.mark.parametrize("with_filter", [True, False])
+def test_lmeval_repeated_doc_id_keeps_the_first_and_warns_once(tmp_path, caplog, with_filter):
+    records = [_sample(0), _sample(1, 1.0), _sample(1, 0.0), _sample(2), _sample(1, 0.0),
+               _sample(0, 0.0)]
+    if not with_filter:
+        records = [{k: v for k, v in r.items() if k != "filter"} for r in records]
+    path = _samples_file(tmp_path, records)
+    with caplog.at_level(logging.INFO, logger="lm_router_plugin"):
+        rows = list(LMEvalAdapter().read([tmp_path]))
+    assert {r.instance_id: r.score for r in rows} == {"0": 1.0, "1": 1.0, "2": 1.0}
+    # a warning where a filter key says repeats are unexpected; info without one (lm-eval
+    # before 0.4.3 writes one line per filter)
+    level = logging.WARNING if with_filter else logging.INFO
+    warnings = [r.getMessage() for r in caplog.records
+                if "repeat" in r.getMessage() and r.levelno == level]
+    how = "per doc_id and filter" if with_filter else \
+        "per doc_id (no 'filter' key: probably one line per filter)"
+    assert warnings == [f"{path}: 3 line(s) repeat the doc_id of an earlier line (the first: "
+                        f"line 3); kept the first line {how}, skipped the repeats"]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_lmeval_non_finite_score_in_parquet_names_file_and_row(tmp_path, value):
+    path = _samples_file(tmp_path, [_sample(0), _sample(1, value), _sample(2)], ".parquet")
+    with pytest.raises(InputError) as info:
+        list(LMEvalAdapter().read([tmp_path]))
+    assert str(info.value).startswith(f"{path}: row 2: non-finite score acc={value!r}"), \
+        str(info.value)

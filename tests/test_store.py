@@ -223,3 +223,35 @@ def test_damaged_current_pointer_is_one_clear_error(tmp_path, damage):
     result = CliRunner().invoke(main, ["info", "--store", str(store)])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert str(store / "CURRENT") in result.output and "restore the store" in result.output
+
+
+# -- validate_table and parse_params: one error naming the column (or value) ----------------
+@pytest.mark.parametrize("column, value, expected", [
+    ("score", "abc", "table: column 'score' must be a number, got 'abc' at row 1"),
+    ("threshold", "high", "table: column 'threshold' must be a number, got 'high' at row 1"),
+    ("task", None, "table: column 'task' is null at row 1"),
+    ("model", float("nan"), "table: column 'model' is null at row 1"),
+])
+def test_validate_table_rejects_text_scores_and_null_keys(column, value, expected):
+    from lm_router_plugin.errors import SchemaError
+    from lm_router_plugin.store.schema import validate_table
+
+    df = pd.DataFrame({"task": ["t", "t"], "instance_id": ["1", "2"], "model": ["m", "m"],
+                       "correct": [1, 0], "score": [1.0, None], "threshold": [None, None]})
+    out = validate_table(df)
+    assert np.isnan(out["score"].iloc[1])  # a null score stays allowed
+    df[column] = df[column].astype(object)
+    df.loc[1, column] = value
+    with pytest.raises(SchemaError) as info:
+        validate_table(df)
+    assert str(info.value).startswith(expected), str(info.value)
+
+
+def test_parse_params_rejects_lists_bools_and_non_finite():
+    from lm_router_plugin.store.store import parse_params
+
+    assert parse_params("7B") == 7_000_000_000 and parse_params(np.int64(3)) == 3
+    assert parse_params(1.5e9) == 1_500_000_000 and parse_params(None) is None
+    for value in ([7], {"a": 1}, True, float("nan"), float("inf"), -1, "seven"):
+        with pytest.raises(ValueError, match="cannot read a parameter count"):
+            parse_params(value)

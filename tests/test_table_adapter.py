@@ -254,8 +254,59 @@ def test_bad_gzip_and_encoding(tmp_path):
     path = tmp_path / "latin.csv"
     path.write_bytes("task,instance_id,model,correct,input_text\nt,1,m,1,caf\xe9\n"
                      .encode("latin-1"))
-    with pytest.raises(InputError, match=r"latin\.csv: cannot decode file"):
+    with pytest.raises(InputError, match=r"latin\.csv line 2: not UTF-8 text: byte 0xe9 at "
+                                         r"column 12 .*iconv"):
         list(TableAdapter().read([path]))
+
+
+@pytest.mark.parametrize("name", ["big.csv", "big.csv.gz", "big.jsonl"])
+def test_non_utf8_byte_deep_in_a_file_names_its_line(tmp_path, name):
+    """Past the decoder's first buffer: the line and the byte, not a buffer offset."""
+    rows = [("t", str(i), "m", 1, "hello") for i in range(3000)]
+    rows.append(("t", "3000", "m", 1, "h\xe9llo"))
+    path = tmp_path / name
+    if name.endswith(".jsonl"):
+        text = "".join(json.dumps(dict(zip(COLUMNS, r)), ensure_ascii=False) + "\n"
+                       for r in rows)
+    else:
+        text = "".join(",".join(map(str, r)) + "\n" for r in [COLUMNS, *rows])
+    data = text.encode("latin-1")
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    line = 3001 if name.endswith(".jsonl") else 3002
+    with pytest.raises(InputError) as info:
+        list(TableAdapter().read([path]))
+    message = str(info.value)
+    assert message.startswith(f"{path} line {line}: not UTF-8 text: byte 0xe9"), message
+    assert "position" not in message
+
+
+def test_header_only_file_says_it_has_no_data_rows(tmp_path, store):
+    empty = _write_delimited(tmp_path / "empty.csv", [], delimiter=",")
+    message = one_error(_ingest(store, empty))
+    assert f"{empty}: has a header line but no data rows" in message
+    assert "right adapter" not in message
+    # beside a file with rows it is skipped, with a warning
+    full = _write_delimited(tmp_path / "full.csv", DATA, delimiter=",")
+    result = _ingest(store, empty, full)
+    assert result.exit_code == 0, result.output
+    assert f"{empty}: has a header line but no data rows; file skipped" in result.output
+
+
+@pytest.mark.parametrize("name", ["twice.csv", "twice.parquet"])
+def test_column_named_twice_is_an_error(tmp_path, name):
+    columns = [*COLUMNS, "correct"]
+    rows = [(*DATA[0], 0)]
+    path = tmp_path / name
+    if name.endswith(".csv"):
+        _write_delimited(path, rows, columns, ",")
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        pq.write_table(pa.Table.from_arrays([pa.array([v]) for v in rows[0]], names=columns),
+                       path)
+    with pytest.raises(InputError, match=r"column\(s\) 'correct' appear more than once") as info:
+        list(TableAdapter().read([path]))
+    assert str(info.value).startswith(str(path))
 
 
 def test_empty_key_value_is_an_error(tmp_path):

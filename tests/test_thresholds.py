@@ -56,6 +56,8 @@ def test_user_file_overrides(tmp_path):
     ("metrics:\n  judge: {threshold: 7, higher_is_better: maybe}\n",
      r"metrics.judge.higher_is_better: expected true or false"),
     ("metrics: [unclosed\n", r"not valid YAML"),
+    ('tasks:\n  t: {higher_is_better: "false"}\n',  # a quoted "false" is truthy
+     r"tasks.t.higher_is_better: expected true or false, got 'false'"),
 ])
 def test_bad_thresholds_file(tmp_path, text, match):
     path = tmp_path / "th.yaml"
@@ -73,3 +75,17 @@ def test_unknown_metric_hint_has_balanced_braces(tmp_path):
     message = str(info.value)
     assert "'judge_scor: {threshold: X, higher_is_better: true}'" in message
     assert message.count("{") == message.count("}")
+
+
+def test_task_direction_is_a_boolean(tmp_path):
+    path = tmp_path / "th.yaml"
+    path.write_text("tasks:\n  t: {higher_is_better: false}\n")
+    assert not Thresholds.load(path).rule("t", "my_loss").higher_is_better
+
+
+def test_is_binary_follows_task_overrides(tmp_path):
+    path = tmp_path / "th.yaml"
+    path.write_text("tasks:\n  t: {metric: acc, threshold: 0.3}\n")
+    th = Thresholds.load(path)
+    assert th.is_binary("acc") and th.is_binary("acc", "other")
+    assert not th.is_binary("acc", "t") and not th.is_binary("f1_score")

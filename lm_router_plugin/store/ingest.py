@@ -52,7 +52,7 @@ from .schema import (
     THRESHOLD,
 )
 from .store import Store, parse_params
-from .thresholds import Rule, Thresholds
+from .thresholds import FALLBACK_ETA, Rule, Thresholds
 
 logger = logging.getLogger(__name__)
 
@@ -287,7 +287,30 @@ def read_arrow(adapter_name: str, paths: Sequence[str | Path],
     table = pa.Table.from_batches(batches, schema=ARROW_DICT_SCHEMA)
     del batches
     check_unique_keys(table, where)
+    log_binary_fallback(table, thresholds)
     return table, metadata
+
+
+def log_binary_fallback(table: pa.Table, thresholds: Thresholds) -> None:
+    """One warning per (task, metric) of a declared binary metric with values outside
+    {0, 1}: Rule.apply thresholded them at FALLBACK_ETA (thresholds.yaml says so). Counted
+    here, on the whole new table, so that a task read in several units warns once."""
+    metrics = [m for m in _distinct(table, METRIC) if thresholds.is_binary(m)]
+    if not metrics:
+        return
+    # the fallback is the only way a binary metric's row gets an eta recorded
+    mask = pc.and_(pc.equal(table.column(THRESHOLD), FALLBACK_ETA),
+                   pc.is_in(table.column(METRIC), value_set=pa.array(metrics, pa.string())))
+    hits = table.select([TASK, METRIC]).filter(mask)
+    if not hits.num_rows:
+        return
+    counts = hits.to_pandas().groupby([TASK, METRIC], observed=True, sort=True).size()
+    for (task, metric), n in counts.items():
+        if thresholds.is_binary(str(metric), str(task)):
+            logger.warning("task %s: metric '%s' is binary, but %d value(s) are outside "
+                           "{0, 1}; they were thresholded at %g (set an eta with --thresholds "
+                           "tasks: {%s: {metric: %s, threshold: X}})", task, metric, n,
+                           FALLBACK_ETA, task, metric)
 
 
 def _read_parallel(adapter: Any, adapter_name: str, options: dict[str, Any], units: list[Any],
@@ -389,7 +412,10 @@ def _dictionary_values(column: pa.ChunkedArray) -> pa.Array:
     if pa.types.is_dictionary(column.type):
         chunks = [c.dictionary for c in column.chunks]
         return pa.concat_arrays(chunks) if chunks else pa.array([], pa.string())
-    return pc.unique(column).combine_chunks() if column.num_chunks else pa.array([], pa.string())
+    if not column.num_chunks:
+        return pa.array([], pa.string())
+    values = pc.unique(column)  # an Array from a ChunkedArray (pyarrow >= 26 at least)
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
 
 
 def _codes_in(column: pa.ChunkedArray, unified: pa.Array) -> np.ndarray:
@@ -416,10 +442,11 @@ def check_unique_keys(table: pa.Table, where: str) -> None:
     order = np.argsort(codes, kind="stable")
     same = np.flatnonzero(codes[order][1:] == codes[order][:-1])
     if len(same):
-        i = int(order[same[0]])
+        i, j = int(order[same[0]]), int(order[same[0] + 1])
         row = {name: table.column(name)[i].as_py() for name in KEY}
-        raise SchemaError(f"{where}: duplicated key {row}: each (task, instance_id, model) must "
-                          "appear once")
+        files = sorted({str(table.column(ORIGIN)[k].as_py()) for k in (i, j)})
+        raise SchemaError(f"{where}: duplicated key {row} (read from {' and '.join(files)}): "
+                          "each (task, instance_id, model) must appear once")
 
 
 def merge_plan(stored: pa.Table, new: pa.Table, *, replace: bool = False
@@ -531,9 +558,20 @@ def load_models_file(path: str | Path) -> dict[str, dict[str, Any]]:
             raise InputError(path, f"{model}: expected keys 'params' and/or 'cost_per_1m'")
         try:
             params = parse_params(spec.get("params"))
-            cost = None if spec.get("cost_per_1m") is None else float(spec["cost_per_1m"])
         except ValueError as exc:
-            raise InputError(path, f"{model}: {exc}") from exc
+            raise InputError(path, f"{model}.params: {exc}") from exc
+        cost = spec.get("cost_per_1m")
+        if cost is not None:
+            number = math.nan
+            if isinstance(cost, (int, float, str)) and not isinstance(cost, bool):
+                try:
+                    number = float(cost)
+                except ValueError:
+                    pass
+            if not math.isfinite(number) or number < 0:  # NaN would make models.json invalid
+                raise InputError(path, f"{model}.cost_per_1m: expected a finite number >= 0 "
+                                       f"(USD per 1M tokens), got {cost!r}")
+            cost = number
         out[str(model)] = {"params": params, "cost_per_1m": cost}
     return out
 

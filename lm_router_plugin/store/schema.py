@@ -67,14 +67,29 @@ def empty_table() -> pd.DataFrame:
 
 
 def validate_table(df: pd.DataFrame, *, where: str = "table") -> pd.DataFrame:
-    """Check columns, dtypes, ``correct`` in {0, 1} and key uniqueness; return a normalised copy.
+    """Check columns, dtypes, ``correct`` in {0, 1}, keys present and unique, numeric scores;
+    return a normalised copy.
 
     Raises:
-        SchemaError: naming the missing column, the bad value or a duplicated key.
+        SchemaError: naming the missing column, the bad value (column and first row) or a
+            duplicated key.
     """
     missing = [c for c in (TASK, INSTANCE_ID, MODEL, CORRECT) if c not in df.columns]
     if missing:
         raise SchemaError(f"{where}: missing column(s) {missing}; required: {KEY + [CORRECT]}")
+    for col in KEY:  # astype(str) below would make a null the key "None" or "nan"
+        null = df[col].isna().to_numpy()
+        if null.any():
+            i = int(np.flatnonzero(null)[0])
+            raise SchemaError(f"{where}: column '{col}' is null at row {i}; every row needs a "
+                              f"{col}")
+    for col in (SCORE, THRESHOLD):  # to_numeric(errors="coerce") would make text a NaN
+        if col in df.columns:
+            bad = (pd.to_numeric(df[col], errors="coerce").isna() & df[col].notna()).to_numpy()
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise SchemaError(f"{where}: column '{col}' must be a number, got "
+                                  f"{df[col].iloc[i]!r} at row {i}")
     out = df.copy()
     for col, default in ((SOURCE, "table"), (BENCHMARK, ""), (INPUT_TEXT, ""), (METRIC, "correct"),
                          (ORIGIN, where), (PROMPT_HASH, ""), (TEXT_RULE, "table")):

@@ -33,6 +33,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
+import numbers
 import os
 import re
 import shutil
@@ -141,20 +143,33 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def parse_params(value: Any) -> int | None:
-    """Parameter count from 7e9, "7B", "13b", "350M" or None."""
+    """Parameter count from 7e9, "7B", "13b", "350M" or None.
+
+    Raises:
+        ValueError: anything else (a list, a bool, NaN, a negative number, "seven").
+    """
     if value is None or value == "":
         return None
-    if isinstance(value, (int, float)):
-        return int(value)
-    try:
-        return int(float(value))  # "7e9", "1.5e9" (YAML reads these as strings)
-    except ValueError:
-        pass
-    match = re.fullmatch(r"\s*([0-9.]+)\s*([kKmMbBtT]?)\s*", str(value))
-    if not match:
-        raise ValueError(f"cannot read a parameter count from {value!r} (use e.g. 7e9 or '7B')")
-    scale = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}[match.group(2).lower()]
-    return int(float(match.group(1)) * scale)
+    bad = ValueError(f"cannot read a parameter count from {value!r} (use e.g. 7e9 or '7B')")
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
+        raise bad  # a list or a mapping in the YAML; True would read as 1
+    if isinstance(value, numbers.Integral):  # also numpy ints
+        number: float = 0.0 if value >= 0 else -1.0
+    elif isinstance(value, numbers.Real):
+        number = float(value)
+    else:
+        try:
+            number = float(value)  # "7e9", "1.5e9" (YAML reads these as strings)
+        except ValueError:
+            number = math.nan
+            match = re.fullmatch(r"\s*([0-9.]+)\s*([kKmMbBtT]?)\s*", value)
+            if match:
+                scale = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}[match.group(2).lower()]
+                with contextlib.suppress(ValueError):
+                    number = float(match.group(1)) * scale
+    if not math.isfinite(number) or number < 0:  # NaN, inf: no count (and invalid JSON)
+        raise bad
+    return int(value) if isinstance(value, numbers.Integral) else int(number)
 
 
 class Store:

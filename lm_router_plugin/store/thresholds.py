@@ -64,7 +64,9 @@ class Rule:
         if self.threshold is None:
             if score == 0 or score == 1:
                 return None, int(score)
-            eta = FALLBACK_ETA  # a "binary" metric with a fractional value: documented fallback
+            # a "binary" metric with a fractional value: the documented fallback (ingest
+            # warns once per task and metric: ingest.log_binary_fallback)
+            eta = FALLBACK_ETA
         else:
             eta = self.threshold
         correct = score > eta if self.higher_is_better else score < eta
@@ -145,6 +147,10 @@ class Thresholds:
             if not isinstance(spec, dict) or set(spec) - _TASK_KEYS:
                 raise InputError(path, f"tasks.{task}: expected a mapping with keys among "
                                        f"{sorted(_TASK_KEYS)}")
+            if not isinstance(spec.get("higher_is_better", True), bool):  # "false" is truthy
+                raise InputError(path, f"tasks.{task}.higher_is_better: expected true or false, "
+                                       f"got {spec['higher_is_better']!r}",
+                                 hint="write it without quotes: higher_is_better: false")
             if "threshold" in spec:
                 spec = {**spec, "threshold": self._number(path, f"tasks.{task}.threshold",
                                                           spec["threshold"])}
@@ -176,6 +182,14 @@ class Thresholds:
     def task_filter(self, task: str) -> str | None:
         """The lm-eval filter configured for ``task``, if any."""
         return self.tasks.get(task, {}).get("filter")
+
+    def is_binary(self, metric: str, task: str | None = None) -> bool:
+        """Whether ``metric`` (on ``task``, if given) is declared binary (no eta of its own; a
+        value outside {0, 1} falls back to FALLBACK_ETA), as :meth:`rule` resolves it."""
+        task_spec = self.tasks.get(task, {}) if task is not None else {}
+        if "threshold" in task_spec and task_spec.get("metric", metric) == metric:
+            return False
+        return self.metrics.get(self._base(metric)) == BINARY
 
     def is_known(self, metric: str) -> bool:
         return self._base(metric) in self.metrics or metric in self.lower_is_better
