@@ -921,3 +921,21 @@ def test_labeled_rows_use_the_stored_thresholds(tmp_path):
     yaml_file = tmp_path / "t.yaml"
     yaml_file.write_text("metrics:\n  f1_score: 0.3\n")
     assert labelling_thresholds(store, yaml_file).rule("new_task", "f1_score").threshold == 0.3
+
+
+def test_plan_note_and_header_count_the_candidates_and_the_labelled_docs(fitted, data, capsys):
+    """With --candidates, the plan's coverage counts the candidates' labels only (a model
+    left out has none); the header says how many inputs are unlabelled and labelled."""
+    from lm_router_plugin.cli.display import print_recommendation
+    from lm_router_plugin.task.labels import LabelPlan
+
+    lab = pd.DataFrame([{"task": "prompts", "instance_id": str(i), "model": m, "correct": 1}
+                        for i in (0, 1) for m in ("m_big", "m_mid")])
+    plan = LabelPlan(task="prompts", kind="prompts", include_path=None, limit=None,
+                     leaves=[("prompts", 6)], n_docs=6, docs=[0, 1, 2])
+    rec = fitted.recommend(embeddings=data["Q"], labeled=lab, plan=plan,
+                           candidates=["m_big", "m_mid"])
+    assert rec.plan_note.startswith("2 of the plan's 3 docs have labels (from 2 to 2 of 2 "
+                                    "models each)")
+    print_recommendation(rec)
+    assert "task prompts: 4 unlabelled inputs (+ 2 labelled)," in capsys.readouterr().out

@@ -255,3 +255,14 @@ def test_a_model_without_kernel_neighbours_falls_back_to_the_knn_s1():
                     task_s1=lambda j: np.array([0.72, 0.57, 0.57, np.nan]))
     dec = StackedSwitch().decide(view)
     assert np.isfinite(dec.scores).all() and dec.choice == 3  # its kNN S1 0.95 leads
+
+
+def test_predicted_gains_stay_in_the_range_of_an_accuracy_difference():
+    """A linear prediction far outside the reference tasks (features of one odd prompt) is
+    clipped to [-1, 1], what a gain over BMA can be."""
+    switch = Switch(beta=np.array([3.0, 0.0, 0.0]), tau=0.0, n_labels=0,
+                    inner_gain=np.zeros(len(TAUS)), bias=0.0, sd=0.1, n_tasks=10,
+                    features=("s1", "mean_accuracy", "s3"))
+    features = np.array([[0.0, 0, 0], [0.5, 0, 0], [-0.6, 0, 0]])
+    gain = switch.predict(features, np.ones(3, bool))
+    np.testing.assert_allclose(gain, [0.0, 1.0, -1.0])

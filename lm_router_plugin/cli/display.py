@@ -130,7 +130,10 @@ def _score_units(rec: Any) -> tuple[str, str, str, str]:
 
 
 def print_recommendation(rec: Any) -> None:
-    click.echo(f"task {rec.task}: {rec.n_inputs} inputs, distance to the reference tasks "
+    labelled = getattr(rec, "n_labelled_docs", 0)
+    inputs = (f"{rec.n_inputs} unlabelled inputs (+ {labelled} labelled)" if labelled
+              else f"{rec.n_inputs} inputs")
+    click.echo(f"task {rec.task}: {inputs}, distance to the reference tasks "
                f"u = {rec.u:.3f} (reference tasks: {rec.u_reference_range[0]:.3f} to "
                f"{rec.u_reference_range[1]:.3f})")
     score = getattr(rec, "target", "correct") == "score"

@@ -467,7 +467,10 @@ class Router:
             n_reference_tasks=view.n_reference_tasks, estimates=report.estimates,
             expected_gain=gains, expected_gain_by="stack" if by_stack else "posterior",
             n_labelled_docs=int(len(lab_docs)), labels_verdict=verdict,
-            plan_note=plan_coverage(plan, lab_docs, lab_y, models) if plan is not None else "")
+            # the plan's coverage among the candidates (a model left out has no labels)
+            plan_note=(plan_coverage(plan, lab_docs, lab_y[:, allowed],
+                                     [m for m, ok in zip(models, allowed) if ok])
+                       if plan is not None else ""))
         # target "score": S2/S3/p dropped, values also in the metric's units (one metric)
         return in_metric_units(rec, self.scales_) if self.target == "score" else rec
 

@@ -151,7 +151,9 @@ class Switch:
             gain[cols] = posterior_gains(gain[None, None, cols], lab[None, None], J[None],
                                          self.prior_cov[None], self.label_cov[None],
                                          np.array([f]))[0, 0]
-        return np.where(allowed, gain, -np.inf)
+        # an accuracy (or normalised value) gain over BMA lies in [-1, 1]; a linear
+        # prediction far outside the reference tasks' range (one odd prompt) may not
+        return np.where(allowed, np.clip(gain, -1.0, 1.0), -np.inf)
 
     def decide(self, features: np.ndarray, allowed: np.ndarray, bma: int, tie: np.ndarray,
                n_rest: int | None = None) -> tuple[int, int, np.ndarray, float]:
