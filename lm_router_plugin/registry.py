@@ -18,7 +18,7 @@ import threading
 from importlib.metadata import EntryPoint, entry_points
 from typing import Generic, TypeVar
 
-from .errors import UnknownNameError
+from .errors import LMRouterError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -34,6 +34,17 @@ def unknown_name_message(kind: str, name: str, available: list[str]) -> str:
     return message + f" Available: {', '.join(shown) or 'none'}{more}"
 
 
+class PluginError(LMRouterError, ImportError):
+    """A plugin's entry point cannot be used: it fails to import, or its name is taken."""
+
+
+def _describe(ep: EntryPoint) -> str:
+    """``[group] name = value`` (from the distribution ``dist``), as in entry_points.txt."""
+    dist = getattr(ep, "dist", None)
+    source = f" (from {dist.name} {dist.version})" if dist is not None else ""
+    return f"entry point [{ep.group}] {ep.name} = {ep.value}{source}"
+
+
 class Registry(Generic[T]):
     """A thread-safe map from names to classes; entry points are loaded on first ``get``."""
 
@@ -41,6 +52,9 @@ class Registry(Generic[T]):
         self.kind = kind
         self.group = group
         self._targets: dict[str, T | EntryPoint] = {}
+        # names declared by two different entry points: an error when asked for, so one
+        # plugin reusing a name (even a built-in one) does not break every other name
+        self._clashes: dict[str, list[EntryPoint]] = {}
         self._discovered = False
         self._lock = threading.Lock()
 
@@ -50,13 +64,14 @@ class Registry(Generic[T]):
         with self._lock:
             if self._discovered:
                 return
+            declared: dict[str, list[EntryPoint]] = {}
             for ep in entry_points(group=self.group):
                 # An editable install and a regular one can both declare the same target.
-                existing = self._targets.get(ep.name)
-                if isinstance(existing, EntryPoint) and existing.value != ep.value:
-                    raise ValueError(f"{self.kind} '{ep.name}' registered twice: "
-                                     f"{existing.value} and {ep.value}")
+                same = declared.setdefault(ep.name, [])
+                if all(other.value != ep.value for other in same):
+                    same.append(ep)
                 self._targets.setdefault(ep.name, ep)
+            self._clashes = {name: eps for name, eps in declared.items() if len(eps) > 1}
             self._discovered = True
 
     def register(self, name: str, target: T) -> None:
@@ -71,6 +86,7 @@ class Registry(Generic[T]):
 
     def unregister(self, name: str) -> None:
         self._targets.pop(name, None)
+        self._clashes.pop(name, None)
 
     def names(self) -> list[str]:
         self._discover()
@@ -81,14 +97,28 @@ class Registry(Generic[T]):
 
         Raises:
             UnknownNameError: with did-you-mean suggestions and the available names.
+            PluginError: two entry points declare ``name``, or its entry point fails to load
+                (names the entry point and the cause).
         """
         self._discover()
         try:
             target = self._targets[name]
         except KeyError as exc:
             raise UnknownNameError(unknown_name_message(self.kind, name, self.names())) from exc
+        clash = self._clashes.get(name)
+        if clash:
+            raise PluginError(
+                f"{self.kind} '{name}' is declared by several installed packages: "
+                + "; ".join(_describe(ep) for ep in clash)
+                + ". Uninstall the plugin that reuses the name, or rename its entry point")
         if isinstance(target, EntryPoint):
-            target = target.load()
+            try:
+                target = target.load()
+            except Exception as exc:  # whatever the plugin's import raises
+                cause = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                raise PluginError(
+                    f"cannot load the {self.kind} '{name}' ({_describe(target)}): {cause}. "
+                    "Fix or reinstall the package that declares it, or uninstall it") from exc
             self._targets[name] = target
         return target
 

@@ -62,6 +62,7 @@ class Replay(ThreadingHTTPServer):
         self.requests: list[str] = []
         self.damage: dict[str, str] = {}
         self.redirect = False  # send `resolve` to /cdn/... (as the Hub sends LFS files away)
+        self.html_api = False  # answer the API with 200 and an HTML page (a captive portal)
         self.auth: dict[str, list[str | None]] = {"api": [], "resolve": [], "cdn": []}
 
     @property
@@ -85,6 +86,14 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         if path.startswith("/api/"):
             self.server.auth["api"].append(self.headers.get("Authorization"))
+            if self.server.html_api:
+                body = b"<html><body>Sign in to the network</body></html>"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return None
         if path.startswith("/crfm-helm-public/"):
             return self._file(self.server.root / "gcs" / path[1:], gcs=True)
         if path.startswith("/helm/"):
@@ -503,6 +512,19 @@ def test_leaderboard_unreachable_offline_and_damaged(cli, server: Replay, tmp_pa
     message = one_error(cli("pull", "open-llm-leaderboard", "--models", "toy/geo-buff-7b",
                             "--cache-dir", cache, "--store", store, "--endpoint", server.url))
     assert "HF_HUB_OFFLINE is set and this dataset was never pulled" in message
+
+
+def test_leaderboard_non_json_answer_is_one_error(cli, server: Replay, tmp_path: Path) -> None:
+    """An endpoint answering 200 with a web page (a proxy, a captive portal): one error
+    naming the URL, no JSONDecodeError traceback, nothing stored."""
+    details_datasets(server.root, models=("toy__tiny-1b",))
+    server.html_api = True
+    store = tmp_path / "store"
+    message = one_error(cli("pull", "open-llm-leaderboard", "--models", "toy/tiny-1b",
+                            "--endpoint", server.url, "--cache-dir", tmp_path / "cache",
+                            "--store", store))
+    assert "the file listing: not valid JSON" in message and server.url in message
+    assert "a Hugging Face Hub?" in message and not store.exists()
 
 
 def test_leaderboard_token_goes_to_the_hub_only(cli, server: Replay, tmp_path: Path,

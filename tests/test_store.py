@@ -255,3 +255,29 @@ def test_parse_params_rejects_lists_bools_and_non_finite():
     for value in ([7], {"a": 1}, True, float("nan"), float("inf"), -1, "seven"):
         with pytest.raises(ValueError, match="cannot read a parameter count"):
             parse_params(value)
+
+
+def test_a_commit_that_cannot_write_is_one_error_and_changes_nothing(tmp_path):
+    """A file-size limit (as a full disk would) stops the commit: one error line naming the
+    store and the reason, the old state intact, no temporary folder left."""
+    import resource
+
+    store = tmp_path / "store"
+    first = cli_process(store, *write_results(tmp_path, "alpha"))
+    assert first.wait(timeout=120) == 0, first.stderr.read()
+    before = state(store), (store / "CURRENT").read_text(), sorted(os.listdir(store / "data"))
+    limit = Store(store).table_path.stat().st_size + 4096  # the table can no longer grow
+    csv, models = write_results(tmp_path, "beta", n=5000)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lm_router_plugin.cli", "-q", "ingest", "table", str(csv),
+         "--models", str(models), "--store", str(store)],
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, proc.stderr
+    assert f"cannot write the store {store}: " in errors[0]
+    assert "File too large" in errors[0] and "nothing was changed" in errors[0]
+    assert (state(store), (store / "CURRENT").read_text(),
+            sorted(os.listdir(store / "data"))) == before

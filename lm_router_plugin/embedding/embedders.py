@@ -84,6 +84,47 @@ def parse_devices(device: str | Sequence[str] | None) -> list[str]:
     return names
 
 
+def _hub_offline() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set, now or when huggingface_hub loaded."""
+    from huggingface_hub import constants
+
+    flags = (os.environ.get(v, "").strip().lower() for v in ("HF_HUB_OFFLINE",
+                                                              "TRANSFORMERS_OFFLINE"))
+    return any(f in ("1", "true", "yes", "on") for f in flags) or bool(constants.HF_HUB_OFFLINE)
+
+
+def _load(target: str, device: str | None):
+    """SentenceTransformer(target) that fails fast on a hub name that is neither in the local
+    hub cache nor reachable: a download's retries took ~75 s and 33 log lines.
+
+    A model whose modules.json is in the hub cache loads from there (no request); offline
+    (HF_HUB_OFFLINE), a name with nothing cached is an error at once; else one look-up on
+    the Hub (no retries) comes before the download, so an unknown name or an unreachable Hub
+    raises its own error at once (the caller words it).
+    """
+    from huggingface_hub import HfApi, try_to_load_from_cache
+    from sentence_transformers import SentenceTransformer
+
+    if Path(target).is_dir():
+        return SentenceTransformer(target, device=device)
+    if target.startswith(("/", "./", "../", "~")):  # meant as a folder, not a hub name
+        raise FileNotFoundError(f"no folder {Path(target).expanduser()}")
+    cached = [isinstance(try_to_load_from_cache(target, f), str)
+              for f in ("modules.json", "config.json")]
+    if cached[0]:
+        try:
+            return SentenceTransformer(target, device=device, local_files_only=True)
+        except Exception as exc:  # partly cached: fetch the rest below
+            logger.debug("%s: not complete in the hub cache (%s)", target, exc)
+    if _hub_offline():
+        if not any(cached):
+            raise OSError("not in the local Hugging Face cache, and HF_HUB_OFFLINE is set")
+        return SentenceTransformer(target, device=device, local_files_only=True)
+    # one request, no retries; the endpoint as $HF_ENDPOINT says now
+    HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None).model_info(target, timeout=10)
+    return SentenceTransformer(target, device=device)
+
+
 class SentenceTransformerEmbedder:
     """Embed texts with a sentence-transformers model.
 
@@ -118,9 +159,8 @@ class SentenceTransformerEmbedder:
     def model(self):
         if self._model is None:
             try:
-                from sentence_transformers import SentenceTransformer
                 with library_bars():  # transformers' "Loading weights" bar: not under -q
-                    self._model = SentenceTransformer(self._load_target, device=self.device)
+                    self._model = _load(self._load_target, self.device)
                 if self.max_seq_length is not None:
                     self._model.max_seq_length = int(self.max_seq_length)
             except Exception as exc:  # hub errors come in many types; all mean "not here"

@@ -48,6 +48,13 @@ _REMOVED_TOKENS = re.compile(r"\[unused\d+\]")  # model2vec's token_remove_patte
 DEFAULT_MAX_LENGTH = 512  # tokens kept per text (model2vec's default); cheap for a static model
 _IGNORED_FILES = {"README.md", ".gitattributes"}
 _fingerprints: dict[tuple[str, int, int], str] = {}
+# What the id of a local sentence-transformers folder covers (folder_fingerprint): anything
+# that changes its vectors. Files past _SAMPLE_LIMIT are read at both ends only.
+_WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth"}
+_TOKENIZER_SUFFIXES = {".json", ".model", ".tiktoken"}  # + sentencepiece / tiktoken models
+_TOKENIZER_FILES = {"vocab.txt", "merges.txt", "spiece.model", "sentencepiece.bpe.model"}
+_SAMPLE_LIMIT = 32 << 20
+_MODULE_FOLDER = re.compile(r"\d+_\w+")  # sentence-transformers module folders: 1_Pooling
 
 
 # Which sentence-transformers model a name means; shared with embedding.py, which imports
@@ -67,6 +74,50 @@ def packaged_minilm_path() -> Path | None:
     return folder if (folder / "modules.json").exists() else None
 
 
+def _hash_file(digest, path: Path, rel: str) -> None:
+    """Feed ``rel``, the size and the bytes of ``path`` to ``digest``; past _SAMPLE_LIMIT
+    bytes only the first and last MiB (cheap on multi-GB checkpoints; retraining changes
+    both ends)."""
+    size = path.stat().st_size
+    digest.update(f"{rel}:{size}\0".encode())
+    with open(path, "rb") as fh:
+        if size <= _SAMPLE_LIMIT:
+            digest.update(fh.read())
+            return
+        digest.update(fh.read(1 << 20))
+        fh.seek(size - (1 << 20))
+        digest.update(fh.read(1 << 20))
+
+
+def _fingerprinted(rel: Path) -> bool:
+    """Whether a file of a model folder goes into its id: weights, every JSON file (configs
+    of the model and of each module folder: pooling, normalize, max_seq_length, tokenizer)
+    and the tokenizer's vocabulary files; not READMEs, ONNX/OpenVINO exports or hidden files
+    (``.cache/huggingface`` of ``hf download --local-dir`` changes on every download)."""
+    if any(part.startswith(".") for part in rel.parts):
+        return False
+    return (rel.suffix in _WEIGHT_SUFFIXES or rel.suffix in _TOKENIZER_SUFFIXES
+            or rel.name in _TOKENIZER_FILES)
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """12 hex digits identifying a sentence-transformers folder's vectors: sha256 over the
+    relative paths, sizes and bytes of its weights, configs and tokenizer files (see
+    :func:`_fingerprinted`; files over 32 MiB by their size and first and last MiB). The same
+    files give the same id wherever the folder lives; no dates go in."""
+    digest = hashlib.sha256(b"lm-router-folder-2\0")  # the recipe of this id
+    files = sorted((p.relative_to(folder) for p in folder.rglob("*") if p.is_file()),
+                   key=lambda rel: rel.as_posix())
+    for rel in files:
+        if _fingerprinted(rel):
+            _hash_file(digest, folder / rel, rel.as_posix())
+    # module folders ("2_Normalize") count even when empty, as a Normalize module's is
+    for sub in sorted(p.name for p in folder.iterdir() if p.is_dir()
+                      and _MODULE_FOLDER.fullmatch(p.name)):
+        digest.update(f"dir:{sub}\0".encode())
+    return digest.hexdigest()[:12]
+
+
 def resolve_embedder(name_or_path: str | None) -> tuple[str, str]:
     """(embedder id used as cache key, what to pass to SentenceTransformer)."""
     name = name_or_path or DEFAULT_EMBEDDER
@@ -75,25 +126,7 @@ def resolve_embedder(name_or_path: str | None) -> tuple[str, str]:
         return DEFAULT_EMBEDDER, str(packaged) if packaged else DEFAULT_EMBEDDER
     path = Path(name).expanduser()
     if path.is_dir():
-        # A local folder is identified by its name, its config files and a fingerprint of
-        # its weights, so the cache survives moving the folder but not swapping the model
-        # (or fine-tuned weights) inside it. Per weight file: size + sha256 of the first and
-        # last MiB (cheap on multi-GB checkpoints; any retraining changes both ends).
-        digest = hashlib.sha256()
-        for part in ("modules.json", "config.json", "config_sentence_transformers.json"):
-            if (path / part).exists():
-                digest.update((path / part).read_bytes())
-        weights = sorted(p for pattern in ("*.safetensors", "*.bin", "*.pt", "*.pth")
-                         for p in path.rglob(pattern) if p.is_file())
-        for weight in weights:
-            size = weight.stat().st_size
-            digest.update(f"{weight.relative_to(path).as_posix()}:{size}".encode())
-            with open(weight, "rb") as fh:
-                digest.update(fh.read(1 << 20))
-                if size > 1 << 20:
-                    fh.seek(max(size - (1 << 20), 1 << 20))
-                    digest.update(fh.read(1 << 20))
-        return f"{path.resolve().name}@{digest.hexdigest()[:12]}", str(path.resolve())
+        return f"{path.resolve().name}@{folder_fingerprint(path)}", str(path.resolve())
     return name, name
 
 
@@ -385,4 +418,5 @@ class StaticEmbedder:
 
 
 __all__ = ["DEFAULT_EMBEDDER", "STATIC_NAME", "StaticEmbedder", "build_static_model",
-           "default_cache_dir", "is_static_name", "model_fingerprint", "packaged_minilm_path", "resolve_embedder"]
+           "default_cache_dir", "folder_fingerprint", "is_static_name", "model_fingerprint",
+           "packaged_minilm_path", "resolve_embedder"]

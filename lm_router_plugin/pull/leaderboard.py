@@ -115,9 +115,14 @@ class _Hub:
     def _get_json(self, url: str, what: str) -> tuple[Any, Any]:
         try:
             with open_url(url, self.headers) as response:
-                return json.loads(response.read()), response.headers
+                data, headers = response.read(), response.headers
         except _Unreachable as exc:
             raise _unreachable_error(self.source, url, str(exc)) from exc
+        try:
+            return json.loads(data), headers
+        except ValueError as exc:  # a proxy's or captive portal's HTML page, a cut answer
+            raise InputError(url, f"{what}: not valid JSON ({exc})",
+                             hint=f"is {self.endpoint} a Hugging Face Hub?") from exc
 
     def tree(self, repo: str, revision: str, path: str = "") -> list[dict[str, Any]]:
         """Every file under ``path`` (recursive): dicts with path, size, oid, lfs."""

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from ..store.schema import (
     TASK,
     THRESHOLD,
 )
-from ..store.store import Store, dir_mode
+from ..store.store import Store, dir_mode, fsync_dir
 from .calibration import Calibration
 from .neighbors import FaissIVFIndex
 from .pool import ScoreScale
@@ -48,6 +49,10 @@ _CALIBRATION = ("u", "p", "accuracy", "included", "mean_accuracy", "s1", "residu
                 "n", "task_s1", "task_bandwidths")
 #: calibration arrays that may be None (task_k = 0): saved as empty arrays, loaded as None
 _OPTIONAL = ("task_s1", "task_bandwidths")
+#: What reading a damaged router folder raises (a file cut short by a power loss, a missing
+#: array or key, garbage in a JSON or npz file; faiss: RuntimeError): it is fitted again.
+_DAMAGED = (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile,
+            RuntimeError)
 
 
 def router_card(router: Router) -> dict[str, Any]:
@@ -95,7 +100,13 @@ def save_router(router: Router, folder: Path, card: dict[str, Any] | None = None
         index = getattr(router, "index_", None)
         if isinstance(index, FaissIVFIndex):  # minutes to train at 1M rows; seconds to read
             index.save(tmp / _IVF_FILE)
+        # on disk before the rename makes them visible: a power loss then leaves the old
+        # router or a whole new one, never a folder of empty files
+        for file in tmp.iterdir():
+            with open(file, "rb") as fh:
+                os.fsync(fh.fileno())
         os.chmod(tmp, dir_mode())
+        fsync_dir(tmp)
         if folder.exists():
             if not replace:
                 logger.debug("router %s already saved by another process", folder.name)
@@ -111,6 +122,7 @@ def save_router(router: Router, folder: Path, card: dict[str, Any] | None = None
             if not (folder / "card.json").exists():
                 raise
             return False
+        fsync_dir(folder.parent)
         return True
     finally:
         if tmp.exists():
@@ -166,11 +178,18 @@ def fit_or_load(store: Store, **params: Any) -> Router:
     folder = store.routers_dir() / router_key(fingerprint, embedder_id, router)
     decision = {name: params[name] for name in DECISION_PARAMS + SEARCH_PARAMS
                 if name in params}
+    replace = False  # a router of this key saved meanwhile by another command is as good
     if (folder / "card.json").exists():
         try:
             loaded = load_router(folder, **decision)
-        except FileNotFoundError:  # removed as stale by a concurrent command: fit again
-            pass
+        except _DAMAGED as exc:
+            # removed as stale by a concurrent command (fit again), or damaged, e.g. a file
+            # cut short by a power loss: fit again and put a whole router in its place
+            if folder.exists():
+                logger.warning("the saved router %s cannot be read (%s: %s); fitting it again",
+                               folder, type(exc).__name__, str(exc).splitlines()[0]
+                               if str(exc) else "")
+                replace = True
         else:
             loaded.use_embedder(router.embedder_object())  # already loaded: no second load
             return loaded
@@ -185,7 +204,7 @@ def fit_or_load(store: Store, **params: Any) -> Router:
     card = router_card(router)
     card["table_fingerprint"] = fingerprint
     card["n_rows"] = int(len(table))
-    save_router(router, folder, card, replace=False)
+    save_router(router, folder, card, replace=replace)
     with store.lock():
         _remove_stale(store.routers_dir(), fingerprint, keep=folder)
     return router

@@ -53,7 +53,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import EmptyStoreError, InputError
+from ..errors import EmptyStoreError, InputError, LMRouterError
 from .schema import (
     ARROW_DICT_SCHEMA,
     ARROW_SCHEMA,
@@ -76,6 +76,10 @@ MODELS_FILE = "models.json"
 _PAUSE_ENV = "LM_ROUTER_TEST_PAUSE_AT"
 _GENERATION = re.compile(r"g-(\d+)-[0-9a-f]+")
 _RESTORE = "restore the store from a backup, or delete it and ingest again"
+
+
+class StoreWriteError(LMRouterError, OSError):
+    """A commit could not write the store (disk full, read-only, ...); nothing changed."""
 
 
 def _pause(point: str) -> None:
@@ -109,7 +113,8 @@ def dir_mode() -> int:
     return 0o777 & ~current_umask()
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (new names, renames) to disk, where the file system can."""
     with contextlib.suppress(OSError):  # not every file system lets a folder be fsynced
         fd = os.open(folder, os.O_RDONLY)
         try:
@@ -257,38 +262,70 @@ class Store:
     def commit(self, *, table: pd.DataFrame | pa.Table | list[Any] | None = None,
                models: dict[str, dict[str, Any]] | None = None) -> None:
         """Make a new generation with ``table`` and/or ``models`` (the other part carried
-        over unchanged) and switch ``CURRENT`` to it in one rename. Takes the lock."""
-        with self.lock():
-            old = self.generation()
-            data = self._data_dir()
-            data.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=data))
-            try:
-                os.chmod(tmp, dir_mode())
-                self._write_part(tmp / TABLE_FILE, old / TABLE_FILE, table is not None,
-                                 lambda path: _write_parquet(table, path))
-                models_text = None if models is None else (
-                    json.dumps(models, indent=2, sort_keys=True) + "\n")
-                self._write_part(tmp / MODELS_FILE, old / MODELS_FILE, models is not None,
-                                 lambda path: path.write_text(models_text))
-                _fsync_dir(tmp)
-                _pause("generation-written")
-                name = f"g-{self._next_number():06d}-{os.urandom(4).hex()}"
-                os.rename(tmp, data / name)
-                _fsync_dir(data)
-            finally:
-                if tmp.exists():
-                    shutil.rmtree(tmp, ignore_errors=True)
-            _pause("before-current")
+        over unchanged) and switch ``CURRENT`` to it in one rename. Takes the lock.
+
+        Raises:
+            StoreWriteError: the store cannot be written (disk full, file too large, read-only,
+                no permission); the store is left as it was.
+        """
+        switched = False
+        try:
+            with self.lock():
+                old = self.generation()
+                name = self._write_generation(old, table, models)
+                switched = True
+                self._generation = self._data_dir() / name
+                _pause("after-current")
+                self._clean(keep={name, old.name if old != self.root else ""})
+                if old == self.root:  # migrated from the old layout: drop the top-level copies
+                    for stale in (TABLE_FILE, MODELS_FILE):
+                        with contextlib.suppress(FileNotFoundError):
+                            (self.root / stale).unlink()
+        except OSError as exc:
+            if switched:  # committed: only the clean-up failed
+                raise
+            reason = exc.strerror or str(exc).splitlines()[0] or type(exc).__name__
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise StoreWriteError(
+                f"cannot write the store {self.root}: {reason}{where}; nothing was changed "
+                "(free some space, or check the folder's permissions, then run it again)"
+            ) from exc
+
+    def _write_generation(self, old: Path, table: Any, models: dict | None) -> str:
+        """Write a new generation beside ``old`` and switch CURRENT to it; returns its name.
+        On an error nothing visible changed (the half-written generation is removed)."""
+        data = self._data_dir()
+        data.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=data))
+        try:
+            os.chmod(tmp, dir_mode())
+            self._write_part(tmp / TABLE_FILE, old / TABLE_FILE, table is not None,
+                             lambda path: _write_parquet(table, path))
+            models_text = None if models is None else (
+                json.dumps(models, indent=2, sort_keys=True) + "\n")
+            self._write_part(tmp / MODELS_FILE, old / MODELS_FILE, models is not None,
+                             lambda path: path.write_text(models_text))
+            fsync_dir(tmp)
+            _pause("generation-written")
+            name = f"g-{self._next_number():06d}-{os.urandom(4).hex()}"
+            os.rename(tmp, data / name)
+            fsync_dir(data)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        _pause("before-current")
+        try:
             atomic_write_text(self.current_path, name + "\n")
-            _fsync_dir(self.root)
-            self._generation = data / name
-            _pause("after-current")
-            self._clean(keep={name, old.name if old != self.root else ""})
-            if old == self.root:  # migrated from the old layout: drop the top-level copies
-                for stale in (TABLE_FILE, MODELS_FILE):
-                    with contextlib.suppress(FileNotFoundError):
-                        (self.root / stale).unlink()
+        except OSError:  # CURRENT still names the old generation: free the new one's space
+            try:
+                named = self.current_path.read_text().strip()
+            except OSError:
+                named = None
+            if named != name:
+                shutil.rmtree(data / name, ignore_errors=True)
+            raise
+        fsync_dir(self.root)
+        return name
 
     @staticmethod
     def _write_part(path: Path, old: Path, new: bool, write: Callable[[Path], None]) -> None:
