@@ -121,6 +121,9 @@ def _docs(task: str | None, include_path: str | Path | None, prompts: Sequence[s
     given = [x is not None for x in (task, prompts, prompts_file)]
     if sum(given) != 1:
         raise ValueError("give exactly one of task, prompts or prompts_file")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer))
+                              or limit < 1):
+        raise InvalidParameterError("--limit", f"must be an integer >= 1, got {limit!r}")
     if prompts is not None:
         texts = list(prompts)
         return TaskDocs("prompts", "prompts", [("prompts", len(texts))], texts)
@@ -148,13 +151,14 @@ def recommend(store: Store | str | Path | None = None, *, task: str | None = Non
     from .router.persistence import fit_or_load
     from .task.labels import check_labelled, load_plan
 
+    if plan is not None and not labeled:  # an option combination: a usage error (exit 2)
+        raise InvalidParameterError("--plan", "it reports on the --labeled runs, and none "
+                                    "were given: add --labeled with the lm-eval runs of the "
+                                    "planned docs, or leave --plan out")
     store = _store(store)
     settings = _settings(settings, target)
     _, limit_params = check_request(store, settings, score=score, candidates=candidates,
                                     max_params=max_params)
-    if plan is not None and not labeled:
-        raise InputError(plan, "--plan reports on the --labeled runs, and none were given",
-                         hint="add --labeled with the lm-eval runs of the planned docs")
     docs = _docs(task, include_path, prompts, prompts_file, limit)
     label_plan = load_plan(plan, docs) if plan is not None else None  # this task's plan
     labeled_rows = read_labeled(store, labeled, thresholds)
@@ -173,9 +177,11 @@ class PlanResult:
     """What ``plan_labels`` did: the docs to label in this round and where they were written.
 
     docs: positions in the task's doc order; samples: lm-eval ``--samples`` mapping {leaf
-    task: doc ids}; candidates: the models to run on them; commands: one lm_eval line per
-    candidate (lm-eval tasks); next_command: the ``lm-router recommend`` line to run once
-    the labels are in (completed by the CLI with the options it was given)."""
+    task: doc ids}; samples_file: this round's (``PREFIX.samples.json``, round K > 1
+    ``PREFIX.samples.roundK.json``); candidates: the models to run on them; commands: one
+    lm_eval line per candidate (lm-eval tasks); next_command: the ``lm-router recommend``
+    line to run once the labels are in, more_command: the ``lm-router plan-labels`` line of
+    the next round (what the CLI prints as ``then:`` and ``more:``; both run as printed)."""
 
     task: str
     round: int
@@ -191,6 +197,8 @@ class PlanResult:
     output_path: str | None
     seed: int
     commands: list[str] = field(default_factory=list)
+    next_command: str = ""
+    more_command: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -216,9 +224,11 @@ def plan_labels(store: Store | str | Path | None = None, *, n: int, task: str | 
     The docs are a random sample, stratified over the task's leaf tasks, seeded by the
     settings' ``decision.seed`` and the round number; no embedding or fit is needed.
     ``labeled``: sample logs of docs labelled so far and ``plan``: the earlier plan (their
-    docs are excluded; the new round is appended to the plan). ``out``: PREFIX (default:
-    the ``plan``'s, else the task name in the working directory). ``target`` is checked
-    like recommend's (the draw does not depend on it).
+    docs are excluded; the new round is appended to the plan, its docs written to its own
+    ``PREFIX.samples.roundK.json``). ``out``: PREFIX (default: the ``plan``'s, else the task
+    name in the working directory). ``target`` is checked like recommend's (the draw does
+    not depend on it). The result's next_command / more_command carry these options
+    (``settings`` as ``--config`` when it is a file's path).
     """
     from .task.labels import (
         check_labelled,
@@ -231,6 +241,7 @@ def plan_labels(store: Store | str | Path | None = None, *, n: int, task: str | 
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise InvalidParameterError("--n", f"must be an integer >= 1, got {n!r}")
     store = _store(store)
+    raw_settings = settings  # a --config path goes on to the printed lines
     settings = _settings(settings, target)
     _, limit_params = check_request(store, settings, candidates=candidates,
                                     max_params=max_params)
@@ -242,7 +253,10 @@ def plan_labels(store: Store | str | Path | None = None, *, n: int, task: str | 
     label_plan = load_plan(plan, docs) if plan is not None else \
         new_plan(docs, include_path, limit)
     prefix = _prefix(out, plan, docs.name)
-    samples_file = Path(f"{prefix}.samples.json")
+    number = len(label_plan.rounds) + 1
+    # one samples file per round: the plan's earlier rounds keep naming theirs
+    samples_file = Path(f"{prefix}.samples.json" if number == 1 else
+                        f"{prefix}.samples.round{number}.json")
     plan_file = Path(f"{prefix}.plan.json")
     if plan is None and plan_file.exists():
         raise InputError(plan_file, "a plan already exists here",
@@ -257,7 +271,6 @@ def plan_labels(store: Store | str | Path | None = None, *, n: int, task: str | 
     if exclude.all():
         raise LMRouterError(f"all {docs.n} docs of '{docs.name}' are already labelled or "
                             "planned: nothing left to plan")
-    number = len(label_plan.rounds) + 1
     seed = settings.decision.seed
     chosen = stratified_sample(docs.leaves, n, exclude, np.random.default_rng([seed, number]))
     samples = docs.samples(chosen)
@@ -276,13 +289,36 @@ def plan_labels(store: Store | str | Path | None = None, *, n: int, task: str | 
     names = [m for m, a in zip(models, allowed) if a]
     commands = lm_eval_commands(names, samples, samples_file, output_path, include_path) \
         if output_path is not None else []
+    runs = str(output_path) if output_path else "RUNS"
+    where = (["--task", task] + (["--include-path", str(include_path)] if include_path
+                                 else [])
+             + (["--limit", str(limit)] if limit is not None else [])
+             if task is not None else ["--prompts", str(prompts_file)])
+    common = (["--store", str(store.root)]
+              + (["--candidates", ",".join(candidates)] if candidates else [])
+              + (["--max-params", str(max_params)] if max_params is not None else [])
+              + (["--target", target] if target else [])
+              + (["--config", str(raw_settings)] if isinstance(raw_settings, (str, Path))
+                 else []))
+    then = ["lm-router", "recommend", *where, "--labeled", runs, "--plan", str(plan_file),
+            *common]
+    more = ["lm-router", "plan-labels", *where, "--n", str(n), "--labeled", runs, "--plan",
+            str(plan_file), *common]
     return PlanResult(task=docs.name, round=number, n_requested=n,
                       docs=[int(i) for i in chosen], samples=samples, candidates=names,
                       n_docs=docs.n, n_labelled=n_labelled,
                       n_planned_before=planned_before, samples_file=str(samples_file),
                       plan_file=str(plan_file),
                       output_path=str(output_path) if output_path else None, seed=seed,
-                      commands=commands)
+                      commands=commands, next_command=_command_line(then),
+                      more_command=_command_line(more))
+
+
+def _command_line(words: Sequence[str]) -> str:
+    """A shell-quoted command line: runs as printed."""
+    import shlex
+
+    return " ".join(shlex.quote(w) for w in words)
 
 
 def route(store: Store | str | Path | None = None, *, prompts: Sequence[str] | None = None,

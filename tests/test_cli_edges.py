@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import file_bytes, one_error
@@ -135,3 +136,48 @@ def test_binary_or_non_utf8_prompts_file_is_one_error_naming_it(cli, results, tm
     latin.write_bytes("café au lait\n".encode("latin-1"))
     error = one_error(cli("recommend", "--prompts", latin))
     assert f"{latin} line 1" in error and "UTF-8" in error
+
+
+def test_plan_labels_rounds_keep_their_samples_files_and_json_has_the_next_lines(
+        cli, results, tmp_path):
+    """Round 2 writes its own samples file (round 1's, named in the plan, stays); --json
+    carries the then: and more: lines the human output prints."""
+    path, th = results
+    assert cli("ingest", "table", path, "--thresholds", th).exit_code == 0
+    prompts = tmp_path / "new.txt"
+    prompts.write_text("".join(f"new question {i}?\n" for i in range(12)))
+    base = ["plan-labels", "--prompts", prompts, "--store", cli.store, "--n", "3"]
+    human = cli(*base, "--out", tmp_path / "h")
+    assert human.exit_code == 0, human.output
+    lines = dict(x.split(": ", 1) for x in human.stdout.splitlines()
+                 if x.startswith(("then: ", "more: ")))
+    one = json.loads(cli(*base, "--out", tmp_path / "p", "--json").stdout)
+    assert one["next_command"] == lines["then"].replace(str(tmp_path / "h"), str(tmp_path / "p"))
+    assert one["more_command"] == lines["more"].replace(str(tmp_path / "h"), str(tmp_path / "p"))
+    assert one["next_command"].startswith("lm-router recommend --prompts ")
+    plan = tmp_path / "p.plan.json"
+    two = json.loads(cli(*base, "--plan", plan, "--json").stdout)
+    assert one["samples_file"] == str(tmp_path / "p.samples.json")
+    assert two["samples_file"] == str(tmp_path / "p.samples.round2.json")
+    rounds = json.loads(plan.read_text())["rounds"]
+    assert [r["samples_file"] for r in rounds] == [one["samples_file"], two["samples_file"]]
+    for result, r in zip((one, two), rounds):  # each round's file still holds its docs
+        assert json.loads(Path(result["samples_file"]).read_text()) == {"new": r["docs"]}
+    assert not set(one["docs"]) & set(two["docs"])
+
+
+def test_limit_below_1_and_plan_without_labeled_are_usage_errors(cli, results, tmp_path):
+    path, th = results
+    assert cli("ingest", "table", path, "--thresholds", th).exit_code == 0
+    for command in (["plan-labels", "--n", "3"], ["recommend"]):
+        for limit in ("0", "-2"):
+            result = cli(*command, "--task", "any_task", "--limit", limit,
+                         "--store", cli.store)
+            assert result.exit_code == 2 and "--limit" in result.output, result.output
+    prompts = tmp_path / "new.txt"
+    prompts.write_text("a question?\nanother?\n")
+    assert cli("plan-labels", "--prompts", prompts, "--store", cli.store, "--n", "1",
+               "--out", tmp_path / "p").exit_code == 0
+    result = cli("recommend", "--prompts", prompts, "--plan", tmp_path / "p.plan.json")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--plan: it reports on the --labeled runs, and none were given" in result.output

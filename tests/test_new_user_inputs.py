@@ -246,3 +246,48 @@ def test_lmeval_non_finite_score_in_parquet_names_file_and_row(tmp_path, value):
         list(LMEvalAdapter().read([tmp_path]))
     assert str(info.value).startswith(f"{path}: row 2: non-finite score acc={value!r}"), \
         str(info.value)
+
+
+# ---------------------------------------------------------------- 5. a new task's own files
+
+DTT_YAML = """task: {name}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: !function utils.dtt
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: label
+"""
+
+
+def test_a_failing_doc_to_text_or_an_unparsable_task_yaml_is_one_error(tmp_path):
+    """A Python doc_to_text that raises on one doc: the task, the doc and lm-eval's message;
+    a task YAML with a syntax error (lm-eval skips it silently, so its task is unknown): the
+    file, the line and the parser's message, not a list of lm-eval's thousands of tasks."""
+    pytest.importorskip("lm_eval")
+    from lm_router_plugin.errors import LMRouterError
+    from lm_router_plugin.task.docs import task_texts
+
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"question": q, "choices": ["a", "b"], "label": 0})
+                            + "\n" for q in ("q0?", "q1?", None, "q3?")))
+    (folder / "utils.py").write_text('def dtt(doc):\n    return "Q: " + doc["question"].strip()\n')
+    (folder / "dtt.yaml").write_text(DTT_YAML.format(name="toy_dtt", data=data))
+    with pytest.raises(LMRouterError, match=r"lm-eval task 'toy_dtt': doc_to_text failed on "
+                                            r"doc 2 \(AttributeError: 'NoneType' object has "
+                                            r"no attribute 'strip'\)"):
+        task_texts("toy_dtt", folder)
+    broken = folder / "broken.yaml"
+    broken.write_text(DTT_YAML.format(name="toy_broken", data=data).replace(
+        "doc_to_target: label", 'doc_to_target: "label'))
+    with pytest.raises(InputError) as err:
+        task_texts("toy_broken", folder)
+    message = str(err.value)
+    assert message.startswith(f"{broken} line 11: not valid YAML: found unexpected end of "
+                              "stream (while scanning a quoted scalar)"), message
+    assert "so task 'toy_broken' is unknown" in message and len(message) < 400

@@ -6,6 +6,7 @@ labels of the next recommend / plan-labels call, run as plan-labels printed them
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -158,6 +159,67 @@ def test_a_plan_of_another_task_or_size_is_an_error(tmp_path):
     (tmp_path / "s.json").write_text('{"quiz": [1, 2]}')
     with pytest.raises(InputError, match="not an lm-router plan file"):
         load_plan(tmp_path / "s.json", _docs())
+
+
+def test_a_plan_of_another_kind_folder_or_with_docs_out_of_range_is_an_error(tmp_path):
+    path = tmp_path / "p.plan.json"
+    docs = TaskDocs("quiz", "lm-eval", [("quiz_a", 3), ("quiz_b", 4)], ["t"] * 7,
+                    include_path=str(tmp_path / "tasks"))
+    new_plan(docs, docs.include_path, None).save(path)
+    assert load_plan(path, docs).include_path == docs.include_path
+    for other, message in [(None, "made with --include-path .*tasks, not \\(none\\)"),
+                           (str(tmp_path / "tasks2"), "not .*tasks2: another folder")]:
+        with pytest.raises(InputError, match=message):
+            load_plan(path, TaskDocs("quiz", "lm-eval", docs.leaves, docs.texts,
+                                     include_path=other))
+    prompts = TaskDocs("quiz", "prompts", [("quiz", 7)], ["t"] * 7)
+    with pytest.raises(InputError, match="made for an lm-eval task .*not a prompts file"):
+        load_plan(path, prompts)
+    data = json.loads(path.read_text())
+    for bad in ([7], [-1]):  # -1 would wrap to the last doc
+        data["docs"] = bad
+        path.write_text(json.dumps(data))
+        with pytest.raises(InputError, match=f"'docs' holds {bad[0]}, not a doc index in "
+                                             r"\[0, 7\)"):
+            load_plan(path, docs)
+
+
+def _logged(doc_id: int, doc: dict, hashed: bool = False) -> str:
+    """A sample log line as lm-eval writes it (with the doc, or only lm-eval's doc_hash)."""
+    from lm_eval.utils import handle_non_serializable, hash_string
+
+    line = {"doc_id": doc_id, "filter": "none", "acc": 1.0}
+    if hashed:
+        line["doc_hash"] = hash_string(json.dumps(doc, indent=2, ensure_ascii=False,
+                                                  default=handle_non_serializable))
+    else:
+        line["doc"] = doc
+    return json.dumps(line) + "\n"
+
+
+def test_labels_of_another_version_of_the_task_are_an_error(tmp_path):
+    """A labelled line's doc (else its doc_hash) must be the task's doc at its doc_id."""
+    pytest.importorskip("lm_eval")
+    docs_a = [{"q": f"question {i}", "n": i} for i in range(3)]
+    docs = TaskDocs("quiz", "lm-eval", [("quiz_a", 3)], ["t"] * 3, docs=docs_a)
+    log = tmp_path / "samples_quiz_a_2024.jsonl"
+    rows = _rows([("quiz_a", "0", "m0", 1), ("quiz_a", "2", "m0", 0)])
+    rows["origin"] = str(log)
+    for hashed in (False, True):
+        log.write_text(_logged(0, docs_a[0], hashed) + _logged(2, docs_a[2], hashed))
+        docs.checked.clear()
+        assert check_labelled(rows, docs).tolist() == [0, 2]
+        # the task's data reordered since the runs: doc 2 is now another doc
+        log.write_text(_logged(0, docs_a[0], hashed) + _logged(2, docs_a[1], hashed))
+        docs.checked.clear()
+        with pytest.raises(InputError, match=f"{log} line 2: --labeled: doc_id 2 is another "
+                                             "doc than doc 2 of task 'quiz_a'.*another "
+                                             "version of the task"):
+            check_labelled(rows, docs)
+    with pytest.raises(InputError, match="logged q=\"question 1\", the task's \"question 2\""):
+        docs.checked.clear()
+        log.write_text(_logged(2, docs_a[1]))
+        check_labelled(rows, docs)
 
 
 def test_verdict_rule():
@@ -368,7 +430,13 @@ def test_plan_run_with_lm_eval_recommend_and_plan_again(cli, ref_store, lmeval_r
     assert plan2["docs"] == sorted(plan["docs"] + docs2)
     assert [r["seed"] for r in plan2["rounds"]] == [3, 3]
     assert plan2["output_path"] == "units-runs"
-    assert json.loads(Path("units.samples.json").read_text()) == {HELD_OUT: sorted(docs2)}
+    # round 2 has its own samples file; round 1's, named in the plan, is kept
+    assert json.loads(Path("units.samples.json").read_text()) == samples
+    assert json.loads(Path("units.samples.round2.json").read_text()) == {HELD_OUT: docs2}
+    assert [r["samples_file"] for r in plan2["rounds"]] == [
+        "units.samples.json", "units.samples.round2.json"]
+    assert all("--samples units.samples.round2.json" in c for c in printed_lm_eval(
+        second.stdout))
     assert not list(tmp_path.rglob("*.tmp"))
     assert printed_command(second.stdout, "then") == then
 
@@ -436,8 +504,9 @@ def test_bad_inputs_give_one_clear_error(cli, ref_store, lmeval_runs, tmp_path):
     error = one_error(cli("recommend", *base, "--labeled", other, "--plan",
                           f"{prefix}.plan.json"))
     assert "the plan is for task 'toy_percent', not 'toy_units'" in error
-    error = one_error(cli("recommend", *base, "--plan", f"{prefix}.plan.json"))
-    assert "--plan reports on the --labeled runs, and none were given" in error
+    result = cli("recommend", *base, "--plan", f"{prefix}.plan.json")  # a usage error
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--plan: it reports on the --labeled runs, and none were given" in result.output
     # a labelled run of another task, in recommend and in plan-labels
     other = lmeval_runs.samples_file(REPLAY_MODELS[0], "toy_arith")
     error = one_error(cli("recommend", *base, "--labeled", other))
@@ -446,6 +515,39 @@ def test_bad_inputs_give_one_clear_error(cli, ref_store, lmeval_runs, tmp_path):
                           "--out", tmp_path / "x"))
     assert "holds task 'toy_arith'" in error
     assert not (tmp_path / "x.plan.json").exists()
+
+
+@pytest.mark.slow
+def test_labels_from_another_version_of_the_task_are_one_error(cli, ref_store, lmeval_runs,
+                                                                tmp_path):
+    """lm-eval's logs of the task, and the task's JSONL reordered since: its doc_ids now name
+    other docs, so the labels would join the wrong docs. A plan is kept to its folder."""
+    tasks = tmp_path / "tasks"
+    shutil.copytree(lmeval_runs.tasks_dir, tasks)
+    data = tasks / "router_toy" / f"{HELD_OUT}.jsonl"
+    data.write_text("".join(reversed(data.read_text().splitlines(keepends=True))))
+    log = lmeval_runs.samples_file(REPLAY_MODELS[0], HELD_OUT)
+    for command in (["plan-labels", "--n", "3", "--out", tmp_path / "p"], ["recommend"]):
+        error = one_error(cli(*command, "--task", HELD_OUT, "--include-path", tasks,
+                              "--store", ref_store, "--labeled", log))
+        assert re.search(rf"{re.escape(str(log))} line \d+: --labeled: doc_id \d+ is "
+                         "another doc than doc", error), error
+        assert "the logs come from another version of the task" in error
+    assert not (tmp_path / "p.plan.json").exists()
+    # the task the logs were run on: every labelled doc is its own
+    from lm_router_plugin.api import read_labeled
+    from lm_router_plugin.task.labels import task_docs
+
+    rows = read_labeled(Store(ref_store), [log])
+    assert sorted(set(check_labelled(rows, task_docs(HELD_OUT, lmeval_runs.tasks_dir)))) == \
+        list(range(30))
+    ok = cli("plan-labels", "--task", HELD_OUT, "--include-path", lmeval_runs.tasks_dir,
+             "--store", ref_store, "--n", "3", "--out", tmp_path / "q")
+    assert ok.exit_code == 0, ok.output
+    error = one_error(cli("plan-labels", "--task", HELD_OUT, "--include-path", tasks,
+                          "--store", ref_store, "--n", "3", "--plan", tmp_path / "q.plan.json"))
+    assert f"the plan was made with --include-path {lmeval_runs.tasks_dir}, not {tasks}" \
+        in error
 
 
 @pytest.mark.slow

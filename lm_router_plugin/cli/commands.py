@@ -154,7 +154,8 @@ _NEW_TASK = [
                  default=None,
                  help="Prompts of the new task: text (one prompt per line) or JSONL "
                       "({\"prompt\": ...} per line; prompts may span lines)."),
-    click.option("--limit", type=int, default=None, help="Use only the first N docs of --task."),
+    click.option("--limit", type=click.IntRange(min=1), default=None,
+                 help="Use only the first N docs of --task."),
 ]
 
 
@@ -492,33 +493,17 @@ def plan_labels(task: str | None, include_path: str | None, prompts_file: str | 
         --labeled my_task-runs --plan my_task.plan.json
     """
     from .. import api
-    from ..store.store import Store
 
     _one_task(task, prompts_file, limit)
+    # settings as the --config path: the printed next lines carry it
     result = api.plan_labels(store_dir, n=n, task=task, include_path=include_path,
                              limit=limit, prompts_file=prompts_file, labeled=labeled,
                              plan=plan, out=out, candidates=_comma_list(candidates),
-                             max_params=max_params, settings=_settings(config),
-                             target=target)
-    if as_json:
+                             max_params=max_params, settings=config, target=target)
+    if as_json:  # next_command / more_command: the then: / more: lines printed below
         display.echo_json(result.to_dict())
         return
-    runs = result.output_path or "RUNS"
-    where = (["--task", task] + (["--include-path", include_path] if include_path else [])
-             + (["--limit", str(limit)] if limit is not None else [])
-             if task is not None else ["--prompts", prompts_file])
-    common = (["--store", str(Store(store_dir).root)]
-              + (["--candidates", candidates] if candidates else [])
-              + (["--max-params", max_params] if max_params else [])
-              + (["--target", target] if target else [])
-              + (["--config", config] if config else []))
-    display.print_plan(result, {
-        "then": display.command_line(["lm-router", "recommend", *where, "--labeled", runs,
-                                      "--plan", result.plan_file, *common]),
-        "more": display.command_line(["lm-router", "plan-labels", *where, "--n",
-                                      str(result.n_requested),
-                                      "--labeled", runs, "--plan", result.plan_file,
-                                      *common])})
+    display.print_plan(result, {"then": result.next_command, "more": result.more_command})
 
 
 @main.command()

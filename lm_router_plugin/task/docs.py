@@ -13,6 +13,7 @@ lm-eval is imported only here, inside the functions.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -21,7 +22,6 @@ from typing import Any
 
 from ..adapters.instance_text import multiple_input_text
 from ..errors import InputError, LMRouterError, UnknownNameError
-from ..registry import unknown_name_message
 
 logger = logging.getLogger(__name__)
 
@@ -78,16 +78,25 @@ def task_texts(name: str, include_path: str | Path | None = None, *,
 
     Raises:
         UnknownNameError: the task is unknown (with did-you-mean suggestions).
-        LMRouterError: the task cannot be loaded or has no docs.
+        InputError: the task is unknown and a YAML file of ``include_path`` cannot be parsed.
+        LMRouterError: the task cannot be loaded, has no docs, or ``doc_to_text`` fails on a
+            doc (naming the leaf task, the doc index and lm-eval's message).
     """
+    return [text for _, texts, _ in task_leaves(name, include_path, limit=limit)
+            for text in texts]
+
+
+def task_leaves(name: str, include_path: str | Path | None = None, *,
+                limit: int | None = None) -> list[tuple[str, list[str], list[Any]]]:
+    """[(leaf task, its texts, its docs)] of an lm-eval task, leaves sorted by name: the
+    texts of :func:`task_texts` and the docs they were rendered from (lm-eval's
+    ``eval_docs``, the dicts a sample log carries as ``doc``). Raises as task_texts."""
     include = str(include_path) if include_path else None
     tm = _task_manager(include, include_defaults=include is None)
     if name not in tm.all_tasks and include is not None:
         tm = _task_manager(include, include_defaults=True)  # maybe a built-in task
     if name not in tm.all_tasks:
-        raise UnknownNameError(unknown_name_message("lm-eval task", name, list(tm.all_tasks))
-                               + ("" if include else " (pass --include-path DIR for your own "
-                                  "task YAMLs)"))
+        _unknown_task(name, include, list(tm.all_tasks))
     try:
         tasks = _load_tasks(tm, name)
     except Exception as exc:  # dataset missing, bad YAML, ...: lm-eval's own message
@@ -96,30 +105,117 @@ def task_texts(name: str, include_path: str | Path | None = None, *,
                  if offline else "can be downloaded or exists locally")
         raise LMRouterError(f"lm-eval could not load task '{name}' ({type(exc).__name__}: "
                             f"{exc}): check that its dataset {where} and is not empty") from exc
-    texts: list[str] = []
+    out = []
     for leaf_name, task in sorted(tasks.items()):
-        leaf = _texts_of(task, limit)
-        texts.extend(leaf)
-        logger.info("task %s: %d texts (doc_to_text, zero-shot)", leaf_name, len(leaf))
-    if not texts:
+        texts, docs = _texts_of(task, limit, leaf_name)
+        out.append((leaf_name, texts, docs))
+        logger.info("task %s: %d texts (doc_to_text, zero-shot)", leaf_name, len(texts))
+    if not any(texts for _, texts, _ in out):
         raise LMRouterError(f"lm-eval task '{name}' has no documents in its evaluation split")
-    return texts
+    return out
 
 
 task_prompts = task_texts  # the name used before texts replaced few-shot prompts
 
 
-def _texts_of(task: Any, limit: int | None) -> list[str]:
-    """``doc_to_text`` of the task's first ``limit`` evaluation docs (lm-eval's own code)."""
-    docs = task.eval_docs if hasattr(task, "eval_docs") else (
-        task.test_docs() if task.has_test_docs() else task.validation_docs())
-    texts = []
+def _texts_of(task: Any, limit: int | None, name: str = "") -> tuple[list[str], list[Any]]:
+    """(``doc_to_text``, doc) of the task's first ``limit`` evaluation docs (lm-eval's own
+    code). A doc_to_text that fails (a Python ``!function``, a template) is one error naming
+    the task and the doc: lm-eval would fail on it too."""
+    name = name or str(getattr(getattr(task, "config", None), "task", "") or "?")
+    try:
+        docs = task.eval_docs if hasattr(task, "eval_docs") else (
+            task.test_docs() if task.has_test_docs() else task.validation_docs())
+    except Exception as exc:  # process_docs runs here in lm-eval 0.4.x
+        raise LMRouterError(f"lm-eval task '{name}': cannot read its evaluation docs "
+                            f"({type(exc).__name__}: {exc}): fix its process_docs or "
+                            "dataset") from exc
+    texts, kept = [], []
     for i, doc in enumerate(docs):
         if limit is not None and i >= limit:
             break
-        # multiple inputs (winogrande): the first context and the continuation, as the adapter
-        texts.append(multiple_input_text(task.doc_to_text(doc), task, doc))
-    return texts
+        try:
+            # multiple inputs (winogrande): the first context and the continuation, as the
+            # adapter
+            texts.append(multiple_input_text(task.doc_to_text(doc), task, doc))
+        except Exception as exc:  # user code: KeyError, a template's undefined name, ...
+            raise LMRouterError(f"lm-eval task '{name}': doc_to_text failed on doc {i} "
+                                f"({type(exc).__name__}: {exc}): fix the task's doc_to_text "
+                                "or that doc (lm_eval would fail on it too)") from exc
+        kept.append(doc)
+    return texts, kept
+
+
+def _unknown_task(name: str, include: str | None, known: list[str]) -> None:
+    """Raise the error for a task lm-eval does not know: a YAML file of ``include`` that
+    lm-eval could not parse (it skips such files silently) is named first, with the parser's
+    message; else the closest names (not the thousands of built-in ones)."""
+    broken = _unreadable_yamls(include) if include else []
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    # a broken file that names the task is the reason: no other names then
+    named = any(name in path.read_text(errors="replace") for path, _, _ in broken)
+    maybe = f"; or did you mean: {', '.join(close)}?" if close and not named else ""
+    if len(broken) == 1:
+        path, line, problem = broken[0]
+        raise InputError(path, problem, line=line, hint=f"lm-eval skips a task YAML it "
+                         f"cannot read, so task '{name}' is unknown: fix the file{maybe}")
+    if broken:
+        where = "; ".join(f"{path}{f' line {line}' if line else ''}: {problem}"
+                          for path, line, problem in broken[:5])
+        more = f" (and {len(broken) - 5} more)" if len(broken) > 5 else ""
+        raise LMRouterError(f"lm-eval task '{name}' is unknown and {len(broken)} YAML files "
+                            f"under --include-path {include} cannot be read (lm-eval skips "
+                            f"them): {where}{more}; fix them{maybe}")
+    message = f"Unknown lm-eval task '{name}'."
+    if close:
+        message += f" Did you mean: {', '.join(close)}?"
+    message += (f" (lm-eval knows {len(known)} tasks, groups and tags: `lm-eval ls tasks` "
+                "lists them" + ("" if include else "; pass --include-path DIR for your own "
+                                "task YAMLs") + ")")
+    raise UnknownNameError(message)
+
+
+def _unreadable_yamls(include: str) -> list[tuple[Path, int | None, str]]:
+    """[(file, line or None, problem)] of the ``*.yaml`` files under ``include`` that
+    lm-eval's task index cannot load (its own loader where it has one: ``!function`` tags
+    and ``include:`` resolved the way it resolves them)."""
+    import yaml
+
+    try:  # lm-eval 0.4.13: the loader and the folders its index skips
+        from lm_eval.tasks._index import _IGNORE_DIRS as ignore
+        from lm_eval.tasks._yaml_loader import load_yaml
+
+        def load(path: Path) -> Any:
+            return load_yaml(path, resolve_func=False, recursive=True)
+    except ImportError:  # older lm-eval: plain YAML, every tag kept as its text
+        ignore = frozenset()
+
+        class _Loader(yaml.SafeLoader):
+            pass
+
+        _Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+        def load(path: Path) -> Any:
+            with open(path, "rb") as fh:
+                return yaml.load(fh, Loader=_Loader)  # noqa: S506 - a SafeLoader
+
+    out = []
+    root = Path(include)
+    for path in sorted(root.glob("**/*.yaml")):
+        if any(part in ignore for part in path.relative_to(root).parts):
+            continue
+        try:
+            load(path)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            problem = getattr(exc, "problem", None) or str(exc)
+            context = getattr(exc, "context", None)
+            text = f"not valid YAML: {problem}" + (f" ({context})" if context else "")
+            out.append((path, mark.line + 1 if mark is not None else None, " ".join(
+                text.split())))
+        except Exception as exc:  # an include: that is missing or cyclic, not a mapping
+            out.append((path, None, " ".join(f"{type(exc).__name__}: {exc}".split())))
+    return out
 
 
 PROMPTS_HINT = ('a UTF-8 text file with one prompt per line, or JSONL with one '
@@ -224,20 +320,3 @@ def _json_kind(value: Any) -> str:
     if isinstance(value, (int, float)):
         return "a number"
     return {str: "a string", list: "a list", dict: "an object"}.get(type(value), "a value")
-
-
-def leaf_sizes(task: str, include_path: str | Path | None, limit: int | None
-                ) -> list[tuple[str, int]]:
-    """[(leaf task, number of evaluation docs (at most ``limit``))], sorted by name: the
-    order in which ``task_prompts`` concatenates the leaves."""
-    include = str(include_path) if include_path else None
-    tm = _task_manager(include, include_defaults=include is None)
-    if task not in tm.all_tasks and include is not None:
-        tm = _task_manager(include, include_defaults=True)
-    out = []
-    for leaf, obj in sorted(_load_tasks(tm, task).items()):
-        docs = obj.eval_docs if hasattr(obj, "eval_docs") else (
-            obj.test_docs() if obj.has_test_docs() else obj.validation_docs())
-        size = len(docs)
-        out.append((leaf, size if limit is None else min(size, limit)))
-    return out

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError, LMRouterError
+from ..errors import InputError
 from ..store.schema import CORRECT, INSTANCE_ID, MODEL, ORIGIN, TASK
 
 logger = logging.getLogger(__name__)
@@ -44,12 +44,19 @@ INTERVAL = 0.9
 @dataclass
 class TaskDocs:
     """The docs of a new task in scoring order. ``leaves``: [(leaf task name, n docs)] in
-    order (one entry named after the file for a prompts file); ``texts`` (N,)."""
+    order (one entry named after the file for a prompts file); ``texts`` (N,); ``docs``
+    (N,): an lm-eval task's doc dicts (None otherwise), to check that a labelled sample
+    log's doc is the task's doc at its ``doc_id``; ``include_path``: the task's
+    ``--include-path`` as given."""
 
     name: str
     kind: str  # "lm-eval" or "prompts"
     leaves: list[tuple[str, int]]
     texts: list[str]
+    docs: list[Any] | None = None
+    include_path: str | None = None
+    # sample logs whose docs were found to match (check_labelled runs more than once)
+    checked: set[str] = field(default_factory=set, repr=False, compare=False)
 
     @property
     def n(self) -> int:
@@ -87,18 +94,17 @@ class TaskDocs:
 def task_docs(task: str | None = None, include_path: str | Path | None = None, *,
               limit: int | None = None, prompts_file: str | Path | None = None) -> TaskDocs:
     """The docs of an lm-eval task (or group) or of a prompts file, in scoring order."""
-    from .docs import leaf_sizes, read_prompts_file, task_prompts
+    from .docs import read_prompts_file, task_leaves
 
     if prompts_file is not None:
         texts = read_prompts_file(prompts_file)
         return TaskDocs(Path(prompts_file).stem, "prompts", [(Path(prompts_file).stem,
                                                               len(texts))], texts)
-    texts = task_prompts(task, include_path, limit=limit)
-    leaves = leaf_sizes(task, include_path, limit)
-    if sum(size for _, size in leaves) != len(texts):  # the two views of lm-eval disagree
-        raise LMRouterError(f"task '{task}': {len(texts)} prompts but the leaf tasks have "
-                            f"{sum(s for _, s in leaves)} docs; cannot map doc indices")
-    return TaskDocs(task, "lm-eval", leaves, texts)
+    leaves = task_leaves(task, include_path, limit=limit)
+    return TaskDocs(task, "lm-eval", [(leaf, len(texts)) for leaf, texts, _ in leaves],
+                    [t for _, texts, _ in leaves for t in texts],
+                    docs=[d for _, _, docs in leaves for d in docs],
+                    include_path=str(include_path) if include_path else None)
 
 
 # -- plan files --------------------------------------------------------------------------
@@ -199,15 +205,41 @@ def load_plan(path: str | Path, docs: TaskDocs) -> LabelPlan:
             output_path=data.get("output_path"))
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(path, f"malformed plan file ({type(exc).__name__}: {exc})") from exc
+    if plan.kind != docs.kind:
+        made, now = (("an lm-eval task", "a prompts file (--prompts)") if plan.kind ==
+                     "lm-eval" else ("a prompts file", "an lm-eval task (--task)"))
+        raise InputError(path, f"the plan was made for {made} ('{plan.task}'), not {now}",
+                         hint="pass the plan made for these docs, or none")
     if plan.task != docs.name:
         raise InputError(path, f"the plan is for task '{plan.task}', not '{docs.name}'",
                          hint="pass the plan made for this task, or none")
+    if docs.kind == "lm-eval" and not _same_folder(plan.include_path, docs.include_path):
+        raise InputError(path, f"the plan was made with --include-path "
+                         f"{plan.include_path or '(none)'}, not "
+                         f"{docs.include_path or '(none)'}: another folder may hold another "
+                         f"version of task '{docs.name}'",
+                         hint="pass the --include-path of the plan, or plan anew with --out")
     if plan.leaves != docs.leaves or plan.n_docs != docs.n:
         raise InputError(path, f"the plan was made for {plan.n_docs} docs "
                          f"({_leaves_text(plan.leaves)}), the task now has {docs.n} "
                          f"({_leaves_text(docs.leaves)})",
                          hint="use the same --limit and task files as when planning")
+    rounds = [r.get("docs") for r in plan.rounds if isinstance(r, dict)]
+    for where, ids in [("docs", plan.docs)] + [(f"round {k} docs", d) for k, d in
+                                                enumerate(rounds, 1) if isinstance(d, list)]:
+        bad = [i for i in ids if not isinstance(i, int) or not 0 <= i < plan.n_docs]
+        if bad:
+            raise InputError(path, f"'{where}' holds {bad[0]!r}, not a doc index in "
+                             f"[0, {plan.n_docs})", hint="the plan file was edited or "
+                             "damaged: plan anew with --out, or restore it")
     return plan
+
+
+def _same_folder(a: str | None, b: str | None) -> bool:
+    """Whether two --include-path values name the same folder (both None: the same)."""
+    if a is None or b is None:
+        return a is b
+    return a == b or Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
 def plan_coverage(plan: LabelPlan, lab_docs: np.ndarray, lab_y: np.ndarray,
@@ -282,8 +314,9 @@ def labelled_matrix(rows: pd.DataFrame | None, docs: TaskDocs, models: list[str]
 
 def check_labelled(rows: pd.DataFrame, docs: TaskDocs) -> np.ndarray:
     """(len(rows),) doc position of each ``--labeled`` row; raises InputError (naming the
-    file) for a row of another task or a doc outside the task's docs. Cheap: run it before
-    fitting or embedding."""
+    file) for a row of another task, a doc outside the task's docs, or (an lm-eval task) a
+    logged doc that is not the task's doc at its ``doc_id`` (naming the line). Cheap: run it
+    before fitting or embedding (each sample log is read once per TaskDocs)."""
     sizes = dict(docs.leaves)
     if ORIGIN not in rows.columns:  # rows made in Python, not read from sample logs
         rows = rows.assign(**{ORIGIN: "--labeled"})
@@ -313,7 +346,105 @@ def check_labelled(rows: pd.DataFrame, docs: TaskDocs) -> np.ndarray:
                              f"its {sizes.get(leaf_of[task], docs.n)} docs",
                              hint="use the same --limit / prompts as the labelled runs")
         out[k] = pos
+    if docs.docs is not None:  # an lm-eval task: its docs against the logged ones
+        for origin, group in rows.groupby(ORIGIN, sort=False):
+            if str(origin) not in docs.checked and group[TASK].nunique() == 1:
+                _check_docs_match(Path(str(origin)), leaf_of[group[TASK].iloc[0]], docs)
     return out
+
+
+def _check_docs_match(path: Path, leaf: str, docs: TaskDocs) -> None:
+    """Raise InputError (naming the file, the line and the doc_id) where a sample log's
+    ``doc`` (else its ``doc_hash``) is not the task's doc at that ``doc_id``: logs of another
+    version of the task (its data reordered or changed) would be joined to the wrong docs.
+    A log without either, or that is not a JSON / JSONL file, is not checked."""
+    if docs.docs is None or not path.is_file() or path.suffix not in (".json", ".jsonl"):
+        return
+    start, size = docs.offsets()[leaf], dict(docs.leaves)[leaf]
+    seen: set[Any] = set()
+    for line, where, rec in _log_records(path):
+        doc_id = rec.get("doc_id") if isinstance(rec, dict) else None
+        if type(doc_id) not in (int, str):  # the adapter skipped or refused the line
+            continue
+        try:
+            index = int(doc_id)
+        except ValueError:
+            continue
+        if doc_id in seen or not 0 <= index < size:  # one line per filter; range: checked
+            continue
+        seen.add(doc_id)
+        differs = _doc_difference(rec, docs.docs[start + index])
+        if differs:
+            raise InputError(path, f"{where}--labeled: doc_id {doc_id} is another doc than "
+                             f"doc {index} of task '{leaf}' ({differs}): the logs come from "
+                             "another version of the task (its data changed or was "
+                             "reordered since they were run)", line=line,
+                             hint="re-run lm-eval on the current task files, or pass the "
+                                  "--include-path the runs were made with")
+    docs.checked.add(str(path))
+
+
+def _log_records(path: Path) -> Any:
+    """(line or None, "" or "sample K of the JSON array: ", record) of a JSONL or JSON-array
+    sample log (the adapter read it before: a line it could not read ends the check)."""
+    with open(path, "rb") as fh:
+        head = fh.read(256).lstrip()
+        fh.seek(0)
+        try:
+            if head.startswith(b"["):
+                for k, rec in enumerate(json.load(fh), 1):
+                    yield None, f"sample {k} of the JSON array: ", rec
+                return
+            for number, raw in enumerate(fh, 1):
+                if raw.strip():
+                    yield number, "", json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return
+
+
+def _canonical(value: Any) -> str:
+    """A value as lm-eval logs it (its JSON, non-JSON types as lm-eval writes them), keys
+    sorted: a logged doc and the task's doc compare equal when lm-eval logged that doc."""
+    try:
+        from lm_eval.utils import handle_non_serializable as default
+    except ImportError:  # pragma: no cover - docs are built by lm-eval
+        default = str
+    logged = json.loads(json.dumps(value, default=default, ensure_ascii=False))
+    return json.dumps(logged, sort_keys=True, ensure_ascii=False)
+
+
+def _doc_difference(rec: dict[str, Any], doc: Any) -> str:
+    """How a sample log line's doc differs from ``doc`` ("" when it is the same, or the line
+    carries neither ``doc`` nor ``doc_hash``)."""
+    logged = rec.get("doc")
+    if logged is not None:
+        if _canonical(logged) == _canonical(doc):
+            return ""
+        if isinstance(logged, dict) and isinstance(doc, dict):
+            for key in list(logged) + [k for k in doc if k not in logged]:
+                if key not in logged or key not in doc or \
+                        _canonical(logged[key]) != _canonical(doc[key]):
+                    return (f"logged {key}={_short(logged.get(key, _ABSENT))}, the task's "
+                            f"{_short(doc.get(key, _ABSENT))}")
+        return f"logged doc {_short(logged)}, the task's {_short(doc)}"
+    digest = rec.get("doc_hash")
+    if isinstance(digest, str) and len(digest) == 64:
+        from lm_eval.utils import handle_non_serializable, hash_string
+
+        # lm-eval's own doc_hash (evaluator.py): the sha256 of the doc's indented JSON
+        mine = hash_string(json.dumps(doc, indent=2, default=handle_non_serializable,
+                                      ensure_ascii=False))
+        return "" if mine == digest else "its doc_hash is not the task doc's"
+    return ""
+
+
+_ABSENT = object()
+
+
+def _short(value: Any, width: int = 40) -> str:
+    text = "(absent)" if value is _ABSENT else json.dumps(value, ensure_ascii=False,
+                                                          default=str)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 # -- the posterior report ----------------------------------------------------------------
