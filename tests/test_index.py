@@ -316,3 +316,15 @@ def test_fit_or_load_reuses_exact_routers_and_keeps_ivf_apart(pool, tmp_path, mo
     again = fit_or_load(store, index="faiss-ivf", nlist=8, nprobe=2)  # nprobe: no refit
     assert folders() == now
     assert again.neighbor_index().nprobe == 2 and ivf.neighbor_index().nprobe == 1
+
+
+@needs_faiss
+def test_grouped_faiss_search_keeps_the_callers_tie_rule_with_groups_in_several_runs():
+    """Groups not contiguous (a caller's own rows, not a pool): the result is topk_cosine's
+    in the caller's row numbers, ties to the lower row (a reordered search kept others)."""
+    X = np.eye(2, dtype=np.float32)[[0, 0, 0]]
+    groups = np.array([1, 0, 2])
+    want = topk_cosine(X, X, 1, query_groups=groups, ref_groups=groups)
+    got = faiss_topk_grouped(X, groups, 1)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert got[0].ravel().tolist() == [1, 0, 0]

@@ -158,3 +158,23 @@ def test_l2_normalise():
     x = np.array([[3.0, 4.0], [0.0, 0.0], [0.0, -2.0]])
     np.testing.assert_allclose(l2_normalise(x), [[0.6, 0.8], [0.0, 0.0], [0.0, -1.0]])
     assert l2_normalise(x).dtype == np.float32
+
+
+def test_excluded_group_names_are_compared_whole():
+    """A group name longer than the pool's names is no group of the pool ("bbx" is not "bb")."""
+    from lm_router_plugin.router.neighbors import in_groups
+    from lm_router_plugin.router.predictors import KNNPredictor
+
+    groups = np.array(["a", "a", "bb", "bb", "c", "c"])
+    assert not in_groups(groups, ["bbx"]).any()
+    assert in_groups(groups, ["bb"]).tolist() == [False, False, True, True, False, False]
+    assert in_groups(np.arange(4), [2]).tolist() == [False, False, True, False]
+    rng = np.random.default_rng(3)
+    X = l2_normalise(rng.normal(size=(6, 4)).astype(np.float32))
+    Y = np.array([[1.0], [0.0], [1.0], [0.0], [1.0], [1.0]])
+    knn = KNNPredictor(n_neighbors=2)
+    np.testing.assert_array_equal(
+        knn.predict_left_out(X, Y, groups, np.arange(6), exclude=["bbx"]),
+        knn.predict_left_out(X, Y, groups, np.arange(6)))
+    assert not np.array_equal(knn.predict_left_out(X, Y, groups, np.arange(6), exclude=["bb"]),
+                              knn.predict_left_out(X, Y, groups, np.arange(6)))

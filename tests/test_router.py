@@ -939,3 +939,16 @@ def test_plan_note_and_header_count_the_candidates_and_the_labelled_docs(fitted,
                                     "models each)")
     print_recommendation(rec)
     assert "task prompts: 4 unlabelled inputs (+ 2 labelled)," in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("shape", [(8,), (2, 7), (2, 0)])
+def test_embeddings_of_the_wrong_shape_are_one_error(fitted, data, shape):
+    """Query embeddings must be (n, dim) with the fitted references' dim; reference ones
+    (n, dim >= 1): one LMRouterError, not a numpy traceback."""
+    bad = np.ones(shape, np.float32)
+    with pytest.raises(LMRouterError, match="expected"):
+        fitted.route(embeddings=bad)
+    with pytest.raises(LMRouterError, match="expected"):
+        fitted.recommend(embeddings=bad)
+    with pytest.raises(LMRouterError, match=r"expected \(n, dim\) with dim >= 1"):
+        Router().fit(data["table"], embeddings=np.zeros((len(data["X"]), 0), np.float32))

@@ -59,6 +59,17 @@ QUERY_BLOCK = 512
 REF_BLOCK = 32768
 
 
+def in_groups(groups: np.ndarray, exclude) -> np.ndarray:
+    """(n,) bool: which entries of ``groups`` are among the values ``exclude`` (compared as
+    they are: a string is never cut to the groups' string width, so "bbx" is not "bb")."""
+    groups, exclude = np.asarray(groups), list(exclude)
+    if not exclude:
+        return np.zeros(groups.shape, dtype=bool)
+    # as objects the values compare whole (a fixed-width string array would cut them)
+    return np.isin(groups, np.asarray(exclude, dtype=object if groups.dtype.kind in "USO"
+                                      else None))
+
+
 def topk_cosine(queries: np.ndarray, refs: np.ndarray, k: int, *,
                 query_groups: np.ndarray | None = None, ref_groups: np.ndarray | None = None,
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +84,8 @@ def topk_cosine(queries: np.ndarray, refs: np.ndarray, k: int, *,
 
     Returns:
         (indices, similarities), each (n_q, k): reference row numbers and cosine similarities,
-        sorted by decreasing similarity (ties: lower row number first). Where fewer than k
+        sorted by decreasing similarity (ties: lower row number first; identical reference
+        rows may differ in the last float32 bit, docs/scaling.md). Where fewer than k
         references are eligible the tail holds index -1 and similarity -inf.
     """
     queries = np.asarray(queries, dtype=np.float32)
@@ -214,7 +226,7 @@ class GroupedNeighbors:
 
     def exclusion_mask(self, exclude) -> np.ndarray:
         """(G,) bool of the group codes of the group values in ``exclude``."""
-        return np.isin(self.codes, np.asarray(list(exclude), dtype=self.codes.dtype))
+        return in_groups(self.codes, exclude)
 
     def query(self, rows: np.ndarray, exclude=()) -> tuple[np.ndarray, np.ndarray]:
         """(idx, sim), each (len(rows), K): neighbours of reference rows ``rows`` outside their
@@ -359,13 +371,13 @@ def faiss_topk_grouped(X: np.ndarray, group_code: np.ndarray, k: int
                        ) -> tuple[np.ndarray, np.ndarray]:
     """``topk_cosine(X, X, k, query_groups=g, ref_groups=g)`` with faiss's kernels: each
     group's rows are searched against the rows before and after the group (views, no
-    copy), so same-group rows are never candidates; exact, same tie rule. Rows are
-    reordered by group first when groups are not contiguous (the pool's are)."""
+    copy), so same-group rows are never candidates; exact, same tie rule. Groups that are
+    not contiguous (the pool's are: rows sorted by task) are searched by topk_cosine: after
+    a reordering, the rows kept at a tie would follow the new row numbers, not the caller's."""
     group_code = np.asarray(group_code)
-    order = None
-    if np.any(np.diff(group_code) < 0):
-        order = np.argsort(group_code, kind="stable")
-        X, group_code = np.asarray(X)[order], group_code[order]
+    runs = 1 + int(np.count_nonzero(group_code[1:] != group_code[:-1])) if len(group_code) else 0
+    if runs != len(np.unique(group_code)):  # a group in several runs
+        return topk_cosine(X, X, k, query_groups=group_code, ref_groups=group_code)
     n = len(X)
     k = max(1, min(k, n))
     idx = np.full((n, k), -1, dtype=np.int64)
@@ -382,14 +394,6 @@ def faiss_topk_grouped(X: np.ndarray, group_code: np.ndarray, k: int
                                                  np.concatenate([idx[a:b], p_idx], 1), k)
             sim[a:b], idx[a:b] = merged_sim, merged_idx
     idx = np.where(np.isfinite(sim), idx, -1)
-    if order is not None:  # back to the caller's row numbers and order
-        idx = np.where(idx >= 0, order[np.maximum(idx, 0)], -1)
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(n)
-        idx, sim = idx[inverse], sim[inverse]
-        # row numbers changed: restore the lower-row-first order among equal similarities
-        sim, idx = _select_top(sim, idx, k)
-        idx = np.where(np.isfinite(sim), idx, -1)
     return idx, sim
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import NotFittedError
 from .neighbors import GroupedNeighbors, merge_topk, topk_cosine
+from .neighbors import in_groups as _in_groups
 
 
 class CorrectnessPredictor(ABC):
@@ -81,7 +82,7 @@ class CorrectnessPredictor(ABC):
         """
         rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows), Y.shape[1]), dtype=float)
-        base = ~np.isin(groups, np.asarray(list(exclude), dtype=np.asarray(groups).dtype))
+        base = ~_in_groups(groups, exclude)
         extra = np.empty(0, dtype=np.int64) if extra is None else np.asarray(extra, np.int64)
         for group in np.unique(groups[rows]):
             train = np.flatnonzero(base & (groups != group))
@@ -213,7 +214,7 @@ def _left_out_prior(Y: np.ndarray, groups: np.ndarray, rows: np.ndarray, exclude
     starts = np.searchsorted(inverse[order], np.arange(len(codes)))
     group_sum = np.add.reduceat(values[order], starts, axis=0)
     group_n = np.add.reduceat(labelled[order].astype(np.float64), starts, axis=0)
-    dropped = np.isin(codes, np.asarray(list(exclude), dtype=codes.dtype))
+    dropped = _in_groups(codes, exclude)
     base_sum = group_sum[~dropped].sum(0) + values[extra].sum(0)
     base_n = group_n[~dropped].sum(0) + labelled[extra].sum(0)
     own = inverse[rows]

@@ -190,7 +190,7 @@ class Router:
             if len(embeddings) != len(pool.texts):
                 raise LMRouterError(f"got {len(embeddings)} embeddings for {len(pool.texts)} "
                                     "reference inputs")
-            return np.asarray(embeddings, dtype=np.float32), "precomputed"
+            return _embedding_matrix(embeddings, "reference embeddings"), "precomputed"
         return np.asarray(self.embed(pool.texts, store), np.float32), self.embedder_object().id
 
     # fitting -----------------------------------------------------------------------------
@@ -427,8 +427,9 @@ class Router:
             raise LMRouterError(f"task '{task}' has no inputs to score")
         if plan is not None and not isinstance(plan, LabelPlan):
             plan = load_plan(plan, docs)  # another task's or size's plan: one error
-        Q = np.asarray(embeddings if embeddings is not None else self.embed(docs.texts, store),
-                       dtype=np.float32)
+        Q = _embedding_matrix(embeddings if embeddings is not None
+                              else self.embed(docs.texts, store), "query embeddings",
+                              self.X_.shape[1])
         models = list(self.models_)
         _warn_unknown_models(labeled, models)
         if self.target == "score" and labeled is not None and not labeled.empty:
@@ -485,6 +486,7 @@ class Router:
         Q = embeddings if embeddings is not None else self.embed(prompts or [], store)
         if len(Q) == 0:
             return []
+        Q = _embedding_matrix(Q, "query embeddings", self.X_.shape[1])
         self.neighbor_index()  # the predictor searches through it
         g = self.predict_correctness(np.asarray(Q, dtype=np.float32))
         choice = route_choices(g, self.calibration_, allowed)
@@ -595,5 +597,17 @@ def _warn_unknown_models(labeled: pd.DataFrame | None, models: list[str]) -> Non
         raise LMRouterError("--labeled: none of its models is in the store; the labelled "
                             "samples must come from the same models")
 
+
+
+def _embedding_matrix(E: Any, what: str, dim: int | None = None) -> np.ndarray:
+    """E as a (n, dim) float32 matrix; LMRouterError for another shape (a 1-d vector, 0
+    columns, or a dimension other than the fitted references' ``dim``)."""
+    E = np.asarray(E, dtype=np.float32)
+    if E.ndim != 2 or E.shape[1] == 0 or (dim is not None and E.shape[1] != dim):
+        want = f"(n, {dim})" if dim is not None else "(n, dim) with dim >= 1"
+        raise LMRouterError(f"{what} have shape {E.shape}, expected {want}: one row per "
+                            "input" + (", from the embedder the router was fitted with"
+                                       if dim is not None else ""))
+    return E
 
 __all__ = ["InvalidParameterError", "Router", "ScoreRouteDecision", "model_mask"]
