@@ -214,7 +214,7 @@ def ingest(adapter: str, paths: tuple[str, ...], store_dir: str | None, threshol
            engine: str, ray_address: str | None) -> None:
     """Read harness outputs into the store's correctness table.
 
-    ADAPTER is lm-eval, helm or table (or a plugin's name).
+    ADAPTER is lm-eval, helm, eee or table (or a plugin's name).
 
     \b
     lm-router ingest lm-eval runs/

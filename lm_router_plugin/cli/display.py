@@ -273,6 +273,7 @@ columns (averages over held-out tasks; each task is scored by a router fitted wi
            models' true accuracies on the task (s1, s2, s3 rows)
   %BMA     share of tasks where the best model on average was chosen
   rank     rank of the chosen model on the task among the candidates (1 = best)
+  params   mean parameter count of the chosen models (from --models; -: unknown)
 rows: one per registered decider (s1/s2/s3 = the paper's scores, s3 falls back to bma;
 stack = the switch learned leave-one-task-out on the reference tasks, ours, the default;
 with labels their paired accuracy differences update its predictions), s3_true_p = S3
