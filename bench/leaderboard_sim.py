@@ -9,10 +9,11 @@ should stay with BMA) and only in-task labels can; the label posterior's Gaussia
 right here, so its intervals, P(best) and expected gain should be honest. With
 ``--family-share F`` the models come in ``--families`` families (assigned in turn) sharing
 a share F of the specialty's variance, as fine-tunes of one base model do (0: independent,
-the set as before).
+the set as before). ``--sparse-models N`` drops N models' results on about 70% of the tasks
+and ``--missing F`` a share F of the single results, as real leaderboards have holes.
 
     python bench/leaderboard_sim.py [--items 1000] [--specialty 0.5] [--seed 0]
-        [--family-share 0.7] [--families 8]
+        [--family-share 0.7] [--families 8] [--sparse-models 10] [--missing 0.05]
 
 Prints the wall time of ``evaluate(alphas=[0, 0.05], label_counts=[5, 10, 20, 30],
 repeats=10)``, each row's gain over BMA in points and share of the BMA -> Oracle gap, and the
@@ -65,6 +66,22 @@ def make_set(items: int, specialty: float, seed: int, family_share: float = 0.0,
     return table, X.astype(np.float32)
 
 
+def drop_results(table: pd.DataFrame, sparse_models: int, missing: float, seed: int
+                 ) -> pd.DataFrame:
+    """The table without the results of ``sparse_models`` models (every 8th) on about 70% of
+    the tasks and without a share ``missing`` of the other single results (seeded). Every
+    item keeps results of most models, so the embeddings (build_pool order) still fit."""
+    rng = np.random.default_rng([seed, 17])
+    if not 0 <= missing < 1 or not 0 <= sparse_models <= N_MODELS // 8 + 1:
+        raise SystemExit("--missing must be in [0, 1) and --sparse-models in 0..10")
+    sparse = [f"model{m:02d}" for m in range(0, N_MODELS, 8)][:sparse_models]
+    tasks = sorted(table["task"].unique())
+    skipped = dict(zip(tasks, rng.random(len(tasks)) < 0.7))
+    drop = table["model"].isin(sparse) & table["task"].map(skipped)
+    drop |= rng.random(len(table)) < missing
+    return table[~drop].reset_index(drop=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=1000, help="most items per task")
@@ -74,6 +91,10 @@ def main() -> None:
                         help="share of the specialty's variance common to a model family")
     parser.add_argument("--families", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sparse-models", type=int, default=0,
+                        help="this many models (every 8th) ran only about 30%% of the tasks")
+    parser.add_argument("--missing", type=float, default=0.0,
+                        help="share of single (item, model) results dropped at random")
     args = parser.parse_args()
     if args.items < 8 or args.specialty < 0:
         parser.error("--items must be >= 8 (each task gets items/4 to items) and "
@@ -82,6 +103,8 @@ def main() -> None:
         parser.error("--family-share must be in [0, 1] (a share of variance) and "
                      "--families >= 1")
     table, X = make_set(args.items, args.specialty, args.seed, args.family_share, args.families)
+    if args.sparse_models or args.missing:  # results missing as on real leaderboards
+        table = drop_results(table, args.sparse_models, args.missing, args.seed)
     print(f"{N_MODELS} models x {N_TASKS} tasks, {len(X)} items, {len(table)} rows (synthetic)")
     t0 = time.perf_counter()
     result = evaluate(table, embeddings=X, alphas=[0, 0.05], label_counts=[5, 10, 20, 30],
@@ -108,6 +131,7 @@ def main() -> None:
               f"stack P {e['stack_p']:.2f} / won {e['stack_won']:.2f} ({e['stack_n']})")
     print(f"reproduce: python bench/leaderboard_sim.py --items {args.items} --specialty "
           f"{args.specialty} --family-share {args.family_share} --families {args.families} "
+          f"--sparse-models {args.sparse_models} --missing {args.missing} "
           f"--seed {args.seed}")
 
 
