@@ -63,6 +63,8 @@ logger = logging.getLogger(__name__)
 SOURCE = "eee"
 SCHEMA_DIR = "eee_schema"
 AGGREGATE_SCHEMA = "eval.schema.json"
+#: Sample fields that become row keys (model, task, instance_id): an empty one is an error.
+_SAMPLE_KEYS = ("model_id", "evaluation_name", "sample_id")
 INSTANCE_SCHEMA = "instance_level_eval.schema.json"
 SAMPLES_SUFFIX = "_samples.jsonl"
 #: How input_text was obtained (the store's text_rule column).
@@ -365,6 +367,9 @@ class EEEAdapter(Adapter):
         self._check_integrity(samples_path, aggregate_path, content, lines, detail)
 
         model = aggregate["model_info"]["id"]
+        if not model.strip():  # the schema allows "", but a row needs a model name
+            raise InputError(aggregate_path, "empty model_info.id",
+                             hint="give the model's id, e.g. org/name")
         results = aggregate["evaluation_results"]
         by_id = {r["evaluation_result_id"]: i for i, r in enumerate(results)
                  if r.get("evaluation_result_id")}
@@ -375,6 +380,11 @@ class EEEAdapter(Adapter):
         samples: list[_Sample] = []
         for number, line in enumerate(lines, start=1):
             record = self._parse_line(samples_path, number, line)
+            for key in _SAMPLE_KEYS:  # strings by the schema, but "" is no name
+                if not record[key].strip():
+                    raise InputError(samples_path, f"empty {key}", line=number,
+                                     hint="every sample needs a model_id, an evaluation_name "
+                                          "(the task) and a sample_id")
             if record["evaluation_id"] != aggregate["evaluation_id"]:
                 raise InputError(samples_path, f"evaluation_id {record['evaluation_id']!r} is "
                                                f"not the aggregate's "

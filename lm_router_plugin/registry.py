@@ -25,10 +25,13 @@ T = TypeVar("T")
 
 def unknown_name_message(kind: str, name: str, available: list[str]) -> str:
     """'Unknown adapter 'x'. Did you mean: y? Available: a, b, c' (at most 20 names listed)."""
-    message = f"Unknown {kind} '{name}'."
-    close = difflib.get_close_matches(name, available, n=3, cutoff=0.5)
-    if close:
-        message += f" Did you mean: {', '.join(close)}?"
+    if isinstance(name, str):
+        message = f"Unknown {kind} '{name}'."
+        close = difflib.get_close_matches(name, available, n=3, cutoff=0.5)
+        if close:
+            message += f" Did you mean: {', '.join(close)}?"
+    else:  # e.g. a config's `name: 5` or `kind: null`: difflib needs a string
+        message = f"The {kind} name must be a string, got {name!r}."
     shown = sorted(available)[:20]
     more = f" (and {len(available) - 20} more)" if len(available) > 20 else ""
     return message + f" Available: {', '.join(shown) or 'none'}{more}"
@@ -103,7 +106,7 @@ class Registry(Generic[T]):
         self._discover()
         try:
             target = self._targets[name]
-        except KeyError as exc:
+        except (KeyError, TypeError) as exc:  # TypeError: an unhashable name (a list)
             raise UnknownNameError(unknown_name_message(self.kind, name, self.names())) from exc
         clash = self._clashes.get(name)
         if clash:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError, InvalidParameterError
-from .router.neighbors import AUTO_FAISS_MIN_REFS, check_index_kind
+from .router.neighbors import AUTO_FAISS_MIN_REFS, INDEX_KINDS, check_index_kind
 
 
 @dataclass
@@ -205,23 +205,56 @@ def validate_params(params: dict[str, Any]) -> None:
     for kw in ("nlist", "nprobe", "max_seq_length"):
         if params[kw] is not None:
             integer(kw, 1)
+    # names looked up in a registry: a non-string (YAML `name: 5`, `kind: null`) would fail
+    # inside the lookup with a TypeError, so it is reported here by its key
+    for kw, what in (("predictor", "naming a registered predictor (e.g. knn)"),
+                     ("index", f"among {', '.join(INDEX_KINDS)}")):
+        if not isinstance(params[kw], str):
+            raise InvalidParameterError(name(kw), f"must be a string {what}, got "
+                                        f"{params[kw]!r}")
     check_index_kind(params["index"])  # unknown kind; faiss kind without faiss: install hint
     from .router.pool import check_target
 
-    check_target(params["target"])
+    check_target(params["target"], name("target"))
     number("sigma", 0.0, math.inf, low_open=True)
     number("t", 0.0, 1.0)
     number("eta", 0.0, 1.0)
     for kw in ("embedder", "device"):
         if params[kw] is not None and not isinstance(params[kw], str):
             raise InvalidParameterError(name(kw), f"must be a string, got {params[kw]!r}")
+    from .embedding.embedders import parse_devices
+
+    try:  # as the CLI's --device check, so a config's "cuda:0," fails before any work
+        parse_devices(params["device"])
+    except ValueError as exc:
+        raise InvalidParameterError(name("device"), str(exc)) from exc
     cls = predictors.get(params["predictor"])  # unknown name: did-you-mean
     extra = params["predictor_params"] or {}
     unknown = set(extra) - set(cls.param_names())
     if unknown:
         raise InvalidParameterError(
             "predictor.params", f"{params['predictor']} has no parameter(s) "
-            f"{sorted(unknown)}; it takes {cls.param_names()}")
+            f"{sorted(unknown, key=str)}; it takes {cls.param_names()}")
+    _check_predictor_values(cls, params)
+
+
+def _check_predictor_values(cls: type, params: dict[str, Any]) -> None:
+    """Build the predictor as Router.make_predictor does, so that a bad value (e.g.
+    ``n_neighbors: 0``) is a config error now rather than a traceback once fitting runs."""
+    kwargs = dict(params["predictor_params"] or {})
+    if "n_neighbors" in cls.param_names():
+        kwargs.setdefault("n_neighbors", params["k"])
+    try:
+        cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        message = str(exc)
+        # name the key the message is about ("n_neighbors must be ..." -> its config key)
+        key = next((k for k in params["predictor_params"] or {}
+                    if isinstance(k, str) and message.startswith(f"{k} ")), None)
+        if key is None:
+            raise InvalidParameterError("predictor.params", message) from exc
+        raise InvalidParameterError(f"predictor.params.{key}",
+                                    message[len(key) + 1:]) from exc
 
 
 __all__ = ["DecisionConstants", "EmbedderSettings", "IndexSettings", "InvalidParameterError",

@@ -181,3 +181,89 @@ def test_limit_below_1_and_plan_without_labeled_are_usage_errors(cli, results, t
     result = cli("recommend", "--prompts", prompts, "--plan", tmp_path / "p.plan.json")
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "--plan: it reports on the --labeled runs, and none were given" in result.output
+
+
+@pytest.mark.parametrize("config, key", [
+    ("predictor: {name: 5}", "predictor.name: must be a string"),
+    ("predictor: {name: [a, b]}", "predictor.name: must be a string"),
+    ("index: {kind: null}", "index.kind: must be a string"),
+    ('embedder: {device: "cuda:0,"}', "embedder.device: empty device name"),
+    ("predictor: {params: {n_neighbors: 0}}", "predictor.params.n_neighbors: must be >= 1"),
+    ('predictor: {params: {n_neighbors: "x"}}', "predictor.params.n_neighbors: must be an"),
+    ("predictor: {target: 5}", "predictor.target: must be one of correct, score"),
+])
+def test_bad_config_values_are_usage_errors_naming_the_key(cli, results, tmp_path, config, key):
+    """Checked before any embedding or fitting: exit 2, no traceback, the config key (not a
+    CLI option the user did not give)."""
+    path, th = results
+    assert cli("ingest", "table", path, "--thresholds", th).exit_code == 0
+    (tmp_path / "c.yaml").write_text(config + "\n")
+    result = cli("evaluate", "--config", tmp_path / "c.yaml")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert f"Error: {key}" in result.output and "--target" not in result.output
+    assert not (cli.store / "embeddings").exists()
+
+
+def _fake_result(target: str = "correct", tasks=("t1", "cost $^$", "a $x$ b"), kappa=7):
+    """An EvaluationResult's fields the plots read; --target score has no S2/S3."""
+    from types import SimpleNamespace
+
+    deciders = ["s1", "stack"] if target == "score" else ["s1", "s2", "s3", "stack"]
+    names = deciders + (["s3_true_p"] if target == "correct" else []) + ["bma", "oracle"]
+    per_task = [{"task": t, "n": 4, "u": 0.1 * i,
+                 **{d: {"model": "m1", "acc": 0.5, "pearson": 0.2} for d in names}}
+                for i, t in enumerate(tasks)]
+    return SimpleNamespace(
+        rows={d: {"acc": 0.5, "acc_std": 0.0} for d in names}, per_task=per_task,
+        alpha_sweep=[], n_tasks=len(tasks), n_models=2, to_dict=lambda: {"fake": True},
+        settings={"deciders": deciders, "default": "stack", "kappa": kappa, "target": target})
+
+
+@pytest.mark.parametrize("target", ["correct", "score"])
+def test_plots_of_score_target_dollar_task_names_and_actual_kappa(tmp_path, caplog,
+                                                                  monkeypatch, target):
+    """--target score has no S3 (left out, logged); task names are not mathtext; the u axis
+    names the kappa the evaluation used."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.axes import Axes
+
+    from lm_router_plugin.evaluation.plots import write_plots
+
+    xlabels = []
+    set_xlabel = Axes.set_xlabel
+    monkeypatch.setattr(Axes, "set_xlabel",
+                        lambda self, label, **kw: xlabels.append(label)
+                        or set_xlabel(self, label, **kw))
+    with caplog.at_level("INFO", logger="lm_router_plugin"):
+        written = write_plots(_fake_result(target), tmp_path / "figs")
+    assert [p.name for p in written] == ["accuracy_vs_alpha.png", "pearson_vs_u.png",
+                                         "per_task_accuracy.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written)
+    assert any("to 7 nearest reference inputs" in label for label in xlabels), xlabels
+    left_out = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert len(left_out) == (2 if target == "score" else 0), left_out
+    assert all("no S3 results" in m and "--target score" in m for m in left_out)
+
+
+@pytest.mark.parametrize("bad", ["file/sub", "/proc/lm-router-x"])
+def test_plot_folder_that_cannot_be_made_fails_before_the_evaluation(cli, tmp_path, bad):
+    pytest.importorskip("matplotlib")
+    (tmp_path / "file").write_text("in the way\n")
+    folder = tmp_path / bad if bad.startswith("file") else Path(bad)
+    # an empty store: the evaluation would fail (exit 1) had it run first
+    result = cli("evaluate", "--plot", folder, "--store", tmp_path / "empty")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert f"--plot: cannot create the folder {folder}" in result.output
+
+
+def test_quiet_silences_the_wrote_lines_of_plot(cli, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from lm_router_plugin import api
+
+    monkeypatch.setattr(api, "evaluate", lambda *a, **kw: _fake_result())
+    loud = cli("evaluate", "--plot", tmp_path / "a", "--json")
+    assert loud.exit_code == 0, loud.output
+    assert f"INFO lm_router_plugin.cli.commands: wrote {tmp_path / 'a'}" in loud.stderr
+    quiet = cli("evaluate", "--plot", tmp_path / "b", "--json", "-q")
+    assert quiet.exit_code == 0 and quiet.stderr == "", quiet.stderr
+    assert len(list((tmp_path / "b").iterdir())) == 3

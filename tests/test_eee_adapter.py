@@ -379,6 +379,27 @@ def test_sample_of_another_model(cli, helm_eee: Path):
     assert " line 3:" in message and "model_id" in message
 
 
+@pytest.mark.parametrize("key", ["model_id", "evaluation_name", "sample_id"])
+def test_empty_key_of_a_sample_names_file_and_line(cli, helm_eee: Path, key: str):
+    """An empty model, task or sample id (strings to the schema) would become a row key."""
+    def break_it(aggregate, samples):
+        _rewrite(samples, aggregate, lambda r: r[1].update({key: ""}))
+        return samples
+    message, _ = _broken(cli, helm_eee, break_it)
+    assert f" line 2: empty {key}" in message, message
+
+
+def test_empty_model_info_id_names_the_aggregate(cli, helm_eee: Path):
+    def break_it(aggregate, samples):
+        _rewrite(samples, aggregate, lambda r: [x.update(model_id="") for x in r])
+        data = json.loads(aggregate.read_text())
+        data["model_info"]["id"] = ""
+        aggregate.write_text(json.dumps(data))
+        return aggregate
+    message, _ = _broken(cli, helm_eee, break_it)
+    assert "empty model_info.id" in message, message
+
+
 def test_missing_samples_file(cli, helm_eee: Path):
     def break_it(aggregate, samples):
         samples.unlink()

@@ -28,6 +28,15 @@ def test_unknown_name_message_exact():
     assert unknown_name_message("model", "x", []) == "Unknown model 'x'. Available: none"
 
 
+@pytest.mark.parametrize("name", [5, None, ["a", "b"]])
+def test_a_name_that_is_not_a_string_is_an_unknown_name_error(name):
+    """A YAML `name: 5` / `kind: null` / `name: [a, b]`: one message, no TypeError."""
+    assert unknown_name_message("index", name, ["auto", "exact"]) == (
+        f"The index name must be a string, got {name!r}. Available: auto, exact")
+    with pytest.raises(UnknownNameError, match="predictor name must be a string"):
+        predictors.get(name)
+
+
 def test_unknown_name_message_lists_at_most_20():
     names = [f"model-{i:02d}" for i in range(25)]
     message = unknown_name_message("model", "model-99", names)

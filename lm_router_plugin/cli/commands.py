@@ -21,6 +21,8 @@ import click
 from ..errors import LMRouterError, UsageError
 from . import display
 
+logger = logging.getLogger(__name__)
+
 STORE_HELP = "Store folder (default: $LM_ROUTER_STORE or ./lm-router-store)."
 
 
@@ -582,6 +584,10 @@ def evaluate(store_dir: str | None, tasks_by: str, tasks_file: str | None, alpha
 
     from .. import api
 
+    if plot_dir:  # an unusable folder or no matplotlib: fail now, not after the evaluation
+        from ..evaluation.plots import prepare
+
+        prepare(Path(plot_dir))
     result = api.evaluate(store_dir, tasks_by=tasks_by, tasks_file=tasks_file,
                           alphas=_numbers(alphas, "--alpha") or [0.0],
                           label_counts=_numbers(label_counts, "--labels", int),
@@ -593,7 +599,7 @@ def evaluate(store_dir: str | None, tasks_by: str, tasks_file: str | None, alpha
         from ..evaluation.plots import write_plots
 
         for path in write_plots(result, Path(plot_dir)):
-            click.echo(f"wrote {path}", err=True)
+            logger.info("wrote %s", path)  # a progress line: -q silences it
     if as_json:
         display.echo_json(result.to_dict())
         return

@@ -6,18 +6,34 @@ lm-router-plugin[plot]``).
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import LMRouterError
+from ..errors import LMRouterError, UsageError
 
 if TYPE_CHECKING:
     from .protocol import EvaluationResult
 
+logger = logging.getLogger(__name__)
 
-def write_plots(result: EvaluationResult, folder: Path) -> list[Path]:
-    """Accuracy vs alpha (thesis Fig. 4.1), Pearson vs task distance u (Fig. 4.2), and the
-    per-task accuracy of the chosen model against BMA and Oracle."""
+
+def prepare(folder: Path) -> None:
+    """Check that matplotlib imports and ``folder`` can be created and written, so that
+    ``--plot`` fails before the evaluation runs rather than after."""
+    _pyplot()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UsageError(f"--plot: cannot create the folder {folder}: {reason} (give a "
+                         "folder that can be created)") from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"--plot: cannot write into the folder {folder}: permission denied")
+
+
+def _pyplot():
     try:
         import matplotlib
 
@@ -26,7 +42,14 @@ def write_plots(result: EvaluationResult, folder: Path) -> list[Path]:
     except ImportError as exc:
         raise LMRouterError("--plot needs matplotlib: pip install 'lm-router-plugin[plot]'"
                             ) from exc
-    folder.mkdir(parents=True, exist_ok=True)
+    return plt
+
+
+def write_plots(result: EvaluationResult, folder: Path) -> list[Path]:
+    """Accuracy vs alpha (thesis Fig. 4.1), Pearson vs task distance u (Fig. 4.2), and the
+    per-task accuracy of the chosen model against BMA and Oracle."""
+    plt = _pyplot()
+    prepare(folder)
     rows = result.rows
     written: list[Path] = []
 
@@ -63,8 +86,12 @@ def write_plots(result: EvaluationResult, folder: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6, 4))
     u = [t["u"] for t in result.per_task]
     for name, label in (("s1", "S1"), ("s3", "S3")):
+        if not _has(result, name, "pearson_vs_u.png"):
+            continue
         ax.scatter(u, [t[name]["pearson"] for t in result.per_task], label=label, s=14)
-    ax.set_xlabel("task distance u (mean cosine distance to 19 nearest reference inputs)")
+    kappa = result.settings.get("kappa", "kappa")
+    ax.set_xlabel(f"task distance u (mean cosine distance to {kappa} nearest reference "
+                  "inputs)")
     ax.set_ylabel("Pearson(score, true accuracy)")
     ax.axhline(0, color="gray", linewidth=0.5)
     ax.legend(fontsize=8)
@@ -77,13 +104,27 @@ def write_plots(result: EvaluationResult, folder: Path) -> list[Path]:
     ax.plot(x, [t["oracle"]["acc"] for t in per_task], "k_", markersize=8, label="Oracle")
     ax.plot(x, [t["bma"]["acc"] for t in per_task], "s", color="gray", markersize=3,
             label="BMA")
-    ax.plot(x, [t["s3"]["acc"] for t in per_task], "o", markersize=3, label="S3 choice")
+    if _has(result, "s3", "per_task_accuracy.png"):
+        ax.plot(x, [t["s3"]["acc"] for t in per_task], "o", markersize=3, label="S3 choice")
     ax.set_xticks(list(x))
-    ax.set_xticklabels([t["task"] for t in per_task], rotation=90, fontsize=5)
+    # task names are data, not mathtext: a name with two '$' would fail to draw
+    ax.set_xticklabels([t["task"] for t in per_task], rotation=90, fontsize=5,
+                       parse_math=False)
     ax.set_ylabel("accuracy on the held-out task")
     ax.legend(fontsize=8)
     written.append(_save(fig, folder / "per_task_accuracy.png"))
     return written
+
+
+def _has(result: EvaluationResult, name: str, figure: str) -> bool:
+    """Whether every task has the decision ``name`` (S2/S3 are not run under --target
+    score); logs the figure it is left out of otherwise."""
+    if all(name in t for t in result.per_task):
+        return True
+    why = " (not computed under --target score)" \
+        if result.settings.get("target") == "score" else ""
+    logger.info("%s: no %s results%s, left out", figure, name.upper(), why)
+    return False
 
 
 def _save(fig, path: Path) -> Path:

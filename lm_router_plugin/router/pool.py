@@ -34,10 +34,11 @@ from ..store.schema import CORRECT, INPUT_TEXT, KEY, METRIC, SCORE, THRESHOLD
 TARGETS = ("correct", "score")
 
 
-def check_target(target: Any) -> str:
-    """``target`` if it is one of TARGETS; else InvalidParameterError naming the choices."""
+def check_target(target: Any, name: str = "--target") -> str:
+    """``target`` if it is one of TARGETS; else InvalidParameterError naming the choices and
+    ``name`` (the option, or the config key ``predictor.target`` when settings check it)."""
     if target not in TARGETS:
-        raise InvalidParameterError("--target", f"must be one of {', '.join(TARGETS)}, got "
+        raise InvalidParameterError(name, f"must be one of {', '.join(TARGETS)}, got "
                                     f"{target!r} (correct: the 0/1 correctness of the "
                                     "thresholds; score: the raw metric values)")
     return str(target)

@@ -127,11 +127,13 @@ class KNNPredictor(CorrectnessPredictor):
     name = "knn"
 
     def __init__(self, n_neighbors: int = 5):
+        # checked here, not only in fit: settings.validate_params builds the predictor to
+        # report a bad config value before any embedding or fitting
+        _check_n_neighbors(n_neighbors)
         self.n_neighbors = n_neighbors
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> KNNPredictor:
-        if int(self.n_neighbors) < 1:
-            raise ValueError(f"n_neighbors must be >= 1, got {self.n_neighbors}")
+        _check_n_neighbors(self.n_neighbors)
         self.X_ = X
         self.Y_ = np.asarray(Y, dtype=np.float32)
         self.prior_ = label_mean(self.Y_)
@@ -162,9 +164,7 @@ class KNNPredictor(CorrectnessPredictor):
 
     def predict_left_out(self, X, Y, groups, rows, exclude=(), extra=None, neighbors=None):
         """As the base class, exactly, from one shared neighbour index (no refit)."""
-        k = int(self.n_neighbors)
-        if k < 1:
-            raise ValueError(f"n_neighbors must be >= 1, got {self.n_neighbors}")
+        k = _check_n_neighbors(self.n_neighbors)
         rows = np.asarray(rows, dtype=np.int64)
         groups = np.asarray(groups)
         Y = np.asarray(Y, dtype=np.float32)
@@ -201,6 +201,15 @@ class KNNPredictor(CorrectnessPredictor):
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(count > 0, total / np.maximum(count, 1),
                             np.broadcast_to(prior, count.shape))
+
+
+def _check_n_neighbors(value: Any) -> int:
+    """``value`` as an int; ValueError unless it is an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"n_neighbors must be an integer >= 1, got {value!r}")
+    if value < 1:
+        raise ValueError(f"n_neighbors must be >= 1, got {value}")
+    return int(value)
 
 
 def _left_out_prior(Y: np.ndarray, groups: np.ndarray, rows: np.ndarray, exclude: Sequence,
