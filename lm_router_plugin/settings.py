@@ -241,11 +241,10 @@ def validate_params(params: dict[str, Any]) -> None:
 def _check_predictor_values(cls: type, params: dict[str, Any]) -> None:
     """Build the predictor as Router.make_predictor does, so that a bad value (e.g.
     ``n_neighbors: 0``) is a config error now rather than a traceback once fitting runs."""
-    kwargs = dict(params["predictor_params"] or {})
-    if "n_neighbors" in cls.param_names():
-        kwargs.setdefault("n_neighbors", params["k"])
+    from .router.predictors import build_predictor
+
     try:
-        cls(**kwargs)
+        build_predictor(cls, params["predictor_params"], params["k"])
     except (TypeError, ValueError) as exc:
         message = str(exc)
         # name the key the message is about ("n_neighbors must be ..." -> its config key)

@@ -203,6 +203,16 @@ class KNNPredictor(CorrectnessPredictor):
                             np.broadcast_to(prior, count.shape))
 
 
+def build_predictor(cls: type[CorrectnessPredictor], params: dict[str, Any] | None, k: int
+                    ) -> CorrectnessPredictor:
+    """A new, unfitted ``cls`` with ``params``; the router's ``k`` as ``n_neighbors`` where
+    the predictor takes one and ``params`` does not set it."""
+    kwargs = dict(params or {})
+    if "n_neighbors" in cls.param_names():
+        kwargs.setdefault("n_neighbors", k)
+    return cls(**kwargs)
+
+
 def _check_n_neighbors(value: Any) -> int:
     """``value`` as an int; ValueError unless it is an integer >= 1."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):

@@ -51,7 +51,7 @@ from .neighbors import (
     topk_cosine,
 )
 from .pool import ReferencePool, build_pool, fit_route_margin, route_with_margin, rows_by_task
-from .predictors import CorrectnessPredictor
+from .predictors import CorrectnessPredictor, build_predictor
 from .recommendation import (
     ModelScore,
     Recommendation,
@@ -168,11 +168,7 @@ class Router:
     # building blocks (public: the evaluation uses them too) -----------------------------------
     def make_predictor(self) -> CorrectnessPredictor:
         """A new, unfitted predictor with its parameters (``k`` as ``n_neighbors``)."""
-        cls = predictors.get(self.predictor)
-        params = dict(self.predictor_params)
-        if "n_neighbors" in cls.param_names():
-            params.setdefault("n_neighbors", self.k)
-        return cls(**params)
+        return build_predictor(predictors.get(self.predictor), self.predictor_params, self.k)
 
     def embedder_object(self) -> Embedder:
         if getattr(self, "_embedder_obj", None) is None:

@@ -158,9 +158,7 @@ def parse_params(value: Any) -> int | None:
     bad = ValueError(f"cannot read a parameter count from {value!r} (use e.g. 7e9 or '7B')")
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
         raise bad  # a list or a mapping in the YAML; True would read as 1
-    if isinstance(value, numbers.Integral):  # also numpy ints
-        number: float = 0.0 if value >= 0 else -1.0
-    elif isinstance(value, numbers.Real):
+    if isinstance(value, numbers.Real):  # also numpy numbers
         number = float(value)
     else:
         try:
