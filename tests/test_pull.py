@@ -51,8 +51,9 @@ def _one_reader(monkeypatch: pytest.MonkeyPatch) -> None:
 class Replay(ThreadingHTTPServer):
     """Serves ``root``: ``gcs/`` as the bucket, ``www/`` as the HELM website, ``hub/<org>/
     <name>/<quoted revision>/`` as Hub datasets. ``damage`` maps a URL path suffix to
-    "truncate" (announce the full Content-Length, send half) or "corrupt" (same length,
-    other bytes)."""
+    "truncate" (announce the full Content-Length, send half), "corrupt" (same length, other
+    bytes), "chunked-cut" (a chunked answer with no size, cut in the middle) or "error"
+    (HTTP 500)."""
 
     daemon_threads = True
 
@@ -63,6 +64,7 @@ class Replay(ThreadingHTTPServer):
         self.damage: dict[str, str] = {}
         self.redirect = False  # send `resolve` to /cdn/... (as the Hub sends LFS files away)
         self.html_api = False  # answer the API with 200 and an HTML page (a captive portal)
+        self.cut_api = False  # announce the API answer's full length, send half, close
         self.auth: dict[str, list[str | None]] = {"api": [], "resolve": [], "cdn": []}
 
     @property
@@ -143,6 +145,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if self.server.cut_api:
+            body = body[: len(body) // 2]
+            self.close_connection = True
         self.wfile.write(body)
 
     def _file(self, file: Path, gcs: bool = False) -> None:
@@ -151,6 +156,20 @@ class _Handler(BaseHTTPRequestHandler):
         data = file.read_bytes()
         damage = next((how for suffix, how in self.server.damage.items()
                        if self.path.endswith(suffix)), None)
+        if damage == "error":
+            return self._error(500, "")
+        if damage == "chunked-cut":  # GCS transcoding a gzip-stored object: no size, no MD5
+            self.protocol_version = "HTTP/1.1"
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("x-goog-stored-content-encoding", "gzip")
+            self.end_headers()
+            half = data[: len(data) // 2]
+            self.wfile.write(b"%x\r\n" % len(half) + half + b"\r\n")  # no last chunk
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return None
         self.send_response(200)
         self.send_header("Content-Length", str(len(data)))
         if gcs:  # as storage.googleapis.com does for objects stored without transcoding
@@ -524,7 +543,7 @@ def test_leaderboard_non_json_answer_is_one_error(cli, server: Replay, tmp_path:
                             "--endpoint", server.url, "--cache-dir", tmp_path / "cache",
                             "--store", store))
     assert "the file listing: not valid JSON" in message and server.url in message
-    assert "a Hugging Face Hub?" in message and not store.exists()
+    assert "the Hugging Face Hub?" in message and not store.exists()
 
 
 def test_leaderboard_token_goes_to_the_hub_only(cli, server: Replay, tmp_path: Path,
@@ -540,3 +559,158 @@ def test_leaderboard_token_goes_to_the_hub_only(cli, server: Replay, tmp_path: P
     assert server.auth["api"] and set(server.auth["api"]) == {"Bearer hf_test_token"}
     assert set(server.auth["resolve"]) == {"Bearer hf_test_token"}
     assert len(server.auth["cdn"]) == 2 and set(server.auth["cdn"]) == {None}
+
+
+# -- what a pull must survive: cut answers, a cache that cannot be written, stale files ---
+HELM_STATE = "simple_mcqa%3Amodel%3Dmock_model-c/scenario_state.json"
+
+
+def _helm_args(server: Replay, cache: Path, store: Path) -> list:
+    return ["pull", "helm", "--suite", "lite", "--release", "v1.1.0", "--base-url",
+            f"{server.url}/crfm-helm-public", "--cache-dir", cache, "--store", store]
+
+
+def test_helm_chunked_answer_cut_short_is_not_kept(cli, server: Replay, tmp_path: Path) -> None:
+    """No size and no MD5 published (GCS serving a gzip-stored object): a cut is still an
+    error, the half file is not kept as complete, and the next run fetches it."""
+    helm_bucket(server.root)
+    server.damage[HELM_STATE] = "chunked-cut"
+    cache, store = tmp_path / "cache", tmp_path / "store"
+    message = one_error(cli(*_helm_args(server, cache, store)))
+    assert "download interrupted" in message and not store.exists()
+    assert not [p for p in cache.rglob("scenario_state.json") if "mock_model-c" in str(p)
+                and "simple_mcqa" in str(p)]
+    _no_partial_files(cache)
+    del server.damage[HELM_STATE]
+    assert cli(*_helm_args(server, cache, store)).exit_code == 0
+    fixture = tmp_path / "fixture"
+    assert cli("ingest", "helm", HELM_RUNS, store_dir=fixture).exit_code == 0
+    pd.testing.assert_frame_equal(_table(store, ("origin", "benchmark")),
+                                  _table(fixture, ("origin", "benchmark")))
+
+
+def test_listings_cut_short_are_one_error(cli, server: Replay, tmp_path: Path) -> None:
+    helm_bucket(server.root)
+    details_datasets(server.root, models=("toy__tiny-1b",))
+    server.damage["runs_to_run_suites.json"] = "truncate"
+    message = one_error(cli(*_helm_args(server, tmp_path / "c1", tmp_path / "s1")))
+    assert "runs_to_run_suites.json: download interrupted" in message
+    server.cut_api = True
+    message = one_error(cli("pull", "open-llm-leaderboard", "--models", "toy/tiny-1b",
+                            "--endpoint", server.url, "--cache-dir", tmp_path / "c2",
+                            "--store", tmp_path / "s2"))
+    assert "/api/datasets/" in message and "download interrupted" in message
+    assert not (tmp_path / "s1").exists() and not (tmp_path / "s2").exists()
+
+
+def test_a_cache_that_cannot_be_written_is_one_error(cli, server: Replay, tmp_path: Path) -> None:
+    helm_bucket(server.root)
+    details_datasets(server.root, models=("toy__tiny-1b",))
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    message = one_error(cli(*_helm_args(server, blocker / "cache", tmp_path / "s1")))
+    assert "cannot write the download cache" in message and "--cache-dir" in message
+    message = one_error(cli("pull", "open-llm-leaderboard", "--models", "toy/tiny-1b",
+                            "--endpoint", server.url, "--cache-dir", blocker / "cache",
+                            "--store", tmp_path / "s2"))
+    assert "cannot write the download cache" in message
+
+
+def test_a_killed_runs_temp_files_are_removed_not_a_running_ones(cli, server: Replay,
+                                                                  tmp_path: Path) -> None:
+    import fcntl
+    import os
+
+    helm_bucket(server.root)
+    cache, store = tmp_path / "cache", tmp_path / "store"
+    folder = cache / "helm/lite/benchmark_output/runs/v1.1.0/simple_mcqa:model=mock_model-c"
+    folder.mkdir(parents=True)
+    dead = folder / ".scenario_state.json.killed1.part"
+    dead.write_bytes(b"x" * 1000)
+    alive = folder / ".scenario_state.json.running.part"
+    alive.write_bytes(b"y" * 1000)
+    fd = os.open(alive, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as a download still going in another process holds it
+    try:
+        assert cli(*_helm_args(server, cache, store)).exit_code == 0
+    finally:
+        os.close(fd)
+    assert not dead.exists() and alive.exists()
+    assert (folder / "scenario_state.json").stat().st_size == (
+        HELM_RUNS / "simple_mcqa:model=mock_model-c" / "scenario_state.json").stat().st_size
+
+
+def test_a_damaged_saved_listing_is_fetched_again_or_named(cli, server: Replay, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    helm_bucket(server.root)
+    details_datasets(server.root, models=("toy__tiny-1b",))
+    cache = tmp_path / "cache"
+    saved = cache / "helm/lite/benchmark_output/releases/v1.1.0/runs_to_run_suites.json"
+    saved.parent.mkdir(parents=True)
+    saved.write_text("")  # an older version's interrupted write
+    assert cli(*_helm_args(server, cache, tmp_path / "s1")).exit_code == 0
+    assert json.loads(saved.read_text())  # fetched again and saved whole
+    args = ["pull", "open-llm-leaderboard", "--models", "toy/tiny-1b", "--tasks", "toy_arith",
+            "--endpoint", server.url, "--cache-dir", cache, "--store", tmp_path / "s2"]
+    assert cli(*args).exit_code == 0
+    (listing,) = cache.rglob(".listing.json")
+    listing.write_text(listing.read_text()[:100])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    message = one_error(cli(*args))
+    assert "HF_HUB_OFFLINE is set and the file listing saved by the last pull is damaged" in \
+        message and str(listing) in message
+
+
+def test_offline_a_file_not_in_the_cache_is_an_error_not_a_request(
+        cli, server: Replay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    details_datasets(server.root, models=("toy__tiny-1b",))
+    cache, store = tmp_path / "cache", tmp_path / "store"
+    common = ["--models", "toy/tiny-1b", "--endpoint", server.url, "--cache-dir", cache,
+              "--store", store]
+    assert cli("pull", "open-llm-leaderboard", *common, "--tasks", "toy_arith").exit_code == 0
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    before = list(server.requests)
+    message = one_error(cli("pull", "open-llm-leaderboard", *common, "--tasks", "toy_units"))
+    assert "not in the download cache, and HF_HUB_OFFLINE is set" in message
+    assert "samples_toy_units_" in message and server.requests == before
+    assert set(_table(store).task) == {"toy_arith"}  # nothing more stored
+
+
+def test_the_manual_route_names_the_model_whose_file_failed(cli, server: Replay,
+                                                            tmp_path: Path) -> None:
+    details_datasets(server.root, models=("toy__tiny-1b", "toy__math-whiz-7b"))
+    (log,) = (EXAMPLES / "toy__math-whiz-7b").glob("samples_toy_arith_*.jsonl")
+    server.damage[f"toy__math-whiz-7b/{log.name}"] = "error"
+    message = one_error(cli("pull", "open-llm-leaderboard", "--models",
+                            "toy/tiny-1b,toy/math-whiz-7b", "--tasks", "toy_arith", "--endpoint",
+                            server.url, "--cache-dir", tmp_path / "cache", "--store",
+                            tmp_path / "store", "--jobs", "1"))
+    assert "HTTP 500" in message
+    assert "hf download open-llm-leaderboard/toy__math-whiz-7b-details" in message
+    assert "toy__tiny-1b-details" not in message
+
+
+def test_parquet_files_an_upstream_rewrite_dropped_are_not_ingested(cli, server: Replay,
+                                                                     tmp_path: Path) -> None:
+    """The model was re-run: ``latest`` is rewritten with one part instead of two (and other
+    scores); the part the cache still holds from the first pull must not be read."""
+    details_datasets(server.root, models=("toy__geo-buff-7b",))
+    cache = tmp_path / "cache"
+    args = ["pull", "open-llm-leaderboard", "--models", "toy/geo-buff-7b", "--tasks",
+            "toy_arith", "--format", "parquet", "--endpoint", server.url, "--cache-dir", cache]
+    assert cli(*args, "--store", tmp_path / "s1").exit_code == 0
+    latest = (server.root / "hub/open-llm-leaderboard/toy__geo-buff-7b-details"
+              / quote("refs/convert/parquet", safe="") / "toy__geo-buff-7b__toy_arith" / "latest")
+    parts = sorted(latest.glob("*.parquet"))
+    assert len(parts) == 2
+    rerun = pd.concat([pd.read_parquet(p) for p in parts]).iloc[:10]
+    rerun["acc"] = 1 - rerun["acc"]
+    for part in parts:
+        part.unlink()
+    pq.write_table(pa.Table.from_pandas(rerun, preserve_index=False), latest / "0000.parquet")
+    store = tmp_path / "s2"
+    assert cli(*args, "--store", store).exit_code == 0
+    table = _table(store)
+    assert sorted(table.instance_id) == sorted(str(d) for d in rerun.doc_id)
+    assert table.correct.mean() == pytest.approx(rerun["acc"].mean())

@@ -277,7 +277,8 @@ _PULL = [
                  help="Parallel downloads."),
     click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
                  help="Download cache (default: $LM_ROUTER_CACHE_DIR/pull, else "
-                      "~/.cache/lm-router/pull); a second run fetches only what is missing."),
+                      "$XDG_CACHE_HOME/lm-router/pull, else ~/.cache/lm-router/pull); a "
+                      "second run fetches only what is missing."),
     _STORE,
     click.option("--thresholds", type=click.Path(dir_okay=False),
                  help="YAML of eta per metric / per task (as for ingest)."),

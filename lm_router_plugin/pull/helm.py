@@ -39,18 +39,17 @@ from urllib.parse import quote
 
 from ..adapters.helm import REQUIRED_FILES
 from ..errors import InputError, UnknownNameError, UsageError
-from ..store.store import atomic_write_text
 from .common import PullResult, cache_root, did_you_mean, select
 from .download import (
     DEFAULT_JOBS,
     RemoteFile,
     Source,
-    _Unreachable,
     fetch_files,
-    open_url,
+    fetch_json,
+    read_saved_json,
+    write_cache_text,
 )
 from .download import http_error as _http_error
-from .download import unreachable_error as _unreachable_error
 
 logger = logging.getLogger(__name__)
 
@@ -83,16 +82,7 @@ def _manual(base: str, suite: str, release: str) -> str:
 
 def _fetch_json(url: str, source: Source) -> Any:
     """GET and parse a JSON document. Raises urllib.error.HTTPError on an error status."""
-    try:
-        with open_url(url) as response:
-            data = response.read()
-    except _Unreachable as exc:
-        raise _unreachable_error(source, url, str(exc)) from exc
-    try:
-        return json.loads(data)
-    except ValueError as exc:
-        raise InputError(url, f"not valid JSON ({exc})",
-                         hint=f"is {source.url} HELM's public bucket?") from exc
+    return fetch_json(url, source, "HELM's listing")[0]
 
 
 def _not_found(url: str, suite: str, release: str, source: Source) -> Exception:
@@ -131,9 +121,9 @@ def release_runs(suite: str, release: str, *, base_url: str | None = None,
     output = cache_root(cache_dir) / "helm" / suite / "benchmark_output"
     saved = output / "releases" / release / RUNS_TO_SUITES
     url = _url(base, suite, "benchmark_output", "releases", release, RUNS_TO_SUITES)
-    if saved.is_file():
-        data = json.loads(saved.read_text())
-    else:
+    data = read_saved_json(saved)  # None: never fetched, or damaged: fetched again
+    if not (isinstance(data, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                           for k, v in data.items())):
         try:
             data = _fetch_json(url, source)
         except urllib.error.HTTPError as exc:
@@ -144,7 +134,7 @@ def release_runs(suite: str, release: str, *, base_url: str | None = None,
                                                for k, v in data.items())):
             raise InputError(url, "expected a JSON object {run name: suite version}",
                              hint=f"is {base} HELM's public bucket?")
-        atomic_write_text(saved, json.dumps(data, indent=1))
+        write_cache_text(saved, json.dumps(data, indent=1))
     return data, output
 
 

@@ -37,18 +37,17 @@ from urllib.parse import quote, urlencode
 from ..adapters.lmeval import get_file_task_name
 from ..adapters.published import HUB_PART, choose_split, config_model_task
 from ..errors import InputError, UnknownNameError, UsageError
-from ..store.store import atomic_write_text
 from .common import PullResult, cache_root, did_you_mean, select
 from .download import (
     DEFAULT_JOBS,
     RemoteFile,
     Source,
-    _Unreachable,
     fetch_files,
-    open_url,
+    fetch_json,
+    read_saved_json,
+    write_cache_text,
 )
 from .download import http_error as _http_error
-from .download import unreachable_error as _unreachable_error
 
 logger = logging.getLogger(__name__)
 
@@ -113,16 +112,7 @@ class _Hub:
         self.headers = _auth()
 
     def _get_json(self, url: str, what: str) -> tuple[Any, Any]:
-        try:
-            with open_url(url, self.headers) as response:
-                data, headers = response.read(), response.headers
-        except _Unreachable as exc:
-            raise _unreachable_error(self.source, url, str(exc)) from exc
-        try:
-            return json.loads(data), headers
-        except ValueError as exc:  # a proxy's or captive portal's HTML page, a cut answer
-            raise InputError(url, f"{what}: not valid JSON ({exc})",
-                             hint=f"is {self.endpoint} a Hugging Face Hub?") from exc
+        return fetch_json(url, self.source, what, self.headers)
 
     def tree(self, repo: str, revision: str, path: str = "") -> list[dict[str, Any]]:
         """Every file under ``path`` (recursive): dicts with path, size, oid, lfs."""
@@ -184,12 +174,14 @@ def _list(hub: _Hub, model: str, revision: str, path: str, cache: Path) -> list[
     repo = details_repo(model)
     saved = cache / ".listing.json"
     if _offline():
-        if saved.is_file():
+        files = read_saved_json(saved)
+        if isinstance(files, list):
             logger.info("%s: HF_HUB_OFFLINE is set: using the file listing saved by the last "
                         "pull (%s)", repo, saved)
-            return json.loads(saved.read_text())
-        raise InputError(f"{hub.endpoint}/datasets/{repo}",
-                         "HF_HUB_OFFLINE is set and this dataset was never pulled",
+            return files
+        why = "this dataset was never pulled" if files is None and not saved.exists() else \
+            f"the file listing saved by the last pull is damaged ({saved})"
+        raise InputError(f"{hub.endpoint}/datasets/{repo}", f"HF_HUB_OFFLINE is set and {why}",
                          hint=f"unset HF_HUB_OFFLINE, or by hand: {hub.source.manual}")
     try:
         files = hub.tree(repo, revision, path)
@@ -210,7 +202,7 @@ def _list(hub: _Hub, model: str, revision: str, path: str, cache: Path) -> list[
                              "dataset (not the leaderboard's details layout?)",
                              hint=hub.source.manual) from exc
         raise _http_error(hub.source, exc.url or repo, exc, "the file listing") from exc
-    atomic_write_text(saved, json.dumps(files))  # for HF_HUB_OFFLINE=1 runs
+    write_cache_text(saved, json.dumps(files))  # for HF_HUB_OFFLINE=1 runs
     return files
 
 
@@ -222,7 +214,23 @@ def _remote(hub: _Hub, repo: str, revision: str, entry: dict[str, Any], cache: P
         url=f"{hub.endpoint}/datasets/{repo}/resolve/{quote(revision, safe='')}/{quote(path)}",
         dest=cache / path, size=int(entry["size"]) if entry.get("size") is not None else None,
         sha256=lfs.get("oid") if lfs else None,
-        git_sha1=None if lfs else entry.get("oid"), headers=hub.headers)
+        git_sha1=None if lfs else entry.get("oid"), headers=hub.headers,
+        manual=hub.source.manual)
+
+
+def _prune_stale_parts(config: Path, keep: set[Path]) -> None:
+    """Remove the Parquet files under a config folder of the cache that the current listing
+    did not choose (another split, a part dropped when the split was rewritten): the ingest
+    reads the whole folder, and they would bring an older run's rows with them."""
+    for part in sorted(config.rglob("*.parquet")):
+        if part not in keep:
+            try:
+                part.unlink()
+            except OSError as exc:
+                raise InputError(part, f"a stale cached file cannot be removed ({exc})",
+                                 hint="remove it by hand, or use another --cache-dir") from exc
+            logger.info("%s: not in the dataset's current listing; removed from the cache",
+                        part)
 
 
 def _jsonl_files(hub: _Hub, model: str, tasks: Sequence[str] | None, cache: Path
@@ -291,7 +299,7 @@ def _parquet_files(hub: _Hub, model: str, tasks: Sequence[str] | None, cache: Pa
                              hint="pull with --format jsonl")
         files += [_remote(hub, repo, PARQUET_REVISION, e, cache) for e in
                   sorted(configs[task][split], key=lambda e: e["path"])]
-        ingest.append(cache / f"{prefix}{task}")
+        ingest.append(cache / f"{prefix}{task}")  # (pruned to these files before the ingest)
         selected.append((model, task))
     return files, ingest, selected
 
@@ -342,7 +350,12 @@ def pull_open_llm_leaderboard(models: Sequence[str], tasks: Sequence[str] | None
         selected += s
     report = fetch_files(files, source=Source("the Hugging Face Hub", base,
                                               _manual(models[0], fmt, tasks), denied=_DENIED),
-                         jobs=jobs, desc="open-llm-leaderboard")
+                         jobs=jobs, desc="open-llm-leaderboard",
+                         offline="HF_HUB_OFFLINE is set" if _offline() else "")
+    if fmt == "parquet":
+        keep = {f.dest for f in files}
+        for folder in paths:
+            _prune_stale_parts(folder, keep)
     result = PullResult(source="open-llm-leaderboard", cache=root, fetch=report, paths=paths,
                         selected=selected, store=store.root)
     result.ingest = ingest("lm-eval", paths, store, **ingest_options)
