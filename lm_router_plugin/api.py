@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,7 +32,7 @@ import pandas as pd
 
 from .errors import InputError, InvalidParameterError, LMRouterError
 from .router.recommendation import Recommendation, RouteDecision
-from .router.router import Router, model_mask
+from .router.router import Router, listed, model_mask
 from .settings import Settings, load_settings
 from .store.schema import METRIC, MODEL, THRESHOLD
 from .store.store import Store, parse_params
@@ -121,12 +122,18 @@ def _docs(task: str | None, include_path: str | Path | None, prompts: Sequence[s
     given = [x is not None for x in (task, prompts, prompts_file)]
     if sum(given) != 1:
         raise ValueError("give exactly one of task, prompts or prompts_file")
+    if include_path is not None and task is None:  # accepted and ignored before
+        raise InvalidParameterError("--include-path", "it is where lm-eval finds --task's "
+                                    "YAML, and no task was given: leave it out with --prompts")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer))
                               or limit < 1):
         raise InvalidParameterError("--limit", f"must be an integer >= 1, got {limit!r}")
     if prompts is not None:
-        texts = list(prompts)
+        texts = listed(prompts, "prompts")
         return TaskDocs("prompts", "prompts", [("prompts", len(texts))], texts)
+    if include_path is not None and not Path(include_path).is_dir():  # lm-eval ignores it
+        raise InputError(include_path, "no such folder (the include path of the task's "
+                         "YAML)", hint="give the folder that holds the task's YAML file")
     return task_docs(task, include_path, limit=limit, prompts_file=prompts_file)
 
 
@@ -151,10 +158,16 @@ def recommend(store: Store | str | Path | None = None, *, task: str | None = Non
     from .router.persistence import fit_or_load
     from .task.labels import check_labelled, load_plan
 
+    labeled = listed(labeled, "labeled", (str, os.PathLike)) or []
+    candidates = listed(candidates, "candidates")
     if plan is not None and not labeled:  # an option combination: a usage error (exit 2)
         raise InvalidParameterError("--plan", "it reports on the --labeled runs, and none "
                                     "were given: add --labeled with the lm-eval runs of the "
                                     "planned docs, or leave --plan out")
+    if thresholds is not None and not labeled:  # it was never even read
+        raise InvalidParameterError("--thresholds", "it labels the --labeled runs (the "
+                                    "reference rows were labelled at ingest), and none were "
+                                    "given: add --labeled, or leave --thresholds out")
     store = _store(store)
     settings = _settings(settings, target)
     _, limit_params = check_request(store, settings, score=score, candidates=candidates,
@@ -240,6 +253,8 @@ def plan_labels(store: Store | str | Path | None = None, *, n: int, task: str | 
 
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise InvalidParameterError("--n", f"must be an integer >= 1, got {n!r}")
+    labeled = listed(labeled, "labeled", (str, os.PathLike)) or []
+    candidates = listed(candidates, "candidates")
     store = _store(store)
     raw_settings = settings  # a --config path goes on to the printed lines
     settings = _settings(settings, target)
@@ -337,15 +352,19 @@ def route(store: Store | str | Path | None = None, *, prompts: Sequence[str] | N
     settings = _settings(settings, target)
     _, limit_params = check_request(store, settings, candidates=candidates,
                                     max_params=max_params)
-    texts = read_prompts_file(prompts_file) if prompts_file is not None else list(prompts)
+    candidates = listed(candidates, "candidates")
+    texts = (read_prompts_file(prompts_file) if prompts_file is not None
+             else listed(prompts, "prompts"))
     router = fit_or_load(store, **settings.router_params())
     return router.route(texts, store=store, candidates=candidates, max_params=limit_params,
                         model_info=store.read_models())
 
 
 def info(store: Store | str | Path | None = None) -> dict[str, Any]:
-    """What ``lm-router info --json`` prints: models, tasks, counts, per-(task, model)
-    accuracy, metric, threshold and the harness's mean score, and model metadata."""
+    """The store's contents: the keys ``lm-router info --json`` prints (models, tasks,
+    counts, per-(task, model) accuracy, metric, threshold and the harness's mean score,
+    model metadata), plus ``store`` (its folder) and ``summary`` (the same per (task,
+    model) as a DataFrame, what the text output prints); drop those two for JSON."""
     from .store.ingest import accuracy_table, score_summary
 
     store = _store(store)
@@ -428,6 +447,7 @@ def evaluate(store: Store | str | Path | None = None, *, tasks_by: str = "task",
         raise InvalidParameterError("--repeats", f"must be >= 1, got {repeats}")
     store = _store(store)
     settings = _settings(settings, target)
+    candidates = listed(candidates, "candidates")
     router, limit = check_request(store, settings, candidates=candidates,
                                   max_params=max_params)
     # categorical columns: at leaderboard scale (10M rows) strings per row would take GBs

@@ -68,8 +68,10 @@ RECOMMEND_LEGEND = (
     "correct (g > t); p = estimated accuracy of those per-input predictions on this task "
     "(from reference tasks at a similar distance u); S3 = expected accuracy given S2 and p. "
     "gain = the stacked switch's predicted accuracy gain over the best model on average "
-    "(weights of S3, the mean accuracy and a task-level S1 over each input's 200 most "
-    "similar reference inputs, learned on the reference tasks; with labelled docs, updated "
+    "(weights of S3, the mean accuracy and S1, learned on the reference tasks; its S1 is "
+    "task-level, over each input's predictor.task_k most similar reference inputs, 200 by "
+    "default, or the S1 above with task_k 0; the reason line says which; with labelled docs, "
+    "updated "
     "for every candidate at once by the labels' differences to that model). "
     "u = mean cosine distance of the task's inputs to their nearest reference inputs.")
 
@@ -164,7 +166,8 @@ def print_recommendation(rec: Any) -> None:
                        f"{row.p:6.3f} {fmt(row.stack, 7, '+.3f')} "
                        f"{format_params(row.params):>7}{mark}")
     by = "gain" if rec.decided_by == "stack" else (
-        f"predicted {what}" if score and rec.decided_by == "s1" else rec.decided_by.upper())
+        f"predicted {what}" if score and rec.decided_by in ("s1", "bma")
+        else rec.decided_by.upper())
     click.echo(f"(the choice first, then by {by})")
     click.echo(f"\nchoice: {rec.choice}" + (" (fell back to the best model on average)"
                                            if rec.fallback else ""))

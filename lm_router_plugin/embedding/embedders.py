@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import EmbedderNotFoundError
+from ..errors import EmbedderNotFoundError, InvalidParameterError
 from ..progress import library_bars, progress_enabled
 from ..store.store import Store, atomic_write
 from .static import (  # one way: static.py never imports this module
@@ -82,6 +82,37 @@ def parse_devices(device: str | Sequence[str] | None) -> list[str]:
     if any(not n for n in names):
         raise ValueError(f"empty device name in {device!r}: give e.g. cuda:0,cuda:1")
     return names
+
+
+def check_devices(devices: Sequence[str]) -> None:
+    """Each device is one torch can use here; else one usage error naming it (torch's own
+    errors surfaced as "cannot load the model", with advice to reinstall it).
+
+    Raises:
+        InvalidParameterError: not a device name, or CUDA / MPS not available here."""
+    if not devices:
+        return
+    import torch
+
+    option = "--device (embedder.device)"
+    for name in devices:
+        try:
+            dev = torch.device(name)
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise InvalidParameterError(option, f"{name!r} is not a torch device ({exc}); "
+                                        "use e.g. cpu, cuda, cuda:0 or mps") from None
+        if dev.type == "cuda":
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if count == 0:
+                raise InvalidParameterError(option, f"{name}: CUDA is not available here "
+                                            f"(torch {torch.__version__}, no usable GPU); "
+                                            "use --device cpu")
+            if dev.index is not None and dev.index >= count:
+                raise InvalidParameterError(option, f"{name}: only {count} CUDA device(s) "
+                                            f"here (cuda:0 to cuda:{count - 1})")
+        elif dev.type == "mps" and not torch.backends.mps.is_available():
+            raise InvalidParameterError(option, f"{name}: MPS is not available here; "
+                                        "use --device cpu")
 
 
 def _hub_offline() -> bool:
@@ -158,6 +189,7 @@ class SentenceTransformerEmbedder:
     @property
     def model(self):
         if self._model is None:
+            check_devices(self.devices)  # a device error is not a missing model
             try:
                 with library_bars():  # transformers' "Loading weights" bar: not under -q
                     self._model = _load(self._load_target, self.device)

@@ -262,17 +262,17 @@ class StackedSwitch(Decider):
     def decide(self, view: TaskView) -> Decision:
         if view.n_reference_tasks < MIN_STACK_TASKS and view.settings.target == "score":
             # the S3 test below counts g > t; for metric values nothing credible is left
-            bma = view.bma
+            bma = view.bma  # the table is ordered by the predicted value (S1)
             return Decision(choice=bma, best_by_score=bma, bma=bma, fallback=False,
-                            p_beats_bma=0.5, scores=np.full(len(view.models), np.nan),
+                            p_beats_bma=0.5,
+                            scores=np.where(view.allowed, view.scores.s1, -np.inf),
                             decided_by="bma", reason=(
                                 f"only {view.n_reference_tasks} reference tasks, the stacked "
                                 f"switch needs {MIN_STACK_TASKS} to learn when a predicted "
                                 "gain in metric value is credible: kept the best model on "
                                 f"average, {view.models[bma]}"))
         if view.n_reference_tasks < MIN_STACK_TASKS:
-            dec = S3().decide(view)
-            dec.scores = np.full(len(view.models), np.nan)
+            dec = S3().decide(view)  # its scores (S3) order recommend's table
             dec.reason = (f"only {view.n_reference_tasks} reference tasks, the stacked switch "
                           f"needs {MIN_STACK_TASKS} to learn its rule: decided with the "
                           f"paper's S3 rule instead; {dec.reason}")

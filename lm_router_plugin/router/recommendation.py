@@ -60,7 +60,7 @@ class Recommendation:
     choice: str
     bma: str
     fallback: bool
-    p_choice_beats_bma: float
+    p_choice_beats_bma: float  # 0.5 when the choice is BMA
     score: str  # the decider asked for
     models: list[ModelScore]  # the choice first, then by the deciding score
     reason: str
@@ -83,6 +83,10 @@ class Recommendation:
     n_labelled_docs: int = 0
     labels_verdict: str = ""
     plan_note: str = ""  # with a plan: how far the labels cover its docs
+    # the model of highest deciding score (before any fallback to BMA) and the decider's
+    # probability that it beats BMA (0.5 when it is BMA): on a fallback, why it was not taken
+    best_by_score: str = ""
+    p_best_beats_bma: float = 0.5
     # What the scores are in. target "correct": units "accuracy" (S1 = mean P(correct)).
     # target "score": units = the store's one metric (s1_raw, stack_raw, the estimates'
     # acc_raw/low_raw/high_raw and expected_gain_raw are in its units) or UNITS_MIXED;
@@ -152,17 +156,20 @@ class RouteDecision:
     g: dict[str, float]
 
 
-def u_note(u: float, cal: Calibration, sigma: float) -> str:
+def u_note(u: float, cal: Calibration, sigma: float, target: str = "correct") -> str:
     """A warning when u lies more than 2 sigma outside the reference tasks' u: there the
     kernel smoother has no nearby calibration pair and p is extrapolated. (Within 2 sigma
-    the nearest pairs carry >= 13% of the kernel's peak weight, so p is still informed.)"""
+    the nearest pairs carry >= 13% of the kernel's peak weight, so p is still informed.)
+    Under target "score" (no p, no S3) it says the predictions are extrapolated."""
     low, high = cal.u_range()
     gap = max(low - u, u - high, 0.0)
     if gap <= 2 * sigma:
         return ""
     return (f"u = {u:.3f} is {gap:.3f} outside the reference tasks' range [{low:.3f}, "
             f"{high:.3f}] (more than 2 sigma = {2 * sigma:.2f}): no reference task is as "
-            "near/far from the rest, so p (and S3) are extrapolated and less reliable")
+            "near/far from the rest, so " + (
+                "the predictions are extrapolated and less reliable" if target == "score"
+                else "p (and S3) are extrapolated and less reliable"))
 
 
 def nearest_tasks(neighbour_rows: np.ndarray, task_of: np.ndarray, task_names: list[str],

@@ -17,6 +17,7 @@ the parameters.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,7 @@ from ..errors import InvalidParameterError, LMRouterError, NotFittedError, Unkno
 from ..registry import deciders, predictors, unknown_name_message
 from ..settings import validate_params
 from ..store.schema import MODEL
-from ..store.store import Store
+from ..store.store import Store, parse_params
 from .calibration import best_on_average, calibrate
 from .deciders import (
     DEFAULT_DECIDER,
@@ -322,7 +323,8 @@ class Router:
                                  "table first.")
 
     # scoring ---------------------------------------------------------------------------
-    def model_mask(self, candidates: Sequence[str] | None = None, max_params: int | None = None,
+    def model_mask(self, candidates: Sequence[str] | None = None,
+                   max_params: int | str | None = None,
                    model_info: dict[str, dict[str, Any]] | None = None) -> np.ndarray:
         """(M,) bool of models allowed by ``candidates`` and ``max_params``."""
         self.check_fitted()
@@ -389,7 +391,7 @@ class Router:
     def recommend(self, prompts: Sequence[str] | None = None, *,
                   embeddings: np.ndarray | None = None, docs: Any = None,
                   task: str | None = None, candidates: Sequence[str] | None = None,
-                  max_params: int | None = None, score: str = DEFAULT_DECIDER,
+                  max_params: int | str | None = None, score: str = DEFAULT_DECIDER,
                   labeled: pd.DataFrame | None = None, plan: Any = None,
                   model_info: dict[str, dict[str, Any]] | None = None,
                   store: Store | None = None) -> Recommendation:
@@ -413,9 +415,12 @@ class Router:
 
         self.check_fitted()
         decider = self.decider(score)
+        if model_info is None and store is not None:  # the store's parameter counts
+            model_info = store.read_models()
         allowed = self.model_mask(candidates, max_params, model_info)  # cheap checks first
         if docs is None:
-            texts = list(prompts or []) if embeddings is None else [""] * len(embeddings)
+            texts = (listed(prompts, "prompts") or [] if embeddings is None
+                     else [""] * len(embeddings))
             docs = TaskDocs(task or "prompts", "prompts", [(task or "prompts", len(texts))],
                             texts)
         task = task or docs.name
@@ -435,10 +440,13 @@ class Router:
         decision = decider.decide(view)
         stack = decision if decider.name == "stack" else StackedSwitch().decide(view)
         scores, info = view.scores, model_info or {}
+        # the gain column is the switch's own prediction: none where it handed over (too
+        # few reference tasks), whose scores are then another rule's
+        switched = stack.decided_by == "stack"
         rows = [ModelScore(model=m, s1=float(scores.s1[i]), s2=float(scores.s2[i]),
                            s3=float(scores.s3[i]), p=float(scores.p[i]),
                            params=(info.get(m) or {}).get("params"),
-                           stack=_finite_or_none(stack.scores[i]),
+                           stack=_finite_or_none(stack.scores[i]) if switched else None,
                            score=_finite_or_none(decision.scores[i]))
                 for i, m in enumerate(models) if allowed[i]]
         # the choice first, then by the deciding score: the table never contradicts it
@@ -455,12 +463,17 @@ class Router:
         rec = Recommendation(
             task=task, n_inputs=len(view.g), u=view.u, choice=models[decision.choice],
             bma=models[decision.bma], fallback=decision.fallback,
-            p_choice_beats_bma=decision.p_beats_bma, score=decider.name,
+            # the decider's probability is that of its best-by-score model: the choice's
+            # only when it took that model (a fallback chose BMA: 0.5, BMA against itself)
+            p_choice_beats_bma=(decision.p_beats_bma if decision.choice == decision.best_by_score
+                                else 0.5),
+            best_by_score=models[decision.best_by_score], p_best_beats_bma=decision.p_beats_bma,
+            score=decider.name,
             decided_by=decision.decided_by, models=rows, reason=decision.reason,
             nearest_tasks=nearest_tasks(neighbours, self.task_of_, self.task_names_,
                                         self.calibration_),
             u_reference_range=self.calibration_.u_range(),
-            u_note=u_note(view.u, self.calibration_, self.sigma),
+            u_note=u_note(view.u, self.calibration_, self.sigma, self.target),
             n_reference_tasks=view.n_reference_tasks, estimates=report.estimates,
             expected_gain=gains, expected_gain_by="stack" if by_stack else "posterior",
             n_labelled_docs=int(len(lab_docs)), labels_verdict=verdict,
@@ -473,13 +486,16 @@ class Router:
 
     def route(self, prompts: Sequence[str] | None = None, *,
               embeddings: np.ndarray | None = None, candidates: Sequence[str] | None = None,
-              max_params: int | None = None, model_info: dict | None = None,
+              max_params: int | str | None = None, model_info: dict | None = None,
               store: Store | None = None) -> list[RouteDecision]:
         """Per-prompt choice argmax_m g_m(x) (+ 0.01 x mean reference accuracy, the authors'
         tie rule) among the allowed models."""
         self.check_fitted()
+        if model_info is None and store is not None:  # the store's parameter counts
+            model_info = store.read_models()
         allowed = self.model_mask(candidates, max_params, model_info)
-        Q = embeddings if embeddings is not None else self.embed(prompts or [], store)
+        Q = embeddings if embeddings is not None else self.embed(
+            listed(prompts, "prompts") or [], store)
         if len(Q) == 0:
             return []
         Q = _embedding_matrix(Q, "query embeddings", self.X_.shape[1])
@@ -552,12 +568,41 @@ class ScoreRouteDecision(RouteDecision):
     units: str = "normalised"
 
 
+def listed(value: Any, what: str, kinds: tuple[type, ...] = (str,)) -> list | None:
+    """An argument that takes several names, texts or paths, as a list: one str (or path,
+    where ``kinds`` allows paths) is a list of one, not its characters; None stays None.
+
+    Raises:
+        InvalidParameterError: not a list, or an item of another type (None, a number)."""
+    if value is None:
+        return None
+    if isinstance(value, (str, os.PathLike)):
+        value = [value]
+    try:
+        items = list(value)
+    except TypeError:
+        raise InvalidParameterError(what, f"expected a list, got {type(value).__name__}"
+                                    ) from None
+    for i, item in enumerate(items):
+        if not isinstance(item, kinds):
+            raise InvalidParameterError(what, f"item {i} is {item!r} "
+                                        f"({type(item).__name__}); expected "
+                                        f"{' or '.join(k.__name__ for k in kinds)}")
+    return items
+
+
 def model_mask(models: Sequence[str], candidates: Sequence[str] | None = None,
-               max_params: int | None = None,
+               max_params: int | str | None = None,
                model_info: dict[str, dict[str, Any]] | None = None) -> np.ndarray:
-    """(M,) bool of ``models`` allowed by ``candidates`` and ``max_params``; an unknown
-    candidate is an error with did-you-mean."""
+    """(M,) bool of ``models`` allowed by ``candidates`` (names; one str is one name) and
+    ``max_params`` (a count, or text such as "7B"; ``model_info`` {model: {"params": n}});
+    an unknown candidate is an error with did-you-mean."""
     models = list(models)
+    candidates = listed(candidates, "candidates")
+    try:
+        max_params = parse_params(max_params)
+    except ValueError as exc:
+        raise InvalidParameterError("max_params", str(exc)) from exc
     allowed = np.ones(len(models), dtype=bool)
     if candidates:
         for name in candidates:
@@ -606,4 +651,4 @@ def _embedding_matrix(E: Any, what: str, dim: int | None = None) -> np.ndarray:
                                        if dim is not None else ""))
     return E
 
-__all__ = ["InvalidParameterError", "Router", "ScoreRouteDecision", "model_mask"]
+__all__ = ["InvalidParameterError", "Router", "ScoreRouteDecision", "listed", "model_mask"]

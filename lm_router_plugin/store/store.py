@@ -172,7 +172,8 @@ def parse_params(value: Any) -> int | None:
                     number = float(match.group(1)) * scale
     if not math.isfinite(number) or number < 0:  # NaN, inf: no count (and invalid JSON)
         raise bad
-    return int(value) if isinstance(value, numbers.Integral) else int(number)
+    # round, not truncate: 8.03 * 1e9 is 8029999999.999999 in binary floating point
+    return int(value) if isinstance(value, numbers.Integral) else round(number)
 
 
 class Store:
