@@ -440,9 +440,11 @@ def evaluate(store: Store | str | Path | None = None, *, tasks_by: str = "task",
     from .evaluation.protocol import evaluate as run_evaluate
     from .evaluation.protocol import read_side_table, regroup_tasks
 
-    if any(a < 0 or a >= 1 for a in alphas) or any(c < 1 for c in label_counts):
+    # (written so that nan fails too); a value given twice is run once
+    if not all(0 <= a < 1 for a in alphas) or not all(c >= 1 for c in label_counts):
         raise InvalidParameterError("--alpha/--labels", "alpha values must be in [0, 1) "
                                     "and label counts >= 1")
+    alphas, label_counts = list(dict.fromkeys(alphas)), list(dict.fromkeys(label_counts))
     if repeats < 1:
         raise InvalidParameterError("--repeats", f"must be >= 1, got {repeats}")
     store = _store(store)
@@ -453,7 +455,7 @@ def evaluate(store: Store | str | Path | None = None, *, tasks_by: str = "task",
     # categorical columns: at leaderboard scale (10M rows) strings per row would take GBs
     table = store.read_table(required=True, categorical=True)
     side = read_side_table(tasks_file) if tasks_file else None
-    table = regroup_tasks(table, tasks_by, side)
+    table = regroup_tasks(table, tasks_by, side, tasks_file or "--tasks-file")
     return run_evaluate(table, store=store, router=router, alphas=list(alphas) or [0.0],
                         label_counts=list(label_counts), repeats=repeats,
                         candidates=candidates, max_params=limit, compare_to=compare_to,

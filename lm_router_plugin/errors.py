@@ -83,3 +83,8 @@ class EmbedderNotFoundError(LMRouterError, OSError):
 
 class FaissNotInstalledError(LMRouterError, ImportError):
     """An explicit faiss index was asked for, but faiss-cpu is not installed."""
+
+
+class PluginOutputError(LMRouterError, ValueError):
+    """A plugin (decider, predictor, adapter) failed or returned something outside its
+    contract: names the plugin, what it returned and what was expected."""

@@ -469,7 +469,7 @@ def test_uncertainty_check_matches_a_router_refitted_without_the_task(evaluated)
             checked_stack += 1
             rec = router.recommend(embeddings=X[rows], score="stack",
                                    candidates=[m for m, a in zip(pool.models, allowed) if a])
-            assert got["stack_p"] == pytest.approx(rec.p_choice_beats_bma)
+            assert got["stack_p"] == pytest.approx(rec.p_best_beats_bma)
     summary = result.uncertainty[0]
     assert summary["coverage"] == pytest.approx(
         np.mean([t["uncertainty"]["coverage"] for t in result.per_task]))

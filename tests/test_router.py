@@ -235,8 +235,8 @@ def test_recommend_scores_match_brute_force(data, k, kappa):
         assert rec.choice == MODELS[bma] and not rec.fallback
     else:
         expected = exact_prob_beats(6, n_pos[best], p[best], n_pos[bma], p[bma])
-        assert rec.p_choice_beats_bma == pytest.approx(expected, abs=0.06)
-        assert rec.fallback == (rec.p_choice_beats_bma <= 0.6)
+        assert rec.p_best_beats_bma == pytest.approx(expected, abs=0.06)
+        assert rec.fallback == (rec.p_best_beats_bma <= 0.6)
         assert rec.choice == (MODELS[bma] if rec.fallback else MODELS[best])
 
 

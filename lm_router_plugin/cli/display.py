@@ -16,7 +16,22 @@ import click
 
 
 def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=False, default=_json_default))
+    """``data`` as JSON; nan and infinite numbers as null (JSON has no NaN: other parsers
+    refuse the bare ``NaN`` Python writes)."""
+    click.echo(json.dumps(_json_safe(data), indent=2, sort_keys=False, allow_nan=False,
+                          default=_json_default))
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalars
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _json_default(value: Any) -> Any:

@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError, LMRouterError, UnknownNameError
+from ..errors import InputError, InvalidParameterError, LMRouterError, UnknownNameError
 from ..registry import unknown_name_message
 from ..router.calibration import Calibration, calibrate, measured_p
-from ..router.deciders import DEFAULT_DECIDER, StackedSwitch, TaskView
+from ..router.deciders import DEFAULT_DECIDER, StackedSwitch, TaskView, checked_decision
 from ..router.estimate import TaskEstimate, estimate
 from ..router.neighbors import GroupedNeighbors
 from ..router.pool import (
@@ -48,6 +48,7 @@ from ..router.pool import (
     route_with_margin,
     rows_by_task,
 )
+from ..router.predictors import checked_g
 from ..router.recommendation import route_choices
 from ..router.router import Router, model_mask
 from ..router.scores import argmax_with_ties, quiet_nanmean, thresholded_accuracy
@@ -92,33 +93,70 @@ class EvaluationResult:
 
 
 def regroup_tasks(table: pd.DataFrame, tasks_by: str = "task",
-                  side_table: pd.DataFrame | None = None) -> pd.DataFrame:
+                  side_table: pd.DataFrame | None = None,
+                  side_path: str | Path = "--tasks-file") -> pd.DataFrame:
     """A copy of ``table`` whose ``task`` column is the grouping column ``tasks_by``, taken
-    from the table itself (e.g. ``benchmark``) or from ``side_table`` joined on instance_id
-    (and on task when the side table has that column too)."""
+    from the table itself (e.g. ``benchmark``) or from ``side_table`` (read from
+    ``side_path``) joined on instance_id (and on task when the side table has that column
+    too). Instance ids are unique within a task only (lm-eval's doc_id): where two tasks of
+    one new group share one, it becomes ``<old task>/<instance_id>``.
+
+    Raises:
+        InvalidParameterError: a side table without ``tasks_by`` other than ``task``.
+        InputError: a side table without instance_id, with conflicting or empty groups.
+        LMRouterError: rows without a group."""
     if tasks_by == "task":
+        if side_table is not None:
+            raise InvalidParameterError("--tasks-file", "it holds the column to group tasks "
+                                        "by, and --tasks-by is 'task' (the stored tasks): add "
+                                        "--tasks-by COLUMN, or leave --tasks-file out")
         return table
     out = table.copy()
-    if tasks_by in out.columns and side_table is None:
-        out["task"] = out[tasks_by].astype(str)
-        empty = out["task"] == ""
+    if side_table is None:
+        if tasks_by not in out.columns:
+            raise UnknownNameError(unknown_name_message("grouping column", tasks_by,
+                                                        sorted(out.columns))
+                                   + " (give a side table with --tasks-file)")
+        group = out[tasks_by].astype(str)
+        empty = group == ""
         if empty.any():
             raise LMRouterError(f"--tasks-by {tasks_by}: {int(empty.sum())} rows have an empty "
                                 f"'{tasks_by}'")
-        return out
-    if side_table is None or tasks_by not in side_table.columns:
-        available = sorted(set(out.columns) | set([] if side_table is None else side_table))
-        raise UnknownNameError(unknown_name_message("grouping column", tasks_by, available)
-                               + " (give a side table with --tasks-file)")
-    keys = ["instance_id"] + (["task"] if "task" in side_table.columns else [])
-    side = side_table[keys + [tasks_by]].astype(str).drop_duplicates(keys)
-    out = out.merge(side, on=keys, how="left")
-    missing = out[tasks_by].isna()
-    if missing.any():
-        example = out.loc[missing, "instance_id"].iloc[0]
-        raise LMRouterError(f"--tasks-file has no '{tasks_by}' for {int(missing.sum())} rows "
-                            f"(e.g. instance_id {example!r})")
-    out["task"] = out.pop(tasks_by)
+    else:
+        if "instance_id" not in side_table.columns:
+            raise InputError(side_path, "no 'instance_id' column (it has "
+                             f"{', '.join(map(str, side_table.columns))})",
+                             hint=f"a side table maps instance_id (and task) to {tasks_by}")
+        if tasks_by not in side_table.columns:
+            raise UnknownNameError(unknown_name_message("grouping column", tasks_by,
+                                                        sorted(side_table.columns)))
+        keys = ["instance_id"] + (["task"] if "task" in side_table.columns else [])
+        side = side_table[keys + [tasks_by]].astype(str)
+        conflicts = side.groupby(keys)[tasks_by].nunique()
+        if (conflicts > 1).any():
+            key = conflicts[conflicts > 1].index[0]
+            raise InputError(side_path, f"{keys} = {key!r} has several values of {tasks_by} "
+                             f"({int((conflicts > 1).sum())} such keys)",
+                             hint="give each instance one group")
+        side = side.drop_duplicates(keys)
+        if (side[tasks_by] == "").any():
+            key = side.loc[side[tasks_by] == "", keys].iloc[0].tolist()
+            raise InputError(side_path, f"an empty {tasks_by} (e.g. for {key})",
+                             hint="give every instance a group")
+        # a stored column of the same name would get merge suffixes: the side table's wins
+        out = out.drop(columns=[tasks_by], errors="ignore").merge(side, on=keys, how="left")
+        missing = out[tasks_by].isna()
+        if missing.any():
+            example = out.loc[missing, "instance_id"].iloc[0]
+            raise LMRouterError(f"--tasks-file has no '{tasks_by}' for {int(missing.sum())} "
+                                f"rows (e.g. instance_id {example!r})")
+        group = out.pop(tasks_by)
+    old_task = out["task"].astype(str)
+    out["task"] = group.to_numpy()
+    if out.duplicated(["task", "instance_id", "model"]).any():
+        out["instance_id"] = old_task + "/" + out["instance_id"].astype(str)
+        logger.info("--tasks-by %s: instance ids repeat across the tasks of a group; they "
+                    "are read as <task>/<instance_id>", tasks_by)
     return out
 
 
@@ -134,6 +172,39 @@ def read_side_table(path: str | Path) -> pd.DataFrame:
     except Exception as exc:  # pandas raises many types for unreadable files
         raise InputError(path, f"cannot read the side table: {exc}",
                          hint="give a CSV/TSV/Parquet file with instance_id and the column") from exc
+
+
+#: names of the rows and record keys evaluate writes itself: a decider registered under one
+#: would be overwritten by them (or overwrite them)
+RESERVED_NAMES = frozenset({"bma", "oracle", "moe", "few_shot", "s3_true_p", "compare_to",
+                            "task", "task_index", "n", "n_labels", "u", "uncertainty",
+                            "scores", "predictor_accuracy", "p_mae", "draw", "label_draws"})
+
+
+def usable_deciders(registry: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """({name: decider instance} of every registered decider evaluate can run, {name: why
+    left out}): a plugin that fails to load, reuses another's name, or takes a name of
+    evaluate's own rows is left out with a warning, not the whole evaluation (the others,
+    built-in ones included, still run; ``recommend --score NAME`` still says why)."""
+    from ..registry import PluginError
+
+    usable: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    for name in registry.names():
+        if name in RESERVED_NAMES or "@" in name:
+            skipped[name] = (f"the name '{name}' is one of evaluate's own rows or has '@' "
+                             "(label rows): rename the plugin's entry point")
+        else:
+            try:
+                usable[name] = registry.get(name)()
+                usable[name].name = name
+            except PluginError as exc:
+                skipped[name] = str(exc)
+            except Exception as exc:  # the plugin class's own __init__ failed
+                skipped[name] = f"cannot create it: {type(exc).__name__}: {exc}"
+        if name in skipped:
+            logger.warning("decider %s left out of the evaluation: %s", name, skipped[name])
+    return usable, skipped
 
 
 def _correlations(score: np.ndarray, acc: np.ndarray) -> tuple[float, float]:
@@ -261,8 +332,9 @@ class _HeldOut:
         self.predictor = router.make_predictor()
         self.rows_of = rows_by_task(task_of, n_tasks)
         # g of every input from a fit without its own task = the held-out task's g.
-        self.g_held = self.predictor.predict_left_out(X, Y, task_of, np.arange(len(X)),
-                                                      neighbors=self.neighbors)
+        self.g_held = checked_g(self.predictor.predict_left_out(
+            X, Y, task_of, np.arange(len(X)), neighbors=self.neighbors), len(X), Y.shape[1],
+            self.predictor)
         self._calibrations: dict[int, Calibration] = {}
         self.margins: dict[int, float] = {}  # target "score": route's margin without task d
         # the stacked switch's task-level S1 (task_k > 0): one search, every task's value
@@ -280,8 +352,9 @@ class _HeldOut:
             rows = np.flatnonzero(self.task_of != d)
             g = np.full(self.Y.shape, np.nan)
             sim = np.full((len(self.X), r.kappa), -np.inf, dtype=np.float32)
-            g[rows] = self.predictor.predict_left_out(self.X, self.Y, self.task_of, rows,
-                                                      exclude=[d], neighbors=self.neighbors)
+            g[rows] = checked_g(self.predictor.predict_left_out(
+                self.X, self.Y, self.task_of, rows, exclude=[d], neighbors=self.neighbors),
+                len(rows), self.Y.shape[1], self.predictor)
             found = self.neighbors.query(rows, [d])[1][:, :r.kappa]
             sim[rows, :found.shape[1]] = found  # a pool smaller than kappa: -inf padded
             self._calibrations[d] = calibrate(self.task_of, self.Y, g, sim, r.t, self.D,
@@ -324,7 +397,7 @@ class _TaskScorer:
         self.instance_ids = np.asarray(instance_ids, dtype=object)
         self.compare_to, self.n_splits = compare_to, n_splits
         self._switches: dict[tuple[int, int, bytes], Switch] = {}
-        self.deciders = {name: deciders.get(name)() for name in deciders.names()}
+        self.deciders, self.skipped = usable_deciders(deciders)
         if getattr(getattr(ev, "settings", None), "target", "correct") == "score":
             # S2/S3 threshold g at t: no rows for metric values
             self.deciders = {name: d for name, d in self.deciders.items()
@@ -428,7 +501,7 @@ class _TaskScorer:
         out: dict[str, Any] = {"task": None, "n": int(len(rows))}
         decisions = {}
         for name, decider in self.deciders.items():
-            decisions[name] = dec = decider.decide(view)
+            decisions[name] = dec = checked_decision(name, decider, view)
             out[name] = self._record(dec.choice, acc, allowed, bma, dec.scores, half_acc)
             out[name]["fallback"] = bool(dec.fallback)
             if name == "s3":  # the paper's S3 with the true p: how much a perfect p adds
@@ -495,8 +568,9 @@ class _TaskScorer:
         lab = np.sort(rng.choice(rows, size=n_lab, replace=False))
         rest = np.setdiff1d(rows, lab)
         cal = ev.calibration_without(d)
-        g = ev.predictor.predict_left_out(ev.X, ev.Y, ev.task_of, rest, extra=lab,
-                                          neighbors=ev.neighbors)
+        g = checked_g(ev.predictor.predict_left_out(ev.X, ev.Y, ev.task_of, rest, extra=lab,
+                                                    neighbors=ev.neighbors),
+                      len(rest), ev.Y.shape[1], ev.predictor)
         y_rest = ev.Y[rest]
         acc = quiet_nanmean(y_rest)
         acc_lab = quiet_nanmean(ev.Y[lab])  # nan for a model without labels here
@@ -511,7 +585,7 @@ class _TaskScorer:
         _, half, oracle_half = self.split_halves(y_rest, allowed, cal.mean_accuracy, d)
         decisions = {}
         for name, decider in self.deciders.items():
-            decisions[name] = dec = decider.decide(view)
+            decisions[name] = dec = checked_decision(name, decider, view)
             out[name] = self._record(dec.choice, acc, allowed, bma, dec.scores, half)
         known = allowed & ~np.isnan(acc_lab)
         few = argmax_with_ties(np.where(known, acc_lab, -np.inf), cal.mean_accuracy) \
@@ -792,6 +866,7 @@ def evaluate(table: pd.DataFrame, *, store: Store | None = None,
                   "candidates": list(candidates) if candidates else None,
                   "max_params": max_params, "compare_to": compare_to,
                   "embedder": embedder_id, "deciders": list(scorer.deciders),
+                  "deciders_left_out": scorer.skipped,
                   "default": DEFAULT_DECIDER,
                   "n_splits": n_splits, "n_bootstrap": n_bootstrap, "protocol": "strict",
                   "tasks_without_candidates": unscored,

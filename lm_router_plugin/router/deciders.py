@@ -25,7 +25,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, LMRouterError, PluginOutputError
 from .calibration import Calibration, best_on_average, smoothed_p
 from .scores import argmax_with_ties, prob_beats, quiet_nanmean, s1, s2, s3, task_distance
 from .stacking import Switch, fit_switch, task_features
@@ -318,7 +318,62 @@ class StackedSwitch(Decider):
         return text
 
 
+def _where(obj: object) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def is_builtin(obj: object) -> bool:
+    """The object's class is this package's own (its errors are bugs, shown whole)."""
+    return type(obj).__module__.split(".")[0] == "lm_router_plugin"
+
+
+def checked_decision(name: str, decider: Decider, view: TaskView) -> Decision:
+    """``decider.decide(view)``, checked against the Decision contract: choice and
+    best_by_score are indices of allowed models, scores is (M,), p_beats_bma a probability.
+
+    Raises:
+        PluginOutputError: a plugin decider raised or returned a malformed Decision (names
+            the decider and what was wrong), so a bad choice never reaches a table."""
+    try:
+        dec = decider.decide(view)
+    except LMRouterError:
+        raise
+    except Exception as exc:
+        if is_builtin(decider):
+            raise
+        raise PluginOutputError(f"decider '{name}' ({_where(decider)}) failed: "
+                                f"{type(exc).__name__}: {exc}") from exc
+    problem = _decision_problem(dec, view)
+    if problem:
+        raise PluginOutputError(f"decider '{name}' ({_where(decider)}) returned {problem}; "
+                                "a Decision's choice and best_by_score are indices of allowed "
+                                "models, scores has one value per model, p_beats_bma is in "
+                                "[0, 1] (router/deciders.py)")
+    return dec
+
+
+def _decision_problem(dec: object, view: TaskView) -> str:
+    if not isinstance(dec, Decision):
+        return f"{type(dec).__name__}, not a Decision"
+    M = len(view.models)
+    for field_name in ("choice", "best_by_score", "bma"):
+        value = getattr(dec, field_name)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            return f"{field_name} = {value!r}, not an integer index"
+        if not 0 <= value < M:
+            return f"{field_name} = {value}, outside 0..{M - 1}"
+        if field_name != "bma" and not view.allowed[value]:
+            return f"{field_name} = {value} ({view.models[value]}), a model not allowed"
+    scores = np.asarray(dec.scores)
+    if scores.shape != (M,):
+        return f"scores of shape {scores.shape}, expected ({M},)"
+    p = dec.p_beats_bma
+    if not isinstance(p, (int, float, np.number)) or not 0 <= float(p) <= 1:
+        return f"p_beats_bma = {p!r}, not a probability"
+    return ""
+
+
 __all__ = ["DEFAULT_DECIDER", "Decider", "Decision", "DecisionSettings", "MIN_STACK_TASKS",
-           "check_decider_target",
+           "check_decider_target", "checked_decision", "is_builtin",
            "PaperScore", "S1", "S2", "S3", "StackedSwitch", "TaskScores",
            "TaskView", "score_task"]

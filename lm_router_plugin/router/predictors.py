@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import NotFittedError
+from ..errors import NotFittedError, PluginOutputError
 from .neighbors import GroupedNeighbors, merge_topk, topk_cosine
 from .neighbors import in_groups as _in_groups
 
@@ -89,7 +89,8 @@ class CorrectnessPredictor(ABC):
             train = np.concatenate([np.setdiff1d(train, extra), extra])
             where = groups[rows] == group
             model = self.clone().fit(X[train], Y[train])
-            out[where] = model.predict_proba(X[rows[where]])
+            out[where] = checked_g(model.predict_proba(X[rows[where]]), int(where.sum()),
+                                   Y.shape[1], self)
         return out
 
     def use_index(self, index) -> None:
@@ -201,6 +202,33 @@ class KNNPredictor(CorrectnessPredictor):
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(count > 0, total / np.maximum(count, 1),
                             np.broadcast_to(prior, count.shape))
+
+
+def checked_g(g: Any, n: int, M: int, predictor: object) -> np.ndarray:
+    """A predictor's g as an (n, M) float array, checked against the contract: values in
+    [0, 1] or nan (no neighbour with a result), and not nan everywhere.
+
+    Raises:
+        PluginOutputError: another shape or type, values outside [0, 1], or no prediction at
+            all, naming the predictor (a wrong g would silently become a wrong choice)."""
+    who = f"predictor '{getattr(predictor, 'name', '') or type(predictor).__name__}' " \
+          f"({type(predictor).__module__}.{type(predictor).__qualname__})"
+    try:
+        out = np.asarray(g, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise PluginOutputError(f"{who} returned g that is not numeric ({exc})") from exc
+    if out.shape != (n, M):
+        raise PluginOutputError(f"{who} returned g of shape {out.shape}, expected ({n}, {M}): "
+                                "one row per input, one column per model")
+    finite = np.isfinite(out)
+    if np.isinf(out).any() or (finite.any() and (out[finite].min() < 0
+                                                   or out[finite].max() > 1)):
+        raise PluginOutputError(f"{who} returned g outside [0, 1] (from "
+                                f"{np.nanmin(out):g} to {np.nanmax(out):g}): g is a "
+                                "predicted P(correct) (or normalised value)")
+    if out.size and not finite.any():
+        raise PluginOutputError(f"{who} returned no prediction at all (g is nan everywhere)")
+    return out
 
 
 def build_predictor(cls: type[CorrectnessPredictor], params: dict[str, Any] | None, k: int

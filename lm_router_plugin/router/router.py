@@ -39,6 +39,7 @@ from .deciders import (
     StackedSwitch,
     TaskView,
     check_decider_target,
+    checked_decision,
 )
 from .neighbors import (
     AUTO_FAISS_MIN_REFS,
@@ -52,7 +53,7 @@ from .neighbors import (
     topk_cosine,
 )
 from .pool import ReferencePool, build_pool, fit_route_margin, route_with_margin, rows_by_task
-from .predictors import CorrectnessPredictor, build_predictor
+from .predictors import CorrectnessPredictor, build_predictor, checked_g
 from .recommendation import (
     ModelScore,
     Recommendation,
@@ -225,8 +226,9 @@ class Router:
                                      per_group=False,
                                      backend="faiss" if index.kind != "exact" and big_tasks
                                      else "numpy")
-        self.loo_g_ = self.predictor_.predict_left_out(
-            X, self.Y_, self.task_of_, np.arange(len(X)), neighbors=neighbors)
+        self.loo_g_ = checked_g(self.predictor_.predict_left_out(
+            X, self.Y_, self.task_of_, np.arange(len(X)), neighbors=neighbors),
+            len(X), self.Y_.shape[1], self.predictor_)
         self.calibration_ = calibrate(self.task_of_, self.Y_, self.loo_g_,
                                       neighbors.sim[:, :self.kappa], self.t,
                                       len(self.task_names_))
@@ -333,7 +335,13 @@ class Router:
     def predict_correctness(self, Q: np.ndarray, labeled: tuple[np.ndarray, np.ndarray] | None
                             = None, searched: np.ndarray | None = None) -> np.ndarray:
         """g (n, M) for query embeddings (n, dim). ``labeled`` = (X_lab, Y_lab) adds labelled
-        in-task inputs to the predictor's pool (a refit on the pool plus them)."""
+        in-task inputs to the predictor's pool (a refit on the pool plus them); checked
+        against the predictor contract (predictors.checked_g)."""
+        return checked_g(self._predict(Q, labeled, searched), len(Q), len(self.models_),
+                         self.predictor_)
+
+    def _predict(self, Q: np.ndarray, labeled: tuple[np.ndarray, np.ndarray] | None,
+                 searched: np.ndarray | None) -> np.ndarray:
         if labeled is None:
             if searched is not None:  # one search serves g and u
                 return self.predictor_.predict_searched(Q, searched)
@@ -357,6 +365,7 @@ class Router:
         """The registered decider ``score`` (unknown name: did-you-mean; S2/S3 under
         target "score": an error, they threshold g at t and mean nothing for metric values)."""
         decider = deciders.get(score)()
+        decider.name = score  # reported under the name it was asked by (a plugin may not set it)
         check_decider_target(decider, self.target)
         return decider
 
@@ -437,8 +446,8 @@ class Router:
             labeled = self.normalised_labels(labeled)
         lab_docs, lab_y = labelled_matrix(labeled, docs, models)
         view, g_all, neighbours = self.task_view(Q, allowed, lab_docs, lab_y)
-        decision = decider.decide(view)
-        stack = decision if decider.name == "stack" else StackedSwitch().decide(view)
+        decision = checked_decision(decider.name, decider, view)
+        stack = decision if type(decider) is StackedSwitch else StackedSwitch().decide(view)
         scores, info = view.scores, model_info or {}
         # the gain column is the switch's own prediction: none where it handed over (too
         # few reference tasks), whose scores are then another rule's
@@ -469,7 +478,7 @@ class Router:
                                 else 0.5),
             best_by_score=models[decision.best_by_score], p_best_beats_bma=decision.p_beats_bma,
             score=decider.name,
-            decided_by=decision.decided_by, models=rows, reason=decision.reason,
+            decided_by=decision.decided_by or decider.name, models=rows, reason=decision.reason,
             nearest_tasks=nearest_tasks(neighbours, self.task_of_, self.task_names_,
                                         self.calibration_),
             u_reference_range=self.calibration_.u_range(),

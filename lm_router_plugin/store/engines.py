@@ -44,6 +44,7 @@ from ..errors import LMRouterError, UsageError
 from ..registry import adapters
 from .ingest import (
     _advance,
+    adapter_rows,
     _Collect,
     _files_bar,
     check_unit,
@@ -372,10 +373,12 @@ def _read_task(adapter_name: str, options: dict[str, Any], thresholds: Threshold
     with _Capture(levels) as logs:
         adapter = adapters.get(adapter_name)(thresholds=thresholds, **options)
         if unit is None:
-            data = rows_to_ipc(adapter.read([Path(p) for p in paths]), thresholds, where)
+            data = rows_to_ipc(adapter_rows(adapter, adapter.read([Path(p) for p in paths])),
+                               thresholds, where)
             state: dict[str, Any] = {"model_metadata": adapter.model_metadata}
         else:
-            data = rows_to_ipc(adapter.read_unit(unit), thresholds, where)
+            data = rows_to_ipc(adapter_rows(adapter, adapter.read_unit(unit)), thresholds,
+                               where)
             state = adapter.unit_state()
     state["_logs"] = list(logs.records)
     return data, state

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
 
-from ..errors import ConflictError, InputError, SchemaError
+from ..errors import ConflictError, InputError, PluginOutputError, SchemaError
 from ..progress import progress_bar
 from ..registry import adapters
 from .schema import (
@@ -168,11 +168,50 @@ def _read_unit(unit_index: int) -> tuple[bytes, dict[str, Any]]:
     """Worker process: read one work unit of the adapter set up by :func:`_init_worker`;
     (Arrow IPC stream of its record batches, the adapter's notes for the parent)."""
     adapter, units, thresholds, where = _WORKER
-    data = rows_to_ipc(adapter.read_unit(units[unit_index]), thresholds, where)
+    data = rows_to_ipc(adapter_rows(adapter, adapter.read_unit(units[unit_index])),
+                       thresholds, where)
     state = adapter.unit_state()
     state["_logs"] = list(_LOGS.records)
     _LOGS.records.clear()
     return data, state
+
+
+def adapter_rows(adapter: Any, rows: Iterable[Any]) -> Iterable[Any]:
+    """``rows`` as they are from the package's own adapters (they check their input); from
+    a plugin's adapter, each row checked against the Row contract first, so that a bad row
+    is one error naming the adapter and the field, not a traceback or a silently wrong
+    table (a None text embedded as one text, a NaN score stored as incorrect)."""
+    if type(adapter).__module__.split(".")[0] == "lm_router_plugin":
+        return rows
+    return _checked_rows(adapter, rows)
+
+
+def _checked_rows(adapter: Any, rows: Iterable[Any]) -> Iterator[Any]:
+    from ..adapters.base import Row
+
+    who = f"adapter '{adapter.name or type(adapter).__name__}' ({type(adapter).__module__})"
+    for n, row in enumerate(rows):
+        problem = ""
+        if not isinstance(row, Row):
+            problem = f"a {type(row).__name__}, not an adapters.base.Row"
+        else:
+            for name in ("task", "instance_id", "input_text", "model"):
+                value = getattr(row, name)
+                if not isinstance(value, str) or (name != "input_text" and not value):
+                    problem = f"{name} = {value!r} (a non-empty string is needed)"
+                    break
+            if not problem and row.correct is None:
+                score = row.score
+                if isinstance(score, bool) or not isinstance(score, (int, float, np.number)) \
+                        or not math.isfinite(score):
+                    problem = (f"score = {score!r} with correct None (a finite number is "
+                               "needed, or correct 0/1)")
+                elif not isinstance(row.metric, str) or not row.metric:
+                    problem = f"metric = {row.metric!r} (a metric name is needed)"
+        if problem:
+            origin = getattr(row, "origin", "") or "?"
+            raise PluginOutputError(f"{who}: row {n + 1} (from {origin}): {problem}")
+        yield row
 
 
 def rows_to_ipc(rows: Iterable[Any], thresholds: Thresholds, where: str) -> bytes:
@@ -263,7 +302,7 @@ def read_arrow(adapter_name: str, paths: Sequence[str | Path],
         batches, metadata = engine.read(adapter, adapter_name, options, units, thresholds,
                                         where, paths)
     elif units is None:  # one stream of rows: count them (tqdm's check per row is cheap)
-        with progress_bar(adapter.read(paths), desc=desc, unit=" rows",
+        with progress_bar(adapter_rows(adapter, adapter.read(paths)), desc=desc, unit=" rows",
                           unit_scale=True) as rows:
             batches.extend(BatchBuilder(thresholds, where).add_all(rows))
         metadata = adapter.model_metadata
@@ -271,7 +310,8 @@ def read_arrow(adapter_name: str, paths: Sequence[str | Path],
         states = []
         with _files_bar(units, desc) as bar:
             for unit in units:
-                new = list(BatchBuilder(thresholds, where).add_all(adapter.read_unit(unit)))
+                new = list(BatchBuilder(thresholds, where).add_all(
+                    adapter_rows(adapter, adapter.read_unit(unit))))
                 batches.extend(new)
                 states.append(adapter.unit_state())
                 check_unit(adapter, states[-1])
