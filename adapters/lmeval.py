@@ -71,6 +71,21 @@ except ImportError:  # pragma: no cover - orjson is a declared dependency
 
 logger = logging.getLogger(__name__)
 
+
+def _loads_with_nan(data: bytes) -> Any:
+    """orjson's parse, else Python's, which reads the bare NaN / Infinity that Python's own
+    json.dumps writes for a non-finite metric (orjson refuses them as invalid JSON)."""
+    import json
+
+    try:
+        return _loads(data)
+    except _DecodeError as exc:
+        try:
+            return json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            raise exc from None
+
+
 SOURCE = "lm-eval"
 # Keys of a sample line that are not metric values (FORMATS.md §1.3, §1.4).
 STANDARD_KEYS = frozenset({"doc_id", "doc", "target", "arguments", "resps", "filtered_resps",
@@ -566,8 +581,9 @@ class LMEvalAdapter(Adapter):
             head = fh.read(256).lstrip()
             fh.seek(0)
             if head.startswith(b"["):
+                data = fh.read()
                 try:
-                    records = _loads(fh.read())
+                    records = _loads_with_nan(data)
                 except _DecodeError as exc:
                     raise InputError(path, f"not valid JSON: {exc}",
                                      line=getattr(exc, "lineno", None),
@@ -581,6 +597,13 @@ class LMEvalAdapter(Adapter):
                 try:
                     record = _loads(line)
                 except _DecodeError as exc:
+                    try:  # a NaN or Infinity that Python's json.dumps wrote (lm-eval does)
+                        record = _loads_with_nan(line)
+                    except _DecodeError:
+                        pass
+                    else:  # (its non-finite score is one error further on, naming it)
+                        yield lineno, record
+                        continue
                     if not line.strip():
                         continue
                     raise InputError(path, f"not valid JSON ({_json_problem(exc)})", line=lineno,

@@ -520,3 +520,98 @@ def test_a_held_out_task_never_sets_the_scale_of_its_own_evaluation():
         ids = table.loc[table.task == task, "instance_id"].unique()
         assert record["stack"]["acc_raw"] == pytest.approx(
             np.mean([raw[(task, i, chosen)] for i in ids]), rel=1e-5)
+
+
+# -- values beyond the reference scale, a scale with no span, and what score prints ----------
+def test_values_beyond_the_other_tasks_range_are_evaluated_and_labelled(cli, tmp_path):
+    """A held-out task whose values all lie above the other tasks' (and labels above the
+    store's best) leave [0, 1] once normalised: the kNN's g then does too, and that is no
+    predictor error."""
+    rows = raw_rows(n_tasks=8, metrics=("bleu_points",))
+    task3 = rows.task == "task3"
+    rows.loc[task3, "score"] = 120 + rows.loc[task3, "score"] / 10
+    # task1's texts: the two tasks are each other's nearest neighbours
+    rows.loc[task3, "input_text"] = rows.loc[task3, "input_text"].str.replace(
+        WORDS[3], WORDS[1])
+    store = ingest(cli, tmp_path, rows)
+    result = api.evaluate(store, settings={"embedder": {"name": "static"}}, target="score")
+    assert "task3" in result.settings["held_out_scales"]
+    router = fit_or_load(store, embedder="static", target="score")
+    labeled = pd.DataFrame({"task": "prompts", "instance_id": ["0", "0", "0"],
+                            "model": list(MODELS), "metric": "bleu_points",
+                            "score": [150.0, 10.0, 20.0], "correct": np.nan})
+    rec = router.recommend(["apple question number 3", "apple question number 4"],
+                           labeled=labeled, store=store)  # (the labelled doc: a neighbour)
+    assert rec.n_labelled_docs == 1
+
+
+def test_a_metric_the_other_tasks_hold_with_one_value_takes_the_whole_range(cli, tmp_path):
+    rows = raw_rows(n_tasks=7, metrics=("bleu_points",))
+    rows.loc[rows.task != "task6", "score"] = 100.0  # one value on every other task
+    store = ingest(cli, tmp_path, rows)
+    result = api.evaluate(store, settings={"embedder": {"name": "static"}}, target="score")
+    (task6,) = [t for t in result.per_task if t["task"] == "task6"]
+    raw = rows[rows.task == "task6"].groupby("model").score.mean()
+    assert task6["oracle"]["acc_raw"] == pytest.approx(raw.max())  # (was 100 for every row)
+    assert task6["bma"]["acc_raw"] == pytest.approx(raw[task6["bma"]["model"]])
+    assert task6["oracle"]["acc"] > task6["bma"]["acc"] or raw.max() == raw[
+        task6["bma"]["model"]]
+    # labels on a metric with one value in the store: nothing to place them on
+    flat = ingest(cli, tmp_path, rows[rows.task != "task6"], name="flat",
+                  store=tmp_path / "flat")
+    router = fit_or_load(flat, embedder="static", target="score")
+    labeled = pd.DataFrame({"task": "new", "instance_id": ["0", "0"], "model": ["m_a", "m_b"],
+                            "metric": "bleu_points", "score": [10.0, 90.0], "correct": np.nan})
+    with pytest.raises(Exception, match="other values than its one value in the store"):
+        router.normalised_labels(labeled)
+
+
+def test_a_rule_that_keeps_bma_says_labels_cannot_change_it(cli, tmp_path):
+    store = ingest(cli, tmp_path, raw_rows(n_tasks=4))
+    rec = api.recommend(store, prompts=["apple question number 3"], target="score",
+                        settings={"embedder": {"name": "static"}})
+    assert rec.decided_by == "bma"
+    assert set(rec.expected_gain.values()) == {0.0}
+    assert "cannot change this choice" in rec.labels_verdict
+
+
+def test_evaluate_under_score_prints_its_units_and_no_predictor_accuracy(cli, raw_store,
+                                                                         tmp_path):
+    config = tmp_path / "static.yaml"
+    config.write_text("embedder: {name: static}\n")
+    result = cli("-q", "evaluate", "--target", "score", "--config", config, "--store",
+                 raw_store.root)
+    assert result.exit_code == 0, result.output
+    assert "--target score: acc (and half, 95% CI) = the chosen model's mean metric value" \
+        in result.output
+    assert "raw (each row's mean" in result.output and "bleu_points" in result.output
+    assert "predictor accuracy" not in result.output
+    data = json.loads(cli("-q", "evaluate", "--target", "score", "--config", config, "--json",
+                          "--store", raw_store.root).stdout)
+    assert data["predictor_accuracy"] is None and data["p_mae"] is None
+
+
+def test_the_why_line_says_its_gain_is_normalised():
+    """The table shows the gain in the metric's units; the reason's figure is the switch's
+    own, on the normalised scale: it says so."""
+    from types import SimpleNamespace
+
+    from lm_router_plugin.router.deciders import StackedSwitch
+
+    switch = SimpleNamespace(describe=lambda: "threshold 0.01")
+    for target, unit in (("score", " (normalised 0-1 value) above"), ("correct", " above")):
+        view = SimpleNamespace(models=["m_a", "m_b"], n_labels=0,
+                               settings=SimpleNamespace(target=target))
+        text = StackedSwitch._reason(view, switch, np.array([0.0, 0.125]), 1, 0, False, 0.9)
+        assert f"m_b is predicted +0.125{unit} m_a" in text
+
+
+def test_an_lm_eval_nan_metric_is_one_error_naming_the_line(cli, tmp_path):
+    """Python's json.dumps (lm-eval's writer) writes NaN bare: not 'damaged JSON'."""
+    line = {"doc_id": 0, "doc": {"q": "x"}, "target": "y", "arguments": [["x", "y"]],
+            "resps": [["y"]], "filtered_resps": ["y"], "token_f1": float("nan")}
+    run = tmp_path / "runs" / "org__m"
+    run.mkdir(parents=True)
+    (run / "samples_toy_2026-01-01T00-00-00.000000.jsonl").write_text(json.dumps(line) + "\n")
+    message = one_error(cli("ingest", "lm-eval", tmp_path / "runs"))
+    assert "line 1: non-finite score token_f1=nan" in message

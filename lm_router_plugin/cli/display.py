@@ -313,6 +313,12 @@ def print_evaluation(result: Any) -> None:
     click.echo(f"strict leave-one-task-out over {result.n_tasks} tasks, {result.n_models} "
                f"models (embedder {result.settings['embedder']}, predictor "
                f"{result.settings['predictor']})")
+    score = result.settings.get("target") == "score"
+    if score:
+        click.echo("--target score: acc (and half, 95% CI) = the chosen model's mean metric "
+                   "value normalised 0-1 per metric (1 = the metric's best value in the "
+                   "store), not an accuracy; the metric's own units are listed below the "
+                   "table (raw)")
     header = (f"{'row':<22} {'acc':>6} {'±std':>6} {'95% CI':>13} {'half':>6} {'gap':>6} "
               f"{'gap½':>6} {'W/T/L':>11} {'ratio':>6} {'pear':>6} {'spear':>6} {'%BMA':>5} "
               f"{'params':>7} {'rank':>5}")
@@ -336,13 +342,22 @@ def print_evaluation(result: Any) -> None:
                    f"{fmt(row['ratio_to_best'], 6)} {fmt(row['pearson'], 6)} "
                    f"{fmt(row['spearman'], 6)} {fmt(row['pct_bma'], 5, '.2f')} "
                    f"{params_text:>7} {fmt(row['rank'], 5, '.2f')}")
-    click.echo(f"\ncorrectness predictors on held-out tasks: accuracy "
-               f"{result.predictor_accuracy:.3f}; kernel-smoothed p: MAE {result.p_mae:.3f}")
+    if score:
+        click.echo("\nraw (each row's mean over tasks of the chosen model's mean value, in "
+                   "each metric's own units):")
+        for name, row in result.rows.items():
+            by_metric = row.get("acc_raw_by_metric") or {}
+            click.echo(f"  {name:<22} " + ", ".join(
+                f"{metric} {fmt(value, 0, '.4g')}" for metric, value in by_metric.items()))
+    else:
+        click.echo(f"\ncorrectness predictors on held-out tasks: accuracy "
+                   f"{result.predictor_accuracy:.3f}; kernel-smoothed p: MAE "
+                   f"{result.p_mae:.3f}")
     for entry in result.alpha_sweep:
         what = (f"alpha {entry['alpha']:g}" if entry.get("alpha") is not None
                 else f"{entry['labels']} labels")
-        click.echo(f"{what}: {entry['mean_labels']:.1f} labels per task on average, "
-                   f"predictor accuracy {entry['predictor_accuracy']:.3f}")
+        click.echo(f"{what}: {entry['mean_labels']:.1f} labels per task on average" + (
+            "" if score else f", predictor accuracy {entry['predictor_accuracy']:.3f}"))
     _print_uncertainty(result.uncertainty)
     click.echo("\n" + EVALUATE_LEGEND)
 

@@ -334,7 +334,7 @@ class _HeldOut:
         # g of every input from a fit without its own task = the held-out task's g.
         self.g_held = checked_g(self.predictor.predict_left_out(
             X, Y, task_of, np.arange(len(X)), neighbors=self.neighbors), len(X), Y.shape[1],
-            self.predictor)
+            self.predictor, Y)
         self._calibrations: dict[int, Calibration] = {}
         self.margins: dict[int, float] = {}  # target "score": route's margin without task d
         # the stacked switch's task-level S1 (task_k > 0): one search, every task's value
@@ -354,7 +354,7 @@ class _HeldOut:
             sim = np.full((len(self.X), r.kappa), -np.inf, dtype=np.float32)
             g[rows] = checked_g(self.predictor.predict_left_out(
                 self.X, self.Y, self.task_of, rows, exclude=[d], neighbors=self.neighbors),
-                len(rows), self.Y.shape[1], self.predictor)
+                len(rows), self.Y.shape[1], self.predictor, self.Y)
             found = self.neighbors.query(rows, [d])[1][:, :r.kappa]
             sim[rows, :found.shape[1]] = found  # a pool smaller than kappa: -inf padded
             self._calibrations[d] = calibrate(self.task_of, self.Y, g, sim, r.t, self.D,
@@ -545,7 +545,8 @@ class _TaskScorer:
         if self.compare_to is not None and not np.isnan(acc[self.compare_to]):
             out["compare_to"] = self._record(self.compare_to, acc, np.ones_like(allowed), bma,
                                              None, half_acc)
-        has = allowed & ~np.isnan(thresholded_accuracy(g, y, r.t))
+        # (target "score": g > t against y == 1 means nothing for metric values: not given)
+        has = allowed & ~np.isnan(thresholded_accuracy(g, y, r.t)) & (r.target != "score")
         out["predictor_accuracy"] = float(np.mean(p_true[has])) if has.any() else math.nan
         out["p_mae"] = float(np.mean(np.abs(est.p - p_true)[has])) if has.any() else math.nan
         out["scores"] = {m: {"s1": float(est.s1[i]), "s2": float(est.s2[i]),
@@ -570,7 +571,7 @@ class _TaskScorer:
         cal = ev.calibration_without(d)
         g = checked_g(ev.predictor.predict_left_out(ev.X, ev.Y, ev.task_of, rest, extra=lab,
                                                     neighbors=ev.neighbors),
-                      len(rest), ev.Y.shape[1], ev.predictor)
+                      len(rest), ev.Y.shape[1], ev.predictor, ev.Y)
         y_rest = ev.Y[rest]
         acc = quiet_nanmean(y_rest)
         acc_lab = quiet_nanmean(ev.Y[lab])  # nan for a model without labels here
@@ -595,7 +596,7 @@ class _TaskScorer:
         oracle = argmax_with_ties(np.where(allowed, acc, -np.inf), cal.mean_accuracy)
         out["oracle"] = self._record(oracle, acc, allowed, bma, None, None)
         out["oracle"]["acc_half"] = oracle_half
-        out["predictor_accuracy"] = float(np.nanmean(
+        out["predictor_accuracy"] = math.nan if r.target == "score" else float(np.nanmean(
             thresholded_accuracy(g, y_rest, r.t)[allowed]))
         # how honest the stated uncertainty is with these labels (the label posterior of
         # recommend's report, the stacked switch's P and expected gain)

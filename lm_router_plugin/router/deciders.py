@@ -308,7 +308,11 @@ class StackedSwitch(Decider):
         else:
             verb = ("above the threshold: switched to it" if not fallback else
                     "not above the threshold: kept the best model on average")
-            text = (f"{top} is predicted {float(gain[best]):+.3f} above {avg} (P(it is "
+            # (target "score": the gain on the normalised scale, the switch's own; the
+            # table shows it in the metric's units where the store holds one metric)
+            unit = (" (normalised 0-1 value)"
+                    if getattr(view.settings, "target", "correct") == "score" else "")
+            text = (f"{top} is predicted {float(gain[best]):+.3f}{unit} above {avg} (P(it is "
                     f"better) = {p:.2f}), {verb} (stacked switch: {switch.describe()})")
         if view.n_labels and switch.n_labels:
             text += f"; with {view.n_labels} labelled docs"

@@ -19,6 +19,7 @@ each the same [0, 1] range (docs/raw-metrics.md).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,6 +30,8 @@ import pandas as pd
 
 from ..errors import InvalidParameterError, LMRouterError, SchemaError
 from ..store.schema import CORRECT, INPUT_TEXT, KEY, METRIC, SCORE, THRESHOLD
+
+logger = logging.getLogger(__name__)
 
 #: What the router learns: 0/1 correctness (ingest's thresholds) or the raw metric values.
 TARGETS = ("correct", "score")
@@ -313,7 +316,14 @@ def _score_values(table: pd.DataFrame, thresholds: Any, scale_without: str | Non
     if scale_without is not None:
         others = (table["task"] != scale_without).to_numpy()
         lo_o, hi_o = _metric_range(metric_code[others], raw[others], len(names))
-        seen = np.isfinite(lo_o)
+        # a metric the other tasks hold with one value only gives no scale to place the
+        # task's values on (all would map to 0.5, every model alike): then the whole range
+        # (the task's own values set it: the one case they do; docs/raw-metrics.md)
+        seen = np.isfinite(lo_o) & (hi_o > lo_o)
+        for j in np.flatnonzero(np.isfinite(lo_o) & (hi_o == lo_o) & (hi > lo)):
+            logger.info("--target score: the tasks other than %s hold metric %s with one "
+                        "value only (%g); its range is taken with that task's values",
+                        scale_without, names[j], lo_o[j])
         lo, hi = np.where(seen, lo_o, lo), np.where(seen, hi_o, hi)
     scales = {m: ScoreScale(m, float(lo[j]), float(hi[j]), direction[m])
               for j, m in enumerate(names) if present[j]}

@@ -90,7 +90,7 @@ class CorrectnessPredictor(ABC):
             where = groups[rows] == group
             model = self.clone().fit(X[train], Y[train])
             out[where] = checked_g(model.predict_proba(X[rows[where]]), int(where.sum()),
-                                   Y.shape[1], self)
+                                   Y.shape[1], self, Y)
         return out
 
     def use_index(self, index) -> None:
@@ -204,9 +204,11 @@ class KNNPredictor(CorrectnessPredictor):
                             np.broadcast_to(prior, count.shape))
 
 
-def checked_g(g: Any, n: int, M: int, predictor: object) -> np.ndarray:
+def checked_g(g: Any, n: int, M: int, predictor: object, *Ys: np.ndarray) -> np.ndarray:
     """A predictor's g as an (n, M) float array, checked against the contract: values in
-    [0, 1] or nan (no neighbour with a result), and not nan everywhere.
+    [0, 1] or nan (no neighbour with a result), and not nan everywhere. ``Ys``: the targets
+    it was fitted on, where they may leave [0, 1] (target "score": a held-out task or labels
+    beyond the scale of the reference tasks): g may then reach as far as they do.
 
     Raises:
         PluginOutputError: another shape or type, values outside [0, 1], or no prediction at
@@ -221,9 +223,16 @@ def checked_g(g: Any, n: int, M: int, predictor: object) -> np.ndarray:
         raise PluginOutputError(f"{who} returned g of shape {out.shape}, expected ({n}, {M}): "
                                 "one row per input, one column per model")
     finite = np.isfinite(out)
-    if np.isinf(out).any() or (finite.any() and (out[finite].min() < 0
-                                                   or out[finite].max() > 1)):
-        raise PluginOutputError(f"{who} returned g outside [0, 1] (from "
+    lo, hi = 0.0, 1.0
+    for Y in Ys:
+        seen = np.asarray(Y, dtype=float)
+        seen = seen[np.isfinite(seen)]
+        if seen.size:
+            lo, hi = min(lo, float(seen.min())), max(hi, float(seen.max()))
+    eps = 1e-6 * max(1.0, hi - lo)  # float32 targets, float64 averages
+    if np.isinf(out).any() or (finite.any() and (out[finite].min() < lo - eps
+                                                   or out[finite].max() > hi + eps)):
+        raise PluginOutputError(f"{who} returned g outside [{lo:g}, {hi:g}] (from "
                                 f"{np.nanmin(out):g} to {np.nanmax(out):g}): g is a "
                                 "predicted P(correct) (or normalised value)")
     if out.size and not finite.any():

@@ -228,7 +228,7 @@ class Router:
                                      else "numpy")
         self.loo_g_ = checked_g(self.predictor_.predict_left_out(
             X, self.Y_, self.task_of_, np.arange(len(X)), neighbors=neighbors),
-            len(X), self.Y_.shape[1], self.predictor_)
+            len(X), self.Y_.shape[1], self.predictor_, self.Y_)
         self.calibration_ = calibrate(self.task_of_, self.Y_, self.loo_g_,
                                       neighbors.sim[:, :self.kappa], self.t,
                                       len(self.task_names_))
@@ -338,7 +338,7 @@ class Router:
         in-task inputs to the predictor's pool (a refit on the pool plus them); checked
         against the predictor contract (predictors.checked_g)."""
         return checked_g(self._predict(Q, labeled, searched), len(Q), len(self.models_),
-                         self.predictor_)
+                         self.predictor_, self.Y_, *([] if labeled is None else [labeled[1]]))
 
     def _predict(self, Q: np.ndarray, labeled: tuple[np.ndarray, np.ndarray] | None,
                  searched: np.ndarray | None) -> np.ndarray:
@@ -469,6 +469,11 @@ class Router:
             from ..task.labels import stack_gain_verdict
 
             gains, verdict = stack_gain_verdict(self, allowed, len(lab_docs))
+        elif decision.decided_by == "bma":  # a rule that keeps BMA whatever the labels say
+            gains = {n: 0.0 for n in gains}
+            verdict = ("more labels cannot change this choice: with "
+                       f"{view.n_reference_tasks} reference tasks the best model on average is "
+                       "kept whatever they say (see why)")
         rec = Recommendation(
             task=task, n_inputs=len(view.g), u=view.u, choice=models[decision.choice],
             bma=models[decision.bma], fallback=decision.fallback,
@@ -562,8 +567,15 @@ class Router:
                                     f"store does not hold (it has {', '.join(sorted(scales))}):"
                                     " --target score has no scale for it")
             at = out.index.get_indexer(rows)
-            values[at] = scales[str(metric)].normalise(
-                pd.to_numeric(out.loc[rows, SCORE], errors="coerce").to_numpy(float))
+            scale = scales[str(metric)]
+            raw = pd.to_numeric(out.loc[rows, SCORE], errors="coerce").to_numpy(float)
+            if scale.hi == scale.lo and np.any(np.isfinite(raw) & (raw != scale.lo)):
+                origin = out.loc[rows].get("origin", pd.Series(["--labeled"])).iloc[0]
+                raise LMRouterError(f"{origin}: --labeled rows of metric '{metric}' take other "
+                                    f"values than its one value in the store ({scale.lo:g}): "
+                                    "with no range there is no scale to place them on; "
+                                    "use --target correct, or ingest results that vary")
+            values[at] = scale.normalise(raw)
         out["correct"] = values
         return out
 
