@@ -19,14 +19,15 @@ Reproduce (the store must already hold the table and the MiniLM embeddings, e.g.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from lm_router_plugin.embedding.embedders import SentenceTransformerEmbedder, embed_texts
 from lm_router_plugin.evaluation.protocol import evaluate, read_side_table, regroup_tasks
 from lm_router_plugin.router.pool import build_pool
 from lm_router_plugin.router.router import Router
@@ -73,7 +74,8 @@ def main() -> None:
     parser.add_argument("--store", required=True)
     parser.add_argument("--tasks-file", default=str(SHARED / "instances.tsv.gz"))
     parser.add_argument("--tasks-by", default="src", help="src (91 tasks) or category (14)")
-    parser.add_argument("--embedder", default=None)
+    parser.add_argument("--embedder", default=None,
+                        help="as lm-router's --embedder (default MiniLM; e.g. static)")
     args = parser.parse_args()
 
     store = Store(args.store)
@@ -82,8 +84,10 @@ def main() -> None:
         table = regroup_tasks(table, "src", read_side_table(args.tasks_file))
     pool = build_pool(table)
     t0 = time.perf_counter()
-    X = embed_texts(pool.texts, SentenceTransformerEmbedder(args.embedder), store)
-    print(f"embeddings from the cache: {X.shape} in {time.perf_counter() - t0:.1f} s")
+    # the package's own embedder resolution (names, static, paths), cached in the store
+    X, embedder_id = Router(embedder=args.embedder).reference_embeddings(pool, store, None)
+    print(f"embeddings ({embedder_id}) from the cache: {X.shape} in "
+          f"{time.perf_counter() - t0:.1f} s")
     D = len(pool.task_names)
 
     t0 = time.perf_counter()
@@ -100,7 +104,8 @@ def main() -> None:
     full = time.perf_counter() - t0
 
     print(f"python {platform.python_version()}, numpy {np.__version__}, "
-          f"{platform.machine()}, cores: 2 (shared)")
+          f"{platform.platform()} ({platform.machine()}), os.cpu_count() {os.cpu_count()}, "
+          f"load average {os.getloadavg()[0]:.1f}")
     print(f"tasks {D}, models {len(pool.models)}, reference inputs {len(X)}")
     print(f"strict evaluate, alpha 0:                 {ours:8.2f} s")
     print(f"refit a Router per held-out task (all {D}): {baseline:8.2f} s")
@@ -109,7 +114,8 @@ def main() -> None:
     print(f"speed-up over the refit loop:             {baseline / ours:8.1f}x  (target >= 10x)")
     print(f"full sweep (6 alphas + 4 label counts, 10 repeats, bootstrap): {full:8.2f} s "
           "(target < 300 s)")
-    print("reproduce: python " + " ".join(sys.argv))
+    print("reproduce: python bench/bench_evaluate.py "
+          + " ".join(shlex.quote(a) for a in sys.argv[1:]))
 
 
 if __name__ == "__main__":

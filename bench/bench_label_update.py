@@ -75,6 +75,10 @@ def main() -> None:
     except ValueError:
         parser.error(f"--sizes {args.sizes!r}: give MODELSxTASKS pairs of integers >= 2, "
                      "e.g. 78x34,1000x100")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from benchinfo import print_header
+
+    print_header()
     before = stacking_before()
     rules = {"before": before.fit_switch, "new": stacking.fit_switch}
     for M, D in sizes:

@@ -216,12 +216,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per phase")
     ap.add_argument("--keep", action="store_true", help="keep the stores")
     ap.add_argument("--order", default="local,ray,ray-warm",
-                    help="the phases in the order they run (ratios are to local either way)")
+                    help="the phases in the order they run, comma-separated, from "
+                         f"{', '.join(PHASES)}; must include local (the ratios are to it)")
     args = ap.parse_args(argv)
+    order = [p.strip() for p in args.order.split(",") if p.strip()]
+    unknown = [p for p in order if p not in PHASES]
+    if unknown or "local" not in order or len(set(order)) != len(order):
+        ap.error(f"--order {args.order!r}: give distinct phases from {', '.join(PHASES)}, "
+                 "local among them (the ratios are to local)"
+                 + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
     if args.phase:
         print(json.dumps(run_phase(args.phase, Path(args.data), Path(args.store), args.cpus,
                                    args.adapter)))
         return 0
+    sys.path.insert(0, str(HERE))
+    from benchinfo import print_header
+
+    print_header(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.cpus} CPUs, "
@@ -235,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         data = (generate_helm(work, args.helm, args.helm_repeat) if args.helm
                 else generate(work, models, args.tasks, args.docs))
         done = {}
-        for phase in args.order.split(","):
+        for phase in order:
             done[phase] = _phase_process(phase, data, work / f"store-{phase}", args.cpus,
                                          args.timeout, adapter)
             done[phase]["load_end"] = round(os.getloadavg()[0], 1)

@@ -14,18 +14,19 @@
    (c) bare numpy ``Q @ X.T`` + ``argpartition`` + the vote (the floor).
    ``Router.recommend(embeddings=Q)`` (top-19 search for u, S1-S3, p and the fallback test)
    is timed too. Nothing is extrapolated: every figure is a measured median of --repeats.
-2. Memory at 1,000,000 references of dim 384, 30 models: a real fit there takes hours on
-   2 cores (the calibration searches every reference against all others), so the largest
+2. Memory at 1,000,000 references of dim 384, 30 models: a real fit there takes far longer
+   (the calibration searches every reference against all others: 100x the pairs), so the largest
    real fit is the one of part 1 (its peak RSS is measured). For 1M, a router folder with
-   every array at the shape and dtype a real fit gives (values synthetic, not calibrated) is
-   written with ``persistence.save_router``; a fresh subprocess then runs ``load_router``
+   every array at the shape and dtype a real fit gives (values synthetic, not calibrated;
+   the default ``Router(task_k=200)``'s task-level S1 included) is written with
+   ``persistence.save_router``; a fresh subprocess then runs ``load_router``
    (everything it loads and rebuilds) + ``recommend`` + ``route`` on 1,000 prompts; its
    peak RSS (VmHWM) is reported.
 
 Synthetic data: unit vectors clustered by task, labels Bernoulli(skill of model on task);
 all seeds fixed. Run from the repository root:
 
-    python bench/bench_router.py                      # full run (~20 min on 2 loaded cores)
+    python bench/bench_router.py                      # full run (~2 min on 2 cores, 2026-12-07)
     python bench/bench_router.py --n-ref 20000 --n-big 100000   # quick look
     python bench/bench_router.py --index exact    # the router's search without faiss
 
@@ -214,7 +215,10 @@ def child_save(args) -> None:
         u=rng.uniform(0.3, 0.9, D), p=rng.uniform(0.4, 0.9, (D, M)), accuracy=task_acc,
         included=np.ones(D, dtype=bool), mean_accuracy=task_acc.mean(0),
         s1=rng.uniform(0.3, 0.9, (D, M)), residual_cov=np.eye(M) * 0.2,
-        s2=rng.uniform(0.0, 1.0, (D, M)), n=np.bincount(task_of, minlength=D).astype(np.int64))
+        s2=rng.uniform(0.0, 1.0, (D, M)), n=np.bincount(task_of, minlength=D).astype(np.int64),
+        # the task-level S1 (Router(task_k=200), the default): (H, D, M) per bandwidth
+        task_s1=rng.uniform(0.3, 0.9, (len(small.calibration_.task_bandwidths), D, M)),
+        task_bandwidths=small.calibration_.task_bandwidths.copy())
     router.models_ = [f"model_{m:02d}" for m in range(M)]
     router.task_names_ = [f"task_{d:03d}" for d in range(D)]
     router.instance_ids_ = [f"{i:07d}" for i in range(n)]
@@ -224,7 +228,9 @@ def child_save(args) -> None:
         assert real.dtype == ours.dtype and real.shape[1:] == ours.shape[1:], name
     for name in _CALIBRATION:  # every field save_router writes
         real, ours = getattr(small.calibration_, name), getattr(router.calibration_, name)
+        assert real is not None and ours is not None, name  # task_k > 0: all are set
         assert real.dtype == ours.dtype and real.ndim == ours.ndim, name
+    assert router.task_k == small.task_k > 0  # recommend computes the task-level S1 too
     save_router(router, Path(args.state_dir) / "router")
     np.save(Path(args.state_dir) / "Q.npy", queries(X, task_of, args.n_query, args.seed))
 
@@ -246,7 +252,8 @@ def child_load(args) -> None:
     print(json.dumps({"load_s": t_load, "rss_loaded": rss_loaded, "peak_loaded": peak_loaded,
                       "recommend_s": t_rec, "route_s": t_route, "peak": peak_rss(),
                       "choice": rec.choice,
-                      "arrays_bytes": sum(getattr(router, n).nbytes for n in ("X_", "Y_", "task_of_", "loo_g_"))}))
+                      "arrays_bytes": sum(getattr(router, n).nbytes
+                                          for n in ("X_", "Y_", "task_of_", "loo_g_"))}))
 
 
 def main() -> None:

@@ -8,16 +8,22 @@ baseline doing the same work in the same run:
   processes, that extracts the same fields (task, doc_id, model, prompt, score, prompt_hash)
   into one dictionary-encoded Arrow table - no validation, no thresholds, no instance-text
   rule, no merge, no store;
-- fit vs the numpy core of the fit on the same embeddings: blocked X @ X.T, leave-own-task-
-  out top-kappa by argpartition, g = mean of Y over the k nearest, u, per-task p and
-  accuracy (no table, no pool building, no saving);
+- fit (``fit_or_load``: the default ``Router(task_k=200)``) vs the numpy core of the same
+  fit on the same embeddings: blocked X @ X.T, each row's 200 nearest rows outside its own
+  task by argpartition, g = mean of Y over the k = 5 nearest, u over the 19 nearest,
+  per-task p and accuracy, and the task-level S1 (kernel averages over the 200 nearest at 6
+  bandwidths, per task); no table, no pool building, no saving. Its arrays are compared
+  with the saved router's (max absolute differences printed);
 - recommend vs numpy on the same query embeddings: Q @ X.T, top-k, g, S1/S2 per model,
-  argmax. The CLI's wall time (a fresh ``lm-router recommend`` process: imports, router
-  load, cached prompt embeddings) is reported too.
+  argmax (``Router.recommend`` also computes S3, the task-level S1 of the new task, the
+  stacked switch and the label posterior: not a same-work ratio).
+  The CLI's wall time (a fresh ``lm-router recommend`` process: imports, router load,
+  cached prompt embeddings) is reported too.
 
 Then the same for fewer models (--sweep-models, subsets of the model folders) and fewer
 docs (--sweep-docs, a second generated folder), to show what grows with models and what
-with prompts.
+with prompts. By default the sweeps are 1/4 and 1/2 of the models and 1/2 of the docs of
+the main run; sizes at or above the main run's are skipped (with a message).
 
     python bench/bench_scale.py --data /work/scratch/synth-1000x20x500 --work /work/scratch/bs
     python bench/bench_scale.py --models 20 --tasks 4 --docs 50 --work /tmp/bs   # quick
@@ -160,45 +166,144 @@ def phase_fit(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     router = fit_or_load(store, embedder="static")
     wall = time.perf_counter() - start
-    return {"wall_s": round(wall, 2), "instances": int(router.X_.shape[0]),
+    return {"wall_s": round(wall, 3), "instances": int(router.X_.shape[0]),
             "models": len(router.models_), **_usage()}
 
 
+#: The task-level S1's bandwidths (router/task_level.py BANDWIDTHS), written out here: the
+#: baseline's core uses nothing of the package; phase fit_baseline checks they are the fit's.
+BASELINE_BANDWIDTHS = (0.01, 0.02, 0.05, 0.1, 0.2, float("inf"))
+
+
 def _numpy_fit(X, Y, task_of, k: int = 5, kappa: int = 19, t: float = 0.5,
-               block: int = 2048):
-    """The numpy core of a fit: leave-own-task-out kNN g, u and per-task p / accuracy."""
+               task_k: int = 200, bandwidths=BASELINE_BANDWIDTHS, block: int = 1024):
+    """The numpy core of a fit, the same work as ``Router(task_k=200).fit`` on the same
+    arrays: per reference row its ``max(k, kappa, task_k)`` nearest rows outside its own task
+    (blocked X @ X.T, argpartition, sort), g = mean label of the k nearest, u from the kappa
+    nearest; per task p and accuracy; and the task-level S1 (H, D, M): per bandwidth h the
+    mean over the task's rows of sum_j w_j y_j / sum_j w_j over their task_k nearest, w_j =
+    exp((sim_j - 1) / h) (h = inf: 1). With every label present that average is linear in
+    Y, so it is summed as one (H D, n) weight matrix times Y; with missing labels each row's
+    neighbours' labels are gathered (rows, task_k, M)."""
     import numpy as np
 
-    n = len(X)
+    n, M = Y.shape
+    D = int(task_of.max()) + 1
+    H = len(bandwidths)
+    K = min(max(k, kappa, task_k), n - 1)
+    kt = min(task_k, K)
+    complete = not np.isnan(Y).any()
     g = np.empty(Y.shape, np.float32)
-    u_rows = np.empty(n, np.float32)
-    Y0 = np.nan_to_num(Y, nan=0.0)
+    u_rows = np.empty(n, np.float64)
+    Y0 = np.nan_to_num(Y, nan=0.0).astype(np.float32)
     have = (~np.isnan(Y)).astype(np.float32)
+    # a model's mean label over the rows outside each task (g without labelled neighbours)
+    label_sum = np.stack([Y0[task_of == d].sum(0) for d in range(D)])
+    label_n = np.stack([have[task_of == d].sum(0) for d in range(D)])
+    prior = ((label_sum.sum(0) - label_sum) / np.maximum(label_n.sum(0) - label_n, 1)
+             ).astype(np.float32)
+    # complete labels: task d's weight on reference row j, per bandwidth (H D n floats)
+    weight = np.zeros((H, D, n)) if complete and kt else None
+    sums, counts = np.zeros((H, D, M)), np.zeros((H, D, M))  # missing labels
     for s in range(0, n, block):
         sim = X[s:s + block] @ X.T
-        sim[task_of[s:s + block, None] == task_of[None, :]] = -np.inf
-        top = np.argpartition(-sim, kappa, axis=1)[:, :kappa]
+        rows_task = task_of[s:s + block]
+        sim[rows_task[:, None] == task_of[None, :]] = -np.inf
+        top = np.argpartition(-sim, K - 1, axis=1)[:, :K]
         top_sim = np.take_along_axis(sim, top, 1)
-        order = np.argsort(-top_sim, axis=1)
+        order = np.argsort(-top_sim, axis=1, kind="stable")
         top, top_sim = np.take_along_axis(top, order, 1), np.take_along_axis(top_sim, order, 1)
         near = top[:, :k]
-        g[s:s + block] = Y0[near].sum(1) / np.maximum(have[near].sum(1), 1)
-        u_rows[s:s + block] = 1 - top_sim.mean(1)
-    tasks = np.unique(task_of)
-    p = np.empty((len(tasks), Y.shape[1]))
-    acc = np.empty_like(p)
-    for i, d in enumerate(tasks):
+        count = have[near].sum(1)
+        g[s:s + block] = np.where(count > 0, Y0[near].sum(1) / np.maximum(count, 1),
+                                  prior[rows_task])  # no labelled neighbour: the prior
+        close = top_sim[:, :kappa]
+        finite = np.isfinite(close)
+        u_rows[s:s + block] = (np.where(finite, 1.0 - close, 0.0).sum(1)
+                               / np.maximum(finite.sum(1), 1))
+        if not kt:
+            continue
+        idx, ksim = top[:, :kt], top_sim[:, :kt].astype(np.float64)
+        valid = np.isfinite(ksim)
+        shifted = np.where(valid, ksim - ksim[:, :1], 0.0)  # the row's best: no underflow
+        w = np.stack([valid.astype(np.float64) if np.isinf(h)
+                      else np.where(valid, np.exp(shifted / h), 0.0)
+                      for h in bandwidths])  # (H, b, kt)
+        if complete:
+            w /= w.sum(2, keepdims=True)
+            flat = (rows_task[:, None] * n + idx).ravel()  # (task, reference row)
+            for j in range(H):  # add each row's normalised weights to its task's row
+                weight[j] += np.bincount(flat, weights=w[j].ravel(),
+                                         minlength=D * n).reshape(D, n)
+            continue
+        for r0 in range(0, len(idx), 64):  # (64, kt, M) gathered labels at a time
+            i = idx[r0:r0 + 64]
+            ww = w[:, r0:r0 + 64].transpose(1, 0, 2)  # (b, H, kt)
+            num, den = np.matmul(ww, Y0[i]), np.matmul(ww, have[i])
+            est = np.divide(num, den, out=np.full(num.shape, np.nan), where=den > 0)
+            has = ~np.isnan(est)
+            onehot = np.zeros((D, len(i)))
+            onehot[rows_task[r0:r0 + 64], np.arange(len(i))] = 1.0
+            sums += np.einsum("dr,rhm->hdm", onehot, np.where(has, est, 0.0))
+            counts += np.einsum("dr,rhm->hdm", onehot, has.astype(np.float64))
+    if kt and complete:
+        rows_per_task = np.bincount(task_of, minlength=D).astype(np.float64)
+        sums = (weight.reshape(H * D, n) @ Y0.astype(np.float64)).reshape(H, D, M)
+        counts = np.broadcast_to(rows_per_task[None, :, None], (H, D, M))
+    task_s1 = (np.divide(sums, counts, out=np.full((H, D, M), np.nan), where=counts > 0.5)
+               if kt else None)
+    u = np.full(D, np.nan)
+    p = np.full((D, M), np.nan)
+    acc = np.full((D, M), np.nan)
+    for d in range(D):
         rows = task_of == d
-        p[i] = np.nanmean((g[rows] > t) == (Y[rows] > 0.5), axis=0)
-        acc[i] = np.nanmean(Y[rows], axis=0)
-    return g, u_rows, p, acc
+        if not rows.any():
+            continue
+        u[d] = u_rows[rows].mean()
+        has = ~np.isnan(Y[rows])
+        p[d] = (((g[rows] > t) == (Y[rows] == 1)) & has).sum(0) / np.maximum(has.sum(0), 1)
+        acc[d] = np.nanmean(Y[rows], axis=0)
+    return {"g": g, "u": u, "p": p, "accuracy": acc, "task_s1": task_s1}
+
+
+def _compare_with_router(store_dir: str, pool, core: dict) -> dict:
+    """How close the baseline's arrays are to the fitted router's (saved by phase fit):
+    max absolute differences, nan-aware (ties between equally similar rows may order
+    neighbours differently; everything else is the same arithmetic)."""
+    import numpy as np
+
+    from lm_router_plugin.router.persistence import fit_or_load
+    from lm_router_plugin.store.store import Store
+
+    router = fit_or_load(Store(store_dir), embedder="static")  # loaded, not fitted
+    cal = router.calibration_
+    if list(router.instance_ids_) != list(pool.instance_ids) or cal.task_s1 is None:
+        return {"compared": False}
+    assert tuple(cal.task_bandwidths) == BASELINE_BANDWIDTHS, cal.task_bandwidths
+
+    def diff(a, b):
+        a, b = np.asarray(a, float), np.asarray(b, float)
+        both = ~np.isnan(a) & ~np.isnan(b)
+        same_nan = bool(np.array_equal(np.isnan(a), np.isnan(b)))
+        return (float(np.abs(a[both] - b[both]).max()) if both.any() else 0.0), same_nan
+
+    out = {"compared": True}
+    for name, ours, theirs in (("g", core["g"], router.loo_g_), ("u", core["u"], cal.u),
+                               ("p", core["p"], cal.p),
+                               ("accuracy", core["accuracy"], cal.accuracy),
+                               ("task_s1", core["task_s1"], cal.task_s1)):
+        out[f"max_diff_{name}"], out[f"same_nan_{name}"] = diff(ours, theirs)
+    return out
 
 
 def phase_fit_baseline(args: argparse.Namespace) -> dict:
     _, pool, X = _pool_and_embeddings(args.store)
     start = time.perf_counter()
-    _numpy_fit(X, pool.Y, pool.task_of)
-    return {"wall_s": round(time.perf_counter() - start, 2), **_usage()}
+    core = _numpy_fit(X, pool.Y, pool.task_of)
+    wall = time.perf_counter() - start
+    usage = _usage()
+    return {"wall_s": round(wall, 3), **usage,
+            **_compare_with_router(args.store, pool, core)}
 
 
 def phase_recommend(args: argparse.Namespace) -> dict:
@@ -228,14 +333,14 @@ def phase_recommend(args: argparse.Namespace) -> dict:
     r0 = time.perf_counter()
     router.recommend(embeddings=Q, model_info=store.read_models())
     router_only = time.perf_counter() - r0
-    return {"wall_s": round(wall, 2), "router_recommend_s": round(router_only, 3),
-            "baseline_s": round(base, 3), "prompts": len(texts), "models": len(router.models_),
+    return {"wall_s": round(wall, 2), "router_recommend_s": round(router_only, 4),
+            "baseline_s": round(base, 4), "prompts": len(texts), "models": len(router.models_),
             "choice": rec.choice, **_usage()}
 
 
-PHASES = {"ingest": phase_ingest, "reingest": phase_reingest, "ingest_baseline": phase_ingest_baseline,
-          "embed": phase_embed, "fit": phase_fit, "fit_baseline": phase_fit_baseline,
-          "recommend": phase_recommend}
+PHASES = {"ingest": phase_ingest, "reingest": phase_reingest,
+          "ingest_baseline": phase_ingest_baseline, "embed": phase_embed, "fit": phase_fit,
+          "fit_baseline": phase_fit_baseline, "recommend": phase_recommend}
 
 
 def run_phase(name: str, **kw) -> dict:
@@ -300,6 +405,22 @@ def scenario(label: str, data: Path, work: Path, n_models: int | None, prompts: 
     return out
 
 
+def _sweep(text: str | None, full: int, shares: tuple[float, ...], what: str) -> list[int]:
+    """The sweep's sizes: ``text`` (comma list; '' none) or ``shares`` of the full size;
+    sizes at or above ``full`` (the main run) are skipped, with a message."""
+    if text is None:
+        sizes = sorted({max(1, int(full * share)) for share in shares})
+        print(f"# sweep {what}: {', '.join(map(str, sizes)) or 'none'} "
+              f"({' and '.join(f'{share:g}' for share in shares)} of the main run's {full})")
+    else:
+        sizes = [int(x) for x in text.split(",") if x.strip()]
+    kept = [n for n in sizes if n < full]
+    if len(kept) < len(sizes):
+        print(f"# sweep {what}: skipped {[n for n in sizes if n >= full]} (not smaller than "
+              f"the main run's {full})")
+    return kept
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--phase", choices=sorted(PHASES))
@@ -314,16 +435,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", type=int, default=1000)
     ap.add_argument("--tasks", type=int, default=20)
     ap.add_argument("--docs", type=int, default=500)
-    ap.add_argument("--sweep-models", default="250,500",
-                    help="also run with the first N model folders (comma list; '' for none)")
-    ap.add_argument("--sweep-docs", default="250",
-                    help="also run on a folder generated with N docs per task")
+    ap.add_argument("--sweep-models", default=None,
+                    help="also run with the first N model folders (comma list; '' for none; "
+                         "default: 1/4 and 1/2 of the main run's models); N >= the main "
+                         "run's models is skipped")
+    ap.add_argument("--sweep-docs", default=None,
+                    help="also run on a folder generated with N docs per task (comma list; "
+                         "'' for none; default: 1/2 of the main run's docs); N >= the main "
+                         "run's docs is skipped")
     ap.add_argument("--n-prompts", type=int, default=500)
     args = ap.parse_args(argv)
     if args.phase:
         print(json.dumps(PHASES[args.phase](args)))
         return 0
 
+    sys.path.insert(0, str(HERE))
+    from benchinfo import machine_line, print_header
+
+    print_header(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     gen = [sys.executable, str(HERE / "gen_synthetic_logs.py")]
@@ -334,20 +463,21 @@ def main(argv: list[str] | None = None) -> int:
                               str(args.tasks), "--docs", str(args.docs), "--force"], check=True)
     truth = json.loads((data / "truth.json").read_text())
     results["generate"][data.name] = {k: truth[k] for k in ("lines", "bytes", "seconds")}
+    sweep = _sweep(args.sweep_models, truth["models"], (0.25, 0.5), "models")
+    sweep_docs = _sweep(args.sweep_docs, truth["docs"], (0.5,), "docs")
     prompts = work / f"prompts-{args.n_prompts}.txt"
     write_prompts(prompts, args.n_prompts)
     results["full"] = scenario("full", data, work, None, prompts, args.workers)
-    for n in [int(x) for x in args.sweep_models.split(",") if x.strip()]:
+    for n in sweep:
         results[f"models={n}"] = scenario(f"m{n}", data, work, n, prompts, args.workers,
                                           baselines=False)
-    sweep = [int(x) for x in args.sweep_models.split(",") if x.strip()]
     if sweep:  # growing a store: all models into the store of the largest sweep's models
         n = max(sweep)
         results["grow"] = run_phase("reingest", data=data, store=work / f"store-m{n}",
                                     workers=args.workers)
         print(f"[grow] all {truth['models']} models into the {n}-model store "
               f"{results['grow']}", flush=True)
-    for n in [int(x) for x in args.sweep_docs.split(",") if x.strip()]:
+    for n in sweep_docs:
         small = work / f"synth-{truth['models']}x{truth['tasks']}x{n}"
         if not (small / "truth.json").exists():
             subprocess.run(gen + [str(small), "--models", str(truth["models"]), "--tasks",
@@ -377,21 +507,37 @@ def main(argv: list[str] | None = None) -> int:
               f"RSS parent {grow['rss_mib']} MiB")
     fit, fb = full["fit"], full["fit_baseline"]
     print(f"fit      {fit['wall_s']:7.1f} s  RSS {fit['rss_mib']} MiB  | numpy core "
-          f"{fb['wall_s']} s -> ratio {fit['wall_s'] / max(fb['wall_s'], 0.01):.2f}x")
+          f"(same work, task-level S1 included) {fb['wall_s']} s -> ratio "
+          f"{fit['wall_s'] / max(fb['wall_s'], 1e-3):.2f}x the baseline's time")
+    if fb.get("compared"):
+        print("  baseline vs the saved router, max |difference|: " + ", ".join(
+            f"{name} {fb[f'max_diff_{name}']:.1e}"
+            + ("" if fb[f"same_nan_{name}"] else " (nan differ)")
+            for name in ("g", "u", "p", "accuracy", "task_s1")))
+    else:
+        print("  baseline not compared with the router (other pool order, or task_k 0)")
     rec = full["recommend"]
     print(f"recommend {rec['prompts']} prompts x {rec['models']} models: api "
-          f"{rec['wall_s']} s, Router.recommend {rec['router_recommend_s']} s, CLI "
-          f"{full['recommend_cli_s']} s  | numpy {rec['baseline_s']} s")
-    print("\ngrowth (rows, ingest s, ingest RSS MiB, embed s, fit s, fit RSS MiB, recommend api s, CLI s):")
+          f"{rec['wall_s']} s, CLI {full['recommend_cli_s']} s; Router.recommend "
+          f"{rec['router_recommend_s']} s | numpy {rec['baseline_s']} s -> ratio "
+          f"{rec['router_recommend_s'] / max(rec['baseline_s'], 1e-4):.2f}x the baseline's "
+          f"time (the router does more: S3, task-level S1, switch, posterior)")
+    print("\ngrowth (rows, ingest s, ingest RSS MiB, embed s, fit s, fit RSS MiB, "
+          "recommend api s, CLI s):")
     for key, r in results.items():
         if key in ("generate", "grow"):
             continue
         print(f"  {key:12s} {r['ingest']['rows']:>11,} {r['ingest']['wall_s']:8.1f} "
-              f"{r['ingest']['rss_mib']:6d} {r['embed']['wall_s']:6.1f} {r['fit']['wall_s']:7.1f} "
-              f"{r['fit']['rss_mib']:6d} {r['recommend']['wall_s']:7.2f} {r['recommend_cli_s']:6.2f}")
+              f"{r['ingest']['rss_mib']:6d} {r['embed']['wall_s']:6.1f} "
+              f"{r['fit']['wall_s']:7.1f} {r['fit']['rss_mib']:6d} "
+              f"{r['recommend']['wall_s']:7.2f} {r['recommend_cli_s']:6.2f}")
+    command = (f"python bench/bench_scale.py --data {data} --work {work} --sweep-models "
+               f"'{','.join(map(str, sweep))}' --sweep-docs '{','.join(map(str, sweep_docs))}' "
+               f"--n-prompts {args.n_prompts}"
+               + (f" --workers {args.workers}" if args.workers else ""))
     print(f"\nreproduce: python bench/gen_synthetic_logs.py {data} --models {truth['models']} "
-          f"--tasks {truth['tasks']} --docs {truth['docs']} && python bench/bench_scale.py "
-          f"--data {data} --work {work}")
+          f"--tasks {truth['tasks']} --docs {truth['docs']} && {command}")
+    print(f"machine: {machine_line()}")
     (work / "results.json").write_text(json.dumps(results, indent=1))
     return 0
 

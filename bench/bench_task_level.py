@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -80,6 +82,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from benchinfo import print_header
+
+    print_header()
     table, X, Q = make_pool(args.prompts, args.models, args.tasks, args.seed)
     print(f"{args.prompts} prompts x {args.models} models, {args.tasks} tasks; new task "
           f"{len(Q)} prompts; median of {args.repeats}")

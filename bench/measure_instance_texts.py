@@ -12,14 +12,18 @@ nearest neighbour is from the same run. Only the instances the adapter reads (ma
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
-from lm_router_plugin.adapters.helm import HELMAdapter
 
+from lm_router_plugin.adapters.helm import HELMAdapter
 from lm_router_plugin.embedding.embedders import SentenceTransformerEmbedder
+
+#: ../shared/fixtures/helm_real, relative to the repository
+DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "helm_real"
 
 
 def _texts(run: Path) -> dict[str, list[str]]:
@@ -72,5 +76,11 @@ def main(root: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else
-              Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "helm_real"))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("root", nargs="?", type=Path, default=DEFAULT_ROOT,
+                        help="a folder of HELM run folders (default: "
+                             "../shared/fixtures/helm_real next to the repository)")
+    args = parser.parse_args()
+    if not args.root.is_dir():
+        sys.exit(f"measure_instance_texts.py: no such folder: {args.root}")
+    main(args.root)

@@ -3,6 +3,10 @@
     python bench/render_results.py bench/out/mmlu_pro    # reads cat14.json, src91.json, ...
     python bench/render_results.py FILE.json [FILE.json ...]
 
+A folder is read for the files it holds of cat14.json, src91.json, src91_small.json,
+src91_notop.json and routerdc*.json; a named file or folder that does not exist, or nothing
+rendered at all, exits with status 2 and a message.
+
 Rows: one per decider the JSON lists (``settings["deciders"]``: s1, s2, s3, stack and any
 plugin's), s3_true_p, moe, bma, oracle, compare_to; with labels, few_shot and every decider.
 A row absent from the JSON (e.g. an older one) is left blank or out.
@@ -10,9 +14,13 @@ A row absent from the JSON (e.g. an older one) is left blank or out.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
+
+#: the files read from a folder argument (those present), before its routerdc*.json
+FOLDER_FILES = ("cat14", "src91", "src91_small", "src91_notop")
 
 #: the deciders of a JSON written before ``settings["deciders"]`` existed
 OLD_DECIDERS = ("s1", "s2", "s3", "stack")
@@ -43,8 +51,10 @@ def params(value):
 
 
 def ci(row, key="acc_ci", spec=".3f"):
-    value = row.get(key)
-    return "" if not value else f"[{format(value[0], spec)}, {format(value[1], spec)}]"
+    value = row.get(key)  # (evaluate --json writes an undefined interval as nulls)
+    if not value or any(v is None or v != v for v in value):
+        return ""
+    return f"[{format(value[0], spec)}, {format(value[1], spec)}]"
 
 
 def main_table(data: dict) -> str:
@@ -92,15 +102,26 @@ def sweep_table(data: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                        help="an `lm-router evaluate --json` file, or a folder of them")
+    args = parser.parse_args(argv)
+    missing = [str(path) for path in args.paths if not path.exists()]
+    if missing:
+        parser.exit(2, f"render_results.py: no such file or folder: {', '.join(missing)}\n")
     paths = []
-    for arg in sys.argv[1:]:
-        path = Path(arg)
-        paths += [path / f"{n}.json" for n in ("cat14", "src91", "src91_small", "src91_notop")
-                  ] + sorted(path.glob("routerdc*.json")) if path.is_dir() else [path]
+    for path in args.paths:
+        if path.is_dir():
+            paths += [path / f"{n}.json" for n in FOLDER_FILES if (path / f"{n}.json").exists()]
+            paths += sorted(path.glob("routerdc*.json"))
+        else:
+            paths.append(path)
+    if not paths:
+        parser.exit(2, "render_results.py: nothing to render: no "
+                       f"{', '.join(n + '.json' for n in FOLDER_FILES)} or routerdc*.json in "
+                       f"{', '.join(map(str, args.paths))}\n")
     for path in paths:
-        if not path.exists():
-            continue
         data = json.loads(path.read_text())
         print(f"### {path.stem}: {data['n_tasks']} tasks, {data['n_models']} models, "
               f"embedder {data['settings']['embedder']}\n")
@@ -109,7 +130,8 @@ def main() -> None:
             print(f"Mean accuracy ± std over {data['settings']['repeats']} repeats (W/T/L vs "
                   "BMA per repeat, averaged):\n")
             print(sweep_table(data) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -127,7 +127,8 @@ def print_intervals(data: dict[str, dict], rows: list[tuple[str, str]]) -> None:
                 continue
             ci = row.get("gain_over_bma_ci")
             cells.append(f"{100 * row['gain_over_bma']:+.2f}"
-                         + (f" [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]" if ci else ""))
+                         + (f" [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]"
+                            if ci and None not in ci else ""))
         print(f"| {label} | " + " | ".join(cells) + " |")
 
 
@@ -158,14 +159,15 @@ def print_uncertainty(entries: dict[str, list[dict]], counts: list[int]) -> None
         if found:
             mean = {}
             for k in keys:  # nan where no set has a value (e.g. no switched pair)
-                values = [e[k] for e in found if e[k] == e[k]]
+                values = [e[k] for e in found if e[k] is not None and e[k] == e[k]]
                 mean[k] = float(np.mean(values)) if values else float("nan")
             mean["stack_n"] = int(sum(e["stack_n"] for e in found))
             # the stack's P and wins: pooled over the sets' switched pairs
             n = [e["stack_n"] for e in found]
             if sum(n):
                 for k in ("stack_p", "stack_won"):
-                    mean[k] = float(np.nansum([e[k] * m for e, m in zip(found, n)]) / sum(n))
+                    mean[k] = float(np.nansum([(np.nan if e[k] is None else e[k]) * m
+                                               for e, m in zip(found, n) if m]) / sum(n))
             line("mean of the sets", count, mean)
 
 
