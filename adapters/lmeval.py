@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -348,8 +349,8 @@ class LMEvalAdapter(Adapter):
 
     def _start(self) -> None:
         """Fresh per-read state."""
-        # (task, doc_id) -> [doc_hash, model, text, prompt_hash, rule]
-        self._docs: dict[tuple[str, Any], list] = {}
+        # task -> {doc_id: [doc_hash, model, text, prompt_hash, rule, instance_id]}
+        self._docs: dict[str, dict[Any, list]] = {}
         self._renderers: dict[tuple[str, str], Any] = {}  # (doc_to_text, doc_to_choice) -> renderer
         self._rules_logged: set[tuple[str, str]] = set()
         self._mismatch: dict[tuple[str, str, str], list] = {}
@@ -630,110 +631,121 @@ class LMEvalAdapter(Adapter):
         id_type: type | None = None
         n_repeated = 0
         first_repeat = ""  # where the first line with an already-read doc_id is
-        docs = self._docs
-        # (doc_id, prompt, doc, score, prompt_hash, doc_hash, multiple-input continuation)
-        pending: list[tuple[Any, str, Any, float, str, Any, str | None]] = []
-        n = 0
+        # this task's docs read so far (for earlier models): doc_id -> _DocEntry fields
+        docs = self._docs.setdefault(task, {})
+        get_doc = docs.get
+        # (doc_id, prompt, doc, score, prompt_hash, doc_hash, multiple-input continuation,
+        #  the doc's entry from an earlier model or None)
+        pending: list[tuple[Any, str, Any, float, str, Any, str | None, list | None]] = []
+        add_pending = pending.append
+        keep_doc = False  # only a rendered doc_to_text needs the doc (else it is freed now)
         index = 0
-        new_row = tuple.__new__
-        for path, lineno, rec in self._file_records(sf):
-            index += 1
-            if type(rec) is not dict:
-                raise self._bad(path, lineno, index, "expected a JSON object per sample")
-            line_filter = rec.get("filter")
-            if line_filter is not None:
-                if used_filter is None:
-                    if want_filter is None or line_filter == want_filter:
+        for part in sf.parts or (sf.path,):
+            for lineno, rec in self._records(part):
+                path = part
+                index += 1
+                if type(rec) is not dict:
+                    raise self._bad(path, lineno, index, "expected a JSON object per sample")
+                line_filter = rec.get("filter")
+                if line_filter is not None and line_filter != used_filter:
+                    if used_filter is None and (want_filter is None or line_filter == want_filter):
                         used_filter = line_filter
-                if line_filter != used_filter:
-                    other_filters.add(line_filter)
+                    else:
+                        other_filters.add(line_filter)
+                        continue
+                try:
+                    doc_id = rec["doc_id"]
+                    arguments = rec["arguments"]
+                except KeyError as exc:
+                    raise self._bad(path, lineno, index, f"missing key {exc.args[0]!r}",
+                                    "is this an lm-eval --log_samples file?") from exc
+                if type(doc_id) is not id_type:
+                    if type(doc_id) is not int and type(doc_id) is not str:
+                        got = ("null" if doc_id is None else
+                               f"a JSON {_json_type(doc_id)} {_short(doc_id)}")
+                        raise self._bad(path, lineno, index, f"doc_id must be an int or a "
+                                        f"string, got {got}",
+                                        "is this an lm-eval --log_samples file? re-run lm-eval")
+                    if id_type is None:
+                        id_type = type(doc_id)
+                    elif as_str is None:
+                        as_str = {str(d): d for d in seen}
+                if doc_id in seen:
+                    # one line per doc and filter (without a filter key: per doc); the first
+                    # wins, the others are counted and logged below
+                    n_repeated += 1
+                    if not first_repeat:
+                        first_repeat = self._where(path, lineno, index)
                     continue
-            try:
-                doc_id = rec["doc_id"]
-                arguments = rec["arguments"]
-            except KeyError as exc:
-                raise self._bad(path, lineno, index, f"missing key {exc.args[0]!r}",
-                                "is this an lm-eval --log_samples file?") from exc
-            if type(doc_id) is not id_type:
-                if type(doc_id) is not int and type(doc_id) is not str:
-                    got = ("null" if doc_id is None else
-                           f"a JSON {_json_type(doc_id)} {_short(doc_id)}")
-                    raise self._bad(path, lineno, index, f"doc_id must be an int or a string, "
-                                    f"got {got}",
-                                    "is this an lm-eval --log_samples file? re-run lm-eval")
-                if id_type is None:
-                    id_type = type(doc_id)
-                elif as_str is None:
-                    as_str = {str(d): d for d in seen}
-            if doc_id in seen:
-                # one line per doc and filter (without a filter key: per doc); the first
-                # wins, the others are counted and logged below
-                n_repeated += 1
-                if not first_repeat:
-                    first_repeat = self._where(path, lineno, index)
-                continue
-            if as_str is not None:
-                other = as_str.setdefault(str(doc_id), doc_id)
-                if other != doc_id:
-                    raise self._bad(path, lineno, index, f"doc_id {doc_id!r} and doc_id "
-                                    f"{other!r} of an earlier line give the same instance id "
-                                    f"{str(doc_id)!r}", "write every doc_id of a file as "
-                                    "an int, or every one as a string")
-            if metric is None:
-                metric = self._pick_metric(rec, task, want_metric, path, lineno, index)
+                if as_str is not None:
+                    other = as_str.setdefault(str(doc_id), doc_id)
+                    if other != doc_id:
+                        raise self._bad(path, lineno, index, f"doc_id {doc_id!r} and doc_id "
+                                        f"{other!r} of an earlier line give the same instance "
+                                        f"id {str(doc_id)!r}", "write every doc_id of a file "
+                                        "as an int, or every one as a string")
                 if metric is None:
-                    return
-                hint = hib_table.get(metric)
-                hib = hint if isinstance(hint, bool) else None
-            try:
-                value = rec[metric]
-            except KeyError as exc:
-                raise self._bad(path, lineno, index, f"missing key {metric!r} (the metric "
-                                "chosen for this task)") from exc
-            if type(value) is int:
-                score = value
-            elif isinstance(value, _SCALAR):  # float, bool, numpy-like subclasses
-                score = value if type(value) is float else float(value)
-                if not isfinite(score):  # JSON has no NaN, Parquet and numpy do
-                    raise self._bad(path, lineno, index, f"non-finite score {metric}={value!r}",
-                                    "every line of a task must carry a finite number for its "
-                                    "metric; re-run lm-eval or drop this sample")
-            else:
-                raise self._bad(path, lineno, index, f"non-numeric score {metric}={value!r}",
-                                "every line of a task must carry a number for its metric")
-            try:
-                if type(arguments) is dict:
-                    prompt = arguments["gen_args_0"]["arg_0"]
+                    metric = self._pick_metric(rec, task, want_metric, path, lineno, index)
+                    if metric is None:
+                        return
+                    hint = hib_table.get(metric)
+                    hib = hint if isinstance(hint, bool) else None
+                    keep_doc = not isinstance(self._renderer(
+                        results.configs.get(task) if results else None), str)
+                try:
+                    value = rec[metric]
+                except KeyError as exc:
+                    raise self._bad(path, lineno, index, f"missing key {metric!r} (the metric "
+                                    "chosen for this task)") from exc
+                if type(value) is int:
+                    score = value
+                elif isinstance(value, _SCALAR):  # float, bool, numpy-like subclasses
+                    score = value if type(value) is float else float(value)
+                    if not isfinite(score):  # JSON has no NaN, Parquet and numpy do
+                        raise self._bad(path, lineno, index, f"non-finite score {metric}="
+                                        f"{value!r}", "every line of a task must carry a "
+                                        "finite number for its metric; re-run lm-eval or drop "
+                                        "this sample")
                 else:
-                    prompt = arguments[0]
-                    if type(prompt) is list:
-                        prompt = prompt[0]
-            except (KeyError, IndexError, TypeError) as exc:
-                raise self._bad(path, lineno, index, "cannot read the prompt from "
-                                "'arguments' (expected gen_args_0.arg_0 or a list)") from exc
-            if type(prompt) is not str:
-                prompt = str(prompt)
-            seen.add(doc_id)
-            phash = rec.get("prompt_hash")
-            if type(phash) is not str or len(phash) != 64:
-                phash = prompt_hash(prompt)  # lm-eval < 0.4.3 logs none
-            cont = None
-            if type(arguments) is dict and "gen_args_1" in arguments:
-                first, second = arguments["gen_args_0"], arguments["gen_args_1"]
-                if type(first) is dict and type(second) is dict and \
-                        first.get("arg_0") != second.get("arg_0") and \
-                        type(first.get("arg_1")) is str and first.get("arg_1") == second.get(
-                            "arg_1"):
-                    cont = first["arg_1"]  # multiple inputs: one context per choice
-            pending.append((doc_id, prompt, rec.get("doc"), score, phash, rec.get("doc_hash"),
-                            cont))
+                    raise self._bad(path, lineno, index, f"non-numeric score {metric}={value!r}",
+                                    "every line of a task must carry a number for its metric")
+                try:
+                    if type(arguments) is dict:
+                        prompt = arguments["gen_args_0"]["arg_0"]
+                    else:
+                        prompt = arguments[0]
+                        if type(prompt) is list:
+                            prompt = prompt[0]
+                except (KeyError, IndexError, TypeError) as exc:
+                    raise self._bad(path, lineno, index, "cannot read the prompt from "
+                                    "'arguments' (expected gen_args_0.arg_0 or a list)") from exc
+                if type(prompt) is not str:
+                    prompt = str(prompt)
+                seen.add(doc_id)
+                phash = rec.get("prompt_hash")
+                if type(phash) is not str or len(phash) != 64:
+                    phash = prompt_hash(prompt)  # lm-eval < 0.4.3 logs none
+                cont = None
+                if type(arguments) is dict and "gen_args_1" in arguments:
+                    first, second = arguments["gen_args_0"], arguments["gen_args_1"]
+                    if type(first) is dict and type(second) is dict and \
+                            first.get("arg_0") != second.get("arg_0") and \
+                            type(first.get("arg_1")) is str and first.get("arg_1") == second.get(
+                                "arg_1"):
+                        cont = first["arg_1"]  # multiple inputs: one context per choice
+                add_pending((doc_id, prompt, rec.get("doc") if keep_doc else None, score, phash,
+                             rec.get("doc_hash"), cont, get_doc(doc_id)))
         # The instance texts need the whole file (the structural rule compares its prompts).
         texts, rules = self._instance_texts(task, results, pending, path)
-        for (doc_id, prompt, _doc, score, phash, doc_hash, _cont), text, rule in zip(
+        if pending:
+            self._note_model(sf)
+        # tuple.__new__ skips the namedtuple's Python-level __new__ (hot loop)
+        new_row = tuple.__new__
+        for (doc_id, _prompt, _doc, score, phash, doc_hash, _cont, entry), text, rule in zip(
                 pending, texts, rules):
-            entry = docs.get((task, doc_id))
             if entry is None:
-                docs[(task, doc_id)] = [doc_hash, model, text, phash, rule]
+                instance_id = str(doc_id)
+                docs[doc_id] = [doc_hash, model, text, phash, rule, instance_id]
             else:
                 if doc_hash != entry[0] and doc_hash is not None and entry[0] is not None:
                     self._note_mismatch(task, doc_id, entry[1], model)
@@ -741,12 +753,10 @@ class LMEvalAdapter(Adapter):
                     text = entry[2]  # share one string between models: memory
                 if phash == entry[3]:
                     phash = entry[3]
-            if n == 0:
-                self._note_model(sf)
-            n += 1
-            # tuple.__new__ skips the namedtuple's Python-level __new__ (hot loop)
-            yield new_row(Row, (SOURCE, benchmark, task, str(doc_id), text, model, metric,
+                instance_id = entry[5]
+            yield new_row(Row, (SOURCE, benchmark, task, instance_id, text, model, metric,
                                 score, hib, origin, None, phash, rule))
+        n = len(pending)
         del pending
         if n_repeated:
             # without a filter key (lm-eval before 0.4.3) each filter writes its own line:
@@ -800,17 +810,19 @@ class LMEvalAdapter(Adapter):
         config = results.configs.get(task) if results else None
         renderer = self._renderer(config)
         n = len(pending)
-        texts: list[str | None] = [None] * n
-        rules: list[str] = [""] * n
         why = renderer if isinstance(renderer, str) else ""
-        if not why:
+        if why:  # nothing to render: every sample falls back (the doc was not kept)
+            texts: list[str | None] = [None] * n
+            rules: list[str] = [""] * n
+            missing = range(n)
+        else:
+            texts, rules = [None] * n, [""] * n
             n_bad = 0
-            known = self._docs
             rule = renderer.rule
-            for i, (_id, prompt, doc, _score, _phash, doc_hash, _cont) in enumerate(pending):
+            for i, (_id, prompt, doc, _score, _phash, doc_hash, _cont, entry) in enumerate(
+                    pending):
                 if type(doc) is not dict:
                     continue
-                entry = known.get((task, _id))
                 if entry is not None and doc_hash is not None and entry[0] == doc_hash \
                         and entry[4] == rule:  # the same doc, read for another model
                     texts[i], rules[i] = entry[2], rule
@@ -829,14 +841,19 @@ class LMEvalAdapter(Adapter):
                                   "logged prompt (config and log differ)")
             if n_bad:
                 why = f"{n_bad} of {n} samples: {why}"
-        missing = [i for i in range(n) if texts[i] is None]
+            missing = [i for i in range(n) if texts[i] is None]
         if missing:
             # the same prompts read for another model: reuse its texts (same rule, same result)
-            known = self._docs
-            entries = [known.get((task, pending[i][0])) for i in missing]
-            if all(e is not None and e[3] == pending[i][4] and e[4] in (RULE_STRUCTURE, RULE_TAIL)
-                   for i, e in zip(missing, entries)):
-                for i, entry in zip(missing, entries):
+            reuse = True
+            for i in missing:
+                entry = pending[i][7]
+                if entry is None or entry[3] != pending[i][4] or (
+                        entry[4] != RULE_STRUCTURE and entry[4] != RULE_TAIL):
+                    reuse = False
+                    break
+            if reuse:
+                for i in missing:
+                    entry = pending[i][7]
                     texts[i], rules[i] = entry[2], entry[4]
                 missing = []
         if missing:
@@ -853,9 +870,7 @@ class LMEvalAdapter(Adapter):
             for i, text, rule in zip(missing, fallback, fallback_rules):
                 cont = pending[i][6]  # multiple inputs: the continuation completes the doc
                 texts[i], rules[i] = (text + cont if cont else text), rule
-        counts: dict[str, int] = {}
-        for rule in rules:
-            counts[rule] = counts.get(rule, 0) + 1
+        counts = Counter(rules)
         summary = ", ".join(f"{rule} ({count})" for rule, count in sorted(counts.items()))
         if (task, summary) not in self._rules_logged:
             self._rules_logged.add((task, summary))

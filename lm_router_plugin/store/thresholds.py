@@ -72,6 +72,19 @@ class Rule:
         correct = score > eta if self.higher_is_better else score < eta
         return (eta if self.declared or self.threshold is not None else None), int(correct)
 
+    def apply_array(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`apply` of many finite or NaN scores at once: (threshold used, NaN for
+        none; correct as int8)."""
+        eta = FALLBACK_ETA if self.threshold is None else self.threshold
+        correct = scores > eta if self.higher_is_better else scores < eta
+        recorded = eta if self.declared or self.threshold is not None else np.nan
+        threshold = np.full(len(scores), recorded, dtype=float)
+        if self.threshold is None:  # binary: a 0 or 1 is its own correctness, no eta
+            binary = (scores == 0) | (scores == 1)
+            correct[binary] = scores[binary] == 1
+            threshold[binary] = np.nan
+        return threshold, correct.astype(np.int8)
+
 
 @dataclass
 class Thresholds:
