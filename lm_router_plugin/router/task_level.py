@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .neighbors import topk_cosine
-from .scores import argmax_with_ties, quiet_nanmean
+from .scores import argmax_with_ties
 
 #: Reference inputs averaged per doc (the top-K most similar).
 DEFAULT_K = 200
@@ -39,6 +39,9 @@ SLACK = 200
 #: (2**24 float64: 128 MiB; many models mean fewer rows per block).
 ROW_BLOCK = 2048
 GATHER_FLOATS = 2**24
+#: Label patterns (the rows where a model has a result) whose task sums come from summed
+#: weights; models of rarer patterns (many models with scattered nan) get per-row estimates.
+MAX_PATTERNS = 32
 
 
 def kernel_weights(sim: np.ndarray, h: float) -> np.ndarray:
@@ -53,6 +56,23 @@ def kernel_weights(sim: np.ndarray, h: float) -> np.ndarray:
     top = np.max(np.where(valid, sim, -np.inf), axis=1, keepdims=True)
     top = np.where(np.isfinite(top), top, 0.0)
     return np.where(valid, np.exp((np.where(valid, sim, 0.0) - top) / h), 0.0)
+
+
+def _bandwidth_weights(sim: np.ndarray, bandwidths: Sequence[float]) -> np.ndarray:
+    """(H, r, K) :func:`kernel_weights` of ``sim`` (r, K) at every bandwidth, the validity
+    and the shift by the row's best similarity computed once (the same values)."""
+    sim = np.asarray(sim, dtype=np.float64)
+    valid = np.isfinite(sim)
+    top = np.max(np.where(valid, sim, -np.inf), axis=1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    shifted = np.where(valid, sim - top, -np.inf)  # no neighbour: exp(-inf) = 0
+    out = np.empty((len(bandwidths),) + sim.shape)
+    for j, h in enumerate(bandwidths):
+        if math.isinf(h):
+            out[j] = valid
+        else:
+            np.exp(np.divide(shifted, h, out=out[j]), out=out[j])
+    return out
 
 
 def kernel_estimates(idx: np.ndarray, sim: np.ndarray, Y: np.ndarray,
@@ -98,8 +118,15 @@ class TaskKernel:
     and searches again, exactly, the rows left with fewer than k (slack 0: every row that
     had a neighbour in e). ``neighbours`` = (idx, sim) (n, >= k + slack): lists already
     searched the same way (each row's nearest outside its own task, -1 / -inf padded).
-    Memory: n (k + slack) 12 bytes for the lists and, with ``keep_rows`` (what ``rows_s1``
-    and ``task_s1(e)`` read), H n M 8 bytes for the per-row estimates.
+
+    Only sums over rows are needed, so models are grouped by the rows where they have a
+    result (their label pattern; one group when Y has no nan): within a group each row's
+    estimate is linear in Y (its weights divided by their sum over the group's labelled
+    neighbours), so a task's sum is its rows' normalised weights added per reference row,
+    times Y once, O(n k H + H D n M), not every row's estimate, O(n k H M). Models of the
+    patterns beyond the MAX_PATTERNS most common get per-row estimates (kernel_estimates).
+    Memory: n (k + slack) 12 bytes for the lists and, with ``keep_rows`` (what
+    ``task_s1(e)`` reads), H n 8 bytes per model of a rare pattern for its per-row estimates.
     """
 
     def __init__(self, X: np.ndarray, Y: np.ndarray, task_of: np.ndarray, *,
@@ -121,33 +148,50 @@ class TaskKernel:
         self.deep_task = np.where(self.deep_idx >= 0,
                                   self.task_of[np.maximum(self.deep_idx, 0)], -1)
         self.k = min(k, self.deep_idx.shape[1])
-        # each row's estimate from its k nearest rows outside its own task, summed per task
-        # block by block; kept per row ((H, n, M) float64) only when leave-two-out or
-        # rows_s1 will read them
-        H, n, M = len(self.bandwidths), len(self.X), self.Y.shape[1]
-        self.base = np.empty((H, n, M)) if keep_rows else None
-        self.sums, self.counts = np.zeros((H, self.D, M)), np.zeros((H, self.D, M))
-        for r0 in range(0, n, ROW_BLOCK):
-            rows = slice(r0, r0 + ROW_BLOCK)
-            est = kernel_estimates(self.deep_idx[rows, :self.k], self.deep_sim[rows, :self.k],
-                                   self.Y, self.bandwidths)
-            add_s, add_c = _task_sums(est, self.task_of[rows], self.D)
-            self.sums += add_s
-            self.counts += add_c
-            if keep_rows:
-                self.base[:, rows] = est
+        self.keep_rows = keep_rows
+        has = ~np.isnan(self.Y)
+        # at most MAX_PATTERNS groups, fewer with many rows (a (groups, H, n) float array)
+        most = min(MAX_PATTERNS, max(1, 2 * GATHER_FLOATS // (len(self.bandwidths) * len(has))))
+        self.groups, self.known, self.rest = _label_patterns(has, most)
+        # each group's labels (nan: 0, weighed by the row's normaliser over labelled ones)
+        Y0 = self.Y if has.all() else np.where(has, self.Y, 0.0)
+        self.group_Y = [Y0 if len(g) == Y0.shape[1] else np.ascontiguousarray(Y0[:, g])
+                        for g in self.groups]
+        # each row's estimate from its k nearest rows outside its own task, summed per task;
+        # the rare patterns' per-row estimates ((H, n, len(rest))) kept for task_s1(e)
+        idx, sim = self.deep_idx[:, :self.k], self.deep_sim[:, :self.k]
+        self.sums, self.counts = self._group_sums(idx, sim, self.task_of, self.D)
+        self.rest_rows = None
+        if len(self.rest):
+            add_s, add_c, self.rest_rows = self._rest_sums(idx, sim, self.task_of, self.D,
+                                                           keep=keep_rows)
+            self.sums[:, :, self.rest] += add_s
+            self.counts[:, :, self.rest] += add_c
 
     def rows_s1(self, rows: np.ndarray) -> np.ndarray:
         """(H, M) the kernel S1 of a task made of ``rows`` (all of one task), from
         references outside that task: the mean of their rows' estimates."""
-        return quiet_nanmean(self.base[:, np.asarray(rows)], axis=1)
+        rows = np.asarray(rows)
+        if len(rows) and np.array_equal(np.sort(rows),
+                                        np.flatnonzero(self.task_of == self.task_of[rows[0]])):
+            return _ratio(self.sums, self.counts)[:, self.task_of[rows[0]]]  # the whole task
+        idx, sim = self.deep_idx[rows, :self.k], self.deep_sim[rows, :self.k]
+        one = np.zeros(len(rows), dtype=np.int64)
+        sums, counts = self._group_sums(idx, sim, one, 1)
+        if len(self.rest):
+            add_s, add_c = (_task_sums(self.rest_rows[:, rows], one, 1)
+                            if self.rest_rows is not None
+                            else self._rest_sums(idx, sim, one, 1)[:2])
+            sums[:, :, self.rest] += add_s
+            counts[:, :, self.rest] += add_c
+        return _ratio(sums, counts)[:, 0]
 
     def task_s1(self, exclude: int | None = None) -> np.ndarray:
         """(H, D, M) each task's kernel S1 from references outside it and outside task
         ``exclude`` (None: only itself); nan for the excluded task."""
         if exclude is None:
             return _ratio(self.sums, self.counts)
-        if self.base is None:
+        if not self.keep_rows:
             raise ValueError("TaskKernel(keep_rows=False) cannot leave a second task out")
         e = int(exclude)
         kk = self.k
@@ -156,14 +200,116 @@ class TaskKernel:
         if len(hit):
             idx, sim = _without_task(self.X, self.task_of, hit, e, self.deep_idx,
                                      self.deep_sim, self.deep_task, kk)
-            est = kernel_estimates(idx, sim, self.Y, self.bandwidths)
-            add_s, add_c = _task_sums(est, self.task_of[hit], self.D)
-            sub_s, sub_c = _task_sums(self.base[:, hit], self.task_of[hit], self.D)
-            sums += add_s - sub_s
-            counts += add_c - sub_c
+            tasks = self.task_of[hit]
+            grouped = np.ones(self.Y.shape[1], dtype=bool)
+            grouped[self.rest] = False
+            if 2 * len(hit) > len(self.X):  # most rows changed: sum every row again
+                all_idx, all_sim = self.deep_idx[:, :kk].copy(), self.deep_sim[:, :kk].copy()
+                all_idx[hit], all_sim[hit] = idx, sim
+                new_s, new_c = self._group_sums(all_idx, all_sim, self.task_of, self.D)
+                sums[:, :, grouped] = new_s[:, :, grouped]
+                counts[:, :, grouped] = new_c[:, :, grouped]
+            else:  # the changed rows' sums with their new lists minus with their old ones
+                add_s, add_c = self._group_sums(idx, sim, tasks, self.D)
+                sub_s, sub_c = self._group_sums(self.deep_idx[hit, :kk],
+                                                self.deep_sim[hit, :kk], tasks, self.D)
+                sums += add_s - sub_s
+                counts += add_c - sub_c
+            if len(self.rest):
+                add_s, add_c, _ = self._rest_sums(idx, sim, tasks, self.D)
+                sub_s, sub_c = _task_sums(self.rest_rows[:, hit], tasks, self.D)
+                sums[:, :, self.rest] += add_s - sub_s
+                counts[:, :, self.rest] += add_c - sub_c
         out = _ratio(sums, counts)
         out[:, e] = np.nan
         return out
+
+    def _group_sums(self, idx: np.ndarray, sim: np.ndarray, tasks: np.ndarray, D: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """(sums, counts), each (H, D, M) (0 for the rest models): per task of ``tasks``
+        (r,), the sum of its rows' estimates from their neighbours ``idx``, ``sim`` (r, k)
+        and their number (rows with a labelled neighbour), for the grouped models."""
+        H, n, M = len(self.bandwidths), len(self.Y), self.Y.shape[1]
+        P, K = len(self.groups), idx.shape[1]
+        sums, counts = np.zeros((H, D, M)), np.zeros((H, D, M))
+        if not P or not len(idx):
+            return sums, counts
+        from scipy import sparse
+
+        # rows per block: a few (H, b, K) arrays under GATHER_FLOATS floats; tasks per
+        # product: the (P, tasks, H, n) weights on the reference rows too
+        block = max(1, GATHER_FLOATS // (4 * H * max(1, K)))
+        per_product = max(1, GATHER_FLOATS // (P * H * n))
+        order = np.argsort(tasks, kind="stable")
+        bounds = np.searchsorted(tasks[order], np.arange(D + 1))
+        for t0 in range(0, D, per_product):
+            chunk = range(t0, min(D, t0 + per_product))
+            agg = np.zeros((P, len(chunk), H, n))  # normalised weights per reference row
+            hits = np.zeros((len(chunk), H, P))  # rows with a labelled neighbour
+            for c, t in enumerate(chunk):
+                rows_t = order[bounds[t]:bounds[t + 1]]
+                for r0 in range(0, len(rows_t), block):
+                    rows = rows_t[r0:r0 + block]
+                    b = len(rows)
+                    i = np.maximum(idx[rows], 0).ravel()  # -1 (none): weight 0
+                    w = _bandwidth_weights(sim[rows], self.bandwidths)  # (H, b, K)
+                    for j in range(H):
+                        # (b, n) weights; each row's normaliser over the neighbours that
+                        # each group has labels of, and the normalised weights per
+                        # reference row: W.T @ (1 / den), every group in one product
+                        W = sparse.csr_matrix((w[j].ravel(), i, np.arange(0, b * K + 1, K)),
+                                              shape=(b, n))
+                        den = W @ self.known  # (b, P)
+                        ok = den > 0
+                        inv = np.divide(1.0, den, out=np.zeros_like(den), where=ok)
+                        agg[:, c, j] += (W.T @ inv).T
+                        hits[c, j] += ok.sum(axis=0)
+            for p, models in enumerate(self.groups):
+                # written (Y.T @ weights.T).T: threaded OpenBLAS on a busy 2-core machine
+                # took up to 7x longer for weights @ Y at 1,000 models
+                prod = (self.group_Y[p].T @ agg[p].reshape(len(chunk) * H, n).T).T
+                prod = prod.reshape(len(chunk), H, len(models)).transpose(1, 0, 2)
+                sums[:, chunk.start:chunk.stop, models] = prod
+                counts[:, chunk.start:chunk.stop, models] = hits[:, :, p].T[:, :, None]
+        return sums, counts
+
+    def _rest_sums(self, idx: np.ndarray, sim: np.ndarray, tasks: np.ndarray, D: int,
+                   keep: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(sums, counts) (H, D, len(rest)) as in _group_sums for the models of rare label
+        patterns, from their per-row estimates (returned too, (H, r, len(rest)), if keep)."""
+        H, R = len(self.bandwidths), len(self.rest)
+        Yr = self.Y[:, self.rest]
+        sums, counts = np.zeros((H, D, R)), np.zeros((H, D, R))
+        kept = np.empty((H, len(idx), R)) if keep else None
+        for r0 in range(0, len(idx), ROW_BLOCK):
+            rows = slice(r0, r0 + ROW_BLOCK)
+            est = kernel_estimates(idx[rows], sim[rows], Yr, self.bandwidths)
+            add_s, add_c = _task_sums(est, tasks[rows], D)
+            sums += add_s
+            counts += add_c
+            if keep:
+                kept[:, rows] = est
+        return sums, counts, kept
+
+
+def _label_patterns(has: np.ndarray, most: int
+                    ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Models grouped by the rows where they have a result (``has`` (n, M)): the ``most``
+    largest groups (model indices), their labelled rows (n, groups) (1.0: a result), and
+    the other models (per-row estimates)."""
+    n, M = has.shape
+    if M == 0:
+        return [], np.zeros((n, 0)), np.zeros(0, dtype=np.int64)
+    packed = np.ascontiguousarray(np.packbits(has, axis=0).T)  # (M, ceil(n / 8)) per model
+    keys = packed.view(np.dtype((np.void, max(1, packed.shape[1]))))[:, 0]
+    _, first, inverse, count = np.unique(keys, return_index=True, return_inverse=True,
+                                         return_counts=True)
+    inverse = inverse.ravel()
+    top = np.argsort(-count, kind="stable")[:most]
+    groups = [np.flatnonzero(inverse == g) for g in top]
+    known = has[:, first[top]].astype(np.float64)
+    rest = np.flatnonzero(~np.isin(inverse, top))
+    return groups, known, rest
 
 
 def _task_sums(values: np.ndarray, tasks: np.ndarray, D: int) -> tuple[np.ndarray, np.ndarray]:
@@ -191,11 +337,12 @@ def _without_task(X: np.ndarray, task_of: np.ndarray, rows: np.ndarray, e: int,
     # eligible row (it is not full)
     complete = keep.sum(axis=1) >= k
     complete |= (d_idx < 0).any(axis=1)
-    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
-    idx = np.take_along_axis(d_idx, order, 1)
-    sim = np.take_along_axis(d_sim, order, 1)
-    kept = np.take_along_axis(keep, order, 1)
-    idx, sim = np.where(kept, idx, -1), np.where(kept, sim, -np.inf).astype(np.float32)
+    # the first k kept entries of each row, in order (a stable partition without a sort)
+    pos = np.cumsum(keep, axis=1) - 1
+    r, c = np.nonzero(keep & (pos < k))
+    idx = np.full((len(rows), k), -1, dtype=d_idx.dtype)
+    sim = np.full((len(rows), k), -np.inf, dtype=np.float32)
+    idx[r, pos[r, c]], sim[r, pos[r, c]] = d_idx[r, c], d_sim[r, c]
     short = np.flatnonzero(~complete)
     if len(short):
         cols = np.flatnonzero(task_of != e)
