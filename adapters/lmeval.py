@@ -74,17 +74,29 @@ logger = logging.getLogger(__name__)
 
 
 def _loads_with_nan(data: bytes) -> Any:
-    """orjson's parse, else Python's, which reads the bare NaN / Infinity that Python's own
-    json.dumps writes for a non-finite metric (orjson refuses them as invalid JSON)."""
+    """orjson's parse, else Python's where the line holds a bare NaN / Infinity (what
+    Python's own json.dumps writes for a non-finite metric; orjson refuses them). Any other
+    fault (a lone surrogate Python would accept, a cut line) stays orjson's error."""
     import json
 
     try:
         return _loads(data)
     except _DecodeError as exc:
+        seen: list[str] = []
+
+        def constant(name: str) -> float:
+            seen.append(name)
+            return float(name)
+
         try:
-            return json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+            value = json.loads(data, parse_constant=constant)
+            if seen:
+                orjson.dumps(value)  # refuses strings orjson would not have read
+        except (ValueError, UnicodeDecodeError, TypeError):
             raise exc from None
+        if not seen:
+            raise exc
+        return value
 
 
 SOURCE = "lm-eval"

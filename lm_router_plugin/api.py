@@ -137,6 +137,23 @@ def _docs(task: str | None, include_path: str | Path | None, prompts: Sequence[s
     return task_docs(task, include_path, limit=limit, prompts_file=prompts_file)
 
 
+def warn_if_stored(store: Store, docs: Any) -> None:
+    """A warning when the new task's (leaf) tasks are reference tasks of the store: its own
+    results were ingested (e.g. the label runs of plan-labels), so the router already knows
+    it and the recommendation is no prediction for a new task."""
+    if docs.kind != "lm-eval":
+        return
+    stored = set(store.distinct("task"))
+    found = [leaf for leaf, _ in docs.leaves if leaf in stored]
+    if found:
+        logger.warning("task %s: %s %s in the store as reference task%s: the router learns "
+                       "from %s own results, so this is not a prediction for a new task (keep "
+                       "the new task's runs out of the store: pass them with --labeled, or "
+                       "ingest them into another store)", docs.name, ", ".join(found[:5]),
+                       "is" if len(found) == 1 else "are", "" if len(found) == 1 else "s",
+                       "its" if len(found) == 1 else "their")
+
+
 def recommend(store: Store | str | Path | None = None, *, task: str | None = None,
               include_path: str | Path | None = None, prompts: Sequence[str] | None = None,
               prompts_file: str | Path | None = None, limit: int | None = None,
@@ -173,6 +190,7 @@ def recommend(store: Store | str | Path | None = None, *, task: str | None = Non
     _, limit_params = check_request(store, settings, score=score, candidates=candidates,
                                     max_params=max_params)
     docs = _docs(task, include_path, prompts, prompts_file, limit)
+    warn_if_stored(store, docs)
     label_plan = load_plan(plan, docs) if plan is not None else None  # this task's plan
     labeled_rows = read_labeled(store, labeled, thresholds)
     if labeled_rows is not None:
@@ -209,6 +227,7 @@ class PlanResult:
     plan_file: str
     output_path: str | None
     seed: int
+    n_open: int = 0  # docs neither labelled nor planned before this round
     commands: list[str] = field(default_factory=list)
     next_command: str = ""
     more_command: str = ""
@@ -265,6 +284,7 @@ def plan_labels(store: Store | str | Path | None = None, *, n: int, task: str | 
     models = store.distinct(MODEL, required=True)
     allowed = model_mask(models, candidates, limit_params, store.read_models())
     docs = _docs(task, include_path, None, prompts_file, limit)
+    warn_if_stored(store, docs)
     label_plan = load_plan(plan, docs) if plan is not None else \
         new_plan(docs, include_path, limit)
     prefix = _prefix(out, plan, docs.name)
@@ -287,6 +307,7 @@ def plan_labels(store: Store | str | Path | None = None, *, n: int, task: str | 
         raise LMRouterError(f"all {docs.n} docs of '{docs.name}' are already labelled or "
                             "planned: nothing left to plan")
     seed = settings.decision.seed
+    n_open = int((~exclude).sum())  # neither labelled nor planned before this round
     chosen = stratified_sample(docs.leaves, n, exclude, np.random.default_rng([seed, number]))
     samples = docs.samples(chosen)
     planned_before = label_plan.n
@@ -325,8 +346,9 @@ def plan_labels(store: Store | str | Path | None = None, *, n: int, task: str | 
                       n_planned_before=planned_before, samples_file=str(samples_file),
                       plan_file=str(plan_file),
                       output_path=str(output_path) if output_path else None, seed=seed,
-                      commands=commands, next_command=_command_line(then),
-                      more_command=_command_line(more))
+                      n_open=n_open, commands=commands, next_command=_command_line(then),
+                      # no further round once this one takes the last docs
+                      more_command=_command_line(more) if n_open > len(chosen) else "")
 
 
 def _command_line(words: Sequence[str]) -> str:

@@ -236,3 +236,20 @@ def test_inner_choice_accuracy_equals_a_per_task_loop():
             want.append(np.mean(accs) if accs else np.nan)
         np.testing.assert_allclose(inner_choice_accuracy(S, A, allowed, refs), want,
                                    atol=1e-12)
+
+
+def test_more_tasks_than_neighbours_take_the_per_row_path_with_the_same_values():
+    """With more tasks than neighbours per row, the sums per task would cost more than the
+    rows' own estimates: the per-row path is taken, and the values are the brute force's."""
+    from lm_router_plugin.router import task_level
+
+    X, Y, task_of = _data(n_tasks=12, per_task=10)
+    kernel = task_level.TaskKernel(X, Y, task_of, k=5, bandwidths=HS)
+    assert kernel.groups == [] and len(kernel.rest) == Y.shape[1]
+    wide = task_level.TaskKernel(X, Y, task_of, k=60, bandwidths=HS)
+    assert len(wide.groups) == 1  # (12 tasks x 5 < 60 x 4: the sums per task)
+    for z in (0, 7):  # (float32 similarities: 1e-6)
+        np.testing.assert_allclose(kernel.task_s1()[:, z], _brute(X, Y, task_of, z, None, 5, HS),
+                                   atol=1e-6)
+        np.testing.assert_allclose(kernel.task_s1(3)[:, z], _brute(X, Y, task_of, z, 3, 5, HS),
+                                   atol=1e-6)

@@ -208,6 +208,8 @@ def print_recommendation(rec: Any) -> None:
 def _print_estimates(rec: Any, width: int) -> None:
     source = (f"{rec.n_labelled_docs} labelled docs" if rec.n_labelled_docs
               else "no labels yet")
+    if rec.decided_by == "labels":  # every doc labelled: measured, not estimated
+        source = f"every doc labelled, {rec.n_labelled_docs}: measured"
     score = getattr(rec, "target", "correct") == "score"
     one = score and len(rec.scales) == 1
     if score:
@@ -256,10 +258,11 @@ def print_plan(result: Any, next_steps: dict[str, str]) -> None:
     commands that run as printed."""
     short = "" if len(result.docs) == result.n_requested else \
         f" (asked for {result.n_requested}; no more docs left)"
-    click.echo(f"round {result.round} for {result.task}: {len(result.docs)} of "
-               f"{result.n_docs} docs to label{short} (a random sample, stratified over the "
-               f"task's subtasks; seed {result.seed}); {result.n_labelled} labelled and "
-               f"{result.n_planned_before} planned before")
+    open_ = result.n_open or result.n_docs
+    click.echo(f"round {result.round} for {result.task}: {len(result.docs)} of the {open_} "
+               f"docs left to label{short} ({result.n_docs} in the task; a random sample, "
+               f"stratified over the task's subtasks; seed {result.seed}); "
+               f"{result.n_labelled} labelled and {result.n_planned_before} planned before")
     click.echo(f"wrote {result.samples_file} and {result.plan_file}")
     if result.commands:
         click.echo("\nrun every candidate on these docs (the model ids as stored; adapt "
@@ -271,7 +274,10 @@ def print_plan(result: Any, next_steps: dict[str, str]) -> None:
                    f"candidate ({', '.join(result.candidates)}) and write lm-eval sample "
                    f"logs of them into RUNS: {', '.join(map(str, result.docs))}")
     click.echo(f"\nthen: {next_steps['then']}")
-    click.echo(f"more: {next_steps['more']}")
+    if next_steps.get("more"):
+        click.echo(f"more: {next_steps['more']}")
+    else:
+        click.echo("more: none (this round takes the last docs of the task)")
 
 
 # -- evaluate ----------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from ..router.pool import (
     route_with_margin,
     rows_by_task,
 )
-from ..router.predictors import checked_g
+from ..router.predictors import checked_g, value_bounds
 from ..router.recommendation import route_choices
 from ..router.router import Router, model_mask
 from ..router.scores import argmax_with_ties, quiet_nanmean, thresholded_accuracy
@@ -153,7 +153,11 @@ def regroup_tasks(table: pd.DataFrame, tasks_by: str = "task",
         group = out.pop(tasks_by)
     old_task = out["task"].astype(str)
     out["task"] = group.to_numpy()
-    if out.duplicated(["task", "instance_id", "model"]).any():
+    # one instance id from two stored tasks of one group: two instances (also where no model
+    # ran both, so that no key repeats)
+    shared = pd.DataFrame({"task": out["task"], "instance_id": out["instance_id"],
+                           "old": old_task}).drop_duplicates()
+    if shared.duplicated(["task", "instance_id"]).any():
         out["instance_id"] = old_task + "/" + out["instance_id"].astype(str)
         logger.info("--tasks-by %s: instance ids repeat across the tasks of a group; they "
                     "are read as <task>/<instance_id>", tasks_by)
@@ -330,11 +334,12 @@ class _HeldOut:
         self.neighbors = (searched.neighbors if searched is not None
                           else GroupedNeighbors(X, task_of, max(router.k, router.kappa)))
         self.predictor = router.make_predictor()
+        self.bounds = value_bounds(Y)  # (target "score": a held-out task's scale may exceed)
         self.rows_of = rows_by_task(task_of, n_tasks)
         # g of every input from a fit without its own task = the held-out task's g.
         self.g_held = checked_g(self.predictor.predict_left_out(
             X, Y, task_of, np.arange(len(X)), neighbors=self.neighbors), len(X), Y.shape[1],
-            self.predictor, Y)
+            self.predictor, self.bounds)
         self._calibrations: dict[int, Calibration] = {}
         self.margins: dict[int, float] = {}  # target "score": route's margin without task d
         # the stacked switch's task-level S1 (task_k > 0): one search, every task's value
@@ -354,7 +359,7 @@ class _HeldOut:
             sim = np.full((len(self.X), r.kappa), -np.inf, dtype=np.float32)
             g[rows] = checked_g(self.predictor.predict_left_out(
                 self.X, self.Y, self.task_of, rows, exclude=[d], neighbors=self.neighbors),
-                len(rows), self.Y.shape[1], self.predictor, self.Y)
+                len(rows), self.Y.shape[1], self.predictor, self.bounds)
             found = self.neighbors.query(rows, [d])[1][:, :r.kappa]
             sim[rows, :found.shape[1]] = found  # a pool smaller than kappa: -inf padded
             self._calibrations[d] = calibrate(self.task_of, self.Y, g, sim, r.t, self.D,
@@ -571,7 +576,7 @@ class _TaskScorer:
         cal = ev.calibration_without(d)
         g = checked_g(ev.predictor.predict_left_out(ev.X, ev.Y, ev.task_of, rest, extra=lab,
                                                     neighbors=ev.neighbors),
-                      len(rest), ev.Y.shape[1], ev.predictor, ev.Y)
+                      len(rest), ev.Y.shape[1], ev.predictor, ev.bounds)
         y_rest = ev.Y[rest]
         acc = quiet_nanmean(y_rest)
         acc_lab = quiet_nanmean(ev.Y[lab])  # nan for a model without labels here

@@ -308,6 +308,10 @@ class StackedSwitch(Decider):
         else:
             verb = ("above the threshold: switched to it" if not fallback else
                     "not above the threshold: kept the best model on average")
+            if not fallback and p <= 0.5:  # two estimates of one switch that disagree
+                verb += (" (the threshold was learned on the reference tasks' realised gains; "
+                         "P, from the spread of its errors there, is not above 0.5: with few "
+                         "reference tasks the two disagree, so the choice is uncertain)")
             # (target "score": the gain on the normalised scale, the switch's own; the
             # table shows it in the metric's units where the store holds one metric)
             unit = (" (normalised 0-1 value)"

@@ -82,6 +82,7 @@ class CorrectnessPredictor(ABC):
         """
         rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows), Y.shape[1]), dtype=float)
+        bounds = value_bounds(Y)
         base = ~_in_groups(groups, exclude)
         extra = np.empty(0, dtype=np.int64) if extra is None else np.asarray(extra, np.int64)
         for group in np.unique(groups[rows]):
@@ -90,7 +91,7 @@ class CorrectnessPredictor(ABC):
             where = groups[rows] == group
             model = self.clone().fit(X[train], Y[train])
             out[where] = checked_g(model.predict_proba(X[rows[where]]), int(where.sum()),
-                                   Y.shape[1], self, Y)
+                                   Y.shape[1], self, bounds)
         return out
 
     def use_index(self, index) -> None:
@@ -204,11 +205,24 @@ class KNNPredictor(CorrectnessPredictor):
                             np.broadcast_to(prior, count.shape))
 
 
-def checked_g(g: Any, n: int, M: int, predictor: object, *Ys: np.ndarray) -> np.ndarray:
+def value_bounds(*Ys: np.ndarray) -> tuple[float, float]:
+    """(lo, hi): [0, 1] widened to the finite values of the targets ``Ys`` (target "score":
+    a held-out task or labels beyond the reference tasks' scale leave [0, 1])."""
+    lo, hi = 0.0, 1.0
+    for Y in Ys:
+        Y = np.asarray(Y)
+        if Y.size:
+            with np.errstate(invalid="ignore"):
+                lo, hi = min(lo, float(np.nanmin(Y))), max(hi, float(np.nanmax(Y)))
+    return (lo if np.isfinite(lo) else 0.0), (hi if np.isfinite(hi) else 1.0)
+
+
+def checked_g(g: Any, n: int, M: int, predictor: object,
+              bounds: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
     """A predictor's g as an (n, M) float array, checked against the contract: values in
-    [0, 1] or nan (no neighbour with a result), and not nan everywhere. ``Ys``: the targets
-    it was fitted on, where they may leave [0, 1] (target "score": a held-out task or labels
-    beyond the scale of the reference tasks): g may then reach as far as they do.
+    [0, 1] or nan (no neighbour with a result), and not nan everywhere. ``bounds``: the
+    range of the targets it was fitted on where they leave [0, 1] (value_bounds): g may
+    then reach as far as they do.
 
     Raises:
         PluginOutputError: another shape or type, values outside [0, 1], or no prediction at
@@ -223,12 +237,7 @@ def checked_g(g: Any, n: int, M: int, predictor: object, *Ys: np.ndarray) -> np.
         raise PluginOutputError(f"{who} returned g of shape {out.shape}, expected ({n}, {M}): "
                                 "one row per input, one column per model")
     finite = np.isfinite(out)
-    lo, hi = 0.0, 1.0
-    for Y in Ys:
-        seen = np.asarray(Y, dtype=float)
-        seen = seen[np.isfinite(seen)]
-        if seen.size:
-            lo, hi = min(lo, float(seen.min())), max(hi, float(seen.max()))
+    lo, hi = bounds
     eps = 1e-6 * max(1.0, hi - lo)  # float32 targets, float64 averages
     if np.isinf(out).any() or (finite.any() and (out[finite].min() < lo - eps
                                                    or out[finite].max() > hi + eps)):

@@ -145,7 +145,8 @@ def in_metric_units(rec: Recommendation, scales: dict[str, Any]) -> Recommendati
             ends = sorted(float(one.raw(entry[k])) for k in ("low", "high"))
             entry.update(acc_raw=float(one.raw(entry["acc"])), low_raw=ends[0],
                          high_raw=ends[1])
-        rec.expected_gain_raw = {n: float(v * span) for n, v in rec.expected_gain.items()}
+        rec.expected_gain_raw = {n: None if v is None else float(v * span)
+                                 for n, v in rec.expected_gain.items()}
     return rec
 
 

@@ -35,6 +35,7 @@ from .calibration import best_on_average, calibrate
 from .deciders import (
     DEFAULT_DECIDER,
     Decider,
+    Decision,
     DecisionSettings,
     StackedSwitch,
     TaskView,
@@ -53,7 +54,7 @@ from .neighbors import (
     topk_cosine,
 )
 from .pool import ReferencePool, build_pool, fit_route_margin, route_with_margin, rows_by_task
-from .predictors import CorrectnessPredictor, build_predictor, checked_g
+from .predictors import CorrectnessPredictor, build_predictor, checked_g, value_bounds
 from .recommendation import (
     ModelScore,
     Recommendation,
@@ -63,7 +64,7 @@ from .recommendation import (
     route_choices,
     u_note,
 )
-from .scores import quiet_nanmean
+from .scores import argmax_with_ties, quiet_nanmean
 from .task_level import DEFAULT_K as DEFAULT_TASK_K
 from .task_level import TaskKernel, kernel_estimates
 
@@ -228,7 +229,7 @@ class Router:
                                      else "numpy")
         self.loo_g_ = checked_g(self.predictor_.predict_left_out(
             X, self.Y_, self.task_of_, np.arange(len(X)), neighbors=neighbors),
-            len(X), self.Y_.shape[1], self.predictor_, self.Y_)
+            len(X), self.Y_.shape[1], self.predictor_)  # (a fit's Y_ lies in [0, 1])
         self.calibration_ = calibrate(self.task_of_, self.Y_, self.loo_g_,
                                       neighbors.sim[:, :self.kappa], self.t,
                                       len(self.task_names_))
@@ -337,8 +338,10 @@ class Router:
         """g (n, M) for query embeddings (n, dim). ``labeled`` = (X_lab, Y_lab) adds labelled
         in-task inputs to the predictor's pool (a refit on the pool plus them); checked
         against the predictor contract (predictors.checked_g)."""
+        # (the pool's Y_ lies in [0, 1]; labels under target "score" may not)
         return checked_g(self._predict(Q, labeled, searched), len(Q), len(self.models_),
-                         self.predictor_, self.Y_, *([] if labeled is None else [labeled[1]]))
+                         self.predictor_, value_bounds(*([] if labeled is None
+                                                         else [labeled[1]])))
 
     def _predict(self, Q: np.ndarray, labeled: tuple[np.ndarray, np.ndarray] | None,
                  searched: np.ndarray | None) -> np.ndarray:
@@ -419,8 +422,17 @@ class Router:
                 were drawn for: checked to be this task's and reported on (``plan_note``);
                 the labels count the same with or without it (a random sample).
         """
-        from ..task.labels import LabelPlan, TaskDocs, labelled_matrix, load_plan, plan_coverage
-        from ..task.labels import posterior
+        from ..task.labels import (
+            GAIN_LABELS,
+            STACK_GAIN_SOURCE,
+            LabelPlan,
+            TaskDocs,
+            labelled_matrix,
+            load_plan,
+            plan_coverage,
+            posterior,
+        )
+        from ..task.labels import verdict as label_verdict
 
         self.check_fitted()
         decider = self.decider(score)
@@ -446,12 +458,16 @@ class Router:
             labeled = self.normalised_labels(labeled)
         lab_docs, lab_y = labelled_matrix(labeled, docs, models)
         view, g_all, neighbours = self.task_view(Q, allowed, lab_docs, lab_y)
-        decision = checked_decision(decider.name, decider, view)
+        # every doc labelled for every candidate: the accuracies are known, nothing to predict
+        known = (len(lab_docs) == docs.n and lab_y is not None
+                 and not np.isnan(lab_y[:, allowed]).any())
+        decision = (all_labelled_decision(view, lab_y, models) if known
+                    else checked_decision(decider.name, decider, view))
         stack = decision if type(decider) is StackedSwitch else StackedSwitch().decide(view)
         scores, info = view.scores, model_info or {}
         # the gain column is the switch's own prediction: none where it handed over (too
         # few reference tasks), whose scores are then another rule's
-        switched = stack.decided_by == "stack"
+        switched = stack.decided_by == "stack" and not known
         rows = [ModelScore(model=m, s1=float(scores.s1[i]), s2=float(scores.s2[i]),
                            s3=float(scores.s3[i]), p=float(scores.p[i]),
                            params=(info.get(m) or {}).get("params"),
@@ -474,8 +490,20 @@ class Router:
             verdict = ("more labels cannot change this choice: with "
                        f"{view.n_reference_tasks} reference tasks the best model on average is "
                        "kept whatever they say (see why)")
+        left = docs.n - len(lab_docs)
+        if not known and decision.decided_by != "bma" and left < GAIN_LABELS[-1]:
+            # more labels than docs left: not a possible next step
+            gains = {n: (v if int(n) <= left else None) for n, v in gains.items()}
+            verdict = label_verdict(gains, STACK_GAIN_SOURCE if by_stack else "label posterior",
+                                    left)
+        estimates = report.estimates
+        if known:  # measured, not estimated
+            gains = {n: 0.0 for n in gains}
+            verdict = f"every doc of the task is labelled ({docs.n}): nothing left to label"
+            estimates = exact_estimates(lab_y, models, allowed, decision.choice)
         rec = Recommendation(
-            task=task, n_inputs=len(view.g), u=view.u, choice=models[decision.choice],
+            task=task, n_inputs=0 if known else len(view.g), u=view.u,
+            choice=models[decision.choice],
             bma=models[decision.bma], fallback=decision.fallback,
             # the decider's probability is that of its best-by-score model: the choice's
             # only when it took that model (a fallback chose BMA: 0.5, BMA against itself)
@@ -488,7 +516,7 @@ class Router:
                                         self.calibration_),
             u_reference_range=self.calibration_.u_range(),
             u_note=u_note(view.u, self.calibration_, self.sigma, self.target),
-            n_reference_tasks=view.n_reference_tasks, estimates=report.estimates,
+            n_reference_tasks=view.n_reference_tasks, estimates=estimates,
             expected_gain=gains, expected_gain_by="stack" if by_stack else "posterior",
             n_labelled_docs=int(len(lab_docs)), labels_verdict=verdict,
             # the plan's coverage among the candidates (a model left out has no labels)
@@ -641,6 +669,35 @@ def model_mask(models: Sequence[str], candidates: Sequence[str] | None = None,
     if not allowed.any():
         raise LMRouterError("no candidate model is left after --candidates/--max-params")
     return allowed
+
+
+def all_labelled_decision(view: TaskView, lab_y: np.ndarray, models: list[str]) -> Decision:
+    """Every doc of the task labelled for every candidate: the model of highest accuracy
+    on them (ties: the higher mean reference accuracy), no prediction involved."""
+    acc = quiet_nanmean(np.asarray(lab_y, float))
+    scores = np.where(view.allowed, acc, np.nan)
+    choice = argmax_with_ties(np.where(view.allowed, acc, -np.inf), view.cal.mean_accuracy)
+    bma = view.bma
+    return Decision(choice=choice, best_by_score=choice, bma=bma, fallback=False,
+                    p_beats_bma=0.5 if choice == bma else 1.0, scores=scores,
+                    decided_by="labels",
+                    reason=(f"every doc of the task is labelled ({len(lab_y)}): "
+                            f"{models[choice]} has the highest accuracy on them, "
+                            f"{acc[choice]:.3f}" + ("" if choice == bma else
+                                                    f" (best on average, {models[bma]}: "
+                                                    f"{acc[bma]:.3f})")))
+
+
+def exact_estimates(lab_y: np.ndarray, models: list[str], allowed: np.ndarray,
+                    choice: int) -> list[dict[str, Any]]:
+    """recommend's estimates when every doc is labelled: the measured accuracies (their
+    interval a point), best first; P(best) 1 for the choice."""
+    acc = quiet_nanmean(np.asarray(lab_y, float))
+    n = (~np.isnan(lab_y)).sum(0)
+    out = [{"model": m, "acc": float(acc[i]), "low": float(acc[i]), "high": float(acc[i]),
+            "p_best": 1.0 if i == choice else 0.0, "n_labels": int(n[i])}
+           for i, m in enumerate(models) if allowed[i]]
+    return sorted(out, key=lambda e: -e["acc"])
 
 
 def _finite_or_none(x: float) -> float | None:

@@ -124,7 +124,8 @@ class TaskKernel:
     estimate is linear in Y (its weights divided by their sum over the group's labelled
     neighbours), so a task's sum is its rows' normalised weights added per reference row,
     times Y once, O(n k H + H D n M), not every row's estimate, O(n k H M). Models of the
-    patterns beyond the MAX_PATTERNS most common get per-row estimates (kernel_estimates).
+    patterns beyond the MAX_PATTERNS most common get per-row estimates (kernel_estimates),
+    and so do all models where that is cheaper (more tasks than k, many patterns).
     Memory: n (k + slack) 12 bytes for the lists and, with ``keep_rows`` (what
     ``task_s1(e)`` reads), H n 8 bytes per model of a rare pattern for its per-row estimates.
     """
@@ -153,6 +154,13 @@ class TaskKernel:
         # at most MAX_PATTERNS groups, fewer with many rows (a (groups, H, n) float array)
         most = min(MAX_PATTERNS, max(1, 2 * GATHER_FLOATS // (len(self.bandwidths) * len(has))))
         self.groups, self.known, self.rest = _label_patterns(has, most)
+        # the per-task sums cost about D (patterns + their models) per reference row and
+        # bandwidth, the per-row estimates k models per row: with many tasks (D > k) or
+        # many label patterns the per-row path is the cheaper one (same results)
+        grouped = sum(len(g) for g in self.groups)
+        if self.groups and self.D * (len(self.groups) + grouped) > self.k * self.Y.shape[1]:
+            self.groups, self.known = [], np.zeros((len(has), 0))
+            self.rest = np.arange(self.Y.shape[1])
         # each group's labels (nan: 0, weighed by the row's normaliser over labelled ones)
         Y0 = self.Y if has.all() else np.where(has, self.Y, 0.0)
         self.group_Y = [Y0 if len(g) == Y0.shape[1] else np.ascontiguousarray(Y0[:, g])

@@ -194,17 +194,20 @@ def _apply_rules(rule_col: list[Any], rule_of: dict[int, Any], score: Sequence[A
     scores = score_array.to_numpy(zero_copy_only=False)  # null -> NaN
     valid = ~np.isnan(scores)
     codes, uniques = pd.factorize(np.fromiter(map(id, rule_col), np.int64, n))
+    # each rule's rows, from one sort (a mask per rule would cost rows x rules)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
     for code, rule_id in enumerate(uniques.tolist()):
         rule = rule_of[rule_id]
-        rows = codes == code
+        idx = order[bounds[code]:bounds[code + 1]]
         if rule is None:  # correctness given by the source: checked, no threshold
-            idx = np.flatnonzero(rows)
             out[idx] = _correct_array([correct[i] for i in idx.tolist()], where, offset,
                                       idx).to_numpy(zero_copy_only=False)
             continue
-        numeric = rows & valid
+        ok = valid[idx]
+        numeric = idx[ok]
         threshold[numeric], out[numeric] = rule.apply_array(scores[numeric])
-        for i in np.flatnonzero(rows & ~valid).tolist():  # None, NaN, ...: one by one
+        for i in idx[~ok].tolist():  # None, NaN, ...: one by one
             eta, out[i] = rule.apply(score[i])
             threshold[i] = np.nan if eta is None else eta
     return threshold, pa.array(out, pa.int8())
@@ -284,16 +287,16 @@ def _checked_rows(adapter: Any, rows: Iterable[Any]) -> Iterator[Any]:
 
 @contextmanager
 def gc_paused() -> Iterator[None]:
-    """CPython's cyclic garbage collector off while rows are read: it would traverse the
-    rows held for a batch (and a file's pending samples) every few hundred allocations,
-    about a fifth of the reading time; parsed JSON and rows hold no reference cycles."""
-    enabled = gc.isenabled()
-    gc.disable()
+    """CPython's cyclic garbage collector run rarely while rows are read: at its default
+    thresholds it traverses the rows held for a batch (and a file's pending samples) every
+    few hundred allocations, about a fifth of the reading time. Not off: what does make
+    cycles (a failed template render's traceback, a plugin) is still collected."""
+    before = gc.get_threshold()
+    gc.set_threshold(max(before[0], 100_000), max(before[1], 50), max(before[2], 100))
     try:
         yield
     finally:
-        if enabled:
-            gc.enable()
+        gc.set_threshold(*before)
 
 
 def rows_to_ipc(rows: Iterable[Any], thresholds: Thresholds, where: str) -> bytes:

@@ -509,9 +509,19 @@ def stack_gain_verdict(router: Any, allowed: np.ndarray, n_labels: int
     return gains, verdict(gains, by=STACK_GAIN_SOURCE)
 
 
-def verdict(gains: dict[str, float], by: str = "") -> str:
+def verdict(gains: dict[str, float | None], by: str = "", left: int | None = None) -> str:
     """One line: are more labels worth it? (rule: 10 more per candidate are expected to
-    raise the accuracy of the final choice by >= 0.5 points). ``by``: whose expectation."""
+    raise the accuracy of the final choice by >= 0.5 points). ``by``: whose expectation.
+    ``left``: docs of the task still unlabelled, where fewer than 30 (a count beyond it has
+    gain None: not possible)."""
+    if left is not None and left < GAIN_LABELS[-1]:
+        shown = [(n, gains[str(n)]) for n in GAIN_LABELS if gains.get(str(n)) is not None]
+        if not shown:
+            return f"only {left} docs of the task are left to label (fewer than 10)"
+        n, g = shown[-1]
+        return (f"expected gain of {n} more labels per candidate: {100 * g:+.2f} points"
+                f"{f' ({by})' if by else ''}; only {left} docs of the task are left to label "
+                f"-> {'worth it' if g >= WORTH_IT else 'not worth it'}")
     g10, g30 = gains[str(GAIN_LABELS[0])], gains[str(GAIN_LABELS[1])]
     source = f" ({by})" if by else ""
     if math.isnan(g10) or math.isnan(g30):
