@@ -404,8 +404,9 @@ def test_plan_run_with_lm_eval_recommend_and_plan_again(cli, ref_store, lmeval_r
                           sigma=router.sigma, n_labels=n, Y=router.Y_, rows_of=rows_of,
                           seed=router.seed).expected_gain
 
-    for more in (10, 30):
-        assert rec["expected_gain"][str(more)] == pytest.approx(measured(8 + more) - measured(8))
+    assert rec["n_inputs"] == 30 - 8  # the unlabelled docs: 30 more labels cannot be had
+    assert rec["expected_gain"]["30"] is None
+    assert rec["expected_gain"]["10"] == pytest.approx(measured(8 + 10) - measured(8))
     # the paper's S3 with the same labels: the same posterior report, its own gain source
     s3 = json.loads(run_printed(then + ["--score", "s3", "--json"]).stdout)
     assert s3["score"] == s3["decided_by"] == "s3" and s3["choice"] in est
@@ -421,7 +422,7 @@ def test_plan_run_with_lm_eval_recommend_and_plan_again(cli, ref_store, lmeval_r
     more[more.index("--n") + 1] = "6"
     second = run_printed(more)
     assert second.exit_code == 0, second.output
-    assert "round 2 for toy_units: 6 of 30 docs" in second.stdout
+    assert "round 2 for toy_units: 6 of the 22 docs left to label (30 in the task" in second.stdout
     assert "8 labelled and 8 planned before" in second.stdout
     plan2 = json.loads(Path("units.plan.json").read_text())
     docs2 = plan2["rounds"][1]["docs"]
