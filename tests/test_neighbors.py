@@ -178,3 +178,52 @@ def test_excluded_group_names_are_compared_whole():
         knn.predict_left_out(X, Y, groups, np.arange(6)))
     assert not np.array_equal(knn.predict_left_out(X, Y, groups, np.arange(6), exclude=["bb"]),
                               knn.predict_left_out(X, Y, groups, np.arange(6)))
+
+
+def _pool_with_twins(n=3000, dim=384, seed=0):
+    """Unit rows with identical twins scattered over the pool (the same question in two
+    places); numpy's matrix product rounds about 6% of twin dot products differently."""
+    rng = np.random.default_rng(seed)
+    X = l2_normalise(rng.normal(size=(n, dim)).astype(np.float32))
+    pairs = [(i, i + 1 + (i * 7919) % (n - i - 1)) for i in range(0, n // 2, 37)]
+    for a, b in pairs:
+        X[b] = X[a]
+    return X, pairs
+
+
+def test_identical_rows_finds_every_twin_and_its_lowest_row():
+    X, pairs = _pool_with_twins()
+    members, canon = neighbors.identical_rows(X)
+    first, want = {}, {}
+    for i, row in enumerate(X):  # brute force: the first row with the same bytes
+        first.setdefault(row.tobytes(), []).append(i)
+    for rows in first.values():
+        want.update({i: rows[0] for i in rows} if len(rows) > 1 else {})
+    assert len(want) >= len(pairs)
+    assert dict(zip(members.tolist(), canon.tolist())) == want
+    assert [len(a) for a in neighbors.identical_rows(X[:1])] == [0, 0]
+
+
+def test_twins_tie_and_the_lower_row_is_kept_whatever_the_pool_layout():
+    """Identical references get one similarity (the tie goes to the lower row), so a search
+    over the pool without some of its rows keeps the same twin as the whole pool's: what a
+    strict evaluation's lists must equal (a refit without the held-out task)."""
+    X, pairs = _pool_with_twins()
+    groups = np.arange(len(X)) // 100
+    idx, sim = topk_cosine(X, X, 10, query_groups=groups, ref_groups=groups)
+    members, canon = neighbors.identical_rows(X)
+    root = np.arange(len(X))
+    root[members] = canon
+    for q in range(len(X)):
+        r = root[idx[q]]
+        for j in range(1, 10):  # twins adjacent, equal, lower row first
+            if r[j] == r[j - 1]:
+                assert sim[q, j] == sim[q, j - 1] and idx[q, j] > idx[q, j - 1]
+    keep = groups != 3  # a pool without group 3: rows renumbered
+    rows = np.flatnonzero(keep)
+    i2, s2 = topk_cosine(X[keep], X[keep], 5, query_groups=groups[keep],
+                         ref_groups=groups[keep])
+    whole = neighbors.GroupedNeighbors(X, groups, 10)
+    i3, s3 = whole.query(rows, [3])
+    np.testing.assert_array_equal(rows[i2], i3[:, :5])
+    np.testing.assert_allclose(s2, s3[:, :5], atol=1e-6)  # (other rows: the last bit)

@@ -56,7 +56,13 @@ def _brute(X, Y, task_of, z, e, k, hs):
 
 
 @pytest.mark.parametrize("missing, slack", [(0.0, 200), (0.1, 3)])
-def test_leave_out_table_equals_explicit_fits(missing, slack):
+@pytest.mark.parametrize("keep_floats", [2**24, 0], ids=["rows_kept", "sums_per_task"])
+def test_leave_out_table_equals_explicit_fits(missing, slack, keep_floats, monkeypatch):
+    """Every model's per-row estimates kept (small pools) or the sums per label pattern
+    (large pools): both equal the explicit fits."""
+    from lm_router_plugin.router import task_level
+
+    monkeypatch.setattr(task_level, "KEEP_FLOATS", keep_floats)
     X, Y, task_of = _data(missing=missing)
     k = 15
     table = leave_out_kernel(X, Y, task_of, k=k, bandwidths=HS, slack=slack)
@@ -238,12 +244,16 @@ def test_inner_choice_accuracy_equals_a_per_task_loop():
                                    atol=1e-12)
 
 
-def test_more_tasks_than_neighbours_take_the_per_row_path_with_the_same_values():
+def test_more_tasks_than_neighbours_take_the_per_row_path_with_the_same_values(monkeypatch):
     """With more tasks than neighbours per row, the sums per task would cost more than the
-    rows' own estimates: the per-row path is taken, and the values are the brute force's."""
+    rows' own estimates: the per-row path is taken, and the values are the brute force's.
+    Where every model's per-row estimates fit KEEP_FLOATS they are kept (the path too)."""
     from lm_router_plugin.router import task_level
 
     X, Y, task_of = _data(n_tasks=12, per_task=10)
+    kept = task_level.TaskKernel(X, Y, task_of, k=60, bandwidths=HS)
+    assert kept.groups == [] and len(kept.rest) == Y.shape[1]
+    monkeypatch.setattr(task_level, "KEEP_FLOATS", 0)  # a large pool
     kernel = task_level.TaskKernel(X, Y, task_of, k=5, bandwidths=HS)
     assert kernel.groups == [] and len(kernel.rest) == Y.shape[1]
     wide = task_level.TaskKernel(X, Y, task_of, k=60, bandwidths=HS)

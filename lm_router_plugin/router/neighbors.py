@@ -70,8 +70,50 @@ def in_groups(groups: np.ndarray, exclude) -> np.ndarray:
                                       else None))
 
 
+def identical_rows(refs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(members, canon), each (m,): the rows of ``refs`` (n, dim) that have an identical
+    twin (the same embedding: the same text in two places) and, for each, the lowest row of
+    its set. Rows are compared by a prefix of their bytes first, then whole."""
+    R = np.asarray(refs)
+    none = np.zeros(0, dtype=np.int64)
+    if len(R) < 2 or R.ndim != 2 or R.shape[1] == 0:
+        return none, none
+
+    def keys(rows: np.ndarray) -> np.ndarray:
+        rows = np.ascontiguousarray(rows)
+        return rows.view(np.dtype((np.void, rows.itemsize * rows.shape[1])))[:, 0]
+
+    _, inverse, count = np.unique(keys(R[:, :8]), return_inverse=True, return_counts=True)
+    cand = np.flatnonzero(count[inverse.ravel()] > 1)
+    if not len(cand):
+        return none, none
+    _, first, inverse, count = np.unique(keys(R[cand]), return_index=True,
+                                         return_inverse=True, return_counts=True)
+    inverse = inverse.ravel()
+    twin = count[inverse] > 1
+    return cand[twin], cand[first[inverse[twin]]]
+
+
+def _equalise_twins(sim: np.ndarray, queries: np.ndarray, refs: np.ndarray,
+                    twins: tuple[np.ndarray, np.ndarray], r0: int) -> None:
+    """Give identical reference rows the same similarity, in place: ``sim`` (qb, rb) holds
+    ``queries`` (qb, dim) against refs[r0:r0 + rb]. A matrix product may round the same dot
+    product differently by where a column sits (the last float32 bit), so twins would not tie
+    and which one is kept at the k-th place would depend on the pool's layout (a refit
+    without one task could keep the other twin); here each set's value comes from one
+    column, and the tie goes to the lower row."""
+    members, canon = twins
+    sel = (members >= r0) & (members < r0 + sim.shape[1])
+    if not sel.any():
+        return
+    unique, inverse = np.unique(canon[sel], return_inverse=True)
+    values = queries @ np.asarray(refs[unique], dtype=np.float32).T  # (qb, sets)
+    sim[:, members[sel] - r0] = values[:, inverse.ravel()]
+
+
 def topk_cosine(queries: np.ndarray, refs: np.ndarray, k: int, *,
                 query_groups: np.ndarray | None = None, ref_groups: np.ndarray | None = None,
+                twins: tuple[np.ndarray, np.ndarray] | None = None,
                 ) -> tuple[np.ndarray, np.ndarray]:
     """The k most similar reference rows of each query row.
 
@@ -81,15 +123,17 @@ def topk_cosine(queries: np.ndarray, refs: np.ndarray, k: int, *,
         k: neighbours per query (capped at the number of eligible references).
         query_groups, ref_groups: (n_q,), (n_r,) integer group ids; a reference of the same
             group as the query is never a neighbour (leave-one-group-out).
+        twins: :func:`identical_rows` of ``refs`` if already known (None: found here).
 
     Returns:
         (indices, similarities), each (n_q, k): reference row numbers and cosine similarities,
         sorted by decreasing similarity (ties: lower row number first; identical reference
-        rows may differ in the last float32 bit, docs/scaling.md). Where fewer than k
+        rows get the same similarity, so the lower is kept first). Where fewer than k
         references are eligible the tail holds index -1 and similarity -inf.
     """
     queries = np.asarray(queries, dtype=np.float32)
     n_q, n_r = len(queries), len(refs)
+    twins = identical_rows(refs) if twins is None else twins
     k = max(1, min(k, n_r))
     best_sim = np.full((n_q, k), -np.inf, dtype=np.float32)
     best_idx = np.full((n_q, k), -1, dtype=np.int64)
@@ -100,6 +144,7 @@ def topk_cosine(queries: np.ndarray, refs: np.ndarray, k: int, *,
         for q0 in range(0, n_q, QUERY_BLOCK):
             q1 = min(q0 + QUERY_BLOCK, n_q)
             sim = queries[q0:q1] @ ref_block.T  # (qb, rb)
+            _equalise_twins(sim, queries[q0:q1], refs, twins, r0)
             if masked:
                 same = query_groups[q0:q1, None] == ref_groups[None, r0:r0 + len(ref_block)]
                 sim[same] = -np.inf
@@ -195,8 +240,10 @@ class GroupedNeighbors:
         members = [np.flatnonzero(self.group_code == g) for g in range(G)]
         idx = np.full((len(X), G, K), -1, dtype=np.int64)
         sim = np.full((len(X), G, K), -np.inf, dtype=np.float32)
+        twins = identical_rows(X)
         for q0 in range(0, len(X), QUERY_BLOCK):
             block = X[q0:q0 + QUERY_BLOCK] @ X.T  # (qb, n)
+            _equalise_twins(block, X[q0:q0 + QUERY_BLOCK], X, twins, 0)
             for g, cols in enumerate(members):
                 sub = block[:, cols]
                 kk = min(K, len(cols))
@@ -361,9 +408,10 @@ def faiss_topk(queries: np.ndarray, refs: np.ndarray, k: int, ref_offset: int = 
         best_sim, best_idx = _select_top(np.concatenate([best_sim, c_sim], 1),
                                          np.concatenate([best_idx, c_idx], 1), k)
     best_idx = np.where(np.isfinite(best_sim), best_idx, -1)
+    twins = identical_rows(refs) if unsure.any() else None
     for row in np.flatnonzero(unsure):  # rare: exact duplicates around the k-th place
         best_idx[row], best_sim[row] = (a[0] for a in topk_cosine(queries[row:row + 1],
-                                                                  refs, k))
+                                                                  refs, k, twins=twins))
     return best_idx + ref_offset * (best_idx >= 0), best_sim
 
 
@@ -410,9 +458,12 @@ class NeighborIndex:
     def __init__(self, refs: np.ndarray):
         self.refs = refs
         self.n_ref = len(refs)
+        self._twins = None  # identical_rows(refs), found at the first search
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return topk_cosine(queries, self.refs, k)
+        if self._twins is None:
+            self._twins = identical_rows(self.refs)
+        return topk_cosine(queries, self.refs, k, twins=self._twins)
 
     def describe(self) -> dict:
         return {"kind": self.kind, "n_ref": int(self.n_ref)}

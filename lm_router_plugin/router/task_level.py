@@ -42,6 +42,10 @@ GATHER_FLOATS = 2**24
 #: Label patterns (the rows where a model has a result) whose task sums come from summed
 #: weights; models of rarer patterns (many models with scattered nan) get per-row estimates.
 MAX_PATTERNS = 32
+#: With keep_rows, every model's per-row estimates are kept where they take at most this
+#: many floats (H n M; 2**24 float64: 128 MiB): leaving a second task out then costs only
+#: the rows it changed (the strict evaluation does it once per held-out task).
+KEEP_FLOATS = 2**24
 
 
 def kernel_weights(sim: np.ndarray, h: float) -> np.ndarray:
@@ -158,7 +162,12 @@ class TaskKernel:
         # bandwidth, the per-row estimates k models per row: with many tasks (D > k) or
         # many label patterns the per-row path is the cheaper one (same results)
         grouped = sum(len(g) for g in self.groups)
-        if self.groups and self.D * (len(self.groups) + grouped) > self.k * self.Y.shape[1]:
+        # with keep_rows, every model's per-row estimates where they fit in GATHER_FLOATS:
+        # task_s1(e) then subtracts the rows a left-out task changed without summing
+        # them again (the strict evaluation's leave-two-tasks-out, once per held-out task)
+        kept_fits = keep_rows and len(self.bandwidths) * self.Y.size <= KEEP_FLOATS
+        if self.groups and (kept_fits or self.D * (len(self.groups) + grouped)
+                            > self.k * self.Y.shape[1]):
             self.groups, self.known = [], np.zeros((len(has), 0))
             self.rest = np.arange(self.Y.shape[1])
         # each group's labels (nan: 0, weighed by the row's normaliser over labelled ones)
@@ -242,6 +251,14 @@ class TaskKernel:
         sums, counts = np.zeros((H, D, M)), np.zeros((H, D, M))
         if not P or not len(idx):
             return sums, counts
+        # per task a dense pass over the n reference rows, against k neighbours per row: a
+        # few rows of many tasks (a held-out task's rows, those a left-out task touched)
+        # are summed from their per-row estimates instead (same values)
+        if len(np.unique(tasks)) * n > len(idx) * K:
+            grouped = np.concatenate(self.groups)
+            add_s, add_c, _ = self._rest_sums(idx, sim, tasks, D, models=grouped)
+            sums[:, :, grouped], counts[:, :, grouped] = add_s, add_c
+            return sums, counts
         from scipy import sparse
 
         # rows per block: a few (H, b, K) arrays under GATHER_FLOATS floats; tasks per
@@ -282,11 +299,14 @@ class TaskKernel:
         return sums, counts
 
     def _rest_sums(self, idx: np.ndarray, sim: np.ndarray, tasks: np.ndarray, D: int,
-                   keep: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(sums, counts) (H, D, len(rest)) as in _group_sums for the models of rare label
-        patterns, from their per-row estimates (returned too, (H, r, len(rest)), if keep)."""
-        H, R = len(self.bandwidths), len(self.rest)
-        Yr = self.Y[:, self.rest]
+                   keep: bool = False, models: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(sums, counts) (H, D, len(models)) as in _group_sums for ``models`` (None: those
+        of rare label patterns), from their per-row estimates (returned too, (H, r,
+        len(models)), if keep)."""
+        models = self.rest if models is None else models
+        H, R = len(self.bandwidths), len(models)
+        Yr = self.Y[:, models]
         sums, counts = np.zeros((H, D, R)), np.zeros((H, D, R))
         kept = np.empty((H, len(idx), R)) if keep else None
         for r0 in range(0, len(idx), ROW_BLOCK):
