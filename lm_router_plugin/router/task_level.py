@@ -88,9 +88,11 @@ def kernel_estimates(idx: np.ndarray, sim: np.ndarray, Y: np.ndarray,
 
     Y = np.asarray(Y, dtype=np.float64)
     has = ~np.isnan(Y)
-    any_missing = not has.all()
     Y0 = np.where(has, Y, 0.0)  # float64: sums over tasks add and drop rows exactly
-    known = has.astype(np.float64) if any_missing else None
+    # the normaliser over labelled neighbours differs from the weights' sum only for the
+    # models with a missing result: one product for those columns alone
+    missing = np.flatnonzero(~has.all(axis=0))
+    known = np.ascontiguousarray(has[:, missing], dtype=np.float64)
     H, (r, K), M = len(bandwidths), idx.shape, Y.shape[1]
     out = np.full((H, r, M), np.nan)
     # rows per block: the block's (b H, M) products stay under GATHER_FLOATS floats
@@ -105,8 +107,9 @@ def kernel_estimates(idx: np.ndarray, sim: np.ndarray, Y: np.ndarray,
         weights = sparse.csr_matrix((w.ravel(), cols.ravel(), np.arange(0, b * H * K + 1, K)),
                                     shape=(b * H, len(Y)))
         num = weights @ Y0  # (b H, M)
-        den = (weights @ known if known is not None
-               else np.broadcast_to(w.reshape(b * H, K).sum(axis=1, keepdims=True), num.shape))
+        den = np.repeat(w.reshape(b * H, K).sum(axis=1, keepdims=True), M, axis=1)
+        if len(missing):
+            den[:, missing] = weights @ known
         est = np.divide(num, den, out=np.full(num.shape, np.nan), where=den > 0)
         out[:, r0:r0 + b] = est.reshape(b, H, M).transpose(1, 0, 2)
     return out
