@@ -182,7 +182,7 @@ def test_excluded_group_names_are_compared_whole():
 
 def _pool_with_twins(n=3000, dim=384, seed=0):
     """Unit rows with identical twins scattered over the pool (the same question in two
-    places); numpy's matrix product rounds about 6% of twin dot products differently."""
+    places); numpy's matrix product rounds some twin dot products differently."""
     rng = np.random.default_rng(seed)
     X = l2_normalise(rng.normal(size=(n, dim)).astype(np.float32))
     pairs = [(i, i + 1 + (i * 7919) % (n - i - 1)) for i in range(0, n // 2, 37)]

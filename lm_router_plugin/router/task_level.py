@@ -165,7 +165,7 @@ class TaskKernel:
         # bandwidth, the per-row estimates k models per row: with many tasks (D > k) or
         # many label patterns the per-row path is the cheaper one (same results)
         grouped = sum(len(g) for g in self.groups)
-        # with keep_rows, every model's per-row estimates where they fit in GATHER_FLOATS:
+        # with keep_rows, every model's per-row estimates where they fit in KEEP_FLOATS:
         # task_s1(e) then subtracts the rows a left-out task changed without summing
         # them again (the strict evaluation's leave-two-tasks-out, once per held-out task)
         kept_fits = keep_rows and len(self.bandwidths) * self.Y.size <= KEEP_FLOATS
