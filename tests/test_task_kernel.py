@@ -263,3 +263,27 @@ def test_more_tasks_than_neighbours_take_the_per_row_path_with_the_same_values(m
                                    atol=1e-6)
         np.testing.assert_allclose(kernel.task_s1(3)[:, z], _brute(X, Y, task_of, z, 3, 5, HS),
                                    atol=1e-6)
+
+
+def test_leaving_out_a_row_s_dominant_neighbour_recomputes_it_exactly():
+    """task_s1(e) updates each changed row's kept sums by e's entries; where e held nearly
+    all of a row's kernel weight (one neighbour far closer than the rest, a narrow kernel),
+    the difference would be rounding noise, so the row is summed again: the value is the
+    explicit fit's."""
+    from lm_router_plugin.router.task_level import TaskKernel
+
+    X, Y, task_of = _data(dim=16)
+    rng = np.random.default_rng(1)
+    # the other tasks a little towards axis 0, task 0 away from it ...
+    X[:, 0] = np.where(task_of == 0, -1.0, rng.uniform(0.1, 0.3, len(X)))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    twin = np.flatnonzero(task_of == 0)[0]
+    for row in np.flatnonzero(task_of == 1)[:5]:  # ... but these and task 0's first row on it
+        X[row] = 0.0
+        X[row, 0] = 1.0
+    X[twin] = 0.0
+    X[twin, 0] = 1.0
+    hs = (0.01, math.inf)
+    kernel = TaskKernel(X, Y, task_of, k=15, bandwidths=hs, slack=15)
+    np.testing.assert_allclose(kernel.task_s1(0)[:, 1], _brute(X, Y, task_of, 1, 0, 15, hs),
+                               atol=1e-6)

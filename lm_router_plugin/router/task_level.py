@@ -42,9 +42,10 @@ GATHER_FLOATS = 2**24
 #: Label patterns (the rows where a model has a result) whose task sums come from summed
 #: weights; models of rarer patterns (many models with scattered nan) get per-row estimates.
 MAX_PATTERNS = 32
-#: With keep_rows, every model's per-row estimates are kept where they take at most this
-#: many floats (H n M; 2**24 float64: 128 MiB): leaving a second task out then costs only
-#: the rows it changed (the strict evaluation does it once per held-out task).
+#: With keep_rows, every model's per-row kernel sums are kept where their numerators take at
+#: most this many floats (H n M; 2**24 float64: 128 MiB, the normalisers H n (1 + models with
+#: a missing result) more): leaving a second task out then costs only the entries it
+#: changes (the strict evaluation does it once per held-out task).
 KEEP_FLOATS = 2**24
 
 
@@ -84,6 +85,17 @@ def kernel_estimates(idx: np.ndarray, sim: np.ndarray, Y: np.ndarray,
     """(H, r, M) kernel-weighted mean correctness of each row's neighbours ``idx`` (r, K)
     (-1: none) with similarities ``sim``, per bandwidth; nan where a model has no labelled
     neighbour."""
+    num, den, den_col = kernel_parts(idx, sim, Y, bandwidths)
+    return _parts_ratio(num, den, den_col)
+
+
+def kernel_parts(idx: np.ndarray, sim: np.ndarray, Y: np.ndarray, bandwidths: Sequence[float]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The numerators and normalisers of :func:`kernel_estimates`: num (H, r, M) the
+    weighted sums of the neighbours' labels, den (H, r, C) the weights' sums (column 0) and,
+    for each model with a missing result, the sum over its labelled neighbours (columns
+    1..C-1), den_col (M,) each model's column. Weights are shifted by each row's best
+    similarity (``row_tops``); estimate = num / den[..., den_col]."""
     from scipy import sparse
 
     Y = np.asarray(Y, dtype=np.float64)
@@ -93,8 +105,10 @@ def kernel_estimates(idx: np.ndarray, sim: np.ndarray, Y: np.ndarray,
     # models with a missing result: one product for those columns alone
     missing = np.flatnonzero(~has.all(axis=0))
     known = np.ascontiguousarray(has[:, missing], dtype=np.float64)
+    den_col = np.zeros(Y.shape[1], dtype=np.int64)
+    den_col[missing] = np.arange(1, len(missing) + 1)
     H, (r, K), M = len(bandwidths), idx.shape, Y.shape[1]
-    out = np.full((H, r, M), np.nan)
+    num, den = np.empty((H, r, M)), np.empty((H, r, 1 + len(missing)))
     # rows per block: the block's (b H, M) products stay under GATHER_FLOATS floats
     block = max(1, min(ROW_BLOCK, GATHER_FLOATS // max(1, H * max(K, M))))
     for r0 in range(0, r, block):
@@ -106,13 +120,25 @@ def kernel_estimates(idx: np.ndarray, sim: np.ndarray, Y: np.ndarray,
         cols = np.broadcast_to(np.maximum(i, 0)[:, None, :], w.shape)
         weights = sparse.csr_matrix((w.ravel(), cols.ravel(), np.arange(0, b * H * K + 1, K)),
                                     shape=(b * H, len(Y)))
-        num = weights @ Y0  # (b H, M)
-        den = np.repeat(w.reshape(b * H, K).sum(axis=1, keepdims=True), M, axis=1)
+        num[:, r0:r0 + b] = (weights @ Y0).reshape(b, H, M).transpose(1, 0, 2)
+        parts = [w.reshape(b * H, K).sum(axis=1, keepdims=True)]
         if len(missing):
-            den[:, missing] = weights @ known
-        est = np.divide(num, den, out=np.full(num.shape, np.nan), where=den > 0)
-        out[:, r0:r0 + b] = est.reshape(b, H, M).transpose(1, 0, 2)
-    return out
+            parts.append(weights @ known)
+        den[:, r0:r0 + b] = np.hstack(parts).reshape(b, H, -1).transpose(1, 0, 2)
+    return num, den, den_col
+
+
+def row_tops(sim: np.ndarray) -> np.ndarray:
+    """(r,) the shift of :func:`kernel_weights`: each row's best finite similarity (0: none)."""
+    sim = np.asarray(sim, dtype=np.float64)
+    top = np.max(np.where(np.isfinite(sim), sim, -np.inf), axis=1)
+    return np.where(np.isfinite(top), top, 0.0)
+
+
+def _parts_ratio(num: np.ndarray, den: np.ndarray, den_col: np.ndarray) -> np.ndarray:
+    """(H, r, M) num / den[..., den_col]; nan where the normaliser is 0."""
+    d = den[..., den_col]
+    return np.divide(num, d, out=np.full(num.shape, np.nan), where=d > 0)
 
 
 class TaskKernel:
@@ -123,7 +149,8 @@ class TaskKernel:
     ``rows_s1`` and ``task_s1()`` read them, ``task_s1(e)`` (leaving task e out too: the
     strict evaluation's fit without its held-out task e) drops e's rows from those lists
     and searches again, exactly, the rows left with fewer than k (slack 0: every row that
-    had a neighbour in e). ``neighbours`` = (idx, sim) (n, >= k + slack): lists already
+    had a neighbour in e). For the models with kept per-row sums it only subtracts e's
+    entries and adds those that move up into the first k (``_rest_rows_without``). ``neighbours`` = (idx, sim) (n, >= k + slack): lists already
     searched the same way (each row's nearest outside its own task, -1 / -inf padded).
 
     Only sums over rows are needed, so models are grouped by the rows where they have a
@@ -133,8 +160,9 @@ class TaskKernel:
     times Y once, O(n k H + H D n M), not every row's estimate, O(n k H M). Models of the
     patterns beyond the MAX_PATTERNS most common get per-row estimates (kernel_estimates),
     and so do all models where that is cheaper (more tasks than k, many patterns).
-    Memory: n (k + slack) 12 bytes for the lists and, with ``keep_rows`` (what
-    ``task_s1(e)`` reads), H n 8 bytes per model of a rare pattern for its per-row estimates.
+    Memory: n (k + slack) 12 bytes for the lists, n k 8 for their entries sorted by task
+    (on the first ``task_s1(e)``) and, with ``keep_rows`` (what ``task_s1(e)`` reads), H n 8
+    bytes per model of a rare pattern and per normaliser for its per-row sums.
     """
 
     def __init__(self, X: np.ndarray, Y: np.ndarray, task_of: np.ndarray, *,
@@ -165,9 +193,10 @@ class TaskKernel:
         # bandwidth, the per-row estimates k models per row: with many tasks (D > k) or
         # many label patterns the per-row path is the cheaper one (same results)
         grouped = sum(len(g) for g in self.groups)
-        # with keep_rows, every model's per-row estimates where they fit in KEEP_FLOATS:
-        # task_s1(e) then subtracts the rows a left-out task changed without summing
-        # them again (the strict evaluation's leave-two-tasks-out, once per held-out task)
+        # with keep_rows, every model's per-row kernel sums where they fit in KEEP_FLOATS:
+        # task_s1(e) then updates them by the entries a left-out task changes instead of
+        # summing k per row again (the strict evaluation's leave-two-tasks-out, once per
+        # held-out task)
         kept_fits = keep_rows and len(self.bandwidths) * self.Y.size <= KEEP_FLOATS
         if self.groups and (kept_fits or self.D * (len(self.groups) + grouped)
                             > self.k * self.Y.shape[1]):
@@ -178,15 +207,18 @@ class TaskKernel:
         self.group_Y = [Y0 if len(g) == Y0.shape[1] else np.ascontiguousarray(Y0[:, g])
                         for g in self.groups]
         # each row's estimate from its k nearest rows outside its own task, summed per task;
-        # the rare patterns' per-row estimates ((H, n, len(rest))) kept for task_s1(e)
+        # the rest models' per-row numerators and normalisers (kernel_parts, (H, n, .))
+        # kept for task_s1(e), with each row's weight shift
         idx, sim = self.deep_idx[:, :self.k], self.deep_sim[:, :self.k]
         self.sums, self.counts = self._group_sums(idx, sim, self.task_of, self.D)
-        self.rest_rows = None
+        self.rest_parts = None
         if len(self.rest):
-            add_s, add_c, self.rest_rows = self._rest_sums(idx, sim, self.task_of, self.D,
-                                                           keep=keep_rows)
+            add_s, add_c, self.rest_parts = self._rest_sums(idx, sim, self.task_of, self.D,
+                                                            keep=keep_rows)
             self.sums[:, :, self.rest] += add_s
             self.counts[:, :, self.rest] += add_c
+        self.tops = row_tops(sim)
+        self._entries_by_task = None  # (order, bounds): the top-k entries sorted by task
 
     def rows_s1(self, rows: np.ndarray) -> np.ndarray:
         """(H, M) the kernel S1 of a task made of ``rows`` (all of one task), from
@@ -199,8 +231,8 @@ class TaskKernel:
         one = np.zeros(len(rows), dtype=np.int64)
         sums, counts = self._group_sums(idx, sim, one, 1)
         if len(self.rest):
-            add_s, add_c = (_task_sums(self.rest_rows[:, rows], one, 1)
-                            if self.rest_rows is not None
+            add_s, add_c = (_task_sums(self._kept_rest_rows(rows), one, 1)
+                            if self.rest_parts is not None
                             else self._rest_sums(idx, sim, one, 1)[:2])
             sums[:, :, self.rest] += add_s
             counts[:, :, self.rest] += add_c
@@ -215,12 +247,12 @@ class TaskKernel:
             raise ValueError("TaskKernel(keep_rows=False) cannot leave a second task out")
         e = int(exclude)
         kk = self.k
-        hit = np.flatnonzero((self.task_of != e) & (self.deep_task[:, :kk] == e).any(axis=1))
+        hit, removed = self._entries_in(e)
         sums, counts = self.sums.copy(), self.counts.copy()
-        if len(hit):
+        tasks = self.task_of[hit]
+        if len(hit) and self.groups:
             idx, sim = _without_task(self.X, self.task_of, hit, e, self.deep_idx,
                                      self.deep_sim, self.deep_task, kk)
-            tasks = self.task_of[hit]
             grouped = np.ones(self.Y.shape[1], dtype=bool)
             grouped[self.rest] = False
             if 2 * len(hit) > len(self.X):  # most rows changed: sum every row again
@@ -235,13 +267,87 @@ class TaskKernel:
                                                 self.deep_sim[hit, :kk], tasks, self.D)
                 sums += add_s - sub_s
                 counts += add_c - sub_c
-            if len(self.rest):
-                add_s, add_c, _ = self._rest_sums(idx, sim, tasks, self.D)
-                sub_s, sub_c = _task_sums(self.rest_rows[:, hit], tasks, self.D)
-                sums[:, :, self.rest] += add_s - sub_s
-                counts[:, :, self.rest] += add_c - sub_c
+        if len(hit) and len(self.rest):
+            # the rows' new and old estimates summed per task in one pass
+            R = len(self.rest)
+            both_s, both_c = _task_sums(np.concatenate(
+                [self._rest_rows_without(e, hit, removed), self._kept_rest_rows(hit)], axis=2),
+                tasks, self.D)
+            sums[:, :, self.rest] += both_s[..., :R] - both_s[..., R:]
+            counts[:, :, self.rest] += both_c[..., :R] - both_c[..., R:]
         out = _ratio(sums, counts)
         out[:, e] = np.nan
+        return out
+
+    def _entries_in(self, e: int) -> tuple[np.ndarray, np.ndarray]:
+        """(hit, removed): the rows (sorted) with a top-k neighbour in task e, and for each
+        of those entries (row, position) as flat indices into the (n, k) lists."""
+        kk = self.k
+        if self._entries_by_task is None:  # one sort, then each task's entries by a slice
+            flat = self.deep_task[:, :kk].ravel()
+            order = np.argsort(flat, kind="stable")
+            self._entries_by_task = order, np.searchsorted(flat[order], np.arange(self.D + 1))
+        order, bounds = self._entries_by_task
+        removed = order[bounds[e]:bounds[e + 1]]  # row-major: rows ascending
+        return np.unique(removed // kk), removed
+
+    def _kept_rest_rows(self, rows: np.ndarray) -> np.ndarray:
+        """(H, len(rows), len(rest)) the kept per-row estimates of the rest models."""
+        num, den, den_col = self.rest_parts
+        return _parts_ratio(num[:, rows], den[:, rows], den_col)
+
+    def _rest_rows_without(self, e: int, hit: np.ndarray, removed: np.ndarray) -> np.ndarray:
+        """(H, len(hit), len(rest)) the rest models' per-row estimates of the rows ``hit``
+        with task e left out of their lists: the kept numerators and normalisers minus the
+        weights of e's entries (``removed``), plus those of the entries that move up into
+        the first k (from the slack). Rows whose slack runs out, and rows that lose nearly
+        all of their weight (the sum of what is left would carry the subtraction's rounding),
+        are searched and summed again, exactly."""
+        from scipy import sparse
+
+        kk, n = self.k, len(self.X)
+        num, den, den_col = self.rest_parts
+        out_row, out_pos = np.divmod(removed, kk)
+        local = np.searchsorted(hit, out_row)
+        n_out = np.bincount(local, minlength=len(hit))
+        # the entries that move up: each row's first n_out non-e entries beyond the k
+        s_idx, s_task = self.deep_idx[hit, kk:], self.deep_task[hit, kk:]
+        ok = (s_idx >= 0) & (s_task != e)
+        rank = np.cumsum(ok, axis=1)
+        up_r, up_c = np.nonzero(ok & (rank <= n_out[:, None]))
+        full = self.deep_idx[hit, -1] >= 0  # else the lists already hold every eligible row
+        short = full & ((rank[:, -1] if rank.shape[1] else 0) < n_out)
+        rows_of = np.concatenate([local, up_r])
+        refs = np.concatenate([self.deep_idx[out_row, out_pos], s_idx[up_r, up_c]])
+        sims = np.concatenate([self.deep_sim[out_row, out_pos],
+                               self.deep_sim[hit[up_r], kk + up_c]])
+        sign = np.concatenate([-np.ones(len(removed)), np.ones(len(up_r))])
+        H, E = len(self.bandwidths), len(refs)
+        shifted = sims.astype(np.float64) - self.tops[hit][rows_of]
+        w = np.stack([sign if math.isinf(h) else sign * np.exp(shifted / h)
+                      for h in self.bandwidths], axis=1)  # (E, H), in each row's kept shift
+        delta = sparse.csr_matrix((w.ravel(), (np.repeat(rows_of * H, H) + np.tile(np.arange(H), E),
+                                               np.repeat(refs, H))),
+                                  shape=(len(hit) * H, n))
+        Yr = self.Y[:, self.rest]
+        has = ~np.isnan(Yr)
+        d_num = (delta @ np.where(has, Yr, 0.0)).reshape(len(hit), H, -1).transpose(1, 0, 2)
+        missing = np.flatnonzero(den_col > 0)
+        d_den = [np.asarray(delta.sum(axis=1))]
+        if len(missing):
+            d_den.append(delta @ has[:, missing].astype(np.float64))
+        d_den = np.hstack(d_den).reshape(len(hit), H, -1).transpose(1, 0, 2)
+        new_num, old_den = num[:, hit] + d_num, den[:, hit]
+        new_den = old_den + d_den
+        # more than 1 - 1e-6 of a normaliser gone: recompute (errors stay under ~1e-10)
+        lost = (new_den < 1e-6 * old_den).any(axis=(0, 2))
+        new_den[np.abs(new_den) < 1e-300] = 0.0
+        out = _parts_ratio(new_num, new_den, den_col)
+        again = np.flatnonzero(short | lost)
+        if len(again):
+            idx, sim = _without_task(self.X, self.task_of, hit[again], e, self.deep_idx,
+                                     self.deep_sim, self.deep_task, kk)
+            out[:, again] = kernel_estimates(idx, sim, Yr, self.bandwidths)
         return out
 
     def _group_sums(self, idx: np.ndarray, sim: np.ndarray, tasks: np.ndarray, D: int
@@ -303,24 +409,30 @@ class TaskKernel:
 
     def _rest_sums(self, idx: np.ndarray, sim: np.ndarray, tasks: np.ndarray, D: int,
                    keep: bool = False, models: np.ndarray | None = None
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+                   ) -> tuple[np.ndarray, np.ndarray, tuple | None]:
         """(sums, counts) (H, D, len(models)) as in _group_sums for ``models`` (None: those
-        of rare label patterns), from their per-row estimates (returned too, (H, r,
-        len(models)), if keep)."""
+        of rare label patterns), from their per-row estimates; if keep, also their
+        kernel_parts (num, den, den_col) over all rows."""
         models = self.rest if models is None else models
         H, R = len(self.bandwidths), len(models)
         Yr = self.Y[:, models]
         sums, counts = np.zeros((H, D, R)), np.zeros((H, D, R))
-        kept = np.empty((H, len(idx), R)) if keep else None
+        kept = []
         for r0 in range(0, len(idx), ROW_BLOCK):
             rows = slice(r0, r0 + ROW_BLOCK)
-            est = kernel_estimates(idx[rows], sim[rows], Yr, self.bandwidths)
-            add_s, add_c = _task_sums(est, tasks[rows], D)
+            num, den, den_col = kernel_parts(idx[rows], sim[rows], Yr, self.bandwidths)
+            add_s, add_c = _task_sums(_parts_ratio(num, den, den_col), tasks[rows], D)
             sums += add_s
             counts += add_c
             if keep:
-                kept[:, rows] = est
-        return sums, counts, kept
+                kept.append((num, den))
+        if not keep:
+            return sums, counts, None
+        if not kept:  # no rows: empty parts
+            num, den, den_col = kernel_parts(idx, sim, Yr, self.bandwidths)
+            return sums, counts, (num, den, den_col)
+        return sums, counts, (np.concatenate([a for a, _ in kept], axis=1),
+                              np.concatenate([b for _, b in kept], axis=1), den_col)
 
 
 def _label_patterns(has: np.ndarray, most: int
@@ -436,4 +548,5 @@ def widest_best(scores: np.ndarray) -> int:
 
 
 __all__ = ["BANDWIDTHS", "DEFAULT_K", "SLACK", "TaskKernel", "choice_accuracy",
-           "inner_choice_accuracy", "kernel_estimates", "kernel_weights", "widest_best"]
+           "inner_choice_accuracy", "kernel_estimates", "kernel_parts", "kernel_weights",
+           "row_tops", "widest_best"]
