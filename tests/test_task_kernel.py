@@ -55,14 +55,18 @@ def _brute(X, Y, task_of, z, e, k, hs):
     return kernel_accuracy(X[task_of == z], X, Y, k=k, h=hs, ref_rows=ref)
 
 
-@pytest.mark.parametrize("missing, slack", [(0.0, 200), (0.1, 3)])
-@pytest.mark.parametrize("keep_floats", [2**24, 0], ids=["rows_kept", "sums_per_task"])
-def test_leave_out_table_equals_explicit_fits(missing, slack, keep_floats, monkeypatch):
-    """Every model's per-row estimates kept (small pools) or the sums per label pattern
-    (large pools): both equal the explicit fits."""
+@pytest.mark.parametrize("missing, slack", [(0.0, 200), (0.1, 3), (0.1, 0)])
+@pytest.mark.parametrize("keep_floats, patterns", [(2**24, 32), (0, 32), (0, 2)],
+                         ids=["rows_kept", "sums_per_task", "both"])
+def test_leave_out_table_equals_explicit_fits(missing, slack, keep_floats, patterns,
+                                              monkeypatch):
+    """Every model's per-row sums kept (small pools), the sums per label pattern (large
+    pools), or both (the two commonest patterns summed per task, the rarer ones per row):
+    all equal the explicit fits."""
     from lm_router_plugin.router import task_level
 
     monkeypatch.setattr(task_level, "KEEP_FLOATS", keep_floats)
+    monkeypatch.setattr(task_level, "MAX_PATTERNS", patterns)
     X, Y, task_of = _data(missing=missing)
     k = 15
     table = leave_out_kernel(X, Y, task_of, k=k, bandwidths=HS, slack=slack)
