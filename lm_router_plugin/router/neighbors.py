@@ -94,20 +94,28 @@ def identical_rows(refs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cand[twin], cand[first[inverse[twin]]]
 
 
+def twin_similarity(queries: np.ndarray, refs: np.ndarray) -> np.ndarray:
+    """(q, r) float32 similarities of ``queries`` (q, dim) to twin rows ``refs`` (r, dim),
+    computed in float64 and rounded once: the same value whatever the product's layout
+    (numpy's blocks, faiss's kernels), so every search gives identical rows one value."""
+    q64 = np.asarray(queries, dtype=np.float64)
+    return (q64 @ np.asarray(refs, dtype=np.float64).T).astype(np.float32)
+
+
 def _equalise_twins(sim: np.ndarray, queries: np.ndarray, refs: np.ndarray,
                     twins: tuple[np.ndarray, np.ndarray], r0: int) -> None:
     """Give identical reference rows the same similarity, in place: ``sim`` (qb, rb) holds
     ``queries`` (qb, dim) against refs[r0:r0 + rb]. A matrix product may round the same dot
     product differently by where a column sits (the last float32 bit), so twins would not tie
     and which one is kept at the k-th place would depend on the pool's layout (a refit
-    without one task could keep the other twin); here each set's value comes from one
-    column, and the tie goes to the lower row."""
+    without one task could keep the other twin); here each set's value comes from
+    :func:`twin_similarity` of one row, and the tie goes to the lower row."""
     members, canon = twins
     sel = (members >= r0) & (members < r0 + sim.shape[1])
     if not sel.any():
         return
     unique, inverse = np.unique(canon[sel], return_inverse=True)
-    values = queries @ np.asarray(refs[unique], dtype=np.float32).T  # (qb, sets)
+    values = twin_similarity(queries, refs[unique])  # (qb, sets)
     sim[:, members[sel] - r0] = values[:, inverse.ravel()]
 
 
@@ -382,14 +390,22 @@ def _faiss_knn(faiss, queries: np.ndarray, refs: np.ndarray, k: int
     return idx.astype(np.int64), sim
 
 
-def faiss_topk(queries: np.ndarray, refs: np.ndarray, k: int, ref_offset: int = 0
-               ) -> tuple[np.ndarray, np.ndarray]:
+def faiss_topk(queries: np.ndarray, refs: np.ndarray, k: int, ref_offset: int = 0,
+               twins: tuple[np.ndarray, np.ndarray] | None = None,
+               twin_mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k with faiss's kernels: the contract of :func:`topk_cosine` (no groups).
     Ties go to the lower row as there: faiss returns k + TIE_SLACK candidates, which are
-    re-sorted; rows where ties reach past them are searched again with topk_cosine."""
+    re-sorted; rows where ties reach past them are searched again with topk_cosine.
+    Candidates that have an identical twin get :func:`twin_similarity`, as in topk_cosine.
+    ``twins``: :func:`identical_rows` of ``refs`` if known; ``twin_mask`` (len(refs),):
+    which rows have a twin in a larger pool (faiss_topk_grouped's parts); None: found here."""
     faiss = import_faiss("faiss-flat")
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     n_r = len(refs)
+    if twin_mask is None:
+        twins = identical_rows(refs) if twins is None else twins
+        twin_mask = np.zeros(n_r, dtype=bool)
+        twin_mask[twins[0]] = True
     k = max(1, min(k, n_r))
     fetch = min(k + TIE_SLACK, n_r)
     whole = isinstance(refs, np.ndarray) and refs.dtype == np.float32 \
@@ -403,12 +419,18 @@ def faiss_topk(queries: np.ndarray, refs: np.ndarray, k: int, ref_offset: int = 
         f = min(fetch, len(chunk))
         idx, sim = _faiss_knn(faiss, queries, chunk, f)
         idx = np.where(idx >= 0, idx + r0, -1)
+        q, c = np.nonzero((idx >= 0) & twin_mask[np.maximum(idx, 0)])
+        if len(q):  # each pair in float64, rounded once (as twin_similarity)
+            dots = np.einsum("ij,ij->i", queries[q].astype(np.float64),
+                             np.asarray(refs[idx[q, c]], dtype=np.float64))
+            sim[q, c] = dots.astype(np.float32)
         c_idx, c_sim, c_unsure = _tie_fix(sim, idx, min(k, f), complete=f == len(chunk))
         unsure |= c_unsure
         best_sim, best_idx = _select_top(np.concatenate([best_sim, c_sim], 1),
                                          np.concatenate([best_idx, c_idx], 1), k)
     best_idx = np.where(np.isfinite(best_sim), best_idx, -1)
-    twins = identical_rows(refs) if unsure.any() else None
+    if unsure.any() and twins is None:
+        twins = identical_rows(refs)
     for row in np.flatnonzero(unsure):  # rare: exact duplicates around the k-th place
         best_idx[row], best_sim[row] = (a[0] for a in topk_cosine(queries[row:row + 1],
                                                                   refs, k, twins=twins))
@@ -432,12 +454,15 @@ def faiss_topk_grouped(X: np.ndarray, group_code: np.ndarray, k: int
     sim = np.full((n, k), -np.inf, dtype=np.float32)
     bounds = np.flatnonzero(np.diff(group_code)) + 1
     starts, stops = np.r_[0, bounds], np.r_[bounds, n]
+    twin_mask = np.zeros(n, dtype=bool)  # rows with a twin anywhere (as topk_cosine's)
+    twin_mask[identical_rows(X)[0]] = True
     for a, b in zip(starts, stops):
         parts = [(0, X[:a]), (b, X[b:])]
         for offset, refs in parts:
             if len(refs) == 0:
                 continue
-            p_idx, p_sim = faiss_topk(X[a:b], refs, k, ref_offset=offset)
+            p_idx, p_sim = faiss_topk(X[a:b], refs, k, ref_offset=offset,
+                                      twin_mask=twin_mask[offset:offset + len(refs)])
             merged_sim, merged_idx = _select_top(np.concatenate([sim[a:b], p_sim], 1),
                                                  np.concatenate([idx[a:b], p_idx], 1), k)
             sim[a:b], idx[a:b] = merged_sim, merged_idx
@@ -479,7 +504,9 @@ class FaissFlatIndex(NeighborIndex):
         super().__init__(refs)
 
     def search(self, queries, k):
-        return faiss_topk(queries, self.refs, k)
+        if self._twins is None:
+            self._twins = identical_rows(self.refs)
+        return faiss_topk(queries, self.refs, k, twins=self._twins)
 
 
 class FaissIVFIndex(NeighborIndex):
