@@ -160,7 +160,7 @@ class TaskKernel:
     times Y once, O(n k H + H D n M), not every row's estimate, O(n k H M). Models of the
     patterns beyond the MAX_PATTERNS most common get per-row estimates (kernel_estimates),
     and so do all models where that is cheaper (more tasks than k, many patterns).
-    Memory: n (k + slack) 12 bytes for the lists, n k 8 for their entries sorted by task
+    Memory: n (k + slack) 12 bytes for the lists, n k 4 for their entries sorted by task
     (on the first ``task_s1(e)``) and, with ``keep_rows`` (what ``task_s1(e)`` reads), H n 8
     bytes per model of a rare pattern and per normaliser for its per-row sums.
     """
@@ -286,6 +286,7 @@ class TaskKernel:
         if self._entries_by_task is None:  # one sort, then each task's entries by a slice
             flat = self.deep_task[:, :kk].ravel()
             order = np.argsort(flat, kind="stable")
+            order = order.astype(np.int32) if flat.size < 2**31 else order  # half the memory
             self._entries_by_task = order, np.searchsorted(flat[order], np.arange(self.D + 1))
         order, bounds = self._entries_by_task
         removed = order[bounds[e]:bounds[e + 1]]  # row-major: rows ascending
