@@ -150,8 +150,9 @@ class TaskKernel:
     strict evaluation's fit without its held-out task e) drops e's rows from those lists
     and searches again, exactly, the rows left with fewer than k (slack 0: every row that
     had a neighbour in e). For the models with kept per-row sums it only subtracts e's
-    entries and adds those that move up into the first k (``_rest_rows_without``). ``neighbours`` = (idx, sim) (n, >= k + slack): lists already
-    searched the same way (each row's nearest outside its own task, -1 / -inf padded).
+    entries and adds those that move up into the first k (``_rest_rows_without``).
+    ``neighbours`` = (idx, sim) (n, >= k + slack): lists already searched the same way
+    (each row's nearest outside its own task, -1 / -inf padded).
 
     Only sums over rows are needed, so models are grouped by the rows where they have a
     result (their label pattern; one group when Y has no nan): within a group each row's
@@ -327,9 +328,9 @@ class TaskKernel:
         shifted = sims.astype(np.float64) - self.tops[hit][rows_of]
         w = np.stack([sign if math.isinf(h) else sign * np.exp(shifted / h)
                       for h in self.bandwidths], axis=1)  # (E, H), in each row's kept shift
-        delta = sparse.csr_matrix((w.ravel(), (np.repeat(rows_of * H, H) + np.tile(np.arange(H), E),
-                                               np.repeat(refs, H))),
-                                  shape=(len(hit) * H, n))
+        # one sparse (hit H, n) matrix of the signed weights, row (row, h)
+        at = (np.repeat(rows_of * H, H) + np.tile(np.arange(H), E), np.repeat(refs, H))
+        delta = sparse.csr_matrix((w.ravel(), at), shape=(len(hit) * H, n))
         Yr = self.Y[:, self.rest]
         has = ~np.isnan(Yr)
         d_num = (delta @ np.where(has, Yr, 0.0)).reshape(len(hit), H, -1).transpose(1, 0, 2)
@@ -418,7 +419,9 @@ class TaskKernel:
         H, R = len(self.bandwidths), len(models)
         Yr = self.Y[:, models]
         sums, counts = np.zeros((H, D, R)), np.zeros((H, D, R))
-        kept = []
+        C = 1 + int(np.isnan(Yr).any(axis=0).sum())  # normaliser columns (kernel_parts)
+        kept = (np.empty((H, len(idx), R)), np.empty((H, len(idx), C))) if keep else None
+        den_col = np.zeros(R, dtype=np.int64)
         for r0 in range(0, len(idx), ROW_BLOCK):
             rows = slice(r0, r0 + ROW_BLOCK)
             num, den, den_col = kernel_parts(idx[rows], sim[rows], Yr, self.bandwidths)
@@ -426,14 +429,8 @@ class TaskKernel:
             sums += add_s
             counts += add_c
             if keep:
-                kept.append((num, den))
-        if not keep:
-            return sums, counts, None
-        if not kept:  # no rows: empty parts
-            num, den, den_col = kernel_parts(idx, sim, Yr, self.bandwidths)
-            return sums, counts, (num, den, den_col)
-        return sums, counts, (np.concatenate([a for a, _ in kept], axis=1),
-                              np.concatenate([b for _, b in kept], axis=1), den_col)
+                kept[0][:, rows], kept[1][:, rows] = num, den
+        return sums, counts, (kept + (den_col,) if keep else None)
 
 
 def _label_patterns(has: np.ndarray, most: int
