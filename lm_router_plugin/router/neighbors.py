@@ -102,6 +102,13 @@ def twin_similarity(queries: np.ndarray, refs: np.ndarray) -> np.ndarray:
     return (q64 @ np.asarray(refs, dtype=np.float64).T).astype(np.float32)
 
 
+def _mask_of(twins: tuple[np.ndarray, np.ndarray], n: int) -> np.ndarray:
+    """(n,) bool: the rows of :func:`identical_rows`' ``twins`` (members, canon)."""
+    mask = np.zeros(n, dtype=bool)
+    mask[twins[0]] = True
+    return mask
+
+
 def _equalise_twins(sim: np.ndarray, queries: np.ndarray, refs: np.ndarray,
                     twins: tuple[np.ndarray, np.ndarray], r0: int) -> None:
     """Give identical reference rows the same similarity, in place: ``sim`` (qb, rb) holds
@@ -391,21 +398,20 @@ def _faiss_knn(faiss, queries: np.ndarray, refs: np.ndarray, k: int
 
 
 def faiss_topk(queries: np.ndarray, refs: np.ndarray, k: int, ref_offset: int = 0,
-               twins: tuple[np.ndarray, np.ndarray] | None = None,
                twin_mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k with faiss's kernels: the contract of :func:`topk_cosine` (no groups).
     Ties go to the lower row as there: faiss returns k + TIE_SLACK candidates, which are
     re-sorted; rows where ties reach past them are searched again with topk_cosine.
     Candidates that have an identical twin get :func:`twin_similarity`, as in topk_cosine.
-    ``twins``: :func:`identical_rows` of ``refs`` if known; ``twin_mask`` (len(refs),):
-    which rows have a twin in a larger pool (faiss_topk_grouped's parts); None: found here."""
+    ``twin_mask`` (len(refs),): which rows have a twin (:func:`identical_rows`; in a larger pool
+    for faiss_topk_grouped's parts); None: found here."""
     faiss = import_faiss("faiss-flat")
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     n_r = len(refs)
+    twins = None
     if twin_mask is None:
-        twins = identical_rows(refs) if twins is None else twins
-        twin_mask = np.zeros(n_r, dtype=bool)
-        twin_mask[twins[0]] = True
+        twins = identical_rows(refs)
+        twin_mask = _mask_of(twins, n_r)
     k = max(1, min(k, n_r))
     fetch = min(k + TIE_SLACK, n_r)
     whole = isinstance(refs, np.ndarray) and refs.dtype == np.float32 \
@@ -454,8 +460,7 @@ def faiss_topk_grouped(X: np.ndarray, group_code: np.ndarray, k: int
     sim = np.full((n, k), -np.inf, dtype=np.float32)
     bounds = np.flatnonzero(np.diff(group_code)) + 1
     starts, stops = np.r_[0, bounds], np.r_[bounds, n]
-    twin_mask = np.zeros(n, dtype=bool)  # rows with a twin anywhere (as topk_cosine's)
-    twin_mask[identical_rows(X)[0]] = True
+    twin_mask = _mask_of(identical_rows(X), n)  # rows with a twin anywhere (as topk_cosine)
     for a, b in zip(starts, stops):
         parts = [(0, X[:a]), (b, X[b:])]
         for offset, refs in parts:
@@ -506,7 +511,7 @@ class FaissFlatIndex(NeighborIndex):
     def search(self, queries, k):
         if self._twins is None:
             self._twins = identical_rows(self.refs)
-        return faiss_topk(queries, self.refs, k, twins=self._twins)
+        return faiss_topk(queries, self.refs, k, twin_mask=_mask_of(self._twins, self.n_ref))
 
 
 class FaissIVFIndex(NeighborIndex):

@@ -58,8 +58,7 @@ def kernel_weights(sim: np.ndarray, h: float) -> np.ndarray:
         return valid.astype(np.float64)
     # shifted by each row's best similarity (cancels in the normalised average) so that a
     # narrow kernel never underflows to all zeros
-    top = np.max(np.where(valid, sim, -np.inf), axis=1, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
+    top = row_tops(sim)[:, None]
     return np.where(valid, np.exp((np.where(valid, sim, 0.0) - top) / h), 0.0)
 
 
@@ -68,9 +67,7 @@ def _bandwidth_weights(sim: np.ndarray, bandwidths: Sequence[float]) -> np.ndarr
     and the shift by the row's best similarity computed once (the same values)."""
     sim = np.asarray(sim, dtype=np.float64)
     valid = np.isfinite(sim)
-    top = np.max(np.where(valid, sim, -np.inf), axis=1, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    shifted = np.where(valid, sim - top, -np.inf)  # no neighbour: exp(-inf) = 0
+    shifted = np.where(valid, sim - row_tops(sim)[:, None], -np.inf)  # no neighbour: exp(-inf) = 0
     out = np.empty((len(bandwidths),) + sim.shape)
     for j, h in enumerate(bandwidths):
         if math.isinf(h):
@@ -218,7 +215,8 @@ class TaskKernel:
                                                             keep=keep_rows)
             self.sums[:, :, self.rest] += add_s
             self.counts[:, :, self.rest] += add_c
-        self.tops = row_tops(sim)
+        # each row's weight shift, which the kept sums carry (what task_s1(e) adds to them)
+        self.tops = row_tops(sim) if self.rest_parts is not None else None
         self._entries_by_task = None  # (order, bounds): the top-k entries sorted by task
 
     def rows_s1(self, rows: np.ndarray) -> np.ndarray:
