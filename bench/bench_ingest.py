@@ -48,6 +48,8 @@ from pathlib import Path
 
 import orjson
 
+from lm_router_plugin.adapters.lmeval import READ_BUFFER
+
 DATE = "2026-11-28T02-58-12.139447"
 # (task, kind, share of one model's lines); "gen2" = generation with two filters
 TASKS = [("bench_mc_a", "mc", 0.32), ("bench_mc_b", "mc", 0.32), ("bench_gen", "gen2", 0.24),
@@ -146,7 +148,7 @@ def orjson_parse(files: list[Path]) -> int:
     n = 0
     loads = orjson.loads
     for path in files:
-        with open(path, "rb") as fh:
+        with open(path, "rb", buffering=READ_BUFFER) as fh:  # as the adapter reads
             for line in fh:
                 loads(line)
                 n += 1
@@ -157,7 +159,7 @@ def stdlib_parse(files: list[Path]) -> int:
     n = 0
     loads = json.loads
     for path in files:
-        with open(path, "rb") as fh:
+        with open(path, "rb", buffering=READ_BUFFER) as fh:
             for line in fh:
                 loads(line)
                 n += 1
