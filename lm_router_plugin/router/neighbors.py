@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -488,12 +489,14 @@ class NeighborIndex:
     def __init__(self, refs: np.ndarray):
         self.refs = refs
         self.n_ref = len(refs)
-        self._twins = None  # identical_rows(refs), found at the first search
+
+    @cached_property
+    def twins(self) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`identical_rows` of the pool, found at the first exact search."""
+        return identical_rows(self.refs)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._twins is None:
-            self._twins = identical_rows(self.refs)
-        return topk_cosine(queries, self.refs, k, twins=self._twins)
+        return topk_cosine(queries, self.refs, k, twins=self.twins)
 
     def describe(self) -> dict:
         return {"kind": self.kind, "n_ref": int(self.n_ref)}
@@ -509,9 +512,7 @@ class FaissFlatIndex(NeighborIndex):
         super().__init__(refs)
 
     def search(self, queries, k):
-        if self._twins is None:
-            self._twins = identical_rows(self.refs)
-        return faiss_topk(queries, self.refs, k, twin_mask=_mask_of(self._twins, self.n_ref))
+        return faiss_topk(queries, self.refs, k, twin_mask=_mask_of(self.twins, self.n_ref))
 
 
 class FaissIVFIndex(NeighborIndex):
