@@ -40,6 +40,14 @@ class Row(NamedTuple):
     text_rule: str = ""  # how input_text was obtained (adapters/instance_text.py RULE_*)
 
 
+def file_size(path: Path) -> int:
+    """Bytes of a file (0 if it cannot be read: its error comes where it is read)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 class Adapter(ABC):
     """Reads one kind of harness output.
 
@@ -69,6 +77,8 @@ class Adapter(ABC):
     #   check_unit(state) -> checks that span units, run by the driver after each unit in
     #     plan order (e.g. the same EEE run twice), so errors come as in a serial read,
     #   finish(states, paths) -> merge the states here; raise if nothing usable was read.
+    #   unit_cost(unit) -> bytes it reads (optional): the largest units start first, so a
+    #     large one late in the plan is not read alone at the end (results stay in order).
     # Without them ``read`` runs in the ingesting process.
 
     @abstractmethod

@@ -29,7 +29,7 @@ import yaml
 
 from ..errors import InputError
 from ..store.thresholds import Thresholds
-from .base import Adapter, Row
+from .base import Adapter, Row, file_size
 from .instance_text import RULE_HELM_INPUT, RULE_HELM_PROMPT, prompt_hash
 
 logger = logging.getLogger(__name__)
@@ -364,6 +364,14 @@ class HELMAdapter(Adapter):
                 break  # reading stops at this run: the runs after it are not read
             units.append(_Unit(folder, run=run))
         return units
+
+    @staticmethod
+    def unit_cost(unit: _Unit) -> int:
+        """Bytes of a run folder's files (the pool starts the largest first)."""
+        try:
+            return sum(file_size(p) for p in unit.folder.iterdir())
+        except OSError:
+            return 0
 
     def read_unit(self, unit: _Unit) -> Iterator[Row]:
         """The rows of one run folder of :meth:`plan` (in a worker or here). An error is kept

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .base import Adapter, Row
+from .base import Adapter, Row, file_size
 from .instance_text import (
     RULE_STRUCTURE,
     RULE_TAIL,
@@ -308,6 +308,11 @@ class LMEvalAdapter(Adapter):
         for sample_file in self._newest_runs(self._discover_all(paths)):
             by_task.setdefault(sample_file.task, []).append(sample_file)
         return list(by_task.values())
+
+    @staticmethod
+    def unit_cost(unit: list[_SampleFile]) -> int:
+        """Bytes of a unit's sample files (the pool starts the largest first)."""
+        return sum(file_size(path) for sf in unit for path in (sf.parts or (sf.path,)))
 
     def read_unit(self, unit: list[_SampleFile]) -> Iterator[Row]:
         """The rows of one unit of :meth:`plan` (in a worker process or here)."""

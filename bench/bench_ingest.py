@@ -184,8 +184,10 @@ def by_task(files: list[Path]) -> list[list[Path]]:
 
 def pool_parse(groups: list[list[Path]], workers: int, parser: str) -> int:
     """Parse the groups in ``min(workers, len(groups))`` forked processes (as read_arrow's
-    pool); the pool's start and stop are included."""
+    pool: the largest groups, in bytes, started first); the pool's start and stop are
+    included."""
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
+    groups = sorted(groups, key=lambda g: -sum(p.stat().st_size for p in g))
     with ProcessPoolExecutor(min(workers, len(groups)), mp_context=context) as pool:
         return sum(pool.map(_parse_group, groups, [parser] * len(groups)))
 

@@ -22,10 +22,12 @@ from test_eee_adapter import _helm_runs, helm_to_eee, write_eee
 
 from lm_router_plugin.adapters.eee import EEEAdapter
 from lm_router_plugin.adapters.helm import HELMAdapter
-from lm_router_plugin.store.ingest import read_arrow
+from lm_router_plugin.adapters.lmeval import LMEvalAdapter
+from lm_router_plugin.store.ingest import largest_first, read_arrow
 from lm_router_plugin.store.store import Store
 
 SUITE = TESTS / "data" / "helm" / "fixture-suite"
+EXAMPLES = TESTS.parent / "examples" / "runs"  # lm-eval logs of four models
 REAL = FIXTURES / "helm_real"
 PERTURBED = "simple_mcqa,data_augmentation=lower:model=mock_model-b"
 
@@ -128,6 +130,27 @@ def test_one_unit_per_run_folder_and_per_aggregate(eee_root: Path):
     assert [u.folder for u in units] == sorted(SUITE.iterdir())
     assert all(u.error is None for u in units)
     assert EEEAdapter().plan([eee_root]) == sorted(eee_root.rglob("*-*-*-*-*[0-9a-f].json"))
+
+
+def test_the_pool_starts_the_largest_units_first(eee_root: Path):
+    """ingest.largest_first: the adapter's unit_cost (bytes) decides which unit a worker
+    starts first (ties in plan order); adapters without it (EEE) keep the plan order."""
+    helm = HELMAdapter()
+    units = helm.plan([SUITE])
+    costs = [helm.unit_cost(u) for u in units]
+    assert costs == [sum(f.stat().st_size for f in u.folder.iterdir()) for u in units]
+    order = largest_first(helm, units)
+    assert sorted(order) == list(range(len(units)))
+    assert [costs[i] for i in order] == sorted(costs, reverse=True)
+    ties = [i for i in order if costs[i] == costs[order[0]]]
+    assert ties == sorted(ties)
+    lmeval = LMEvalAdapter()
+    tasks = lmeval.plan([EXAMPLES])
+    assert len(tasks) > 1
+    for unit in tasks:
+        assert lmeval.unit_cost(unit) == sum(sf.path.stat().st_size for sf in unit) > 0
+    eee = EEEAdapter()
+    assert largest_first(eee, eee.plan([eee_root])) == list(range(len(eee.plan([eee_root]))))
 
 
 def test_units_are_read_by_worker_processes():

@@ -49,6 +49,7 @@ from .ingest import (
     _files_bar,
     check_unit,
     default_workers,
+    largest_first,
     rows_to_ipc,
 )
 from .thresholds import Thresholds
@@ -231,9 +232,10 @@ class RayEngine:
         levels = _log_levels()
         whole = units is None
         work = [None] if whole else units
-        refs = [task.remote(adapter_name, options, thresholds, where,
-                            None if whole else unit, [str(p) for p in paths], levels)
-                for unit in work]
+        refs: list[Any] = [None] * len(work)
+        for i in [0] if whole else largest_first(adapter, units):  # as the local pool
+            refs[i] = task.remote(adapter_name, options, thresholds, where, work[i],
+                                  [str(p) for p in paths], levels)
         batches: list[pa.RecordBatch] = []
         states = []
         desc = f"reading ({adapter_name}, ray)"
