@@ -20,7 +20,7 @@ import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -448,19 +448,24 @@ def _read_parallel(adapter: Any, adapter_name: str, options: dict[str, Any], uni
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                              initargs=(adapter_name, options, units, thresholds, where)) as pool, \
             _files_bar(units, f"reading ({adapter_name}, {workers} processes)") as bar:
-        futures: dict[int, Future] = {i: pool.submit(_read_unit, i)
-                                      for i in largest_first(adapter, units)}
-        for i, unit in enumerate(units):  # the results in plan order, as read serially
-            data, state = futures.pop(i).result()
-            for record in state.pop("_logs"):
-                logging.getLogger(record.name).handle(record)
-            with pa.ipc.open_stream(data) as reader:
-                new = list(reader)
-            batches.extend(new)
-            del data
-            states.append(state)
-            check_unit(adapter, state)
-            _advance(bar, unit, new)
+        futures = {pool.submit(_read_unit, i): i for i in largest_first(adapter, units)}
+        by_unit: dict[int, Future] = {i: future for future, i in futures.items()}
+        read: set[int] = set()
+        for future in as_completed(futures):
+            read.add(futures[future])
+            bar.update(_unit_files(units[futures[future]]))  # progress as units finish
+            while len(states) in read:  # the results in plan order, as read serially
+                unit = units[len(states)]
+                data, state = by_unit.pop(len(states)).result()  # a worker's error, in order
+                for record in state.pop("_logs"):
+                    logging.getLogger(record.name).handle(record)
+                with pa.ipc.open_stream(data) as reader:
+                    new = list(reader)
+                batches.extend(new)
+                del data
+                states.append(state)
+                check_unit(adapter, state)
+                _advance(bar, unit, new, files=False)
     adapter.finish(states, paths)
     return batches, adapter.model_metadata
 
@@ -497,12 +502,15 @@ def _files_bar(units: Sequence[Any], desc: str) -> Any:
     return progress_bar(total=sum(_unit_files(u) for u in units), desc=desc, unit=" files")
 
 
-def _advance(bar: Any, unit: Any, batches: Sequence[pa.RecordBatch]) -> None:
-    """One unit read (its record ``batches``): its files done, the rows so far as postfix."""
+def _advance(bar: Any, unit: Any, batches: Sequence[pa.RecordBatch], files: bool = True
+             ) -> None:
+    """One unit read (its record ``batches``): the rows so far as postfix, and its files
+    done (``files``; False: counted already, when the unit finished out of plan order)."""
     if not bar.disable:
         bar.n_rows = getattr(bar, "n_rows", 0) + sum(b.num_rows for b in batches)
-        bar.set_postfix_str(f"{bar.n_rows:,} rows", refresh=False)
-    bar.update(_unit_files(unit))
+        bar.set_postfix_str(f"{bar.n_rows:,} rows", refresh=not files)
+    if files:
+        bar.update(_unit_files(unit))
 
 
 def read_rows(adapter_name: str, paths: Sequence[str | Path],
