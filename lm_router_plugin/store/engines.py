@@ -44,6 +44,7 @@ from ..errors import LMRouterError, UsageError
 from ..registry import adapters
 from .ingest import (
     _advance,
+    _unit_files,
     adapter_rows,
     _Collect,
     _files_bar,
@@ -239,9 +240,14 @@ class RayEngine:
         batches: list[pa.RecordBatch] = []
         states = []
         desc = f"reading ({adapter_name}, ray)"
+        waiting = {ref: i for i, ref in enumerate(refs)}  # the tasks not finished yet
         with _files_bar(work if not whole else [paths], desc) as bar:
             for i, unit in enumerate(work):
-                data, state = _get(ray, refs[i])
+                while refs[i] in waiting:  # progress as tasks finish (started largest first)
+                    ready, _ = ray.wait(list(waiting), num_returns=1)
+                    done = waiting.pop(ready[0])
+                    bar.update(_unit_files(paths if whole else work[done]))
+                data, state = _get(ray, refs[i])  # the results in plan order
                 refs[i] = None  # the object store may free it
                 for record in state.pop("_logs"):
                     logging.getLogger(record.name).handle(record)
@@ -252,7 +258,7 @@ class RayEngine:
                 states.append(state)
                 if not whole:
                     check_unit(adapter, state)
-                _advance(bar, paths if whole else unit, new)
+                _advance(bar, paths if whole else unit, new, files=False)
         if whole:
             return batches, states[0]["model_metadata"]
         adapter.finish(states, paths)
