@@ -449,14 +449,13 @@ def _read_parallel(adapter: Any, adapter_name: str, options: dict[str, Any], uni
                              initargs=(adapter_name, options, units, thresholds, where)) as pool, \
             _files_bar(units, f"reading ({adapter_name}, {workers} processes)") as bar:
         futures = {pool.submit(_read_unit, i): i for i in largest_first(adapter, units)}
-        by_unit: dict[int, Future] = {i: future for future, i in futures.items()}
-        read: set[int] = set()
+        in_plan_order: list[Future] = sorted(futures, key=futures.__getitem__)
         for future in as_completed(futures):
-            read.add(futures[future])
             bar.update(_unit_files(units[futures[future]]))  # progress as units finish
-            while len(states) in read:  # the results in plan order, as read serially
+            # the results in plan order, as read serially (a worker's error too)
+            while len(states) < len(units) and in_plan_order[len(states)].done():
                 unit = units[len(states)]
-                data, state = by_unit.pop(len(states)).result()  # a worker's error, in order
+                data, state = in_plan_order[len(states)].result()
                 for record in state.pop("_logs"):
                     logging.getLogger(record.name).handle(record)
                 with pa.ipc.open_stream(data) as reader:
